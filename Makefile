@@ -1,0 +1,30 @@
+# kdumpkit — the two set-up commands are `make demo` and `make test`; both install what they need.
+PY := .venv/bin/python
+
+.PHONY: setup test test-fast lint demo e2e bench clean
+
+setup:
+	@scripts/install-deps.sh
+
+test: setup
+	$(PY) -m ruff check kdumpkit tests bench
+	$(PY) -m pytest -q -ra
+
+test-fast: setup
+	$(PY) -m pytest -q -ra -m "not slow and not e2e"
+
+lint: setup
+	$(PY) -m ruff check kdumpkit tests bench
+	$(PY) -m ruff format --check kdumpkit tests bench
+
+demo: setup
+	@testbed/demo.sh
+
+e2e: setup
+	KDUMPKIT_E2E_KERNELS="6.1 6.12" $(PY) -m pytest -q -ra -m e2e tests/e2e
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .venv .cache build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from kdumpkit.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Analysis: the drgn-based engine, crash-compatible commands, the triage report."""

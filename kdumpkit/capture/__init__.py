@@ -1,0 +1,1 @@
+"""Capture: page filtering, the write pipeline, save/retention/targets."""

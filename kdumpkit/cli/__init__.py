@@ -1,0 +1,1 @@
+"""`kdumpkit <verb>`: thin argument parsing; the logic lives in the layers below."""

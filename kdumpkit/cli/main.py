@@ -1,0 +1,87 @@
+"""Entry point: dispatch ``kdumpkit <verb>`` to the module that implements the verb.
+
+Each verb module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``.  Modules are imported only when their verb runs, so
+``kdumpkit info`` does not pay for importing drgn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from kdumpkit.dump.errors import DumpError
+
+#: verb -> (module, one-line help).  The help is here so ``--help`` imports nothing.
+VERBS: dict[str, tuple[str, str]] = {
+    "info": ("kdumpkit.cli.info", "describe a dump: format, kernel, CPUs, pages, VMCOREINFO"),
+    "convert": ("kdumpkit.cli.convert", "convert a dump between ELF, kdump-compressed and flattened"),
+    "reassemble": ("kdumpkit.cli.reassemble", "turn a flattened dump into a kdump-compressed file"),
+    "dmesg": ("kdumpkit.cli.dmesg", "print the kernel log saved in a dump"),
+    "save": ("kdumpkit.cli.save", "filter, compress and write a dump (makedumpfile's job)"),
+    "collect": ("kdumpkit.cli.collect", "in the capture kernel: save /proc/vmcore and its log"),
+    "check": ("kdumpkit.cli.check", "is this machine ready for kdump, and if not, what to do"),
+    "estimate": ("kdumpkit.cli.estimate", "the crashkernel= reservation this machine needs"),
+    "setup": ("kdumpkit.cli.setup", "reserve memory and enable the kdumpkit units (dry run first)"),
+    "load": ("kdumpkit.cli.load", "load the capture kernel (kexec_file_load)"),
+    "unload": ("kdumpkit.cli.unload", "unload the capture kernel"),
+    "status": ("kdumpkit.cli.status", "is a capture kernel loaded, and how much memory is reserved"),
+    "test": ("kdumpkit.cli.test", "crash this machine on purpose to test kdump"),
+    "crash": ("kdumpkit.cli.crash", "crash-compatible commands on a dump (bt, log, ps, ...)"),
+    "shell": ("kdumpkit.cli.shell", "a Python prompt with the dump opened as `prog`"),
+    "report": ("kdumpkit.cli.report", "one-page triage report: why did this kernel die?"),
+}
+
+
+def _available_verbs() -> dict[str, tuple[str, str]]:
+    return {v: m for v, m in VERBS.items() if importlib.util.find_spec(m[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdumpkit", description="Linux kernel crash dumps: service, capture and analysis."
+    )
+    from kdumpkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"kdumpkit {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (_, help_text) in _available_verbs().items():
+        sub.add_parser(verb, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbs = _available_verbs()
+    if not argv or argv[0] not in verbs:
+        parser = build_parser()
+        if not argv:
+            parser.print_help()
+            return 2
+        parser.parse_args(argv)  # prints help / version, or the error for an unknown verb
+        return 2
+    verb = argv[0]
+    module = importlib.import_module(verbs[verb][0])
+    parser = argparse.ArgumentParser(prog=f"kdumpkit {verb}", description=verbs[verb][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except DumpError as exc:
+        print(f"kdumpkit {verb}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kdumpkit {verb}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        print(f"kdumpkit {verb}: {exc.strerror or exc}"
+              + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

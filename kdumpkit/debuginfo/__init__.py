@@ -1,0 +1,1 @@
+"""Debug information from the dump itself: BTF, kallsyms, ORC, global-variable types."""

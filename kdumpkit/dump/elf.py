@@ -1,0 +1,235 @@
+"""ELF core dumps: /proc/vmcore, ``makedumpfile -E`` output and QEMU's ELF dumps.
+
+Physical memory is keyed by ``p_paddr``.  Overlapping PT_LOADs (the kernel-text
+segment of /proc/vmcore repeats part of a RAM segment) are resolved by keeping
+the bytes of the segment that starts first.  ``p_filesz < p_memsz`` is the
+excluded tail of a ``makedumpfile -E`` segment; a segment cut short by the end
+of the file marks the dump incomplete and its missing pages as lost.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdumpkit.dump.base import DumpHeader, Dump, PageState, check_count
+from kdumpkit.dump.errors import DumpFormatError
+from kdumpkit.dump.notes import parse_notes
+from kdumpkit.dump.source import ByteSource
+
+ELF_MAGIC = b"\x7fELF"
+ET_CORE = 4
+PT_LOAD = 1
+PT_NOTE = 4
+PN_XNUM = 0xFFFF
+EM_NAMES = {3: "i386", 62: "x86_64", 183: "aarch64", 21: "ppc64", 22: "s390x", 243: "riscv64"}
+#: makedumpfile -E sets this e_flags bit in an incomplete dump.
+DUMP_ELF_INCOMPLETE = 0x1
+MAX_PHDRS = 1 << 20
+MAX_NOTE_BYTES = 64 << 20
+#: Physical addresses beyond 2^52 (4 PiB) exist on no machine we can dump.
+MAX_PHYS_ADDR = 1 << 52
+READ_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A PT_LOAD as written in the file."""
+
+    paddr: int
+    vaddr: int
+    offset: int
+    filesz: int
+    memsz: int
+    flags: int = 7
+
+
+@dataclass(frozen=True)
+class _Extent:
+    """A non-overlapping piece of physical memory: [start, file_end) has data at
+    ``offset``; [file_end, mem_end) is RAM without data."""
+
+    start: int
+    file_end: int
+    mem_end: int
+    offset: int
+    lost_from: int  # first address whose data lies beyond EOF (== file_end if none)
+
+
+class ElfDump(Dump):
+    """An ELF core of a kernel's physical memory."""
+
+    def __init__(self, source: ByteSource, *, format_name: str = "elf") -> None:
+        self.source = source
+        self.name = source.name
+        ident = source.pread(0, 16) if source.size >= 16 else b""
+        if ident[:4] != ELF_MAGIC:
+            raise DumpFormatError(f"{self.name}: not an ELF file")
+        elf_class, data_enc = ident[4], ident[5]
+        if elf_class not in (1, 2) or data_enc not in (1, 2):
+            raise DumpFormatError(f"{self.name}: bad ELF class {elf_class} or data encoding {data_enc}")
+        self.is64 = elf_class == 2
+        end = "<" if data_enc == 1 else ">"
+        ehdr_fmt = end + ("16sHHIQQQIHHHHHH" if self.is64 else "16sHHIIIIIHHHHHH")
+        ehdr_size = struct.calcsize(ehdr_fmt)
+        (_, e_type, e_machine, _, _, e_phoff, e_shoff, e_flags, _, e_phentsize, e_phnum,
+         _, _, _) = struct.unpack(ehdr_fmt, source.pread(0, ehdr_size))  # fmt: skip
+        if e_type != ET_CORE:
+            raise DumpFormatError(f"{self.name}: ELF type {e_type} is not a core file")
+        phdr_fmt = end + ("IIQQQQQQ" if self.is64 else "IIIIIIII")
+        phdr_size = struct.calcsize(phdr_fmt)
+        if e_phnum == PN_XNUM:
+            e_phnum = self._extended_phnum(end, e_shoff)
+        check_count("ELF program header count", e_phnum, MAX_PHDRS)
+        if e_phnum and e_phentsize < phdr_size:
+            raise DumpFormatError(f"{self.name}: program header size {e_phentsize} too small")
+        table = source.pread(e_phoff, e_phnum * e_phentsize)
+        segments: list[Segment] = []
+        note_data = bytearray()
+        for i in range(e_phnum):
+            fields = struct.unpack_from(phdr_fmt, table, i * e_phentsize)
+            if self.is64:
+                p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _ = fields
+            else:
+                p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, _ = fields
+            if p_type == PT_NOTE:
+                if len(note_data) + p_filesz > MAX_NOTE_BYTES:
+                    raise DumpFormatError(f"{self.name}: notes larger than {MAX_NOTE_BYTES} bytes")
+                note_data += source.pread(p_offset, p_filesz)
+            elif p_type == PT_LOAD and p_memsz:
+                if p_filesz > p_memsz or p_paddr + p_memsz > MAX_PHYS_ADDR:
+                    raise DumpFormatError(
+                        f"{self.name}: PT_LOAD {i} has impossible sizes "
+                        f"(paddr {p_paddr:#x}, filesz {p_filesz:#x}, memsz {p_memsz:#x})"
+                    )
+                segments.append(Segment(p_paddr, p_vaddr, p_offset, p_filesz, p_memsz, p_flags))
+        self.segments = segments
+        notes = parse_notes(bytes(note_data), little_endian=end == "<")
+        self._init_notes(bytes(note_data), notes)
+        page_size = (self.vmcoreinfo.page_size if self.vmcoreinfo else None) or 4096
+        if page_size & (page_size - 1) or not 512 <= page_size <= 1 << 20:
+            raise DumpFormatError(f"{self.name}: page size {page_size} is not a power of two")
+        self._extents = self._build_extents(segments, source.size)
+        self._starts = [e.start for e in self._extents]
+        max_pfn = max(((e.mem_end + page_size - 1) // page_size for e in self._extents), default=0)
+        lost = any(e.lost_from < e.file_end for e in self._extents)
+        self.header = DumpHeader(
+            format=format_name,
+            machine=EM_NAMES.get(e_machine, f"EM_{e_machine}"),
+            little_endian=end == "<",
+            page_size=page_size,
+            max_pfn=max_pfn,
+            incomplete=bool(e_flags & DUMP_ELF_INCOMPLETE) or lost,
+            extra={
+                "elf_class": 64 if self.is64 else 32,
+                "e_flags": e_flags,
+                "program_headers": e_phnum,
+                "segments": [
+                    {"paddr": s.paddr, "vaddr": s.vaddr, "offset": s.offset,
+                     "filesz": s.filesz, "memsz": s.memsz}
+                    for s in segments
+                ],  # fmt: skip
+            },
+        )
+        self._present: np.ndarray | None = None
+        self._ram: np.ndarray | None = None
+
+    def _extended_phnum(self, end: str, e_shoff: int) -> int:
+        # With more than 0xfffe program headers, the real count is section 0's sh_info.
+        if self.is64:
+            sh = self.source.pread(e_shoff, 64)
+            return struct.unpack_from(end + "I", sh, 44)[0]
+        sh = self.source.pread(e_shoff, 40)
+        return struct.unpack_from(end + "I", sh, 28)[0]
+
+    @staticmethod
+    def _build_extents(segments: list[Segment], file_size: int) -> list[_Extent]:
+        extents: list[_Extent] = []
+        covered = 0
+        for seg in sorted(segments, key=lambda s: (s.paddr, -s.memsz)):
+            start, mem_end = seg.paddr, seg.paddr + seg.memsz
+            if mem_end <= covered:
+                continue  # wholly inside memory already mapped (the kernel-text PT_LOAD)
+            skip = max(0, covered - start)
+            start += skip
+            file_end = max(start, seg.paddr + seg.filesz)
+            offset = seg.offset + skip
+            avail = max(0, file_size - offset)
+            lost_from = min(file_end, start + avail)
+            extents.append(_Extent(start, file_end, mem_end, offset, lost_from))
+            covered = mem_end
+        return extents
+
+    # --- physical memory --------------------------------------------------------------
+
+    def _overlapping(self, start: int, end: int) -> Iterator[_Extent]:
+        i = max(0, bisect.bisect_right(self._starts, start) - 1)
+        while i < len(self._extents) and self._extents[i].start < end:
+            ext = self._extents[i]
+            if ext.mem_end > start:
+                yield ext
+            i += 1
+
+    def page_state(self, pfn: int) -> PageState:
+        start = pfn * self.page_size
+        end = start + self.page_size
+        state = PageState.HOLE
+        for ext in self._overlapping(start, end):
+            if ext.start < min(end, ext.lost_from):
+                return PageState.PRESENT
+            if ext.start < ext.file_end and start < ext.file_end:
+                state = PageState.LOST
+            elif state == PageState.HOLE:
+                state = PageState.EXCLUDED
+        return state
+
+    def _read_present_page(self, pfn: int) -> bytes:
+        start = pfn * self.page_size
+        return self._read_span(start, start + self.page_size)
+
+    def _read_span(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) with anything not in the file as zeros."""
+        out = bytearray(end - start)
+        for ext in self._overlapping(start, end):
+            lo = max(start, ext.start)
+            hi = min(end, ext.lost_from)
+            if hi > lo:
+                out[lo - start : hi - start] = self.source.pread(ext.offset + lo - ext.start, hi - lo)
+        return bytes(out)
+
+    def _bitmaps(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._present is None or self._ram is None:
+            ps = self.page_size
+            present = np.zeros(self.max_pfn, dtype=bool)
+            ram = np.zeros(self.max_pfn, dtype=bool)
+            for ext in self._extents:
+                ram[ext.start // ps : (ext.mem_end + ps - 1) // ps] = True
+                if ext.lost_from > ext.start:
+                    present[ext.start // ps : (ext.lost_from + ps - 1) // ps] = True
+            self._present, self._ram = present, ram
+        return self._present, self._ram
+
+    def present_bitmap(self) -> np.ndarray:
+        return self._bitmaps()[0]
+
+    def ram_bitmap(self) -> np.ndarray:
+        return self._bitmaps()[1]
+
+    def iter_pages(self) -> Iterator[tuple[int, bytes]]:
+        """Pages in pfn order, read in large chunks."""
+        ps = self.page_size
+        for start_pfn, end_pfn in self.present_ranges():
+            pfn = start_pfn
+            while pfn < end_pfn:
+                n = min(end_pfn - pfn, READ_CHUNK // ps)
+                data = self._read_span(pfn * ps, (pfn + n) * ps)
+                for i in range(n):
+                    yield pfn + i, data[i * ps : (i + 1) * ps]
+                pfn += n
+
+    def close(self) -> None:
+        self.source.close()

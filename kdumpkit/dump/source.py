@@ -1,0 +1,78 @@
+"""Random-access byte sources that dump readers parse.
+
+A reader never touches a file directly: it asks a :class:`ByteSource` for
+``pread(offset, size)``.  A plain file is one source; a flattened dump is
+another (its records indexed once), so kdump and ELF readers work unchanged
+over flattened streams.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Protocol
+
+from kdumpkit.dump.errors import DumpFormatError
+
+
+class ByteSource(Protocol):
+    """Anything that can read bytes at an offset."""
+
+    name: str
+    size: int
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at ``offset``, or :class:`DumpFormatError`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FileSource:
+    """A regular file (or /proc/vmcore), memory-mapped where possible."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.name = os.fspath(path)
+        try:
+            self._fd = os.open(self.name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise DumpFormatError(f"{self.name}: cannot open: {exc.strerror}") from None
+        self.size = os.fstat(self._fd).st_size
+        self._map: mmap.mmap | None = None
+        if self.size > 0:
+            try:
+                self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                self._map = None
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise DumpFormatError(
+                f"{self.name}: truncated: needs bytes {offset:#x}..{offset + size:#x} "
+                f"but the file is {self.size:#x} bytes"
+            )
+        if self._map is not None:
+            return self._map[offset : offset + size]
+        data = os.pread(self._fd, size, offset)
+        if len(data) != size:
+            raise DumpFormatError(f"{self.name}: short read at {offset:#x}")
+        return data
+
+    def view(self, offset: int, size: int) -> memoryview | bytes:
+        """Like :meth:`pread` but without a copy where the file is mapped."""
+        if self._map is None:
+            return self.pread(offset, size)
+        if offset < 0 or size < 0 or offset + size > self.size:
+            self.pread(offset, size)  # raises the precise error
+        return memoryview(self._map)[offset : offset + size]
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a memoryview still refers to it; the GC will unmap it
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,1 @@
+"""What VMCOREINFO alone tells: address translation, memory model, printk. No type information."""

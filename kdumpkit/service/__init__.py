@@ -1,0 +1,1 @@
+"""Service: config, readiness checks, crashkernel=, kexec, systemd."""
