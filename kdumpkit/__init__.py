@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import drgn
 
 
-def open(path: Any, vmlinux: Any = None) -> drgn.Program:  # noqa: A001 - the public API name
+def open(path: Any, vmlinux: Any = None) -> drgn.Program:
     """Open a dump (any format kdumpkit reads) or the live kernel as a drgn Program."""
     from kdumpkit.analyze.program import open_program
 

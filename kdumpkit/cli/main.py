@@ -17,7 +17,10 @@ from kdumpkit.dump.errors import DumpError
 #: verb -> (module, one-line help).  The help is here so ``--help`` imports nothing.
 VERBS: dict[str, tuple[str, str]] = {
     "info": ("kdumpkit.cli.info", "describe a dump: format, kernel, CPUs, pages, VMCOREINFO"),
-    "convert": ("kdumpkit.cli.convert", "convert a dump between ELF, kdump-compressed and flattened"),
+    "convert": (
+        "kdumpkit.cli.convert",
+        "convert a dump between ELF, kdump-compressed and flattened",
+    ),
     "reassemble": ("kdumpkit.cli.reassemble", "turn a flattened dump into a kdump-compressed file"),
     "dmesg": ("kdumpkit.cli.dmesg", "print the kernel log saved in a dump"),
     "save": ("kdumpkit.cli.save", "filter, compress and write a dump (makedumpfile's job)"),
@@ -27,7 +30,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "setup": ("kdumpkit.cli.setup", "reserve memory and enable the kdumpkit units (dry run first)"),
     "load": ("kdumpkit.cli.load", "load the capture kernel (kexec_file_load)"),
     "unload": ("kdumpkit.cli.unload", "unload the capture kernel"),
-    "status": ("kdumpkit.cli.status", "is a capture kernel loaded, and how much memory is reserved"),
+    "status": (
+        "kdumpkit.cli.status",
+        "is a capture kernel loaded, and how much memory is reserved",
+    ),
     "test": ("kdumpkit.cli.test", "crash this machine on purpose to test kdump"),
     "crash": ("kdumpkit.cli.crash", "crash-compatible commands on a dump (bt, log, ps, ...)"),
     "shell": ("kdumpkit.cli.shell", "a Python prompt with the dump opened as `prog`"),
@@ -78,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except OSError as exc:
-        print(f"kdumpkit {verb}: {exc.strerror or exc}"
-              + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        print(
+            f"kdumpkit {verb}: {exc.strerror or exc}"
+            + (f": {exc.filename}" if exc.filename else ""),
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdumpkit.dump.base import DumpHeader, Dump, PageState, check_count
+from kdumpkit.dump.base import Dump, DumpHeader, PageState, check_count
 from kdumpkit.dump.errors import DumpFormatError
 from kdumpkit.dump.notes import parse_notes
 from kdumpkit.dump.source import ByteSource
@@ -71,7 +71,9 @@ class ElfDump(Dump):
             raise DumpFormatError(f"{self.name}: not an ELF file")
         elf_class, data_enc = ident[4], ident[5]
         if elf_class not in (1, 2) or data_enc not in (1, 2):
-            raise DumpFormatError(f"{self.name}: bad ELF class {elf_class} or data encoding {data_enc}")
+            raise DumpFormatError(
+                f"{self.name}: bad ELF class {elf_class} or data encoding {data_enc}"
+            )
         self.is64 = elf_class == 2
         end = "<" if data_enc == 1 else ">"
         ehdr_fmt = end + ("16sHHIQQQIHHHHHH" if self.is64 else "16sHHIIIIIHHHHHH")
@@ -129,10 +131,15 @@ class ElfDump(Dump):
                 "e_flags": e_flags,
                 "program_headers": e_phnum,
                 "segments": [
-                    {"paddr": s.paddr, "vaddr": s.vaddr, "offset": s.offset,
-                     "filesz": s.filesz, "memsz": s.memsz}
+                    {
+                        "paddr": s.paddr,
+                        "vaddr": s.vaddr,
+                        "offset": s.offset,
+                        "filesz": s.filesz,
+                        "memsz": s.memsz,
+                    }
                     for s in segments
-                ],  # fmt: skip
+                ],
             },
         )
         self._present: np.ndarray | None = None
@@ -198,7 +205,9 @@ class ElfDump(Dump):
             lo = max(start, ext.start)
             hi = min(end, ext.lost_from)
             if hi > lo:
-                out[lo - start : hi - start] = self.source.pread(ext.offset + lo - ext.start, hi - lo)
+                out[lo - start : hi - start] = self.source.pread(
+                    ext.offset + lo - ext.start, hi - lo
+                )
         return bytes(out)
 
     def _bitmaps(self) -> tuple[np.ndarray, np.ndarray]:

@@ -94,7 +94,9 @@ def decode_prstatus(note: Note, cpu: int) -> PrStatus:
         return PrStatus(cpu=cpu, pid=-1, raw=desc)
     (pid,) = struct.unpack_from("<i", desc, X86_64_PR_PID_OFFSET)
     values = struct.unpack_from(f"<{len(X86_64_PR_REG_NAMES)}Q", desc, X86_64_PR_REG_OFFSET)
-    return PrStatus(cpu=cpu, pid=pid, registers=dict(zip(X86_64_PR_REG_NAMES, values, strict=True)), raw=desc)
+    return PrStatus(
+        cpu=cpu, pid=pid, registers=dict(zip(X86_64_PR_REG_NAMES, values, strict=True)), raw=desc
+    )
 
 
 def prstatus_notes(notes: list[Note]) -> list[PrStatus]:

@@ -42,7 +42,9 @@ def open_source(source: ByteSource) -> Dump:
         from kdumpkit.dump.flat import open_flat
 
         return open_flat(source)
-    raise DumpFormatError(f"{source.name}: not a crash dump (no ELF, KDUMP or makedumpfile signature)")
+    raise DumpFormatError(
+        f"{source.name}: not a crash dump (no ELF, KDUMP or makedumpfile signature)"
+    )
 
 
 def open_dump(path: PathLike | Sequence[PathLike]) -> Dump:
