@@ -1,0 +1,164 @@
+"""Per-page codecs of kdump-compressed dumps: name <-> page_desc flag <-> functions.
+
+makedumpfile compresses every page on its own: zlib at level 1 (a zlib stream),
+LZO1X-1, raw snappy blocks, zstd level 1 (one frame).  The codec libraries are
+imported when first used so that a missing optional one (python-lzo) only
+matters for dumps that need it.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from kdumpkit.dump.errors import DumpError
+
+#: page_desc.flags / disk_dump_header.status bits naming a codec.
+FLAG_ZLIB = 0x1
+FLAG_LZO = 0x2
+FLAG_SNAPPY = 0x4
+FLAG_ZSTD = 0x20
+CODEC_FLAGS = FLAG_ZLIB | FLAG_LZO | FLAG_SNAPPY | FLAG_ZSTD
+
+
+class CodecUnavailableError(DumpError):
+    """The Python module a codec needs is not installed."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One page codec: ``compress(page)`` and ``decompress(data, page_size)``."""
+
+    name: str
+    flag: int
+    compress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes, int], bytes]
+
+
+def _zlib_compress(page: bytes) -> bytes:
+    return zlib.compress(page, 1)
+
+
+def _zlib_decompress(data: bytes, page_size: int) -> bytes:
+    dec = zlib.decompressobj()
+    out = dec.decompress(data, page_size)
+    if not dec.eof:
+        raise ValueError("zlib stream does not end within one page")
+    return out
+
+
+def _lzo_module():  # type: ignore[no-untyped-def]
+    try:
+        import lzo
+    except ImportError:
+        raise CodecUnavailableError(
+            "this dump uses LZO but python-lzo is not installed (pip install python-lzo)"
+        ) from None
+    return lzo
+
+
+def _lzo_compress(page: bytes) -> bytes:
+    # level 1 = LZO1X-1, header=False: the bare lzo1x block makedumpfile writes.
+    return _lzo_module().compress(page, 1, False)
+
+
+def _lzo_decompress(data: bytes, page_size: int) -> bytes:
+    return _lzo_module().decompress(data, False, page_size)
+
+
+def _snappy_module():  # type: ignore[no-untyped-def]
+    try:
+        import cramjam
+    except ImportError:
+        raise CodecUnavailableError(
+            "this dump uses snappy but cramjam is not installed (pip install cramjam)"
+        ) from None
+    return cramjam.snappy
+
+
+def _snappy_compress(page: bytes) -> bytes:
+    return bytes(_snappy_module().compress_raw(page))
+
+
+def _snappy_decompress(data: bytes, page_size: int) -> bytes:
+    return bytes(_snappy_module().decompress_raw(data))
+
+
+@cache
+def _zstd_module():  # type: ignore[no-untyped-def]
+    try:
+        import zstandard
+    except ImportError:
+        raise CodecUnavailableError(
+            "this dump uses zstd but zstandard is not installed (pip install zstandard)"
+        ) from None
+    return zstandard
+
+
+_zstd_local = threading.local()
+
+
+def _zstd_contexts():  # type: ignore[no-untyped-def]
+    # zstandard's (de)compressor objects are not thread-safe: one pair per thread.
+    ctx = getattr(_zstd_local, "ctx", None)
+    if ctx is None:
+        zstd = _zstd_module()
+        ctx = _zstd_local.ctx = (zstd.ZstdCompressor(level=1), zstd.ZstdDecompressor())
+    return ctx
+
+
+def _zstd_compress(page: bytes) -> bytes:
+    return _zstd_contexts()[0].compress(page)
+
+
+def _zstd_decompress(data: bytes, page_size: int) -> bytes:
+    return _zstd_contexts()[1].decompress(data, max_output_size=page_size)
+
+
+def _none_compress(page: bytes) -> bytes:
+    return page
+
+
+def _none_decompress(data: bytes, page_size: int) -> bytes:
+    return data
+
+
+CODECS: dict[str, Codec] = {
+    "none": Codec("none", 0, _none_compress, _none_decompress),
+    "zlib": Codec("zlib", FLAG_ZLIB, _zlib_compress, _zlib_decompress),
+    "lzo": Codec("lzo", FLAG_LZO, _lzo_compress, _lzo_decompress),
+    "snappy": Codec("snappy", FLAG_SNAPPY, _snappy_compress, _snappy_decompress),
+    "zstd": Codec("zstd", FLAG_ZSTD, _zstd_compress, _zstd_decompress),
+}
+CODEC_BY_FLAG: dict[int, Codec] = {c.flag: c for c in CODECS.values()}
+
+
+def get_codec(name: str) -> Codec:
+    """The codec called ``name``; raises :class:`DumpError` for an unknown name."""
+    try:
+        codec = CODECS[name]
+    except KeyError:
+        raise DumpError(f"unknown compression {name!r} (one of {', '.join(CODECS)})") from None
+    check_available(codec)
+    return codec
+
+
+def check_available(codec: Codec) -> None:
+    """Raise :class:`CodecUnavailableError` now if the codec's module is missing."""
+    if codec.name == "lzo":
+        _lzo_module()
+    elif codec.name == "snappy":
+        _snappy_module()
+    elif codec.name == "zstd":
+        _zstd_module()
+
+
+def codec_name_of_status(status: int) -> str | None:
+    """The codec named by a disk_dump_header ``status`` word, or None if none is."""
+    for flag, codec in CODEC_BY_FLAG.items():
+        if flag and status & flag:
+            return codec.name
+    return None
