@@ -146,9 +146,13 @@ class Dump(ABC):
         for pfn in np.flatnonzero(self.present_bitmap()):
             yield int(pfn)
 
-    def iter_pages(self) -> Iterator[tuple[int, bytes]]:
-        """``(pfn, bytes)`` for every page that has data, in pfn order."""
-        for pfn in self.iter_pfns():
+    def iter_pages(self, only: np.ndarray | None = None) -> Iterator[tuple[int, bytes]]:
+        """``(pfn, bytes)`` for every page that has data, in pfn order; with ``only``
+        (a bool array of length ``max_pfn``), just the pages where it is True."""
+        bits = self.present_bitmap()
+        if only is not None:
+            bits = bits & only[: self.max_pfn]
+        for pfn in np.flatnonzero(bits).tolist():
             yield pfn, self._read_present_page(pfn)
 
     def present_ranges(self) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdumpkit.dump.base import Dump, DumpHeader, PageState, check_count
+from kdumpkit.dump.base import Dump, DumpHeader, PageState, bitmap_runs, check_count
 from kdumpkit.dump.errors import DumpFormatError
 from kdumpkit.dump.notes import parse_notes
 from kdumpkit.dump.source import ByteSource
@@ -228,10 +228,13 @@ class ElfDump(Dump):
     def ram_bitmap(self) -> np.ndarray:
         return self._bitmaps()[1]
 
-    def iter_pages(self) -> Iterator[tuple[int, bytes]]:
-        """Pages in pfn order, read in large chunks."""
+    def iter_pages(self, only: np.ndarray | None = None) -> Iterator[tuple[int, bytes]]:
+        """Pages in pfn order (only those where ``only`` is True), read in large chunks."""
         ps = self.page_size
-        for start_pfn, end_pfn in self.present_ranges():
+        bits = self.present_bitmap()
+        if only is not None:
+            bits = bits & only[: self.max_pfn]
+        for start_pfn, end_pfn in bitmap_runs(bits):
             pfn = start_pfn
             while pfn < end_pfn:
                 n = min(end_pfn - pfn, READ_CHUNK // ps)

@@ -386,10 +386,10 @@ class KdumpDump(Dump):
         if not 0 <= pfn < self.max_pfn:
             return PageState.HOLE
         if self._bit(self._dumpable_packed, pfn):
+            if self._part_of(pfn) is None:
+                return PageState.LOST  # a file of the split set is missing
             if self.header.incomplete and self._descriptor(pfn) is None:
                 return PageState.LOST
-            if len(self.parts) > 1 and self._part_of(pfn) is None:
-                return PageState.LOST  # a file of the split set is missing
             return PageState.PRESENT
         if self._bit(self._ram_packed, pfn):
             return PageState.EXCLUDED
@@ -448,36 +448,39 @@ class KdumpDump(Dump):
 
     def present_bitmap(self) -> np.ndarray:
         if self._present is None:
-            present = self._unpack(self._dumpable_packed)
-            if len(self.parts) > 1:
-                covered = np.zeros(self.max_pfn, dtype=bool)
-                for part in self.parts:
-                    covered[part.start_pfn : part.end_pfn] = True
-                present &= covered
-            if self.header.incomplete:
-                for part in self.parts:
-                    for pfns, descs in self._descriptor_batches(part, present):
-                        present[pfns[descs["offset"] == 0]] = False
+            present = np.zeros(self.max_pfn, dtype=bool)
+            for part in self.parts:
+                for pfns, descs in self._descriptor_batches(
+                    part, with_descs=self.header.incomplete
+                ):
+                    present[pfns if descs is None else pfns[descs["offset"] != 0]] = True
             self._present = present
         return self._present
 
     def ram_bitmap(self) -> np.ndarray:
-        return self._unpack(self._ram_packed) | self.present_bitmap()
+        return self._unpack(self._ram_packed) | self._unpack(self._dumpable_packed)
 
     def excluded_count(self) -> int:
         """RAM pages that were filtered out (in the 1st bitmap, not in the 2nd)."""
-        return int(np.count_nonzero(self.ram_bitmap() & ~self.present_bitmap()))
+        return int(np.count_nonzero(self.ram_bitmap() & ~self._unpack(self._dumpable_packed)))
 
     def _descriptor_batches(
-        self, part: _Part, dumpable: np.ndarray
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(pfns, page_desc records) of a part's dumpable pages, in batches; records
-        past the end of an incomplete file read as offset 0."""
-        pfns_all = np.flatnonzero(dumpable[part.start_pfn : part.end_pfn]) + part.start_pfn
+        self, part: _Part, *, with_descs: bool = True
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(pfns, page_desc records) of a part's dumpable pages, in batches of
+        :data:`DESC_BATCH`; records past the end of an incomplete file read as offset 0."""
+        dumpable = np.unpackbits(self._dumpable_packed, bitorder="little", count=part.end_pfn)[
+            part.start_pfn :
+        ]
+        pfns_all = np.flatnonzero(dumpable) + part.start_pfn
+        del dumpable
         dtype = PAGE_DESC if part.hdr.little_endian else PAGE_DESC.newbyteorder(">")
         src = part.source
         for start in range(0, len(pfns_all), DESC_BATCH):
             pfns = pfns_all[start : start + DESC_BATCH]
+            if not with_descs:
+                yield pfns, None
+                continue
             pos = part.desc_offset + start * PAGE_DESC_SIZE
             want = len(pfns) * PAGE_DESC_SIZE
             have = max(0, min(want, src.size - pos)) // PAGE_DESC_SIZE * PAGE_DESC_SIZE
@@ -488,27 +491,29 @@ class KdumpDump(Dump):
                 descs[: have // PAGE_DESC_SIZE] = np.frombuffer(src.pread(pos, have), dtype=dtype)
             yield pfns, descs
 
-    def iter_pages(self) -> Iterator[tuple[int, bytes]]:
-        """Every page with data, in pfn order; descriptors are read in bulk."""
-        present = self.present_bitmap()
+    def iter_descriptors(
+        self, only: np.ndarray | None = None
+    ) -> Iterator[tuple[int, int, int, int, _Part]]:
+        """(pfn, offset, size, flags, part) of every page with data (of those where
+        ``only`` is True), in pfn order, from descriptors read in bulk."""
         for part in self.parts:
-            for pfns, descs in self._descriptor_batches(part, present):
-                offsets = descs["offset"].tolist()
-                sizes = descs["size"].tolist()
-                flags = descs["flags"].tolist()
-                for i, pfn in enumerate(pfns.tolist()):
-                    yield pfn, self._page_data(part, pfn, offsets[i], sizes[i], flags[i])
-
-    def iter_descriptors(self) -> Iterator[tuple[int, int, int, int, _Part]]:
-        """(pfn, offset, size, flags, part) of every page with data, for raw copies."""
-        present = self.present_bitmap()
-        for part in self.parts:
-            for pfns, descs in self._descriptor_batches(part, present):
+            for pfns, descs in self._descriptor_batches(part):
+                assert descs is not None
+                keep = descs["offset"] != 0
+                if only is not None:
+                    keep &= only[pfns]
+                if not keep.all():
+                    pfns, descs = pfns[keep], descs[keep]
                 for pfn, off, size, flags in zip(
                     pfns.tolist(), descs["offset"].tolist(), descs["size"].tolist(),
                     descs["flags"].tolist(), strict=True,
                 ):  # fmt: skip
                     yield pfn, off, size, flags, part
+
+    def iter_pages(self, only: np.ndarray | None = None) -> Iterator[tuple[int, bytes]]:
+        """Every page with data (of those where ``only`` is True), in pfn order."""
+        for pfn, offset, size, flags, part in self.iter_descriptors(only):
+            yield pfn, self._page_data(part, pfn, offset, size, flags)
 
     def close(self) -> None:
         for src in self.sources:
