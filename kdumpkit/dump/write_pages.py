@@ -1,0 +1,104 @@
+"""The page pipeline writers share: read kept pages in batches, find zero pages,
+compress (in threads if asked) and hand batches back in pfn order.
+
+Memory is bounded: at most ``window`` batches of :data:`BATCH_PAGES` pages are
+in flight at once whatever the dump's size.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdumpkit.dump.base import Dump
+from kdumpkit.dump.compress import Codec
+
+BATCH_PAGES = 256
+
+
+@dataclass
+class Batch:
+    """Consecutive kept pages (in pfn order), and once compressed, their stored form."""
+
+    pfns: list[int]
+    pages: list[bytes]
+    #: Per page: the bytes to store (None for a zero page that is shared or dropped).
+    stored: list[bytes | None] | None = None
+    #: Per page: the page_desc codec flag (0 = stored raw).
+    flags: list[int] | None = None
+    zero: np.ndarray | None = None
+
+
+def read_batches(src: Dump, keep: np.ndarray) -> Iterator[Batch]:
+    """Kept pages of ``src`` grouped in batches."""
+    pfns: list[int] = []
+    pages: list[bytes] = []
+    for pfn, data in src.iter_pages(keep):
+        pfns.append(pfn)
+        pages.append(data)
+        if len(pfns) == BATCH_PAGES:
+            yield Batch(pfns, pages)
+            pfns, pages = [], []
+    if pfns:
+        yield Batch(pfns, pages)
+
+
+def zero_mask(pages: list[bytes], page_size: int) -> np.ndarray:
+    """A bool per page: True where the page is all zeros (vectorised)."""
+    if not pages:
+        return np.zeros(0, dtype=bool)
+    words = np.frombuffer(b"".join(pages), dtype=np.uint64).reshape(len(pages), page_size // 8)
+    return ~words.any(axis=1)
+
+
+def compress_batch(batch: Batch, codec: Codec, page_size: int, find_zero: bool) -> Batch:
+    """Fill ``stored``/``flags``/``zero``: each page compressed on its own, kept raw
+    when compression does not make it smaller (makedumpfile's rule)."""
+    zero = zero_mask(batch.pages, page_size) if find_zero else np.zeros(len(batch.pages), bool)
+    stored: list[bytes | None] = []
+    flags: list[int] = []
+    compress = codec.compress
+    for page, is_zero in zip(batch.pages, zero.tolist(), strict=True):
+        if is_zero:
+            stored.append(None)
+            flags.append(0)
+            continue
+        if codec.flag:
+            packed = compress(page)
+            if len(packed) < page_size:
+                stored.append(packed)
+                flags.append(codec.flag)
+                continue
+        stored.append(page)
+        flags.append(0)
+    batch.stored, batch.flags, batch.zero = stored, flags, zero
+    batch.pages = []  # the raw pages are no longer needed
+    return batch
+
+
+def ordered_map(
+    work: Callable[[Batch], Batch], batches: Iterator[Batch], threads: int
+) -> Iterator[Batch]:
+    """``work`` applied to every batch, results in input order; with ``threads > 1``
+    a thread pool works ahead by a fixed window."""
+    if threads <= 1:
+        for batch in batches:
+            yield work(batch)
+        return
+    window = threads * 4
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kdumpkit-compress") as pool:
+        pending: deque[Future[Batch]] = deque()
+        try:
+            for batch in batches:
+                pending.append(pool.submit(work, batch))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()

@@ -1,0 +1,383 @@
+"""Write a dump: kdump-compressed, ELF, flattened, or a ``--split`` set.
+
+This is the one API the capture layer and ``kdumpkit convert`` call::
+
+    stats = write_dump(src, "out.kdump", compress="zstd", keep=bitmap, exclude_zero=True)
+
+``keep`` is a bool array of length ``src.max_pfn`` (None: every page the source
+has).  Pages are read in pfn order, compressed independently (in a thread
+pool with ``threads > 1``, a fixed window of batches in flight) and written at
+their final offsets; to a pipe or with ``flattened=True`` those writes become
+makedumpfile's flattened records.  A failed write raises, after setting the
+format's incomplete flag in the output where it can.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from kdumpkit.dump.base import Dump
+from kdumpkit.dump.compress import CODECS, Codec, get_codec
+from kdumpkit.dump.errors import DumpError
+from kdumpkit.dump.write_elf import (
+    elf_data_offset,
+    elf_note_offset,
+    encode_headers,
+    mark_elf_incomplete,
+    plan_segments,
+    write_elf_pages,
+)
+from kdumpkit.dump.write_kdump import (
+    bitmap_bytes,
+    encode_main_header,
+    encode_sub_header,
+    mark_incomplete,
+    plan_kdump,
+    write_kdump_pages,
+)
+from kdumpkit.dump.write_pages import Batch, compress_batch, ordered_map, read_batches, zero_mask
+from kdumpkit.dump.write_sink import FileSink, FlatSink, Sink, is_seekable_file
+
+FORMATS = ("kdump", "elf")
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class WriteStats:
+    """What a write did."""
+
+    pages_written: int = 0
+    #: Zero pages shared (kdump) or dropped (ELF) because of ``exclude_zero``.
+    zero_pages: int = 0
+    #: RAM pages of the source not written (filtered by ``keep``, or already excluded).
+    excluded_pages: int = 0
+    #: Bytes sent to the output (flattened records included).
+    bytes_written: int = 0
+    #: Size of the (rearranged) file.
+    file_size: int = 0
+    seconds: float = 0.0
+    format: str = "kdump"
+    compression: str = "none"
+    flattened: bool = False
+    files: int = 1
+
+    def add(self, other: WriteStats) -> None:
+        """Accumulate the figures of one file of a split set."""
+        self.pages_written += other.pages_written
+        self.zero_pages += other.zero_pages
+        self.bytes_written += other.bytes_written
+        self.file_size += other.file_size
+
+
+class _Output:
+    """The destination opened as a sink; closes what it opened."""
+
+    def __init__(self, out: str | os.PathLike[str] | BinaryIO, flattened: bool) -> None:
+        self._close: Any = None
+        if isinstance(out, (str, os.PathLike)):
+            path = os.fspath(out)
+            try:
+                mode = os.stat(path).st_mode
+            except FileNotFoundError:
+                mode = 0
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+            if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+                flags |= os.O_TRUNC
+            fd = os.open(path, flags, 0o644)
+            if flattened or not is_seekable_file(fd):
+                stream = os.fdopen(fd, "wb", buffering=1 << 20)
+                self._close = stream
+                self.sink: Sink = FlatSink(stream)
+                self.flattened = True
+            else:
+                self._close = fd
+                self.sink = FileSink(fd)
+                self.flattened = False
+            return
+        try:
+            fd = out.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = -1
+        if flattened or fd < 0 or not is_seekable_file(fd):
+            self.sink = FlatSink(out)
+            self.flattened = True
+        else:
+            out.flush()
+            os.ftruncate(fd, 0)
+            self.sink = FileSink(fd)
+            self.flattened = False
+
+    def close(self) -> None:
+        if isinstance(self._close, int):
+            os.close(self._close)
+        elif self._close is not None:
+            self._close.close()
+        self._close = None
+
+
+def _kept_pages(src: Dump, keep: np.ndarray | None) -> np.ndarray:
+    present = src.present_bitmap()
+    if keep is None:
+        return present.copy()
+    keep = np.asarray(keep, dtype=bool)
+    if keep.shape != (src.max_pfn,):
+        raise DumpError(f"keep bitmap has {keep.size} entries, the dump has {src.max_pfn} pages")
+    return keep & present
+
+
+def _defaults(
+    src: Dump,
+    utsname: dict[str, str] | None,
+    timestamp: int | None,
+    phys_base: int | None,
+    dump_level: int | None,
+    exclude_zero: bool,
+) -> tuple[dict[str, str], int, int, int]:
+    """Header facts: given, else carried from a kdump source, else from VMCOREINFO."""
+    vmci = src.vmcoreinfo
+    if utsname is None:
+        utsname = dict(src.header.utsname)
+        if not utsname.get("release"):
+            # An ELF source records no utsname: what VMCOREINFO tells is all we know.
+            utsname = {
+                "sysname": "Linux",
+                "release": (vmci.osrelease if vmci else None) or "",
+                "machine": src.header.machine,
+            }
+    if timestamp is None:
+        timestamp = src.header.timestamp or (vmci.crashtime if vmci else None) or 0
+    if phys_base is None:
+        phys_base = src.header.extra.get("phys_base")
+        if phys_base is None:
+            phys_base = (vmci.phys_base if vmci else None) or 0
+    if dump_level is None:
+        dump_level = src.header.dump_level or (1 if exclude_zero else 0)
+    return utsname, timestamp, phys_base, dump_level
+
+
+def _batches(
+    src: Dump, kept: np.ndarray, codec: Codec, find_zero: bool, threads: int
+) -> Iterator[Batch]:
+    ps = src.page_size
+    return ordered_map(
+        lambda b: compress_batch(b, codec, ps, find_zero), read_batches(src, kept), threads
+    )
+
+
+def _write_kdump_file(
+    src: Dump,
+    output: _Output,
+    kept: np.ndarray,
+    codec: Codec,
+    *,
+    exclude_zero: bool,
+    threads: int,
+    facts: tuple[dict[str, str], int, int, int],
+    progress: Callable[[int], None] | None,
+    split: tuple[int, int, int, int] | None = None,
+) -> WriteStats:
+    """One kdump file; ``split`` = (start_pfn, end_pfn, total dumpable, first index):
+    a split file's descriptors fill its table from the start (index 0)."""
+    utsname, timestamp, phys_base, dump_level = facts
+    total = int(np.count_nonzero(kept))
+    if split:
+        start, end, total, first_index = split
+        plan = plan_kdump(src, total, codec=codec, start_pfn=start, end_pfn=end, split=True)
+        file_kept = np.zeros_like(kept)
+        file_kept[start:end] = kept[start:end]
+    else:
+        plan = plan_kdump(src, total, codec=codec)
+        file_kept, first_index = kept, 0
+    sink = output.sink
+    header = encode_main_header(plan, utsname, timestamp, len(src.prstatus))
+    sink.pwrite(0, header)
+    try:
+        sink.pwrite(plan.block_size, encode_sub_header(plan, src, phys_base, dump_level))
+        ram = src.ram_bitmap() | kept
+        sink.pwrite((1 + plan.sub_hdr_size) * plan.block_size, bitmap_bytes(ram, plan.block_size)
+                    + bitmap_bytes(kept, plan.block_size))  # fmt: skip
+        pages, zeros, end_of_data = write_kdump_pages(
+            sink, plan,
+            _batches(src, file_kept, codec, exclude_zero, threads),
+            exclude_zero=exclude_zero, first_desc_index=first_index, progress=progress,
+        )  # fmt: skip
+        sink.finish(end_of_data)
+    except BaseException:
+        mark_incomplete(sink, plan, header)
+        raise
+    return WriteStats(
+        pages_written=pages, zero_pages=zeros, bytes_written=sink.written,
+        file_size=end_of_data, format="kdump", compression=codec.name,
+        flattened=output.flattened,
+    )  # fmt: skip
+
+
+def _write_elf_file(
+    src: Dump,
+    output: _Output,
+    kept: np.ndarray,
+    *,
+    exclude_zero: bool,
+    threads: int,
+    progress: Callable[[int], None] | None,
+) -> WriteStats:
+    ps = src.page_size
+    zeros = 0
+    if exclude_zero:
+        # The program headers depend on which pages are zero: one pass to find them.
+        kept = kept.copy()
+        for batch in read_batches(src, kept):
+            zero = zero_mask(batch.pages, ps)
+            if zero.any():
+                kept[np.asarray(batch.pfns)[zero]] = False
+                zeros += int(np.count_nonzero(zero))
+    ram = src.ram_bitmap() | kept
+    count = len(plan_segments(ram, kept, 0, ps))
+    data_offset = elf_data_offset(count, len(src.note_data), ps)
+    segments = plan_segments(ram, kept, data_offset, ps)
+    note_offset = elf_note_offset(len(segments))
+    headers = encode_headers(src, segments, note_offset, 0)
+    sink = output.sink
+    sink.pwrite(0, headers + src.note_data)
+    try:
+        pages, end = write_elf_pages(
+            sink, data_offset, ps,
+            _batches(src, kept, CODECS["none"], False, threads), progress,
+        )  # fmt: skip
+        sink.finish(end)
+    except BaseException:
+        mark_elf_incomplete(sink, headers, src.header.little_endian)
+        raise
+    return WriteStats(
+        pages_written=pages, zero_pages=zeros, bytes_written=sink.written, file_size=end,
+        format="elf", compression="none", flattened=output.flattened,
+    )  # fmt: skip
+
+
+def _progress_adapter(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda done: progress(done, total)
+
+
+def write_dump(
+    src: Dump,
+    out: str | os.PathLike[str] | BinaryIO,
+    *,
+    fmt: str = "kdump",
+    compress: str = "zstd",
+    keep: np.ndarray | None = None,
+    exclude_zero: bool = False,
+    dump_level: int | None = None,
+    flattened: bool = False,
+    threads: int = 1,
+    utsname: dict[str, str] | None = None,
+    timestamp: int | None = None,
+    phys_base: int | None = None,
+    progress: Progress | None = None,
+) -> WriteStats:
+    """Write ``src`` (the pages ``keep`` selects) to ``out`` as ``fmt``.
+
+    ``out`` is a path or a binary file object; a pipe, character device or
+    stream without a file descriptor gets the flattened format.  ``compress`` is
+    one of zlib, lzo, snappy, zstd, none (kdump only).  ``progress(done, total)``
+    is called after every batch of pages.
+    """
+    if fmt not in FORMATS:
+        raise DumpError(f"unknown dump format {fmt!r} (one of {', '.join(FORMATS)})")
+    codec = get_codec(compress) if fmt == "kdump" else CODECS["none"]
+    started = time.monotonic()
+    kept = _kept_pages(src, keep)
+    total = int(np.count_nonzero(kept))
+    facts = _defaults(src, utsname, timestamp, phys_base, dump_level, exclude_zero)
+    output = _Output(out, flattened)
+    try:
+        if fmt == "kdump":
+            stats = _write_kdump_file(
+                src, output, kept, codec, exclude_zero=exclude_zero, threads=threads,
+                facts=facts, progress=_progress_adapter(progress, total),
+            )  # fmt: skip
+        else:
+            stats = _write_elf_file(
+                src, output, kept, exclude_zero=exclude_zero, threads=threads,
+                progress=_progress_adapter(progress, total),
+            )  # fmt: skip
+    finally:
+        output.close()
+    stats.excluded_pages = int(np.count_nonzero(src.ram_bitmap())) - total
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+def split_ranges(kept: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """``parts`` consecutive pfn ranges covering the dump with about as many kept
+    pages each (makedumpfile balances dumpable pages the same way)."""
+    max_pfn = kept.size
+    counts = np.cumsum(kept, dtype=np.int64)
+    total = int(counts[-1]) if max_pfn else 0
+    bounds = [0]
+    for k in range(1, parts):
+        target = total * k // parts
+        bounds.append(max(bounds[-1], int(np.searchsorted(counts, target, side="left")) + 1))
+    bounds.append(max_pfn)
+    bounds = [min(b, max_pfn) for b in bounds]
+    return list(itertools.pairwise(bounds))
+
+
+def write_split(
+    src: Dump,
+    outs: list[str | os.PathLike[str]],
+    **options: Any,
+) -> WriteStats:
+    """Write a ``makedumpfile --split`` set: one kdump file per path, each with a
+    pfn range holding about the same number of pages.  Takes write_dump's options
+    (``fmt`` must be kdump; split files cannot be flattened)."""
+    if not outs:
+        raise DumpError("no output files for the split set")
+    if options.pop("fmt", "kdump") != "kdump":
+        raise DumpError("a split set is kdump-compressed only")
+    if options.pop("flattened", False):
+        raise DumpError("a split set cannot be flattened")
+    codec = get_codec(options.pop("compress", "zstd"))
+    keep = options.pop("keep", None)
+    exclude_zero = bool(options.pop("exclude_zero", False))
+    threads = int(options.pop("threads", 1))
+    progress = options.pop("progress", None)
+    facts = _defaults(
+        src, options.pop("utsname", None), options.pop("timestamp", None),
+        options.pop("phys_base", None), options.pop("dump_level", None), exclude_zero,
+    )  # fmt: skip
+    if options:
+        raise TypeError(f"unknown options {', '.join(options)}")
+    started = time.monotonic()
+    kept = _kept_pages(src, keep)
+    total = int(np.count_nonzero(kept))
+    stats = WriteStats(format="kdump", compression=codec.name, files=len(outs))
+    done_before = 0
+    for path, (start, end) in zip(outs, split_ranges(kept, len(outs)), strict=True):
+        output = _Output(path, False)
+        if output.flattened:
+            output.close()
+            raise DumpError(f"{os.fspath(path)}: a split file must be a regular file")
+        base = done_before
+        report = None if progress is None else (lambda done, b=base: progress(b + done, total))
+        try:
+            part = _write_kdump_file(
+                src, output, kept, codec, exclude_zero=exclude_zero, threads=threads,
+                facts=facts, progress=report, split=(start, end, total, 0),
+            )  # fmt: skip
+        finally:
+            output.close()
+        stats.add(part)
+        done_before += part.pages_written
+    stats.excluded_pages = int(np.count_nonzero(src.ram_bitmap())) - total
+    stats.seconds = time.monotonic() - started
+    return stats
