@@ -186,9 +186,10 @@ class ElfDump(Dump):
         end = start + self.page_size
         state = PageState.HOLE
         for ext in self._overlapping(start, end):
-            if ext.start < min(end, ext.lost_from):
+            lo = max(start, ext.start)
+            if lo < min(end, ext.lost_from):
                 return PageState.PRESENT
-            if ext.start < ext.file_end and start < ext.file_end:
+            if lo < min(end, ext.file_end):
                 state = PageState.LOST
             elif state == PageState.HOLE:
                 state = PageState.EXCLUDED
