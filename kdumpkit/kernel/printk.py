@@ -38,10 +38,12 @@ DESC_FINALIZED = 2
 CALLER_CPU_FLAG = 0x80000000
 #: Width makedumpfile pads the caller id to (PID_CHARS_DEFAULT).
 CALLER_ID_WIDTH = 8
-#: Limits that no real kernel reaches; beyond them the metadata is corrupt.
-MAX_DESC_COUNT_BITS = 24
-MAX_TEXT_SIZE_BITS = 30
-MAX_LOG_BUF_LEN = 1 << 30
+#: Limits that bound memory use (a 128 MiB log is log_buf_len=128M; the usual is
+#: 2^CONFIG_LOG_BUF_SHIFT, at most 32 MiB); beyond them the metadata is taken as corrupt.
+#: The kernel sizes the descriptor ring at one descriptor per 32 text bytes.
+MAX_TEXT_SIZE_BITS = 27
+MAX_DESC_COUNT_BITS = MAX_TEXT_SIZE_BITS - 5
+MAX_LOG_BUF_LEN = 1 << MAX_TEXT_SIZE_BITS
 
 
 class PrintkError(DumpError):
