@@ -1,0 +1,160 @@
+"""``kmem -i``: the memory summary crash prints (like /proc/meminfo)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+import drgn
+
+from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
+from kdumpkit.analyze.commands.common import size_text
+
+if TYPE_CHECKING:
+    from drgn import Program
+
+
+def _stat(prog: Program, array: str, item: str) -> int:
+    return max(prog[array][prog.constant(item).value_()].counter.value_(), 0)
+
+
+def _optional_global(prog: Program, name: str, default: int = 0) -> int:
+    try:
+        obj = prog[name]
+    except LookupError:
+        return default
+    try:
+        return obj.counter.value_()
+    except (AttributeError, LookupError):
+        return obj.value_()
+
+
+def nr_blockdev_pages(prog: Program) -> int:
+    """Pages cached for block devices (the BUFFERS line), as fs/block_dev.c counts them."""
+    from drgn.helpers.linux.list import list_for_each_entry
+
+    try:
+        superblock = prog["blockdev_superblock"]
+    except LookupError:
+        return 0
+    total = 0
+    for inode in list_for_each_entry("struct inode", superblock.s_inodes.address_of_(),
+                                     "i_sb_list"):
+        total += inode.i_mapping.nrpages.value_()
+    return total
+
+
+def hugepage_counts(prog: Program) -> tuple[int, int]:
+    """(total, free) huge pages in base pages, over every hstate."""
+    try:
+        count = prog["hugetlb_max_hstate"].value_()
+        hstates = prog["hstates"]
+    except LookupError:
+        return 0, 0
+    total = free = 0
+    for index in range(count):
+        hstate = hstates[index]
+        pages = 1 << hstate.order.value_()
+        total += hstate.nr_huge_pages.value_() * pages
+        free += hstate.free_huge_pages.value_() * pages
+    return total, free
+
+
+def meminfo(prog: Program) -> dict[str, int]:
+    """The ``kmem -i`` figures, in pages."""
+    from drgn.helpers.linux.mm import totalram_pages
+
+    total = totalram_pages(prog)
+    free = _stat(prog, "vm_zone_stat", "NR_FREE_PAGES")
+    buffers = nr_blockdev_pages(prog)
+    swapcache = 0
+    try:
+        swapcache = _stat(prog, "vm_node_stat", "NR_SWAPCACHE")
+    except LookupError:
+        pass
+    file_pages = _stat(prog, "vm_node_stat", "NR_FILE_PAGES")
+    cached = max(file_pages - swapcache - buffers, 0)
+    slab = (_stat(prog, "vm_node_stat", "NR_SLAB_RECLAIMABLE_B")
+            + _stat(prog, "vm_node_stat", "NR_SLAB_UNRECLAIMABLE_B"))
+    huge_total, huge_free = hugepage_counts(prog)
+    swap_total = _optional_global(prog, "total_swap_pages")
+    swap_free = _optional_global(prog, "nr_swap_pages")
+    overcommit_kbytes = _optional_global(prog, "sysctl_overcommit_kbytes")
+    page_kb = prog["PAGE_SIZE"].value_() // 1024
+    if overcommit_kbytes:
+        commit_limit = overcommit_kbytes // page_kb
+    else:
+        ratio = _optional_global(prog, "sysctl_overcommit_ratio", 50)
+        commit_limit = (total - huge_total) * ratio // 100
+    commit_limit += swap_total
+    # vm_memory_committed() reads the percpu counter's global count only, as meminfo does.
+    committed = max(_optional_global(prog, "vm_committed_as"), 0)
+    try:
+        committed = max(prog["vm_committed_as"].count.value_(), 0)
+    except (LookupError, AttributeError):
+        pass
+    return {
+        "total": total, "free": free, "used": total - free, "buffers": buffers,
+        "cached": cached, "slab": slab, "huge_total": huge_total, "huge_free": huge_free,
+        "swap_total": swap_total, "swap_used": swap_total - swap_free, "swap_free": swap_free,
+        "commit_limit": commit_limit, "committed": committed,
+        "page_size": prog["PAGE_SIZE"].value_(),
+    }
+
+
+def _line(label: str, pages: int, page_size: int, of: tuple[int, str] | None) -> str:
+    if of is None:
+        share = f"{'----':>13}"
+    else:
+        whole, name = of
+        share = f"  {pages * 100 // whole if whole else 0:>3}% of {name}"
+    return f"{label:>13}{pages:>9}{size_text(pages * page_size):>13}{share}\n"
+
+
+def render_meminfo(info: dict[str, int]) -> str:
+    """crash's ``kmem -i`` table."""
+    size = info["page_size"]
+    total = (info["total"], "TOTAL MEM")
+    huge = (info["huge_total"], "TOTAL HUGE")
+    swap = (info["swap_total"], "TOTAL SWAP")
+    limit = (info["commit_limit"], "TOTAL LIMIT")
+    return "".join([
+        "                 PAGES        TOTAL      PERCENTAGE\n",
+        _line("TOTAL MEM", info["total"], size, None),
+        _line("FREE", info["free"], size, total),
+        _line("USED", info["used"], size, total),
+        _line("BUFFERS", info["buffers"], size, total),
+        _line("CACHED", info["cached"], size, total),
+        _line("SLAB", info["slab"], size, total),
+        "\n",
+        _line("TOTAL HUGE", info["huge_total"], size, None),
+        _line("HUGE FREE", info["huge_free"], size, huge),
+        "\n",
+        _line("TOTAL SWAP", info["swap_total"], size, None),
+        _line("SWAP USED", info["swap_used"], size, swap),
+        _line("SWAP FREE", info["swap_free"], size, swap),
+        "\n",
+        _line("COMMIT LIMIT", info["commit_limit"], size, None),
+        _line("COMMITTED", info["committed"], size, limit),
+    ])
+
+
+@register
+class Kmem(Command):
+    name = "kmem"
+    help = "kernel memory"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-i", dest="info", action="store_true",
+                            help="general memory usage information")
+
+    def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        if not args.info:
+            raise CommandError("only kmem -i is available")
+        try:
+            info = meminfo(prog)
+        except drgn.FaultError:
+            raise
+        return Result(render_meminfo(info), [info])
+
+

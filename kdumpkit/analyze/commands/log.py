@@ -1,0 +1,67 @@
+"""``log``: the kernel message buffer, as crash and makedumpfile --dump-dmesg print it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from kdumpkit.analyze.commands.base import Command, Result, register
+
+if TYPE_CHECKING:
+    from drgn import Program
+
+
+def log_records(prog: Program) -> list[dict[str, Any]]:
+    """Every printk record: timestamp (ns), level, facility, caller and text."""
+    from drgn.helpers.linux.printk import get_printk_records
+
+    records = []
+    for record in get_printk_records(prog):
+        records.append({
+            "timestamp_ns": record.timestamp,
+            "level": record.level,
+            "facility": record.facility,
+            "caller_tid": record.caller_tid,
+            "caller_cpu": record.caller_cpu,
+            "text": record.text.decode("utf-8", "replace"),
+        })
+    return records
+
+
+def format_record(record: dict[str, Any], *, timestamps: bool = True, level: bool = False,
+                  caller: bool = False) -> str:
+    """``[    5.273271] text`` with crash's optional level and caller prefixes."""
+    prefix = ""
+    if timestamps:
+        seconds, nanos = divmod(record["timestamp_ns"], 1_000_000_000)
+        prefix = f"[{seconds:>5}.{nanos // 1000:06d}] "
+    if caller:
+        if record["caller_tid"] is not None:
+            prefix += f"[{'T' + str(record['caller_tid']):>7}] "
+        elif record["caller_cpu"] is not None:
+            prefix += f"[{'C' + str(record['caller_cpu']):>7}] "
+    if level:
+        prefix += f"<{record['level']}>"
+    return prefix + record["text"]
+
+
+@register
+class Log(Command):
+    name = "log"
+    help = "dump system message buffer"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-t", dest="no_timestamps", action="store_true",
+                            help="do not show timestamps")
+        parser.add_argument("-m", dest="level", action="store_true",
+                            help="show each message's log level")
+        parser.add_argument("-c", dest="caller", action="store_true",
+                            help="show the caller (thread or CPU id)")
+
+    def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        records = log_records(prog)
+        text = "".join(
+            format_record(r, timestamps=not args.no_timestamps, level=args.level,
+                          caller=args.caller) + "\n"
+            for r in records)
+        return Result(text, records)

@@ -1,0 +1,167 @@
+"""``ps``: the process table as crash prints it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+import drgn
+
+from kdumpkit.analyze.commands.base import Command, Result, register
+from kdumpkit.analyze.commands.common import (
+    active_tasks,
+    for_each_task_with_idle,
+    is_kernel_thread,
+    task_comm,
+)
+
+if TYPE_CHECKING:
+    from drgn import Object, Program
+
+HEADER = "      PID    PPID  CPU       TASK        ST  %MEM      VSZ      RSS  COMM"
+
+#: crash's two-letter states, in the kernel's TASK_REPORT bit order (fs/proc/array.c)
+_STATE_CODES = ("RU", "IN", "UN", "ST", "TR", "DE", "ZO", "PA")
+TASK_REPORT = 0x7F
+TASK_IDLE = 0x402  # TASK_UNINTERRUPTIBLE | TASK_NOLOAD
+# enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES } (include/linux/mm_types_task.h),
+# used when the enumerators are not in BTF.
+_MM_COUNTERS = {"MM_FILEPAGES": 0, "MM_ANONPAGES": 1, "MM_SWAPENTS": 2, "MM_SHMEMPAGES": 3}
+
+
+def task_state_raw(task: Object) -> int:
+    """The task's state word."""
+    try:
+        return task.member_("__state").value_()
+    except LookupError:
+        # Linux kernel commit 2f064a59a11f ("sched: Change task_struct::state") (v5.14)
+        # renamed state to __state.
+        return task.state.value_()
+
+
+def task_state_code(task: Object) -> str:
+    """crash's ``ST`` column: RU, IN, UN, ID, ST, TR, ZO, DE, PA."""
+    state = task_state_raw(task)
+    if state == TASK_IDLE:
+        return "ID"
+    bits = (state | task.exit_state.value_()) & TASK_REPORT
+    return _STATE_CODES[bits.bit_length()] if bits else "RU"
+
+
+def _mm_counter_index(prog: Program, name: str) -> int:
+    try:
+        return prog.constant(name).value_()
+    except LookupError:
+        return _MM_COUNTERS[name]
+
+
+def task_rss_pages(task: Object) -> int:
+    """Resident pages of the task's mm (file + anon + shmem), as /proc and crash count them."""
+    mm = task.mm.read_()
+    if not mm:
+        return 0
+    prog = task.prog_
+    indexes = [_mm_counter_index(prog, n) for n in ("MM_FILEPAGES", "MM_ANONPAGES",
+                                                    "MM_SHMEMPAGES")]
+    rss_stat = mm.rss_stat
+    if rss_stat.type_.kind == drgn.TypeKind.ARRAY:
+        # Linux kernel commit f1a7941243c1 ("mm: convert mm's rss stats into
+        # percpu_counter") (v6.2) made rss_stat an array of percpu counters.
+        from drgn.helpers.linux.percpu import percpu_counter_sum
+
+        return sum(max(percpu_counter_sum(rss_stat[i].address_of_()), 0) for i in indexes)
+    total = sum(rss_stat.count[i].counter.value_() for i in indexes)
+    # Before v6.2 each thread caches deltas (SPLIT_RSS_COUNTING) that crash adds in.
+    from drgn.helpers.linux.pid import for_each_task_in_group
+
+    try:
+        for thread in for_each_task_in_group(task, include_self=True):
+            total += sum(thread.rss_stat.count[i].value_() for i in indexes)
+    except AttributeError:
+        pass
+    return max(total, 0)
+
+
+def task_row(task: Object, active: dict[int, int], total_pages: int,
+             page_kb: int) -> dict[str, Any]:
+    """One ``ps`` record."""
+    from drgn.helpers.linux.sched import task_cpu
+
+    address = task.value_()
+    rss_pages = task_rss_pages(task)
+    mm = task.mm.read_()
+    vsz_kb = mm.total_vm.value_() * page_kb if mm else 0
+    parent = task.real_parent.read_()
+    return {
+        "pid": task.pid.value_(),
+        "ppid": parent.pid.value_() if parent and task.pid.value_() else 0,
+        "cpu": task_cpu(task),
+        "task": address,
+        "state": task_state_code(task),
+        "mem_percent": rss_pages * 100 / total_pages if total_pages else 0.0,
+        "vsz_kb": vsz_kb,
+        "rss_kb": rss_pages * page_kb,
+        "comm": task_comm(task),
+        "kernel_thread": is_kernel_thread(task) or not mm,
+        "active": active.get(address) == task_cpu(task),
+    }
+
+
+def render_row(row: dict[str, Any]) -> str:
+    """crash's ``ps`` line; ``>`` marks the task running on its CPU."""
+    comm = f"[{row['comm']}]" if row["kernel_thread"] else row["comm"]
+    marker = ">" if row["active"] else " "
+    return (f"{marker}{row['pid']:>8}{row['ppid']:>8}{row['cpu']:>4}  {row['task']:016x}"
+            f"  {row['state']}{row['mem_percent']:>6.1f}{row['vsz_kb']:>9}{row['rss_kb']:>9}"
+            f"  {comm}")
+
+
+def process_table(prog: Program) -> list[dict[str, Any]]:
+    """Every task (idle tasks included), sorted by PID then CPU as crash sorts them."""
+    from drgn.helpers.linux.mm import totalram_pages
+
+    page_kb = prog["PAGE_SIZE"].value_() // 1024
+    total_pages = totalram_pages(prog)
+    active = active_tasks(prog)
+    rows = [task_row(task, active, total_pages, page_kb)
+            for task in for_each_task_with_idle(prog)]
+    rows.sort(key=lambda row: (row["pid"], row["cpu"]))
+    return rows
+
+
+@register
+class Ps(Command):
+    name = "ps"
+    help = "display process status information"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-k", dest="kernel", action="store_true", help="kernel threads only")
+        parser.add_argument("-u", dest="user", action="store_true", help="user tasks only")
+        parser.add_argument("-A", dest="active", action="store_true",
+                            help="only the task active on each CPU")
+        parser.add_argument("targets", nargs="*", metavar="pid | task | command",
+                            help="restrict to these PIDs, task addresses or command names")
+
+    def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        rows = process_table(prog)
+        if args.kernel:
+            rows = [r for r in rows if r["kernel_thread"]]
+        if args.user:
+            rows = [r for r in rows if not r["kernel_thread"]]
+        if args.active:
+            rows = [r for r in rows if r["active"]]
+        if args.targets:
+            rows = [r for r in rows if any(_matches(r, t) for t in args.targets)]
+        text = HEADER + "\n" + "".join(render_row(r) + "\n" for r in rows)
+        return Result(text, rows)
+
+
+def _matches(row: dict[str, Any], target: str) -> bool:
+    if target.isdigit() and int(target) == row["pid"]:
+        return True
+    try:
+        if int(target, 16) == row["task"]:
+            return True
+    except ValueError:
+        pass
+    return target == row["comm"]
