@@ -50,6 +50,7 @@ def test_fast_paths_agree_with_page_walk(dump) -> None:
     direct_addrs.append(space.page_offset_base + 0x1234567)
     for vaddr in text_addrs + direct_addrs:
         assert space.v2p(vaddr) == space.walk(vaddr), hex(vaddr)
+        assert space.p2v(space.v2p(vaddr)) == vaddr or space.is_kernel_text(vaddr)
     assert (
         space.v2p(info.symbol("_stext"))
         == info.symbol("_stext") - START_KERNEL_MAP + space.phys_base

@@ -266,6 +266,10 @@ class X86_64AddressSpace:
             self.page_offset_source = "ELF PT_LOAD"
         return value is not None
 
+    def p2v(self, paddr: int) -> int:
+        """The direct-map virtual address of physical address ``paddr``."""
+        return self.page_offset_base + paddr
+
     def walk(self, vaddr: int) -> int:
         """Translate ``vaddr`` by walking the page tables (no fast paths)."""
         if not 0 <= vaddr < 2**64:
