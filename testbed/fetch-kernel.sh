@@ -1,0 +1,53 @@
+#!/bin/bash
+# Usage: fetch-kernel.sh SERIES      (SERIES: 6.1, 6.12, or a full release like 6.1.0-56-amd64)
+# Download (apt-get download, never twice) and unpack (dpkg -x) Debian's kernel image package
+# for SERIES into .cache/testbed/kernels/<release>/, run depmod there, and print <release>.
+# The release is what Debian's meta-package for the series depends on now
+# (linux-image-amd64 for 6.1, linux-image-6.12-amd64 for 6.12). If apt can't resolve it
+# (no mirror), the newest release of that series already in the cache is used.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+series=${1:?usage: fetch-kernel.sh SERIES}
+
+meta_target() {  # the linux-image-<release> package a meta-package depends on
+    apt-cache depends "$1" 2>/dev/null |
+        sed -n "s/^ *Depends: linux-image-\(.*-$FLAVOUR\)\$/\1/p" | head -n1
+}
+resolve_release() {
+    case $series in
+        *-"$FLAVOUR") echo "$series" ;;
+        6.1) meta_target "linux-image-$FLAVOUR" | grep '^6\.1\.' || true ;;
+        *) meta_target "linux-image-$series-$FLAVOUR" ;;
+    esac
+}
+cached_release() {  # newest unpacked release of the series
+    ls -1 "$KERNELS" 2>/dev/null | grep -E "^${series//./\\.}[.-].*-$FLAVOUR\$" | sort -V | tail -n1
+}
+
+kv=$(resolve_release)
+if [ -z "$kv" ]; then
+    kv=$(cached_release)
+    [ -n "$kv" ] || tb_die "apt knows no Debian $series $FLAVOUR kernel and none is cached"
+    tb_log "apt can't resolve $series; using cached $kv"
+fi
+tree="$KERNELS/$kv"
+if [ ! -f "$tree/boot/vmlinuz-$kv" ]; then
+    mkdir -p "$DEBS" "$KERNELS"
+    pkg="linux-image-$kv"
+    if ! ls "$DEBS/${pkg}"_*.deb >/dev/null 2>&1; then
+        tb_log "downloading $pkg"
+        (cd "$DEBS" && apt-get download -q "$pkg" >&2) || tb_die "apt-get download $pkg failed"
+    fi
+    tb_log "unpacking $pkg"
+    rm -rf "$tree.part"; mkdir -p "$tree.part"
+    dpkg -x "$DEBS/${pkg}"_*.deb "$tree.part"
+    # Newer packages keep everything in usr/lib/modules/<kv>; give both the classic layout.
+    if [ -f "$tree.part/usr/lib/modules/$kv/vmlinuz" ] && [ ! -e "$tree.part/boot/vmlinuz-$kv" ]; then
+        mkdir -p "$tree.part/boot"
+        ln -s "../usr/lib/modules/$kv/vmlinuz" "$tree.part/boot/vmlinuz-$kv"
+    fi
+    [ -e "$tree.part/lib" ] || ln -s usr/lib "$tree.part/lib"
+    depmod -b "$tree.part" "$kv"
+    mv "$tree.part" "$tree"
+fi
+echo "$kv"
