@@ -79,7 +79,10 @@ class X86_64AddressSpace:
         self.dump = dump
         self.info: VmcoreInfo = info
         self.kaslr_offset: int = info.kerneloffset or 0
-        self.phys_base: int = info.phys_base or 0
+        phys_base = info.phys_base
+        if phys_base is None:  # NUMBER(phys_base) is Linux 4.10+
+            phys_base = self._phys_base_from_elf(dump)
+        self.phys_base: int = phys_base or 0
         self.pgtable_l5: bool = bool(info.number("pgtable_l5_enabled"))
         self.sme_mask: int = info.number("sme_mask") or 0
         self._entry_mask = PTE_PFN_MASK & ~self.sme_mask
@@ -87,7 +90,12 @@ class X86_64AddressSpace:
         self.max_physmem_bits: int = info.number("MAX_PHYSMEM_BITS") or (
             52 if self.pgtable_l5 else 46
         )
-        root = info.symbol("init_top_pgt") or info.symbol("swapper_pg_dir")
+        # Linux 4.13 renamed init_level4_pgt to init_top_pgt (5-level paging work).
+        root = (
+            info.symbol("init_top_pgt")
+            or info.symbol("init_level4_pgt")
+            or info.symbol("swapper_pg_dir")
+        )
         if root is None:
             raise DumpError(f"{dump.name}: VMCOREINFO has no SYMBOL(init_top_pgt): no page tables")
         self.pgd_vaddr = root
@@ -96,7 +104,8 @@ class X86_64AddressSpace:
         self._tlb: dict[int, int] = {}
         self._table_cache: dict[int, tuple[int, ...]] = {}
         self._page_offset_base: int | None = None
-        self._vmemmap_base: int | bool | None = False  # False: not looked up yet
+        self._vmemmap_base: int | None = None
+        self._vmemmap_looked_up = False
         self.page_offset_source = ""
 
     # --- region bases -------------------------------------------------------------------
@@ -111,9 +120,9 @@ class X86_64AddressSpace:
     @property
     def vmemmap_base(self) -> int | None:
         """Virtual address of ``struct page`` of pfn 0, or None if it cannot be found."""
-        if self._vmemmap_base is False:
+        if not self._vmemmap_looked_up:
             self._vmemmap_base = self._find_vmemmap_base()
-        assert self._vmemmap_base is not True
+            self._vmemmap_looked_up = True
         return self._vmemmap_base
 
     def _find_page_offset_base(self) -> int:
@@ -130,6 +139,14 @@ class X86_64AddressSpace:
                 self.page_offset_source = source
                 return value
         raise DumpError(f"{self.dump.name}: cannot find the direct map (page_offset_base)")
+
+    @staticmethod
+    def _phys_base_from_elf(dump: Dump) -> int | None:
+        # /proc/vmcore's kernel-text PT_LOAD has p_vaddr in __START_KERNEL_map.
+        for seg in getattr(dump, "segments", None) or ():
+            if seg.vaddr >= START_KERNEL_MAP:
+                return seg.paddr - (seg.vaddr - START_KERNEL_MAP)
+        return None
 
     def _page_offset_from_elf(self) -> int | None:
         segments = getattr(self.dump, "segments", None)
