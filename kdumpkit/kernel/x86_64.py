@@ -81,7 +81,7 @@ class X86_64AddressSpace:
         self.kaslr_offset: int = info.kerneloffset or 0
         phys_base = info.phys_base
         if phys_base is None:  # NUMBER(phys_base) is Linux 4.10+
-            phys_base = self._phys_base_from_elf(dump)
+            phys_base = self._phys_base_from_headers(dump)
         self.phys_base: int = phys_base or 0
         self.pgtable_l5: bool = bool(info.number("pgtable_l5_enabled"))
         self.sme_mask: int = info.number("sme_mask") or 0
@@ -141,11 +141,15 @@ class X86_64AddressSpace:
         raise DumpError(f"{self.dump.name}: cannot find the direct map (page_offset_base)")
 
     @staticmethod
-    def _phys_base_from_elf(dump: Dump) -> int | None:
-        # /proc/vmcore's kernel-text PT_LOAD has p_vaddr in __START_KERNEL_map.
+    def _phys_base_from_headers(dump: Dump) -> int | None:
+        # /proc/vmcore's kernel-text PT_LOAD has p_vaddr in __START_KERNEL_map;
+        # a kdump-compressed file records it in its sub-header.
         for seg in getattr(dump, "segments", None) or ():
             if seg.vaddr >= START_KERNEL_MAP:
                 return seg.paddr - (seg.vaddr - START_KERNEL_MAP)
+        value = dump.header.extra.get("phys_base")
+        if isinstance(value, int):
+            return value - (1 << 64) if value >= 1 << 63 else value
         return None
 
     def _page_offset_from_elf(self) -> int | None:
