@@ -76,3 +76,23 @@ class FileSource:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class BytesSource:
+    """Bytes in memory as a source (tests, small dumps received whole)."""
+
+    def __init__(self, data: bytes, name: str = "<memory>") -> None:
+        self.name = name
+        self._data = bytes(data)
+        self.size = len(self._data)
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise DumpFormatError(
+                f"{self.name}: truncated: needs bytes {offset:#x}..{offset + size:#x} "
+                f"but the file is {self.size:#x} bytes"
+            )
+        return self._data[offset : offset + size]
+
+    def close(self) -> None:
+        pass
