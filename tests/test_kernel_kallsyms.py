@@ -70,3 +70,27 @@ def test_direct_map_and_vmemmap_through_kallsyms(dump, elf61: Path) -> None:
     assert space.read_u64(table.lookup("vmemmap_base")) == space.vmemmap_base
     expected = "ELF PT_LOAD" if dump.format == "elf" else "kallsyms"
     assert space.page_offset_source == expected
+
+
+@pytest.mark.parametrize(
+    ("symbol", "value", "message"),
+    [
+        ("kallsyms_num_syms", b"\xff\xff\xff\x7f", "kallsyms_num_syms is 2147483647"),
+        ("kallsyms_token_index", b"\xff\xff" * 256, "kallsyms_token_index points"),
+    ],
+)
+def test_corrupt_tables_are_one_line_errors(elf61: Path, symbol, value, message) -> None:
+    from test_dmesg import PatchedDump
+
+    from kdumpkit.kernel.kallsyms import KallsymsError, load_kallsyms
+
+    with open_dump(elf61) as base:
+        dump = PatchedDump(base)
+        space = address_space(dump)
+        dump.patch(space.v2p(dump.vmcoreinfo.symbol(symbol)), value)
+        with pytest.raises(KallsymsError, match=message) as exc:
+            load_kallsyms(dump)
+        assert "\n" not in str(exc.value)
+        # The patched dump has no ELF segments and broken kallsyms: the page tables remain.
+        assert space.page_offset_base == base.segments[1].vaddr - base.segments[1].paddr
+        assert space.page_offset_source == "page tables"
