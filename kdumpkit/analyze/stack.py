@@ -1,0 +1,548 @@
+"""Kernel stack traces from the dump alone: ORC read from memory, symbols from kallsyms.
+
+A trace starts from one of three places:
+
+* the CPU that panicked: its NT_PRSTATUS registers, saved by ``crash_setup_regs()``
+  inside ``__crash_kexec()``.  ``machine_kexec()`` then ran below the saved RSP and
+  its frame is still on the stack, so, as crash does, it is shown as frame #0 (its
+  return slot is found below RSP and checked with ORC to unwind exactly to RSP);
+* another CPU, stopped by the crash NMI: its NT_PRSTATUS holds the interrupted
+  registers, and the NMI handler halted in ``crash_nmi_callback()``.  Its return
+  address is looked for on the task's stack and the CPU's NMI stack; the slot is
+  accepted only if ORC unwinds from it to the very pt_regs that NT_PRSTATUS holds;
+* a task that is not running: ``task->thread.sp`` points at a ``struct
+  inactive_task_frame`` (callee-saved registers, then the return address into
+  ``__schedule``).
+
+Unwinding follows the kernel's own ORC unwinder (``arch/x86/kernel/unwind_orc.c``):
+CALL entries give the caller's stack pointer, REGS / REGS_PARTIAL entries a
+``struct pt_regs`` (an exception frame; user-mode registers end the trace).
+Functions the kernel marks STACK_FRAME_NON_STANDARD (``__crash_kexec``) have no ORC;
+for them the caller is found by scanning up the stack for a return address whose
+preceding ``call rel32`` targets the function.  Every trace is bounded: at most
+:data:`MAX_FRAMES` frames, the stack pointer must grow within a stack, at most
+:data:`MAX_STACK_SWITCHES` stack switches, and reads stay inside known stacks.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import drgn
+import numpy as np
+
+from kdumpkit.debuginfo.orc import (
+    ORC_REG_BP,
+    ORC_REG_BP_INDIRECT,
+    ORC_REG_DI,
+    ORC_REG_DX,
+    ORC_REG_PREV_SP,
+    ORC_REG_R10,
+    ORC_REG_R13,
+    ORC_REG_SP,
+    ORC_REG_SP_INDIRECT,
+    ORC_REG_UNDEFINED,
+    ORC_TYPE_CALL,
+    ORC_TYPE_END_OF_STACK,
+    ORC_TYPE_REGS,
+    ORC_TYPE_REGS_PARTIAL,
+    OrcEntry,
+    OrcUnwindInfo,
+)
+from kdumpkit.dump.errors import DumpError
+
+if TYPE_CHECKING:
+    from kdumpkit.dump.base import Dump
+
+MAX_FRAMES = 64
+MAX_STACK_SWITCHES = 6
+#: THREAD_SIZE and IRQ_STACK_SIZE on x86_64 without KASAN.
+THREAD_SIZE = 16 << 10
+#: EXCEPTION_STKSZ on x86_64 without KASAN.
+EXCEPTION_STACK_SIZE = 8 << 10
+#: Words scanned for a caller when a function has no ORC.
+SCAN_WORDS = 512
+#: The order of the IST stacks in ``struct cea_exception_stacks``, named as crash does.
+EXCEPTION_STACK_NAMES = ("DOUBLEFAULT", "NMI", "DEBUG", "MCE", "VC", "VC2")
+#: ``struct pt_regs`` in x86_64 order (the same as NT_PRSTATUS's pr_reg).
+PT_REGS_NAMES = (
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
+    "rax", "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss",
+)  # fmt: skip
+PT_REGS_SIZE = 8 * len(PT_REGS_NAMES)
+#: offsetof(struct pt_regs, ip): a REGS_PARTIAL entry points at the iret frame.
+IRET_FRAME_OFFSET = 8 * PT_REGS_NAMES.index("rip")
+#: Functions that save the panic CPU's registers with crash_setup_regs() and then call
+#: machine_kexec().
+KEXEC_SAVERS = ("__crash_kexec", "crash_kexec")
+#: The NMI handler in which the crash shootdown halts the other CPUs.
+NMI_STOP_FUNCTION = "crash_nmi_callback"
+_U64 = struct.Struct("<Q")
+
+
+class UnwindError(DumpError):
+    """A stack trace cannot be started (no registers, no ORC, unknown task)."""
+
+
+@dataclass
+class Frame:
+    """One stack frame, as crash's ``bt`` shows it."""
+
+    #: The frame's program counter: a return address, or the exact ip of an
+    #: interrupted (or register-saving) frame.
+    pc: int
+    #: The stack address crash prints: where ``pc`` was found (the interrupted RSP
+    #: for a frame entered by an exception).
+    sp: int
+    function: str | None
+    offset: int
+    module: str | None = None
+    #: True when this frame's ORC entry is a pt_regs (entry code, exception).
+    is_exception_frame: bool = False
+    #: The saved ``struct pt_regs`` of an exception frame (NT_PRSTATUS names).
+    registers: dict[str, int] | None = None
+    #: True when ``registers`` are user-mode: the trace ends here.
+    user_mode: bool = False
+    #: The name of the non-process stack the frame is on ("IRQ", "NMI exception"...).
+    stack: str | None = None
+
+    @property
+    def symbol_text(self) -> str:
+        """``function+0xoff`` (or the bare address)."""
+        if self.function is None:
+            return f"{self.pc:x}"
+        return f"{self.function}+{self.offset:#x}" if self.offset else self.function
+
+
+@dataclass
+class _State:
+    pc: int
+    sp: int
+    bp: int | None
+    #: Registers known in full for this frame (the start or after a pt_regs).
+    regs: dict[str, int] | None
+    #: pc is an exact ip, not a return address (start, or after an exception).
+    signal: bool
+    #: Where crash says this frame is.
+    slot: int
+
+
+@dataclass(frozen=True)
+class StackRegion:
+    """A stack: ``[low, high)``; ``name`` None for a task's own stack."""
+
+    name: str | None
+    low: int
+    high: int
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, int) and self.low <= address < self.high
+
+
+@dataclass
+class _CpuStacks:
+    regions: list[StackRegion] = field(default_factory=list)
+
+    def find(self, address: int) -> StackRegion | None:
+        for region in self.regions:
+            if address in region:
+                return region
+        return None
+
+
+def _unwinder(prog: drgn.Program) -> _Unwinder:
+    unwinder = prog.cache.get("kdumpkit.unwinder")
+    if unwinder is None:
+        unwinder = _Unwinder(prog)
+        prog.cache["kdumpkit.unwinder"] = unwinder
+    return unwinder
+
+
+def stack_trace(prog: drgn.Program, task_or_cpu: drgn.Object | int) -> list[Frame]:
+    """The stack trace of a task (``struct task_struct *``) or of a CPU's active task.
+
+    An active task (running on a CPU at the crash) starts from that CPU's saved
+    registers; any other task from its ``thread.sp``.
+    """
+    unwinder = _unwinder(prog)
+    if isinstance(task_or_cpu, int):
+        return unwinder.cpu_trace(task_or_cpu)
+    return unwinder.task_trace(task_or_cpu)
+
+
+def panic_cpu(prog: drgn.Program) -> int:
+    """The CPU that panicked (the kernel's ``panic_cpu``), else the first saved CPU."""
+    try:
+        cpu = int.from_bytes(prog.read(prog.symbol("panic_cpu").address, 4), "little", signed=True)
+    except (LookupError, drgn.FaultError):
+        cpu = -1
+    dump = _dump(prog)
+    if 0 <= cpu < len(dump.prstatus):
+        return cpu
+    for status in dump.prstatus:
+        if status.registers and not status.registers["cs"] & 3:
+            return status.cpu
+    return 0
+
+
+def _dump(prog: drgn.Program) -> Dump:
+    try:
+        return prog.cache["kdumpkit.dump"]
+    except KeyError:
+        raise UnwindError("the program has no dump (prog.cache['kdumpkit.dump'])") from None
+
+
+class _Unwinder:
+    def __init__(self, prog: drgn.Program) -> None:
+        self.prog = prog
+        self.dump = _dump(prog)
+        self.orc = OrcUnwindInfo(prog)
+        self._stacks: dict[int, _CpuStacks] = {}
+        self._text_cache: dict[int, bytes] = {}
+
+    # --- memory and symbols ---------------------------------------------------------
+
+    def read_u64(self, address: int) -> int:
+        return self.prog.read_u64(address)
+
+    def symbolize(self, pc: int, exact: bool) -> tuple[str | None, int, str | None]:
+        """(function, offset from its start to pc, module) for a pc."""
+        lookup = pc if exact else pc - 1
+        try:
+            symbol = self.prog.symbol(lookup)
+        except LookupError:
+            return None, 0, self._module_of(pc)
+        return symbol.name, pc - symbol.address, self._module_of(pc)
+
+    def _module_of(self, pc: int) -> str | None:
+        if self.orc.vmlinux.covers(pc):
+            return None
+        table = self.orc.table_for(pc)
+        return table.module if table is not None else None
+
+    def _function_start(self, pc: int) -> int | None:
+        try:
+            return self.prog.symbol(pc).address
+        except LookupError:
+            return None
+
+    def is_text(self, address: int) -> bool:
+        return self.orc.table_for(address) is not None
+
+    # --- stacks ---------------------------------------------------------------------
+
+    def _percpu_u64(self, name: str, cpu: int) -> int | None:
+        try:
+            offset = self.read_u64(self.prog.symbol("__per_cpu_offset").address + 8 * cpu)
+            return self.read_u64(offset + self.prog.symbol(name).address)
+        except (LookupError, drgn.FaultError):
+            return None
+
+    def _pcpu_hot(self, member: str, cpu: int) -> int | None:
+        # Linux kernel commit 7443b296e699 ("x86/percpu: Move current_task to percpu
+        # hot section") and its series (in v6.2) moved hardirq_stack_ptr and
+        # top_of_stack into struct pcpu_hot, which needs its BTF type.
+        try:
+            from drgn.helpers.linux.percpu import per_cpu
+
+            return int(getattr(per_cpu(self.prog["pcpu_hot"], cpu), member).value_())
+        except (LookupError, AttributeError, drgn.FaultError, ValueError):
+            return None
+
+    def cpu_stacks(self, cpu: int) -> _CpuStacks:
+        """The IRQ and exception stacks of a CPU."""
+        stacks = self._stacks.get(cpu)
+        if stacks is not None:
+            return stacks
+        stacks = _CpuStacks()
+        irq_ptr = self._percpu_u64("hardirq_stack_ptr", cpu)
+        if irq_ptr is None:
+            irq_ptr = self._pcpu_hot("hardirq_stack_ptr", cpu)
+        if irq_ptr:
+            # hardirq_stack_ptr points at the top word of the IRQ stack.
+            top = irq_ptr + 8
+            stacks.regions.append(StackRegion("IRQ", top - THREAD_SIZE, top))
+        cea = self._percpu_u64("cea_exception_stacks", cpu)
+        if cea:
+            try:
+                count = self.prog.symbol("exception_stacks").size // EXCEPTION_STACK_SIZE
+            except LookupError:
+                count = 4
+            stride = EXCEPTION_STACK_SIZE + 4096  # each IST stack sits above a guard page
+            for index, name in enumerate(EXCEPTION_STACK_NAMES[: max(0, min(count, 6))]):
+                low = cea + index * stride + 4096
+                stacks.regions.append(
+                    StackRegion(f"{name} exception", low, low + EXCEPTION_STACK_SIZE)
+                )
+        self._stacks[cpu] = stacks
+        return stacks
+
+    def active_task_stack(self, cpu: int, task: drgn.Object | None) -> StackRegion | None:
+        """The stack of the task running on ``cpu``."""
+        if task is not None:
+            try:
+                low = int(task.stack.value_())
+                return StackRegion(None, low, low + THREAD_SIZE)
+            except (AttributeError, drgn.FaultError):
+                pass
+        top = self._percpu_u64("cpu_current_top_of_stack", cpu)
+        if top is None:
+            top = self._pcpu_hot("top_of_stack", cpu)
+        if top:
+            return StackRegion(None, top - THREAD_SIZE, top)
+        return None
+
+    # --- starting points --------------------------------------------------------------
+
+    def cpu_trace(self, cpu: int, task: drgn.Object | None = None) -> list[Frame]:
+        """The trace of the task that was running on ``cpu`` at the crash."""
+        statuses = self.dump.prstatus
+        if not 0 <= cpu < len(statuses) or not statuses[cpu].registers:
+            raise UnwindError(f"no saved registers for CPU {cpu}")
+        regs = dict(statuses[cpu].registers)
+        task_stack = self.active_task_stack(cpu, task)
+        regions = list(self.cpu_stacks(cpu).regions)
+        user = bool(regs["cs"] & 3)
+        if task_stack is None and not user:
+            base = regs["rsp"] & ~(THREAD_SIZE - 1)
+            task_stack = StackRegion(None, base, base + THREAD_SIZE)
+        if task_stack is not None:
+            regions.append(task_stack)
+        stacks = _CpuStacks(regions)
+        start = _State(regs["rip"], regs["rsp"], regs["rbp"], regs, True, regs["rsp"])
+        if not user and cpu == panic_cpu(self.prog):
+            callee = self._kexec_callee(start, stacks)
+            if callee is not None:
+                start = callee
+            return self.unwind(start, stacks)
+        stopped = self._nmi_start(regs, stacks)
+        if stopped is not None:
+            return self.unwind(stopped, stacks)
+        if user:
+            return [Frame(regs["rip"], regs["rsp"], None, 0, None, True, regs, True)]
+        return self.unwind(start, stacks)
+
+    def _kexec_callee(self, start: _State, stacks: _CpuStacks) -> _State | None:
+        name, _, _ = self.symbolize(start.pc, True)
+        if name not in KEXEC_SAVERS:
+            return None
+        region = stacks.find(start.sp)
+        if region is None:
+            return None
+        try:
+            caller_ret = self.read_u64(start.sp - 8)
+        except drgn.FaultError:
+            return None
+        if self._function_start(caller_ret - 1) != self._function_start(start.pc):
+            return None
+        low = max(region.low, start.sp - 8 * SCAN_WORDS)
+        words = self._stack_words(low, start.sp - 8)
+        # The most recent callee overwrote the top of the area: prefer the highest slot.
+        for index in range(len(words) - 1, -1, -1):
+            value = int(words[index])
+            if not self.is_text(value):
+                continue
+            slot = low + 8 * index
+            entry = self.orc.find(value - 1)
+            if (entry is not None and entry.type == ORC_TYPE_CALL
+                    and entry.sp_reg == ORC_REG_SP and slot + 8 + entry.sp_offset == start.sp):
+                return _State(value, slot + 8, None, None, False, slot)
+        return None
+
+    def _nmi_start(self, regs: dict[str, int], stacks: _CpuStacks) -> _State | None:
+        try:
+            symbol = self.prog.symbol(NMI_STOP_FUNCTION)
+        except LookupError:
+            return None
+        lo, hi = symbol.address, symbol.address + max(symbol.size, 1)
+        for region in stacks.regions:
+            if region.name not in (None, "NMI exception"):
+                continue
+            words = self._stack_words(region.low, region.high)
+            hits = np.flatnonzero((words > lo) & (words <= hi))
+            for index in hits[::-1]:
+                slot = region.low + 8 * int(index)
+                state = _State(int(words[index]), slot + 8, None, None, False, slot)
+                if self._reaches_regs(state, stacks, regs):
+                    return state
+        return None
+
+    def _reaches_regs(self, state: _State, stacks: _CpuStacks, regs: dict[str, int]) -> bool:
+        for frame in self.unwind(state, stacks, max_frames=12):
+            if frame.registers is not None:
+                saved = frame.registers
+                return saved["rip"] == regs["rip"] and saved["rsp"] == regs["rsp"]
+        return False
+
+    def _stack_words(self, low: int, high: int) -> np.ndarray:
+        if high <= low:
+            return np.zeros(0, dtype="<u8")
+        try:
+            return np.frombuffer(self.prog.read(low, high - low), dtype="<u8")
+        except drgn.FaultError:
+            return np.zeros(0, dtype="<u8")
+
+    def task_trace(self, task: drgn.Object) -> list[Frame]:
+        """The trace of a task: from its CPU's registers if it was running, else from
+        ``thread.sp``."""
+        task = task.read_()
+        cpu = self._active_cpu(task)
+        if cpu is not None:
+            return self.cpu_trace(cpu, task)
+        try:
+            thread_sp = int(task.thread.sp.value_())
+            low = int(task.stack.value_())
+        except (AttributeError, drgn.FaultError) as exc:
+            raise UnwindError(f"cannot read the task's saved stack pointer: {exc}") from None
+        stacks = _CpuStacks([StackRegion(None, low, low + THREAD_SIZE)])
+        ret_offset, bp_offset = self._inactive_frame_layout()
+        try:
+            ret_addr = self.read_u64(thread_sp + ret_offset)
+            bp = self.read_u64(thread_sp + bp_offset)
+        except drgn.FaultError as exc:
+            raise UnwindError(f"the task's stack is not in the dump: {exc}") from None
+        slot = thread_sp + ret_offset
+        return self.unwind(_State(ret_addr, slot + 8, bp, None, False, slot), stacks)
+
+    def _inactive_frame_layout(self) -> tuple[int, int]:
+        try:
+            frame_type = self.prog.type("struct inactive_task_frame")
+            return (drgn.offsetof(frame_type, "ret_addr"), drgn.offsetof(frame_type, "bp"))
+        except LookupError:
+            # x86_64 layout since Linux kernel commit 0100301bfdf5 ("sched/x86: Rewrite
+            # the switch_to() code") (in v4.9): r15 r14 r13 r12 bx bp ret_addr.
+            return 48, 40
+
+    def _active_cpu(self, task: drgn.Object) -> int | None:
+        from drgn.helpers.linux.sched import cpu_curr, task_cpu
+
+        try:
+            cpu = task_cpu(task)
+            if cpu < len(self.dump.prstatus) and cpu_curr(self.prog, cpu) == task:
+                return cpu
+        except (LookupError, AttributeError, drgn.FaultError, ValueError):
+            pass
+        return None
+
+    # --- the unwinder -----------------------------------------------------------------
+
+    def unwind(self, start: _State, stacks: _CpuStacks, max_frames: int = MAX_FRAMES
+               ) -> list[Frame]:
+        """Frames from ``start`` until the end of the stack or the bounds."""
+        frames: list[Frame] = []
+        state: _State | None = start
+        switches = 0
+        seen: set[tuple[int, int]] = set()
+        while state is not None and len(frames) < max_frames:
+            if (state.pc, state.sp) in seen:
+                break
+            seen.add((state.pc, state.sp))
+            name, offset, module = self.symbolize(state.pc, state.signal)
+            region = stacks.find(state.slot)
+            frame = Frame(state.pc, state.slot, name, offset, module,
+                          stack=region.name if region is not None else None)
+            frames.append(frame)
+            if not self.is_text(state.pc):
+                break
+            try:
+                nxt = self._step(state, frame, stacks)
+            except drgn.FaultError:
+                break
+            if nxt is None:
+                break
+            old_region = stacks.find(state.sp)
+            new_region = stacks.find(nxt.sp)
+            if new_region is None and stacks.regions:
+                break
+            if old_region == new_region:
+                if nxt.sp <= state.sp and not frame.is_exception_frame:
+                    break  # a stack only grows upwards when unwinding
+            else:
+                switches += 1
+                if switches > MAX_STACK_SWITCHES:
+                    break
+            state = nxt
+        return frames
+
+    def _step(self, state: _State, frame: Frame, stacks: _CpuStacks) -> _State | None:
+        entry = self.orc.find(state.pc if state.signal else state.pc - 1)
+        if entry is None or entry.sp_reg == ORC_REG_UNDEFINED:
+            if entry is not None and entry.type == ORC_TYPE_END_OF_STACK:
+                return None
+            return self._scan_for_caller(state, stacks)
+        if entry.type == ORC_TYPE_END_OF_STACK:
+            return None
+        cfa = self._cfa(entry, state)
+        if cfa is None:
+            return None
+        if entry.type == ORC_TYPE_CALL:
+            ret = self.read_u64(cfa - 8)
+            return _State(ret, cfa, self._caller_bp(entry, state, cfa), None, False, cfa - 8)
+        if entry.type in (ORC_TYPE_REGS, ORC_TYPE_REGS_PARTIAL):
+            base = cfa if entry.type == ORC_TYPE_REGS else cfa - IRET_FRAME_OFFSET
+            regs = self._read_pt_regs(base)
+            frame.is_exception_frame = True
+            frame.registers = regs
+            if regs["cs"] & 3:
+                frame.user_mode = True
+                return None
+            full = entry.type == ORC_TYPE_REGS
+            bp = regs["rbp"] if full else state.bp
+            return _State(regs["rip"], regs["rsp"], bp, regs if full else None, True,
+                          regs["rsp"])
+        return None
+
+    def _cfa(self, entry: OrcEntry, state: _State) -> int | None:
+        reg = entry.sp_reg
+        if reg == ORC_REG_SP:
+            return state.sp + entry.sp_offset
+        if reg == ORC_REG_BP:
+            return None if state.bp is None else state.bp + entry.sp_offset
+        if reg == ORC_REG_SP_INDIRECT:
+            # As in the kernel's unwind_orc.c: dereference first, then add the offset
+            # (call_on_irqstack() saves the old RSP at the top of the new stack).
+            return self.read_u64(state.sp) + entry.sp_offset
+        if reg == ORC_REG_BP_INDIRECT:
+            return None if state.bp is None else self.read_u64(state.bp + entry.sp_offset)
+        names = {ORC_REG_R10: "r10", ORC_REG_R13: "r13", ORC_REG_DI: "rdi", ORC_REG_DX: "rdx"}
+        if reg in names and state.regs is not None:
+            return state.regs[names[reg]] + entry.sp_offset
+        return None
+
+    def _caller_bp(self, entry: OrcEntry, state: _State, cfa: int) -> int | None:
+        if entry.bp_reg == ORC_REG_PREV_SP:
+            return self.read_u64(cfa + entry.bp_offset)
+        if entry.bp_reg == ORC_REG_BP:
+            return None if state.bp is None else self.read_u64(state.bp + entry.bp_offset)
+        return state.bp
+
+    def _read_pt_regs(self, address: int) -> dict[str, int]:
+        data = self.prog.read(address, PT_REGS_SIZE)
+        values = struct.unpack(f"<{len(PT_REGS_NAMES)}Q", data)
+        return dict(zip(PT_REGS_NAMES, values, strict=True))
+
+    def _scan_for_caller(self, state: _State, stacks: _CpuStacks) -> _State | None:
+        """A caller for a function without ORC: the first return address up the stack
+        whose preceding instruction is ``call rel32`` to this function."""
+        target = self._function_start(state.pc if state.signal else state.pc - 1)
+        region = stacks.find(state.sp)
+        if target is None or region is None:
+            return None
+        high = min(region.high, state.sp + 8 * SCAN_WORDS)
+        words = self._stack_words(state.sp, high)
+        for index in range(len(words)):
+            value = int(words[index])
+            if not self.is_text(value):
+                continue
+            try:
+                code = self.prog.read(value - 5, 5)
+            except drgn.FaultError:
+                continue
+            if code[0] == 0xE8:
+                rel = int.from_bytes(code[1:], "little", signed=True)
+                if (value + rel) & 0xFFFFFFFFFFFFFFFF == target:
+                    slot = state.sp + 8 * index
+                    return _State(value, slot + 8, state.bp, None, False, slot)
+        return None

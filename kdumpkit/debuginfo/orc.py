@@ -1,0 +1,289 @@
+"""ORC unwind tables read from the dump's memory (no vmlinux needed).
+
+The kernel keeps its ORC tables in memory: ``__start_orc_unwind_ip`` ..
+``__stop_orc_unwind_ip`` holds one ``s32`` per entry, each relative to its own
+address (``ip = &table[i] + table[i]``), sorted by ip; ``__start_orc_unwind`` holds
+the matching 6-byte ``struct orc_entry``: ``s16 sp_offset, s16 bp_offset, u16 flags``.
+A loaded module keeps its own pair of tables in ``module->arch`` (``orc_unwind_ip``,
+``orc_unwind``, ``num_orcs``).
+
+The meaning of the ``flags`` bits changed twice (the version numbers are ours):
+
+* version 1 (Linux 4.14 .. 6.2): ``sp_reg:4 bp_reg:4 type:2 end:1`` with types
+  CALL=0, REGS=1, REGS_PARTIAL=2;
+* version 2 (Linux kernel commit ffb1b4a41016 "x86/unwind/orc: Add 'signal' field to
+  ORC metadata", in v6.3): ``sp_reg:4 bp_reg:4 type:2 signal:1 end:1``;
+* version 3 (Linux kernel commit fb799447ae29 "x86,objtool: Split UNWIND_HINT_EMPTY in
+  two", in v6.4): ``sp_reg:4 bp_reg:4 type:3 signal:1`` with types UNDEFINED=0,
+  END_OF_STACK=1, CALL=2, REGS=3, REGS_PARTIAL=4.  The same release added
+  ``.orc_header`` (commit b9f174c811e3), whose ``__start_orc_header`` symbol tells
+  version 3 apart.
+
+Without a header, version 2 is told from version 1 by the data: bit 11 (``end`` in
+version 2) is never set in version 1, and the entry code always has end-of-stack
+entries.  Entries are normalised to the version-3 meaning.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kdumpkit.dump.errors import DumpError
+
+if TYPE_CHECKING:
+    import drgn
+
+ORC_REG_UNDEFINED = 0
+ORC_REG_PREV_SP = 1
+ORC_REG_DX = 2
+ORC_REG_DI = 3
+ORC_REG_BP = 4
+ORC_REG_SP = 5
+ORC_REG_R10 = 6
+ORC_REG_R13 = 7
+ORC_REG_BP_INDIRECT = 8
+ORC_REG_SP_INDIRECT = 9
+
+ORC_TYPE_UNDEFINED = 0
+ORC_TYPE_END_OF_STACK = 1
+ORC_TYPE_CALL = 2
+ORC_TYPE_REGS = 3
+ORC_TYPE_REGS_PARTIAL = 4
+
+#: A vmlinux ORC table bigger than this is corrupt (6.12 has about 450k entries).
+MAX_ORC_ENTRIES = 8 << 20
+#: A module's ORC table bigger than this is corrupt.
+MAX_MODULE_ORC_ENTRIES = 1 << 20
+
+ORC_DTYPE = np.dtype([("sp_offset", "<i2"), ("bp_offset", "<i2"), ("flags", "<u2")])
+
+_V1_TYPES = (ORC_TYPE_CALL, ORC_TYPE_REGS, ORC_TYPE_REGS_PARTIAL, ORC_TYPE_UNDEFINED)
+
+
+class OrcError(DumpError):
+    """The dump's ORC tables are missing or corrupt."""
+
+
+@dataclass(frozen=True)
+class OrcEntry:
+    """One ORC entry, in the version-3 meaning of ``type``."""
+
+    sp_offset: int
+    bp_offset: int
+    sp_reg: int
+    bp_reg: int
+    type: int
+    signal: bool
+
+    @property
+    def ends_stack(self) -> bool:
+        """True where unwinding stops (end of stack, or nothing known)."""
+        return self.type in (ORC_TYPE_END_OF_STACK, ORC_TYPE_UNDEFINED) or (
+            self.sp_reg == ORC_REG_UNDEFINED
+        )
+
+
+def decode_orc_flags(sp_offset: int, bp_offset: int, flags: int, version: int) -> OrcEntry:
+    """Decode one entry's ``flags`` word of the given format version."""
+    sp_reg = flags & 0xF
+    bp_reg = (flags >> 4) & 0xF
+    if version >= 3:
+        orc_type = (flags >> 8) & 0x7
+        signal = bool(flags & 0x800)
+    else:
+        end_bit = 0x800 if version == 2 else 0x400
+        orc_type = _V1_TYPES[(flags >> 8) & 0x3]
+        if flags & end_bit:
+            orc_type = ORC_TYPE_END_OF_STACK
+        elif sp_reg == ORC_REG_UNDEFINED:
+            orc_type = ORC_TYPE_UNDEFINED
+        if version == 2:
+            signal = bool(flags & 0x400)
+        else:
+            # Before the signal bit, the kernel's unwinder treated every regs frame
+            # as a signal frame.
+            signal = orc_type in (ORC_TYPE_REGS, ORC_TYPE_REGS_PARTIAL)
+    return OrcEntry(sp_offset, bp_offset, sp_reg, bp_reg, orc_type, signal)
+
+
+def orc_format_version(flags: np.ndarray, has_orc_header: bool) -> int:
+    """The ORC format version of a table (see the module docstring)."""
+    if has_orc_header:
+        # TODO(7.1): Linux 7.1 renumbered the ORC registers; its .orc_header hash
+        # differs.  Tell it apart once a 7.1 dump is at hand.
+        return 3
+    return 2 if bool(np.any(flags & 0x800)) else 1
+
+
+class OrcTable:
+    """One sorted ORC table: the ips (absolute addresses) and their entries."""
+
+    def __init__(self, ips: np.ndarray, entries: np.ndarray, version: int,
+                 module: str | None = None, text_end: int | None = None) -> None:
+        if ips.shape[0] != entries.shape[0]:
+            raise OrcError("ORC ip and entry tables differ in length")
+        if ips.shape[0] and bool(np.any(ips[1:] < ips[:-1])):
+            # The kernel sorts the tables at build or load time; a corrupt dump may not.
+            order = np.argsort(ips, kind="stable")
+            ips, entries = ips[order], entries[order]
+        self.ips = ips
+        self.entries = entries
+        self.version = version
+        self.module = module
+        self.start = int(ips[0]) if ips.shape[0] else 0
+        self.end = text_end if text_end is not None else (int(ips[-1]) + 1 if ips.shape[0] else 0)
+        self._ip_list: list[int] | None = None
+
+    def __len__(self) -> int:
+        return int(self.ips.shape[0])
+
+    def covers(self, pc: int) -> bool:
+        """Whether ``pc`` falls in the text this table describes."""
+        return self.start <= pc < self.end
+
+    def find(self, pc: int) -> OrcEntry | None:
+        """The entry that applies at ``pc`` (the last one whose ip is <= pc)."""
+        if not self.covers(pc):
+            return None
+        if self._ip_list is None:
+            self._ip_list = self.ips.tolist()
+        index = bisect.bisect_right(self._ip_list, pc) - 1
+        if index < 0:
+            return None
+        row = self.entries[index]
+        return decode_orc_flags(int(row["sp_offset"]), int(row["bp_offset"]),
+                                int(row["flags"]), self.version)
+
+
+def read_orc_table(prog: drgn.Program, ip_table: int, entry_table: int, count: int,
+                   version: int | None, has_orc_header: bool, *, module: str | None = None,
+                   text_end: int | None = None) -> OrcTable:
+    """Read ``count`` ORC entries from memory into an :class:`OrcTable`."""
+    import drgn
+
+    limit = MAX_MODULE_ORC_ENTRIES if module else MAX_ORC_ENTRIES
+    if count < 0 or count > limit:
+        raise OrcError(
+            f"ORC table of {module or 'vmlinux'} has {count} entries, outside 0..{limit}"
+        )
+    try:
+        raw_ips = prog.read(ip_table, 4 * count)
+        raw_entries = prog.read(entry_table, ORC_DTYPE.itemsize * count)
+    except drgn.FaultError as exc:
+        raise OrcError(f"ORC table of {module or 'vmlinux'} is not in the dump: {exc}") from None
+    rel = np.frombuffer(raw_ips, dtype="<i4").astype(np.int64)
+    # ip = &table[i] + table[i]; kept in uint64 with wrap-around arithmetic.
+    ips = (np.uint64(ip_table) + (np.arange(count, dtype=np.int64) * 4 + rel).astype(np.uint64))
+    entries = np.frombuffer(raw_entries, dtype=ORC_DTYPE)
+    if version is None:
+        version = orc_format_version(entries["flags"], has_orc_header)
+    return OrcTable(ips, entries, version, module, text_end)
+
+
+def _symbol_address(prog: drgn.Program, name: str) -> int | None:
+    try:
+        return prog.symbol(name).address
+    except LookupError:
+        return None
+
+
+def load_vmlinux_orc(prog: drgn.Program) -> OrcTable:
+    """The kernel image's ORC table, located by its section symbols in kallsyms."""
+    start_ip = _symbol_address(prog, "__start_orc_unwind_ip")
+    stop_ip = _symbol_address(prog, "__stop_orc_unwind_ip")
+    start_orc = _symbol_address(prog, "__start_orc_unwind")
+    if start_ip is None or stop_ip is None or start_orc is None:
+        raise OrcError("the kernel has no ORC tables (no __start_orc_unwind_ip symbol; "
+                       "CONFIG_UNWINDER_ORC not set?)")
+    size = stop_ip - start_ip
+    if size < 0 or size % 4:
+        raise OrcError(f"ORC ip table has a bad size {size:#x}")
+    has_header = _symbol_address(prog, "__start_orc_header") is not None
+    text_end = _symbol_address(prog, "_etext")
+    return read_orc_table(prog, start_ip, start_orc, size // 4, None, has_header,
+                          text_end=text_end)
+
+
+class OrcUnwindInfo:
+    """ORC of the kernel image and, lazily, of each loaded module."""
+
+    def __init__(self, prog: drgn.Program) -> None:
+        self.prog = prog
+        self.vmlinux = load_vmlinux_orc(prog)
+        self._modules: list[OrcTable] | None = None
+        self._module_starts: list[int] = []
+
+    def modules(self) -> list[OrcTable]:
+        """The ORC tables of loaded modules (empty when module types are unknown)."""
+        if self._modules is None:
+            self._modules = sorted(load_module_orcs(self.prog, self.vmlinux.version),
+                                   key=lambda table: table.start)
+            self._module_starts = [table.start for table in self._modules]
+        return self._modules
+
+    def table_for(self, pc: int) -> OrcTable | None:
+        """The table whose text contains ``pc``."""
+        if self.vmlinux.covers(pc):
+            return self.vmlinux
+        tables = self.modules()
+        index = bisect.bisect_right(self._module_starts, pc) - 1
+        if index >= 0 and tables[index].covers(pc):
+            return tables[index]
+        return None
+
+    def find(self, pc: int) -> OrcEntry | None:
+        """The ORC entry for ``pc`` in the kernel or a module, or None."""
+        table = self.table_for(pc)
+        return table.find(pc) if table is not None else None
+
+
+def load_module_orcs(prog: drgn.Program, version: int) -> list[OrcTable]:
+    """Each loaded module's ORC table, from ``struct module``'s ``arch`` member.
+
+    Needs the type of ``struct module`` (BTF); returns [] without it.
+    """
+    import drgn
+
+    try:
+        from drgn.helpers.linux.module import for_each_module
+    except ImportError:  # pragma: no cover - drgn < 0.0.31
+        return []
+    tables: list[OrcTable] = []
+    try:
+        modules = list(for_each_module(prog))
+    except (LookupError, drgn.FaultError, ValueError):
+        return []
+    for mod in modules:
+        try:
+            name = mod.name.string_().decode("latin-1", "replace")
+            count = int(mod.arch.num_orcs)
+            if count == 0:
+                continue
+            text_start, text_end = _module_text_range(mod)
+            table = read_orc_table(prog, int(mod.arch.orc_unwind_ip.value_()),
+                                   int(mod.arch.orc_unwind.value_()), count, version, False,
+                                   module=name, text_end=text_end)
+            if text_start is not None:
+                table.start = min(table.start, text_start)
+            tables.append(table)
+        except (AttributeError, LookupError, drgn.FaultError, OrcError):
+            continue
+    return tables
+
+
+def _module_text_range(mod: drgn.Object) -> tuple[int | None, int | None]:
+    # Linux kernel commit ac3b43283923 ("module: replace module_layout with
+    # module_memory") (in v6.4) moved the layouts into mod->mem[]; MOD_TEXT is 0.
+    try:
+        text = mod.mem[0]
+        base = int(text.base.value_())
+        return base, base + int(text.size)
+    except AttributeError:
+        pass
+    layout = mod.core_layout
+    base = int(layout.base.value_())
+    return base, base + int(layout.text_size)
