@@ -1,0 +1,297 @@
+"""The one-page triage report: why did this kernel die?  Gathering (``gather_report``)
+is separate from rendering (``render_text``, ``render_json``, ``render_html``)."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import drgn
+
+from kdumpkit.dump.errors import DumpError
+
+if TYPE_CHECKING:
+    from drgn import Object, Program
+
+#: log lines kept in the report
+LOG_TAIL = 50
+#: frames that make up the crash signature
+SIGNATURE_FRAMES = 5
+
+#: The kernel's taint letters by bit (kernel/panic.c taint_flags[]): (set, unset).
+#: Used when the kernel's own table cannot be read.
+TAINT_FLAGS: tuple[tuple[str, str], ...] = (
+    ("P", "G"), ("F", " "), ("S", " "), ("R", " "), ("M", " "), ("B", " "), ("U", " "),
+    ("D", " "), ("A", " "), ("W", " "), ("C", " "), ("I", " "), ("O", " "), ("E", " "),
+    ("L", " "), ("K", " "), ("X", " "), ("T", " "), ("N", " "), ("J", " "),
+)
+
+#: Functions of the panic, kexec, NMI and oops machinery: the same for every crash,
+#: so they say nothing about its cause and are left out of the signature.
+MACHINERY = frozenset({
+    "machine_kexec", "__crash_kexec", "crash_kexec", "panic", "vpanic", "nmi_panic",
+    "crash_setup_regs", "native_machine_crash_shutdown", "crash_save_cpu",
+    "oops_end", "die", "__die", "die_addr", "do_trap", "do_error_trap", "exc_invalid_op",
+    "handle_bug", "asm_exc_invalid_op", "exc_page_fault", "asm_exc_page_fault",
+    "page_fault_oops", "kernelmode_fixup_or_oops", "__bad_area_nosemaphore",
+    "bad_area_nosemaphore", "do_user_addr_fault", "no_context",
+    "crash_nmi_callback", "nmi_handle", "default_do_nmi", "exc_nmi", "asm_exc_nmi",
+    "nmi_cpu_backtrace", "dump_stack", "dump_stack_lvl", "show_stack", "show_regs",
+    "__warn", "report_bug", "watchdog_timer_fn", "watchdog_overflow_callback",
+})
+_COMPILER_SUFFIX = re.compile(r"(\.(cold|isra|constprop|part|lto_priv|llvm)(\.\d+)?)+$")
+
+
+# --- gathering -------------------------------------------------------------------------------
+
+
+def taint_info(prog: Program) -> dict[str, Any]:
+    """tainted_mask and its letters, as the kernel prints them after ``Tainted:``."""
+    from kdumpkit.analyze.commands.common import read_global_int
+
+    try:
+        mask = prog["tainted_mask"].value_()
+    except LookupError:
+        mask = read_global_int(prog, "tainted_mask", 8)
+    flags = list(TAINT_FLAGS)
+    try:
+        table = prog["taint_flags"]
+        flags = [(chr(entry.c_true.value_()), chr(entry.c_false.value_())) for entry in table]
+    except (LookupError, TypeError, drgn.FaultError):
+        pass
+    letters = "".join(set_ if mask & (1 << bit) else unset
+                      for bit, (set_, unset) in enumerate(flags))
+    set_letters = [set_ for bit, (set_, _) in enumerate(flags) if mask & (1 << bit)]
+    return {"mask": mask, "letters": letters.rstrip() if mask else "",
+            "flags": set_letters, "tainted": bool(mask)}
+
+
+def normalise_function(name: str) -> str:
+    """A function name without offset or compiler suffixes (``.cold``, ``.isra.0``)."""
+    name = name.split("+", 1)[0]
+    return _COMPILER_SUFFIX.sub("", name)
+
+
+def crash_signature(frames: list[dict[str, Any]], panic: str | None) -> dict[str, Any]:
+    """sha256 of the top frames once the panic machinery is dropped (or of the message)."""
+    names = [normalise_function(f["function"]) for f in frames if f.get("function")]
+    meaningful = [n for n in names if n not in MACHINERY and not n.startswith("entry_")]
+    top = meaningful[:SIGNATURE_FRAMES]
+    if top:
+        basis = "|".join(top)
+    else:
+        # No usable frames: fall back on the message without its numbers.
+        basis = re.sub(r"(0x)?[0-9a-fA-F]{4,}|\d+", "N", panic or "")
+    return {"sha256": hashlib.sha256(basis.encode()).hexdigest(), "frames": top,
+            "basis": basis}
+
+
+def _frame_row(prog: Program, frame: Any) -> dict[str, Any]:
+    """One frame as data, from our unwinder's frames or drgn's."""
+    from kdumpkit.analyze.commands.common import symbol_module
+
+    if isinstance(frame, dict):
+        row = dict(frame)
+    else:
+        row = {}
+        for key in ("function", "name", "pc", "sp", "module", "offset"):
+            value = getattr(frame, key, None)
+            if value is not None and not callable(value):
+                row[key] = value
+    if "function" not in row:
+        row["function"] = row.pop("name", None)
+    if row.get("function") is None and row.get("pc") is not None:
+        try:
+            row["function"] = prog.symbol(row["pc"]).name
+        except LookupError:
+            row["function"] = None
+    if "module" not in row and row.get("pc") is not None:
+        row["module"] = symbol_module(prog, row["pc"])
+    return {k: v for k, v in row.items() if isinstance(v, (int, str, bool, type(None)))}
+
+
+def backtrace(prog: Program, task: Object, cpu: int | None = None) -> list[dict[str, Any]]:
+    """The task's frames (from ``cpu``'s saved registers if given): the ORC unwinder's
+    when it is there, else drgn's."""
+    try:
+        from kdumpkit.analyze.stack import stack_trace
+    except ImportError:
+        stack_trace = None
+    if stack_trace is not None:
+        trace = stack_trace(prog, task if cpu is None else cpu)
+        frames = getattr(trace, "frames", trace)
+        return [_frame_row(prog, frame) for frame in frames]
+    rows = []
+    for frame in prog.stack_trace(task):
+        try:
+            pc = frame.pc
+        except LookupError:
+            continue
+        try:
+            sp = frame.sp
+        except LookupError:
+            sp = None
+        rows.append(_frame_row(prog, {"pc": pc, "sp": sp, "function": frame.name}))
+    return rows
+
+
+def _task_summary(prog: Program, task: Object) -> dict[str, Any]:
+    from drgn.helpers.linux.sched import task_cpu
+
+    from kdumpkit.analyze.commands.common import task_comm
+
+    return {"pid": task.pid.value_(), "comm": task_comm(task), "task": task.value_(),
+            "cpu": task_cpu(task)}
+
+
+def _safely(what: str, errors: list[str], func: Any, *args: Any, default: Any = None) -> Any:
+    """Run one gathering step; a failure is recorded and the report goes on."""
+    try:
+        return func(*args)
+    except (drgn.FaultError, LookupError, ValueError, AttributeError, TypeError,
+            NotImplementedError, DumpError) as exc:
+        errors.append(f"{what}: {exc}")
+        return default
+
+
+def gather_report(prog: Program) -> dict[str, Any]:
+    """Everything the triage report shows, as JSON-ready data."""
+    from drgn.helpers.linux.cpumask import for_each_online_cpu
+    from drgn.helpers.linux.sched import cpu_curr
+
+    from kdumpkit.analyze.commands import sys as sys_command
+    from kdumpkit.analyze.commands.common import panic_task
+    from kdumpkit.analyze.commands.log import format_record, log_records
+    from kdumpkit.analyze.commands.mod import module_table
+
+    errors: list[str] = []
+    info = _safely("system", errors, sys_command.system_info, prog, default={}) or {}
+    report: dict[str, Any] = {
+        "release": info.get("release"),
+        "version": info.get("version"),
+        "machine": info.get("machine"),
+        "nodename": info.get("nodename"),
+        "cpus": info.get("cpus"),
+        "uptime_seconds": info.get("uptime_seconds"),
+        "uptime": (sys_command.uptime_text(info["uptime_seconds"])
+                   if info.get("uptime_seconds") is not None else None),
+        "crash_time": info.get("timestamp"),
+        "crash_date": info.get("date"),
+        "panic": info.get("panic"),
+        "dumpfile": info.get("dumpfile"),
+    }
+    task = _safely("panic task", errors, panic_task, prog)
+    crashing: dict[str, Any] | None = None
+    if task is not None:
+        crashing = _safely("panic task", errors, _task_summary, prog, task)
+        if crashing is not None:
+            crashing["backtrace"] = _safely("backtrace", errors, backtrace, prog, task,
+                                            default=[])
+    report["crashing_task"] = crashing
+    others = []
+    panic_address = task.value_() if task is not None else None
+    for cpu in _safely("cpus", errors, lambda: list(for_each_online_cpu(prog)), default=[]):
+        current = _safely(f"cpu {cpu}", errors, cpu_curr, prog, cpu)
+        if current is None or current.value_() == panic_address:
+            continue
+        summary = _safely(f"cpu {cpu}", errors, _task_summary, prog, current)
+        if summary is None:
+            continue
+        summary["cpu"] = cpu
+        summary["backtrace"] = _safely(f"backtrace of cpu {cpu}", errors, backtrace, prog,
+                                       current, cpu, default=[])
+        others.append(summary)
+    report["other_cpus"] = others
+    report["taint"] = _safely("taint", errors, taint_info, prog)
+    records = _safely("log", errors, log_records, prog, default=[])
+    report["log_tail"] = [format_record(r) for r in records[-LOG_TAIL:]]
+    report["modules"] = [{"name": m["name"], "base": m["base"], "size": m["size"],
+                          "taints": m["taints"]}
+                         for m in _safely("modules", errors, module_table, prog, default=[])]
+    frames = crashing["backtrace"] if crashing else []
+    report["signature"] = crash_signature(frames or [], report["panic"])
+    report["errors"] = errors
+    return report
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def _frame_text(index: int, frame: dict[str, Any]) -> str:
+    name = frame.get("function") or "?"
+    pc = frame.get("pc")
+    text = f" #{index:<2} {name}"
+    if pc is not None:
+        text += f" at {pc:x}"
+    if frame.get("module"):
+        text += f" [{frame['module']}]"
+    return text
+
+
+def _task_text(title: str, task: dict[str, Any]) -> list[str]:
+    lines = [f"{title}: PID {task['pid']} \"{task['comm']}\" on CPU {task['cpu']}"
+             f" (task {task['task']:x})"]
+    frames = task.get("backtrace") or []
+    lines += [_frame_text(i, f) for i, f in enumerate(frames)] or ["  (no backtrace)"]
+    return lines
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """The report for a terminal."""
+    taint = report.get("taint") or {}
+    signature = report["signature"]
+    taint_text = f"Tainted: {taint['letters']}" if taint.get("tainted") else "Not tainted"
+    lines = [
+        "KERNEL CRASH REPORT",
+        f"     release: {report.get('release')}",
+        f"     version: {report.get('version')}",
+        f"     machine: {report.get('machine')}  ({report.get('cpus')} CPUs)",
+        f"  crash time: {report.get('crash_date')}",
+        f"      uptime: {report.get('uptime')}",
+        f"       panic: {report.get('panic') or '(no panic message in the log)'}",
+        f"     tainted: {taint_text}",
+        f"   signature: {signature['sha256']}",
+        f"              ({' < '.join(signature['frames']) or signature['basis']})",
+        "",
+    ]
+    if report.get("crashing_task"):
+        lines += _task_text("Crashing task", report["crashing_task"])
+    else:
+        lines.append("Crashing task: not found")
+    for other in report.get("other_cpus", []):
+        lines += ["", *_task_text(f"CPU {other['cpu']}", other)]
+    lines += ["", f"Modules ({len(report.get('modules', []))}):"]
+    lines += [f"  {m['name']:<24} {m['base']:016x} {m['size']:>8}"
+              + (f"  [{m['taints']}]" if m["taints"] else "")
+              for m in report.get("modules", [])]
+    lines += ["", f"Last {len(report.get('log_tail', []))} log lines:"]
+    lines += report.get("log_tail", [])
+    if report.get("errors"):
+        lines += ["", "Could not read:"] + [f"  {e}" for e in report["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: dict[str, Any]) -> str:
+    """The report as JSON (addresses as integers)."""
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A standalone HTML page."""
+    esc = html.escape
+    text_sections = render_text(report).split("\n\n")
+    head = text_sections[0].splitlines()
+    rows = "".join(
+        f"<tr><th>{esc(line.split(':', 1)[0].strip())}</th>"
+        f"<td>{esc(line.split(':', 1)[1].strip())}</td></tr>"
+        for line in head[1:] if ":" in line)
+    body = "".join(f"<pre>{esc(section)}</pre>" for section in text_sections[1:])
+    title = esc(f"Kernel crash: {report.get('panic') or report.get('release') or ''}")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>{title}</title>"
+            "<style>body{font-family:sans-serif} th{text-align:right;padding-right:1em}"
+            " pre{background:#f4f4f4;padding:.5em}</style></head><body>"
+            f"<h1>{title}</h1><table>{rows}</table>{body}</body></html>\n")

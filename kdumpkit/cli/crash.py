@@ -1,0 +1,140 @@
+"""``kdumpkit crash DUMP [VMLINUX] [-c CMD]...``: crash-compatible commands on a dump."""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import os
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+if TYPE_CHECKING:
+    from drgn import Program
+
+    from kdumpkit.analyze.session import Session
+
+HELP = "crash-compatible commands on a dump (bt, log, ps, ...)"
+PROMPT = "crash> "
+EXIT_WORDS = frozenset({"exit", "q", "quit"})
+HISTORY = os.path.join(os.path.expanduser("~"), ".kdumpkit_crash_history")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The verb's arguments."""
+    parser.add_argument("dump", metavar="DUMP", help="the dump (ELF, kdump-compressed, flattened)")
+    parser.add_argument("vmlinux", metavar="VMLINUX", nargs="?",
+                        help="a vmlinux with DWARF (optional: BTF and kallsyms are used without)")
+    parser.add_argument("-c", dest="commands", metavar="CMD", action="append", default=[],
+                        help="run this command and exit (repeatable); no banner unless --banner")
+    parser.add_argument("-s", "--silent", action="store_true", help="no start-up banner")
+    parser.add_argument("--banner", action="store_true", help="print the banner with -c too")
+
+
+def banner(prog: Program) -> str:
+    """crash's start-up text: the version, then ``sys`` and the panic task's context."""
+    from kdumpkit import __version__
+    from kdumpkit.analyze.commands import sys as sys_command
+
+    head = (f"\nkdumpkit crash {__version__} (crash 9.0.2-compatible commands; "
+            "types from the dump's BTF, symbols from kallsyms, unwinding from ORC)\n"
+            'Type "help" for the list of commands, "exit" to leave.\n\n')
+    try:
+        info = sys_command.system_info(prog)
+        pairs = sys_command.render_sys(prog, info) + sys_command.panic_context(prog)
+    except Exception as exc:  # the banner must not stop the session from starting
+        return head + f"(system summary unavailable: {exc})\n\n"
+    return head + sys_command.format_pairs(pairs) + "\n"
+
+
+class _Completer(Completer):
+    """prompt_toolkit completion: command names first, then kernel symbol names."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._symbols: list[str] | None = None
+
+    def symbols(self) -> list[str]:
+        if self._symbols is None:
+            names = {symbol.name for symbol in self.session.prog.symbols()}
+            self._symbols = sorted(names)
+        return self._symbols
+
+    def get_completions(self, document: Document,
+                        complete_event: CompleteEvent) -> Iterator[Completion]:
+        before = document.text_before_cursor
+        word = document.get_word_before_cursor(WORD=True)
+        if " " not in before.lstrip():
+            names = sorted(set(self.session.commands) | EXIT_WORDS | {"set"})
+            for name in names:
+                if name.startswith(word):
+                    yield Completion(name, start_position=-len(word))
+            return
+        if len(word) < 2:
+            return
+        symbols = self.symbols()
+        start = bisect.bisect_left(symbols, word)
+        for name in symbols[start : start + 200]:
+            if not name.startswith(word):
+                break
+            yield Completion(name, start_position=-len(word))
+
+
+def interactive(session: Session) -> int:
+    """The prompt, with history and completion, until ``exit`` or end of input."""
+    if not sys.stdin.isatty():
+        for line in sys.stdin:
+            line = line.strip()
+            if line in EXIT_WORDS:
+                break
+            if line:
+                session.run(line)
+        return 0
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    try:
+        history = FileHistory(HISTORY)
+    except OSError:
+        history = InMemoryHistory()
+    prompt: PromptSession[str] = PromptSession(
+        history=history, completer=_Completer(session), complete_while_typing=False)
+    while True:
+        try:
+            line = prompt.prompt(PROMPT).strip()
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            print()
+            return 0
+        if line in EXIT_WORDS:
+            return 0
+        if line:
+            try:
+                session.run(line)
+            except KeyboardInterrupt:
+                print("\ninterrupted", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open the dump, then run the -c commands or the prompt."""
+    from kdumpkit.analyze.program import open_program
+    from kdumpkit.analyze.session import Session
+
+    prog = open_program(args.dump, vmlinux=args.vmlinux)
+    session = Session(prog)
+    show_banner = not args.silent and (args.banner or not args.commands)
+    if show_banner:
+        sys.stdout.write(banner(prog))
+        sys.stdout.flush()
+    if args.commands:
+        status = 0
+        for command in args.commands:
+            if command.strip() in EXIT_WORDS:
+                break
+            status |= session.run(command)
+        return status
+    return interactive(session)

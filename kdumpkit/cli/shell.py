@@ -1,0 +1,63 @@
+"""``kdumpkit shell DUMP [VMLINUX]``: a Python prompt with the dump opened as ``prog``."""
+
+from __future__ import annotations
+
+import argparse
+import code
+from typing import Any
+
+HELP = "a Python prompt with the dump opened as `prog`"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The verb's arguments."""
+    parser.add_argument("dump", metavar="DUMP", help="the dump (ELF, kdump-compressed, flattened)")
+    parser.add_argument("vmlinux", metavar="VMLINUX", nargs="?", help="a vmlinux with DWARF")
+    parser.add_argument("-e", dest="expression", metavar="CODE",
+                        help="run this Python code instead of the prompt")
+
+
+def namespace(prog: Any) -> dict[str, Any]:
+    """``prog``, drgn, every drgn.helpers.linux helper, and ``crash("cmd")``."""
+    import drgn
+    import drgn.helpers.linux as linux_helpers
+
+    from kdumpkit.analyze.session import Session
+
+    names: dict[str, Any] = {"drgn": drgn, "prog": prog}
+    for name in ("Object", "Program", "FaultError", "cast", "container_of", "NULL",
+                 "reinterpret", "sizeof", "stack_trace"):
+        if hasattr(drgn, name):
+            names[name] = getattr(drgn, name)
+    for name in getattr(linux_helpers, "__all__", []):
+        names[name] = getattr(linux_helpers, name)
+    session = Session(prog)
+
+    def crash(line: str) -> None:
+        """Run a crash command, e.g. ``crash("ps")``."""
+        session.run(line)
+
+    names["crash"] = crash
+    # drgn's helpers take the program implicitly once it is the default.
+    drgn.set_default_prog(prog)
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open the dump and start Python."""
+    from kdumpkit.analyze.program import open_program
+
+    prog = open_program(args.dump, vmlinux=args.vmlinux)
+    names = namespace(prog)
+    if args.expression:
+        exec(compile(args.expression, "<-e>", "exec"), names)  # the user's own code
+        return 0
+    banner = ("kdumpkit shell: `prog` is the dump; drgn and its Linux helpers are imported;\n"
+              'crash("ps") runs a crash command.  Ctrl-D leaves.')
+    try:
+        import readline  # noqa: F401 - line editing and history for code.interact
+        import rlcompleter  # noqa: F401
+    except ImportError:
+        pass
+    code.interact(banner=banner, local=names, exitmsg="")
+    return 0
