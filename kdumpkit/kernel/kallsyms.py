@@ -82,36 +82,56 @@ class KallsymsTable:
         return self.names[index], address - self.addresses[index]
 
 
+def _extend_names(space: X86_64AddressSpace, start: int, data: bytearray) -> None:
+    if len(data) >= MAX_NAMES_BYTES:
+        raise KallsymsError(f"kallsyms_names is longer than {MAX_NAMES_BYTES} bytes")
+    data += space.read(start + len(data), NAMES_CHUNK, zero_missing=True)
+
+
 def _read_names(
-    space: X86_64AddressSpace, start: int, count: int, token_strings: list[str]
+    space: X86_64AddressSpace, start: int, count: int, tokens: list[bytes]
 ) -> tuple[list[str], list[str]]:
-    names: list[str] = []
-    types: list[str] = []
-    data = b""
+    # Pass 1 (sequential, lengths only): where each entry's token numbers are.
+    data = bytearray()
+    length_bytes: list[int] = []  # positions of the length bytes, which are not tokens
+    entry_tokens: list[int] = []  # number of tokens of each entry
     pos = 0
-    base = start
-    for _ in range(count):
-        if pos + 2 + 256 * 2 > len(data):  # room for the longest entry
-            if base - start + len(data) >= MAX_NAMES_BYTES:
-                raise KallsymsError(f"kallsyms_names is longer than {MAX_NAMES_BYTES} bytes")
-            data = data[pos:] + space.read(base + len(data), NAMES_CHUNK, zero_missing=True)
-            base += pos
-            pos = 0
+    for entry in range(count):
+        while pos + 2 > len(data):
+            _extend_names(space, start, data)
         length = data[pos]
+        length_bytes.append(pos)
         pos += 1
         if length & 0x80:  # Linux 6.1: two-byte lengths for "big" symbols
             length = (length & 0x7F) | (data[pos] << 7)
+            length_bytes.append(pos)
             pos += 1
         if length == 0:
-            raise KallsymsError(f"kallsyms_names entry {len(names)} is empty")
-        expanded = "".join(token_strings[t] for t in data[pos : pos + length])
+            raise KallsymsError(f"kallsyms_names entry {entry} is empty")
+        entry_tokens.append(length)
         pos += length
-        types.append(expanded[:1])
-        names.append(expanded[1:])
+    while pos > len(data):
+        _extend_names(space, start, data)
+    # Pass 2 (numpy): expand every token of every entry at once.
+    token_numbers = np.delete(np.frombuffer(bytes(data[:pos]), dtype=np.uint8), length_bytes)
+    table = np.frombuffer(b"".join(tokens), dtype=np.uint8)
+    token_len = np.array([len(t) for t in tokens], dtype=np.int64)
+    token_start = np.concatenate(([0], np.cumsum(token_len)[:-1]))
+    out_len = token_len[token_numbers]
+    out_start = np.concatenate(([0], np.cumsum(out_len)[:-1]))
+    within = np.arange(int(out_len.sum())) - np.repeat(out_start, out_len)
+    text = (
+        table[np.repeat(token_start[token_numbers], out_len) + within].tobytes().decode("latin-1")
+    )
+    first_token = np.concatenate(([0], np.cumsum(entry_tokens)[:-1]))
+    entry_len = np.add.reduceat(out_len, first_token)
+    bounds = np.concatenate(([0], np.cumsum(entry_len))).tolist()
+    types = [text[bounds[i] : bounds[i] + 1] for i in range(count)]
+    names = [text[bounds[i] + 1 : bounds[i + 1]] for i in range(count)]
     return names, types
 
 
-def _read_tokens(space: X86_64AddressSpace, table: int, index: int) -> list[str]:
+def _read_tokens(space: X86_64AddressSpace, table: int, index: int) -> list[bytes]:
     offsets = np.frombuffer(space.read(index, TOKEN_COUNT * 2), dtype="<u2")
     size = int(offsets.max()) + 256
     if size > TOKEN_TABLE_MAX:
@@ -120,7 +140,7 @@ def _read_tokens(space: X86_64AddressSpace, table: int, index: int) -> list[str]
     tokens = []
     for offset in offsets.tolist():
         end = raw.find(b"\0", offset)
-        tokens.append(raw[offset : end if end >= 0 else len(raw)].decode("latin-1"))
+        tokens.append(raw[offset : end if end >= 0 else len(raw)])
     return tokens
 
 
