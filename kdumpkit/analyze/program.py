@@ -1,0 +1,172 @@
+"""The one entry point of analysis: a dump (or the live kernel) as a ``drgn.Program``.
+
+A dump of any format is read by :func:`kdumpkit.dump.open_dump`; drgn gets
+
+* its notes (VMCOREINFO, one NT_PRSTATUS per CPU) through a tiny notes-only ELF
+  core in a memfd, so that drgn knows the kernel, the crashed thread and each
+  CPU's registers exactly as with ``/proc/vmcore``;
+* physical memory through one segment whose reads go to our reader (pages
+  missing from the dump raise ``drgn.FaultError``);
+* types, symbols and globals from the dump itself (BTF, kallsyms), or from a
+  vmlinux with DWARF when one is given.
+
+``prog.cache["kdumpkit.dump"]`` holds the :class:`~kdumpkit.dump.base.Dump` and
+``prog.cache["kdumpkit.debuginfo"]`` the :class:`~kdumpkit.debuginfo.loader.DebugInfo`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import drgn
+
+from kdumpkit.debuginfo.loader import load_dump_debuginfo, load_live_debuginfo
+from kdumpkit.dump.base import Dump
+from kdumpkit.dump.errors import DumpError, DumpFormatError, PageNotPresentError
+from kdumpkit.dump.open import open_dump
+
+PathArg = str | os.PathLike[str]
+LIVE_PATHS = (None, "/proc/kcore")
+#: Decompressed pages kept for drgn's many small reads (16 MiB of 4 KiB pages).
+PAGE_CACHE_PAGES = 4096
+EM_X86_64 = 62
+
+
+class PhysicalMemory:
+    """drgn's read callback over a Dump, with a small cache of recently read pages."""
+
+    def __init__(self, dump: Dump) -> None:
+        self.dump = dump
+        self.page_size = dump.page_size
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+
+    def page(self, pfn: int) -> bytes:
+        """Page ``pfn``'s bytes (cached); raises drgn.FaultError when not in the dump."""
+        cache = self._cache
+        data = cache.get(pfn)
+        if data is not None:
+            cache.move_to_end(pfn)
+            return data
+        try:
+            data = self.dump.read_page(pfn)
+        except PageNotPresentError as exc:
+            raise drgn.FaultError(
+                f"page not in dump ({exc.reason})", pfn * self.page_size
+            ) from None
+        except DumpError as exc:
+            raise drgn.FaultError(str(exc), pfn * self.page_size) from None
+        cache[pfn] = data
+        if len(cache) > PAGE_CACHE_PAGES:
+            cache.popitem(last=False)
+        return data
+
+    def read(self, address: int, count: int, offset: int, physical: bool) -> bytes:
+        """``add_memory_segment`` callback: ``count`` bytes of physical memory at ``address``."""
+        page_size = self.page_size
+        pfn, start = divmod(address, page_size)
+        if start + count <= page_size:
+            data = self.page(pfn)
+            return data[start : start + count]
+        parts = []
+        end = address + count
+        while address < end:
+            pfn, start = divmod(address, page_size)
+            chunk = min(page_size - start, end - address)
+            try:
+                parts.append(self.page(pfn)[start : start + chunk])
+            except drgn.FaultError as exc:
+                raise drgn.FaultError(exc.message, address) from None
+            address += chunk
+        return b"".join(parts)
+
+
+def notes_core(note_data: bytes, machine: int = EM_X86_64) -> int:
+    """A memfd holding an ELF64 core with one PT_NOTE (the dump's notes) and no memory."""
+    ehdr = struct.pack(
+        "<16sHHIQQQIHHHHHH",
+        b"\x7fELF\x02\x01\x01" + bytes(9), 4, machine, 1, 0, 64, 0, 0, 64, 56, 1, 64, 0, 0,
+    )  # fmt: skip
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(note_data), 0, 4)
+    fd = os.memfd_create("kdumpkit-notes", os.MFD_CLOEXEC)
+    os.write(fd, ehdr + phdr + note_data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def program_from_dump(dump: Dump) -> drgn.Program:
+    """A drgn Program over an opened dump, without any debug information yet."""
+    if dump.header.machine != "x86_64":
+        raise DumpFormatError(f"{dump.name}: {dump.header.machine} dumps are not supported")
+    if dump.vmcoreinfo is None:
+        raise DumpFormatError(f"{dump.name}: no VMCOREINFO note; cannot analyse the kernel")
+    prog = drgn.Program()
+    fd = notes_core(dump.note_data)
+    try:
+        prog.set_core_dump(fd)  # drgn owns the fd from here on
+    except (ValueError, OSError) as exc:
+        os.close(fd)
+        raise DumpFormatError(f"{dump.name}: drgn refused the dump's notes: {exc}") from None
+    memory = PhysicalMemory(dump)
+    prog.add_memory_segment(0, max(dump.max_pfn, 1) * dump.page_size, memory.read, physical=True)
+    prog.cache["kdumpkit.dump"] = dump
+    prog.cache["kdumpkit.memory"] = memory
+    return prog
+
+
+def load_vmlinux(prog: drgn.Program, vmlinux: PathArg) -> None:
+    """DWARF from a vmlinux file, or from a debug directory (vmlinux and modules)."""
+    path = os.fspath(vmlinux)
+    try:
+        if os.path.isdir(path):
+            prog.debug_info_options.directories = (path, *prog.debug_info_options.directories)
+            prog.load_debug_info(default=True)
+        else:
+            if not os.path.isfile(path):
+                raise DumpFormatError(f"{path}: no such vmlinux")
+            prog.load_debug_info([path], default=False, main=True)
+    except drgn.MissingDebugInfoError as exc:
+        # Modules' debug info is often absent; only a missing vmlinux is fatal.
+        if prog.main_module().debug_file_path is None:
+            raise DumpFormatError(f"{path}: no usable DWARF for the kernel: {exc}") from None
+
+
+def open_program(
+    path_or_paths: PathArg | Sequence[PathArg] | None = None, vmlinux: PathArg | None = None
+) -> drgn.Program:
+    """Open a dump (any format, or a split set) or the live kernel as a drgn Program.
+
+    Without ``vmlinux``, types come from the kernel's BTF and symbols from kallsyms,
+    both read from the dump.
+    """
+    if path_or_paths in LIVE_PATHS or (
+        isinstance(path_or_paths, str) and path_or_paths == "/proc/kcore"
+    ):
+        return _open_live(vmlinux)
+    dump = open_dump(path_or_paths)  # type: ignore[arg-type]
+    try:
+        prog = program_from_dump(dump)
+        if vmlinux is not None:
+            load_vmlinux(prog, vmlinux)
+        else:
+            assert dump.vmcoreinfo is not None
+            load_dump_debuginfo(prog, dump.vmcoreinfo)
+    except BaseException:
+        dump.close()
+        raise
+    return prog
+
+
+def _open_live(vmlinux: PathArg | None) -> drgn.Program:
+    prog = drgn.Program()
+    try:
+        prog.set_kernel()
+    except (PermissionError, OSError, ValueError) as exc:
+        raise DumpFormatError(f"/proc/kcore: cannot open the live kernel: {exc}") from None
+    if vmlinux is not None:
+        load_vmlinux(prog, vmlinux)
+    else:
+        load_live_debuginfo(prog)
+    return prog

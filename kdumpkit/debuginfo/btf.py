@@ -1,0 +1,416 @@
+"""BTF, the kernel's compact type format, parsed from the dump's own memory.
+
+The kernel keeps its BTF between ``__start_BTF`` and ``__stop_BTF``; each module's
+is *split* BTF whose type ids and string offsets continue those of vmlinux.  Parsing
+only walks the type records once to find where each starts (the blob of a 6.1 kernel
+is 4 MB, ~120k types); names are indexed with numpy, and each type is decoded into a
+:class:`BtfType` only when asked for.  Every offset read from the blob is bounds
+checked: a corrupt blob raises :class:`BtfError` with one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from kdumpkit.dump.errors import DumpError
+
+BTF_MAGIC = 0xEB9F
+HEADER = struct.Struct("<HBBIIIII")
+#: A BTF blob larger than this is not a kernel's.
+MAX_BTF_BYTES = 256 << 20
+
+
+class BtfError(DumpError):
+    """The BTF blob is missing, truncated or corrupt."""
+
+
+class Kind(enum.IntEnum):
+    """BTF_KIND_* values (include/uapi/linux/btf.h)."""
+
+    UNKN = 0
+    INT = 1
+    PTR = 2
+    ARRAY = 3
+    STRUCT = 4
+    UNION = 5
+    ENUM = 6
+    FWD = 7
+    TYPEDEF = 8
+    VOLATILE = 9
+    CONST = 10
+    RESTRICT = 11
+    FUNC = 12
+    FUNC_PROTO = 13
+    VAR = 14
+    DATASEC = 15
+    FLOAT = 16
+    DECL_TAG = 17
+    TYPE_TAG = 18
+    ENUM64 = 19
+
+
+#: Extra 32-bit words after the 3-word header, as a function of vlen: (fixed, per vlen item).
+_EXTRA_WORDS: dict[int, tuple[int, int]] = {
+    Kind.UNKN: (0, 0),
+    Kind.INT: (1, 0),
+    Kind.PTR: (0, 0),
+    Kind.ARRAY: (3, 0),
+    Kind.STRUCT: (0, 3),
+    Kind.UNION: (0, 3),
+    Kind.ENUM: (0, 2),
+    Kind.FWD: (0, 0),
+    Kind.TYPEDEF: (0, 0),
+    Kind.VOLATILE: (0, 0),
+    Kind.CONST: (0, 0),
+    Kind.RESTRICT: (0, 0),
+    Kind.FUNC: (0, 0),
+    Kind.FUNC_PROTO: (0, 2),
+    Kind.VAR: (1, 0),
+    Kind.DATASEC: (0, 3),
+    Kind.FLOAT: (0, 0),
+    Kind.DECL_TAG: (1, 0),
+    Kind.TYPE_TAG: (0, 0),
+    Kind.ENUM64: (0, 3),
+}
+_FIXED = [0] * 32
+_PER_ITEM = [-1] * 32  # -1: unknown kind
+for _k, (_f, _p) in _EXTRA_WORDS.items():
+    _FIXED[_k], _PER_ITEM[_k] = _f, _p
+
+INT_SIGNED = 1
+INT_CHAR = 2
+INT_BOOL = 4
+
+
+class Member(NamedTuple):
+    """A struct/union member: bit offset and bit-field size (0 if not a bit field)."""
+
+    name: str | None
+    type_id: int
+    bit_offset: int
+    bitfield_size: int
+
+
+class Enumerator(NamedTuple):
+    name: str
+    value: int
+
+
+class Param(NamedTuple):
+    name: str | None
+    type_id: int
+
+
+class SecVar(NamedTuple):
+    """A DATASEC entry: a VAR's type id, its offset in the section and its size."""
+
+    type_id: int
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class BtfType:
+    """One decoded BTF type record.
+
+    ``size`` is the byte size (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT, DATASEC);
+    ``ref`` the referenced type id (PTR, TYPEDEF, qualifiers, FUNC, VAR, DECL_TAG,
+    TYPE_TAG, and the return type of FUNC_PROTO).  ``items`` holds the members,
+    enumerators, parameters or section variables.
+    """
+
+    id: int
+    kind: Kind
+    name: str | None
+    kind_flag: bool
+    vlen: int
+    size: int = 0
+    ref: int = 0
+    #: INT: (encoding, bit offset, bits); ARRAY: (element type, index type, nelems);
+    #: VAR: (linkage,); DECL_TAG: (component index,).
+    extra: tuple[int, ...] = ()
+    items: tuple = ()
+
+    @property
+    def is_signed(self) -> bool:
+        """INT: signed; ENUM/ENUM64: signed values (kind_flag, Linux 6.0+)."""
+        if self.kind == Kind.INT:
+            return bool(self.extra[0] & INT_SIGNED)
+        return self.kind_flag
+
+
+class Btf:
+    """A parsed BTF blob (vmlinux's, or a module's split on top of ``base``)."""
+
+    def __init__(self, data: bytes, *, base: Btf | None = None, name: str = "vmlinux") -> None:
+        self.name = name
+        self.base = base
+        if len(data) > MAX_BTF_BYTES:
+            raise BtfError(f"{name} BTF: {len(data)} bytes is larger than any kernel's")
+        if len(data) < HEADER.size:
+            raise BtfError(f"{name} BTF: only {len(data)} bytes, shorter than the header")
+        magic = int.from_bytes(data[:2], "little")
+        if magic != BTF_MAGIC:
+            if magic == 0x9FEB:
+                raise BtfError(f"{name} BTF: big-endian BTF is not supported")
+            raise BtfError(f"{name} BTF: bad magic {magic:#06x} (expected {BTF_MAGIC:#06x})")
+        (_, version, _, hdr_len, type_off, type_len, str_off, str_len) = HEADER.unpack_from(data)
+        if version != 1:
+            raise BtfError(f"{name} BTF: unsupported version {version}")
+        if hdr_len < HEADER.size or hdr_len > len(data):
+            raise BtfError(f"{name} BTF: bad header length {hdr_len}")
+        body = len(data) - hdr_len
+        if type_off + type_len > body or str_off + str_len > body or type_off % 4 or type_len % 4:
+            raise BtfError(
+                f"{name} BTF: sections (types {type_off}+{type_len}, strings {str_off}+{str_len})"
+                f" do not fit in {body} bytes"
+            )
+        self.strings = bytes(data[hdr_len + str_off : hdr_len + str_off + str_len])
+        if self.strings and (self.strings[-1] != 0 or (base is None and self.strings[0] != 0)):
+            raise BtfError(f"{name} BTF: string section is not NUL-terminated")
+        types = bytes(data[hdr_len + type_off : hdr_len + type_off + type_len])
+        self._words = memoryview(types).cast("I")
+        #: Ids of this blob's types start here (1 for vmlinux, after the base's for split BTF).
+        self.start_id = base.end_id if base is not None else 1
+        self.str_start = len(base.strings) + base.str_start if base is not None else 0
+        self._offsets = self._walk(self._words)
+        self.end_id = self.start_id + len(self._offsets)
+        self._name_index: tuple[np.ndarray, np.ndarray] | None = None
+        self._string_offsets: dict[str, int] | None = None
+        self._enumerators: dict[str, int] | None = None
+        self._decoded: dict[int, BtfType] = {}
+
+    def _walk(self, words: memoryview) -> np.ndarray:
+        """Word offset of each type record, checking that each fits."""
+        offsets = []
+        append = offsets.append
+        fixed, per_item = _FIXED, _PER_ITEM
+        n = len(words)
+        i = 0
+        while i < n:
+            if i + 3 > n:
+                raise BtfError(f"{self.name} BTF: type {self.start_id + len(offsets)} truncated")
+            info = words[i + 1]
+            kind = (info >> 24) & 0x1F
+            item = per_item[kind]
+            if item < 0:
+                raise BtfError(
+                    f"{self.name} BTF: type {self.start_id + len(offsets)} has unknown kind {kind}"
+                )
+            append(i)
+            i += 3 + fixed[kind] + item * (info & 0xFFFF)
+        if i != n:
+            raise BtfError(
+                f"{self.name} BTF: last type {self.start_id + len(offsets) - 1} truncated"
+            )
+        return np.array(offsets, dtype=np.int64)
+
+    # --- ids and strings ------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of type ids in this blob (the base's not counted, void not counted)."""
+        return len(self._offsets)
+
+    def owner(self, type_id: int) -> Btf:
+        """The blob (this one or a base) that defines ``type_id``."""
+        btf: Btf | None = self
+        while btf is not None:
+            if type_id >= btf.start_id:
+                if type_id >= btf.end_id:
+                    break
+                return btf
+            btf = btf.base
+        raise BtfError(f"{self.name} BTF: type id {type_id} out of range")
+
+    def string(self, offset: int) -> str | None:
+        """The string at ``offset`` (split BTF: offsets past the base's strings are ours)."""
+        if offset == 0:
+            return None
+        if offset < self.str_start:
+            assert self.base is not None
+            return self.base.string(offset)
+        local = offset - self.str_start
+        if local >= len(self.strings):
+            raise BtfError(f"{self.name} BTF: string offset {offset} out of range")
+        end = self.strings.find(b"\0", local)
+        return self.strings[local:end].decode("utf-8", "replace") or None
+
+    def _strings_by_name(self) -> dict[str, int]:
+        if self._string_offsets is None:
+            parts = self.strings.split(b"\0")
+            lengths = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=len(parts))
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) + self.str_start
+            self._string_offsets = {
+                p.decode("utf-8", "replace"): int(s)
+                for p, s in zip(parts, starts.tolist(), strict=True)
+                if p
+            }
+        return self._string_offsets
+
+    # --- lookups ----------------------------------------------------------------------
+
+    def _index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(name offsets sorted, type ids in that order) of this blob's named types."""
+        if self._name_index is None:
+            words = np.frombuffer(self._words, dtype=np.uint32)
+            name_offs = words[self._offsets].astype(np.int64)
+            order = np.argsort(name_offs, kind="stable")
+            self._name_index = (name_offs[order], order + self.start_id)
+        return self._name_index
+
+    def ids_by_name(self, name: str) -> list[int]:
+        """Ids of the types (and VARs, FUNCs, DATASECs) named ``name``, this blob then bases."""
+        out: list[int] = []
+        offset = self._strings_by_name().get(name)
+        if offset is not None:
+            sorted_offs, ids = self._index()
+            lo, hi = np.searchsorted(sorted_offs, [offset, offset + 1])
+            out.extend(ids[lo:hi].tolist())
+        if self.base is not None:
+            out.extend(self.base.ids_by_name(name))
+        return out
+
+    def enumerator(self, name: str) -> tuple[int, int] | None:
+        """(enum type id, value) of an enumerator named ``name``, or None."""
+        if self._enumerators is None:
+            self._enumerators = {}
+            words = np.frombuffer(self._words, dtype=np.uint32)
+            kinds = (words[self._offsets + 1] >> 24) & 0x1F
+            for idx in np.flatnonzero((kinds == Kind.ENUM) | (kinds == Kind.ENUM64)).tolist():
+                btype = self.type(self.start_id + idx)
+                for item in btype.items:
+                    self._enumerators.setdefault(item.name, btype.id)
+        type_id = self._enumerators.get(name)
+        if type_id is None:
+            return self.base.enumerator(name) if self.base is not None else None
+        for item in self.type(type_id).items:
+            if item.name == name:
+                return type_id, item.value
+        return None
+
+    def kind_of(self, type_id: int) -> Kind:
+        """The kind of ``type_id`` without decoding the record."""
+        if type_id == 0:
+            return Kind.UNKN
+        btf = self.owner(type_id)
+        pos = int(btf._offsets[type_id - btf.start_id])
+        return Kind((btf._words[pos + 1] >> 24) & 0x1F)
+
+    def type(self, type_id: int) -> BtfType:
+        """Decode type ``type_id`` (cached).  Id 0 is void and has no record."""
+        btf = self.owner(type_id)
+        if btf is not self:
+            return btf.type(type_id)
+        cached = self._decoded.get(type_id)
+        if cached is None:
+            cached = self._decode(type_id)
+            self._decoded[type_id] = cached
+        return cached
+
+    def _decode(self, type_id: int) -> BtfType:
+        words = self._words
+        pos = int(self._offsets[type_id - self.start_id])
+        name_off, info, size_or_type = words[pos], words[pos + 1], words[pos + 2]
+        kind = Kind((info >> 24) & 0x1F)
+        vlen = info & 0xFFFF
+        kind_flag = bool(info >> 31)
+        name = self.string(name_off)
+        p = pos + 3
+        common = {"id": type_id, "kind": kind, "name": name, "kind_flag": kind_flag, "vlen": vlen}
+        if kind == Kind.INT:
+            enc = words[p]
+            extra = ((enc >> 24) & 0x0F, (enc >> 16) & 0xFF, enc & 0xFF)
+            return BtfType(**common, size=size_or_type, extra=extra)
+        if kind == Kind.ARRAY:
+            return BtfType(**common, extra=(words[p], words[p + 1], words[p + 2]))
+        if kind in (Kind.STRUCT, Kind.UNION):
+            members = []
+            for j in range(vlen):
+                m_name, m_type, m_off = words[p + 3 * j], words[p + 3 * j + 1], words[p + 3 * j + 2]
+                if kind_flag:
+                    members.append(
+                        Member(self.string(m_name), m_type, m_off & 0xFFFFFF, m_off >> 24)
+                    )
+                else:
+                    members.append(Member(self.string(m_name), m_type, m_off, 0))
+            return BtfType(**common, size=size_or_type, items=tuple(members))
+        if kind == Kind.ENUM:
+            signed = kind_flag
+            values = []
+            for j in range(vlen):
+                value = words[p + 2 * j + 1]
+                if signed and value >= 1 << 31:
+                    value -= 1 << 32
+                values.append(Enumerator(self.string(words[p + 2 * j]) or "", value))
+            return BtfType(**common, size=size_or_type, items=tuple(values))
+        if kind == Kind.ENUM64:
+            values = []
+            for j in range(vlen):
+                value = words[p + 3 * j + 1] | (words[p + 3 * j + 2] << 32)
+                if kind_flag and value >= 1 << 63:
+                    value -= 1 << 64
+                values.append(Enumerator(self.string(words[p + 3 * j]) or "", value))
+            return BtfType(**common, size=size_or_type, items=tuple(values))
+        if kind == Kind.FUNC_PROTO:
+            params = tuple(
+                Param(self.string(words[p + 2 * j]), words[p + 2 * j + 1]) for j in range(vlen)
+            )
+            return BtfType(**common, ref=size_or_type, items=params)
+        if kind == Kind.DATASEC:
+            entries = tuple(
+                SecVar(words[p + 3 * j], words[p + 3 * j + 1], words[p + 3 * j + 2])
+                for j in range(vlen)
+            )
+            return BtfType(**common, size=size_or_type, items=entries)
+        if kind in (Kind.VAR, Kind.DECL_TAG):
+            extra_word = words[p]
+            if kind == Kind.DECL_TAG and extra_word >= 1 << 31:
+                extra_word -= 1 << 32
+            return BtfType(**common, ref=size_or_type, extra=(extra_word,))
+        if kind in (Kind.FLOAT,):
+            return BtfType(**common, size=size_or_type)
+        # PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, TYPE_TAG: size_or_type is a type.
+        return BtfType(**common, ref=size_or_type if kind != Kind.FWD else 0)
+
+    def iter_ids(self) -> range:
+        """This blob's own type ids."""
+        return range(self.start_id, self.end_id)
+
+    def ids_of_kind(self, kind: Kind) -> list[int]:
+        """This blob's type ids of one kind (vectorised; no record is decoded)."""
+        words = np.frombuffer(self._words, dtype=np.uint32)
+        kinds = (words[self._offsets + 1] >> 24) & 0x1F
+        return (np.flatnonzero(kinds == kind) + self.start_id).tolist()
+
+    # --- sizes --------------------------------------------------------------------------
+
+    def sizeof(self, type_id: int, _depth: int = 0) -> int:
+        """Byte size of a type, resolving typedefs, qualifiers and arrays."""
+        if _depth > 64:
+            raise BtfError(f"{self.name} BTF: type {type_id} refers to itself")
+        btype = self.type(type_id)
+        if btype.kind in (Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT):
+            return btype.size
+        if btype.kind == Kind.PTR:
+            return 8
+        if btype.kind == Kind.ARRAY:
+            return btype.extra[2] * self.sizeof(btype.extra[0], _depth + 1)
+        if btype.kind in (Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT,
+                          Kind.TYPE_TAG, Kind.VAR):  # fmt: skip
+            return self.sizeof(btype.ref, _depth + 1)
+        raise BtfError(f"{self.name} BTF: type {type_id} ({btype.kind.name}) has no size")
+
+
+def check_blob_header(data: bytes, name: str = "vmlinux") -> int:
+    """Total length of the BTF blob starting at ``data`` per its header (header + sections)."""
+    if len(data) < HEADER.size:
+        raise BtfError(f"{name} BTF: only {len(data)} bytes, shorter than the header")
+    (magic, _, _, hdr_len, type_off, type_len, str_off, str_len) = HEADER.unpack_from(data)
+    if magic != BTF_MAGIC:
+        raise BtfError(f"{name} BTF: bad magic {magic:#06x} (expected {BTF_MAGIC:#06x})")
+    return hdr_len + max(type_off + type_len, str_off + str_len)

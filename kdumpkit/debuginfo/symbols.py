@@ -1,0 +1,332 @@
+"""Kernel symbols without a vmlinux: kallsyms from memory, System.map or an ELF symtab.
+
+The kernel's own compressed symbol table is found through VMCOREINFO (Linux 6.0+
+exports ``kallsyms_names``, ``kallsyms_token_table``, ``kallsyms_token_index``,
+``kallsyms_offsets``, ``kallsyms_relative_base`` and ``kallsyms_num_syms``) and
+decoded here with numpy in a few bulk reads: each symbol's name is a run of
+token indices, each token a short string.  Older kernels need ``System.map`` or a
+vmlinux ELF symtab (:func:`load_system_map`, :func:`load_elf_symtab`).
+
+The result is a :class:`KernelSymbols` table that builds a ``drgn.SymbolIndex``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import drgn
+import numpy as np
+
+from kdumpkit.dump.errors import DumpError
+from kdumpkit.dump.vmcoreinfo import VmcoreInfo
+
+#: Kernels have ~90k (cloud) to ~250k (allyesconfig) symbols.
+MAX_SYMBOLS = 2_000_000
+#: Bound on the bytes of kallsyms_names read at once.
+MAX_NAMES_BYTES = 64 << 20
+KALLSYMS_VMCOREINFO = (
+    "kallsyms_names",
+    "kallsyms_num_syms",
+    "kallsyms_token_table",
+    "kallsyms_token_index",
+)
+
+ReadFn = Callable[[int, int], bytes]
+
+
+class SymbolError(DumpError):
+    """The kernel's symbol table cannot be found or is corrupt."""
+
+
+@dataclass
+class KernelSymbols:
+    """A symbol table: names, addresses and nm(1) type letters, sorted by address."""
+
+    names: list[str]
+    addresses: np.ndarray  # uint64
+    types: bytes  # one nm letter per symbol
+    source: str = "kallsyms"
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.addresses, kind="stable")
+        self.addresses = self.addresses[order]
+        self.names = [self.names[i] for i in order.tolist()]
+        self.types = bytes(np.frombuffer(self.types, dtype=np.uint8)[order].tobytes())
+        self._by_name: dict[str, list[int]] | None = None
+        self._sizes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _name_index(self) -> dict[str, list[int]]:
+        if self._by_name is None:
+            by_name: dict[str, list[int]] = {}
+            for i, sym_name in enumerate(self.names):
+                entry = by_name.get(sym_name)
+                if entry is None:
+                    by_name[sym_name] = [i]
+                else:
+                    entry.append(i)
+            self._by_name = by_name
+        return self._by_name
+
+    def address(self, name: str) -> int | None:
+        """Address of the first symbol called ``name``, or None."""
+        found = self._name_index().get(name)
+        return int(self.addresses[found[0]]) if found else None
+
+    def sizes(self) -> np.ndarray:
+        """Each symbol's size: the distance to the next symbol at a higher address."""
+        if self._sizes is None:
+            addrs = self.addresses
+            # Equal addresses form a run; every member of a run ends where the next run starts.
+            next_run = np.searchsorted(addrs, addrs, side="right")
+            has_next = next_run < len(addrs)
+            ends = addrs.copy()
+            ends[has_next] = addrs[next_run[has_next]]
+            self._sizes = ends - addrs
+        return self._sizes
+
+    def symbol(self, i: int) -> drgn.Symbol:
+        """The drgn Symbol at sorted position ``i``."""
+        binding, kind = _BINDING_KIND[self.types[i]]
+        return drgn.Symbol(
+            self.names[i], int(self.addresses[i]), int(self.sizes()[i]), binding, kind
+        )
+
+    def indices_at(self, address: int) -> list[int]:
+        """Positions of the symbols whose [address, address + size) holds ``address``."""
+        if not 0 <= address < 1 << 64:
+            return []
+        addrs = self.addresses
+        hi = int(np.searchsorted(addrs, np.uint64(address), side="right"))
+        if hi == 0:
+            return []
+        run_start = int(np.searchsorted(addrs, addrs[hi - 1], side="left"))
+        sizes = self.sizes()
+        return [i for i in range(run_start, hi) if address < int(addrs[i]) + int(sizes[i])]
+
+    def finder(
+        self, prog: drgn.Program, name: str | None, address: int | None, one: bool
+    ) -> list[drgn.Symbol]:
+        """drgn symbol-finder callback (lookup by name, by address, or all symbols)."""
+        if name is not None:
+            found = self._name_index().get(name, [])
+            if address is not None:
+                found = [i for i in found if i in set(self.indices_at(address))]
+        elif address is not None:
+            found = self.indices_at(address)
+        else:
+            found = list(range(len(self.names)))
+        if one and len(found) > 1:
+            # Prefer a global symbol, as an ELF symbol table lookup would.
+            found = sorted(found, key=lambda i: self.types[i] not in _GLOBAL_LETTERS)[:1]
+        return [self.symbol(i) for i in found]
+
+    def symbol_index(self) -> drgn.SymbolIndex:
+        """A native drgn SymbolIndex of every symbol (slower to build than :meth:`finder`)."""
+        return drgn.SymbolIndex([self.symbol(i) for i in range(len(self.names))])
+
+
+def _binding_kind_table() -> list[tuple[drgn.SymbolBinding, drgn.SymbolKind]]:
+    """(binding, kind) for each nm(1) letter, as drgn's kallsyms helpers assign them."""
+    table = []
+    for code in range(256):
+        letter = chr(code)
+        binding = drgn.SymbolBinding.UNKNOWN
+        kind = drgn.SymbolKind.UNKNOWN
+        if letter == "v":
+            binding, kind = drgn.SymbolBinding.WEAK, drgn.SymbolKind.OBJECT
+        elif letter == "w":
+            binding = drgn.SymbolBinding.WEAK
+        elif letter in "tT":
+            kind = drgn.SymbolKind.FUNC
+        elif letter.isalpha() and letter.lower() in "srbgncd":
+            kind = drgn.SymbolKind.OBJECT
+        if binding == drgn.SymbolBinding.UNKNOWN and letter.isupper():
+            binding = drgn.SymbolBinding.GLOBAL
+        table.append((binding, kind))
+    return table
+
+
+_BINDING_KIND = _binding_kind_table()
+_GLOBAL_LETTERS = frozenset(ord(c) for c in "ABCDGRSTUVW")
+
+
+def load_vmcoreinfo_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> KernelSymbols:
+    """Decode the kernel's kallsyms tables located by VMCOREINFO (Linux 6.0+).
+
+    ``read(vaddr, size)`` reads kernel virtual memory.
+    """
+    where = {name: vmcoreinfo.symbol(name) for name in KALLSYMS_VMCOREINFO}
+    missing = [name for name, addr in where.items() if addr is None]
+    if missing:
+        raise SymbolError(
+            f"VMCOREINFO has no {', '.join(missing)} (kernel older than 6.0?): "
+            "give a System.map or vmlinux"
+        )
+    num_syms = int.from_bytes(read(where["kallsyms_num_syms"], 4), "little")
+    if not 0 < num_syms <= MAX_SYMBOLS:
+        raise SymbolError(f"kallsyms_num_syms is {num_syms}, not a plausible symbol count")
+    names_size = where["kallsyms_token_table"] - where["kallsyms_names"]  # type: ignore[operator]
+    if not 0 < names_size <= MAX_NAMES_BYTES:
+        # The linker script puts names, markers then the token table; anything else is odd.
+        names_size = min(MAX_NAMES_BYTES, num_syms * 64)
+    names_blob = read(where["kallsyms_names"], names_size)  # type: ignore[arg-type]
+    token_index = np.frombuffer(read(where["kallsyms_token_index"], 512), dtype="<u2")  # type: ignore[arg-type]
+    token_table_size = int(token_index.max()) + 256
+    token_table = read(where["kallsyms_token_table"], token_table_size)  # type: ignore[arg-type]
+    names, types = _decode_names(names_blob, num_syms, token_table, token_index)
+    addresses = _kallsyms_addresses(vmcoreinfo, read, num_syms)
+    return KernelSymbols(names, addresses, types)
+
+
+def _decode_names(
+    blob: bytes, num_syms: int, token_table: bytes, token_index: np.ndarray
+) -> tuple[list[str], bytes]:
+    """Expand every compressed name at once; returns (names, nm type letters)."""
+    tokens = []
+    for start in token_index.tolist():
+        end = token_table.find(b"\0", start)
+        if start >= len(token_table) or end < 0:
+            raise SymbolError("kallsyms_token_table is truncated")
+        tokens.append(token_table[start:end])
+    # Walk the length prefixes (one byte, or two when the high bit is set: Linux 6.1's
+    # "kallsyms: support big kernel symbols"); a Python loop over ~100k ints is ~20 ms.
+    data = blob
+    starts_list: list[int] = []
+    lengths_list: list[int] = []
+    add_start, add_length = starts_list.append, lengths_list.append
+    pos = 0
+    limit = len(data)
+    for _ in range(num_syms):
+        if pos >= limit:
+            raise SymbolError(f"kallsyms_names ends after {len(starts_list)} of {num_syms} symbols")
+        length = data[pos]
+        if length & 0x80:
+            if pos + 1 >= limit:
+                raise SymbolError(f"kallsyms_names ends inside symbol {len(starts_list)}")
+            length = (length & 0x7F) | (data[pos + 1] << 7)
+            pos += 2
+        else:
+            pos += 1
+        add_start(pos)
+        add_length(length)
+        pos += length
+    if pos > limit:
+        raise SymbolError(f"kallsyms_names ends inside symbol {num_syms - 1}")
+    starts = np.array(starts_list, dtype=np.int64)
+    lengths = np.array(lengths_list, dtype=np.int64)
+    if (lengths == 0).any():
+        raise SymbolError("kallsyms_names has an empty name")
+    # Token indices of all names, concatenated; expand each to its token's bytes.
+    raw = np.frombuffer(data, dtype=np.uint8)
+    owner = np.repeat(np.arange(num_syms), lengths)
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    token_ids = raw[starts[owner] + within]
+    token_bytes = np.frombuffer(b"".join(tokens), dtype=np.uint8)
+    token_len = np.array([len(t) for t in tokens], dtype=np.int64)
+    token_start = np.cumsum(token_len) - token_len
+    piece_len = token_len[token_ids]
+    expanded_owner_len = np.bincount(owner, weights=piece_len, minlength=num_syms).astype(np.int64)
+    out_index = np.repeat(token_start[token_ids] - (np.cumsum(piece_len) - piece_len), piece_len)
+    out_index += np.arange(len(out_index))
+    text = token_bytes[out_index]
+    first = np.concatenate(([0], np.cumsum(expanded_owner_len)[:-1]))
+    if (expanded_owner_len == 0).any():
+        raise SymbolError("kallsyms_names has a name that expands to nothing")
+    # The first byte of each expanded name is its nm type letter; replace it with a
+    # separator so that one split yields every name.
+    types = text[first].tobytes()
+    text[first] = ord("\n")
+    names = text.tobytes().decode("latin-1").split("\n")[1:]
+    if len(names) != num_syms:
+        raise SymbolError("kallsyms_names has a name containing a newline")
+    return names, types
+
+
+def _kallsyms_addresses(vmcoreinfo: VmcoreInfo, read: ReadFn, num_syms: int) -> np.ndarray:
+    offsets_addr = vmcoreinfo.symbol("kallsyms_offsets")
+    base_addr = vmcoreinfo.symbol("kallsyms_relative_base")
+    if offsets_addr is not None and base_addr is not None:
+        offsets = np.frombuffer(read(offsets_addr, 4 * num_syms), dtype="<i4").astype(np.int64)
+        relative_base = np.uint64(int.from_bytes(read(base_addr, 8), "little"))
+        if (offsets < 0).any():
+            # CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86_64 SMP): non-negative entries are
+            # absolute (per-cpu offsets), negative ones count down from the base.
+            below_base = (-1 - offsets).astype(np.uint64)
+            return np.where(offsets >= 0, offsets.astype(np.uint64), relative_base + below_base)
+        return relative_base + offsets.astype(np.uint32).astype(np.uint64)
+    addresses_addr = vmcoreinfo.symbol("kallsyms_addresses")
+    if addresses_addr is None:
+        raise SymbolError("VMCOREINFO has neither kallsyms_offsets nor kallsyms_addresses")
+    return np.frombuffer(read(addresses_addr, 8 * num_syms), dtype="<u8").copy()
+
+
+def load_system_map(path: str | os.PathLike[str], kaslr_offset: int = 0) -> KernelSymbols:
+    """Symbols from a System.map (``address type name`` lines), shifted by KASLR."""
+    names: list[str] = []
+    addresses: list[int] = []
+    types = bytearray()
+    try:
+        with open(path, encoding="latin-1") as file:
+            for line_no, line in enumerate(file, 1):
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                try:
+                    value = int(fields[0], 16)
+                except ValueError:
+                    raise SymbolError(
+                        f"{os.fspath(path)}:{line_no}: not a System.map line"
+                    ) from None
+                code = fields[1][:1]
+                if code not in "aA":
+                    value += kaslr_offset
+                names.append(fields[2])
+                addresses.append(value & ((1 << 64) - 1))
+                types.append(ord(code))
+    except OSError as exc:
+        raise SymbolError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
+    if not names:
+        raise SymbolError(f"{os.fspath(path)}: no symbols")
+    return KernelSymbols(names, np.array(addresses, dtype=np.uint64), bytes(types), "System.map")
+
+
+def load_elf_symtab(path: str | os.PathLike[str], kaslr_offset: int = 0) -> KernelSymbols:
+    """Symbols from a vmlinux's ELF ``.symtab``, shifted by KASLR."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    names: list[str] = []
+    addresses: list[int] = []
+    types = bytearray()
+    try:
+        with open(path, "rb") as file:
+            symtab = ELFFile(file).get_section_by_name(".symtab")
+            if symtab is None:
+                raise SymbolError(f"{os.fspath(path)}: no .symtab section")
+            for sym in symtab.iter_symbols():
+                if not sym.name or sym["st_shndx"] == "SHN_UNDEF":
+                    continue
+                code = _elf_nm_letter(sym["st_info"]["type"], sym["st_info"]["bind"])
+                value = sym["st_value"]
+                if sym["st_shndx"] != "SHN_ABS":
+                    value += kaslr_offset
+                names.append(sym.name)
+                addresses.append(value & ((1 << 64) - 1))
+                types.append(ord(code))
+    except OSError as exc:
+        raise SymbolError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
+    except ELFError as exc:
+        raise SymbolError(f"{os.fspath(path)}: bad ELF file: {exc}") from None
+    return KernelSymbols(names, np.array(addresses, dtype=np.uint64), bytes(types), "vmlinux")
+
+
+def _elf_nm_letter(sym_type: str, bind: str) -> str:
+    letter = {"STT_FUNC": "t", "STT_OBJECT": "d"}.get(sym_type, "a")
+    if bind == "STB_WEAK":
+        return "w" if sym_type != "STT_OBJECT" else "v"
+    return letter.upper() if bind == "STB_GLOBAL" else letter
