@@ -1,0 +1,72 @@
+"""The capture kernel's command line, built from the running one.
+
+Start from /proc/cmdline; drop what must not reach the capture kernel (the
+reservation itself, huge page pools it has no memory for, options we set ourselves,
+and the init arguments after ``--``, which belong to the first system's init);
+drop what the user names in ``[kexec] cmdline_remove``; add
+``irqpoll nr_cpus=1 reset_devices`` and the user's ``cmdline_append``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: what the capture kernel needs: share no IRQ assumptions with the crashed kernel,
+#: bring up one CPU (memory is scarce), reset devices left mid-DMA
+CAPTURE_PARAMS = ("irqpoll", "nr_cpus=1", "reset_devices")
+
+#: dropped from the running command line (names; '-' and '_' are the same to the kernel)
+DROPPED_PARAMS = (
+    "crashkernel",          # the capture kernel reserves nothing
+    "elfcorehdr",           # the kernel appends a fresh one when loading
+    "hugepages", "hugepagesz", "default_hugepagesz", "hugetlb_cma", "cma",
+    "kexec_jump_back_entry",
+    "irqpoll", "nr_cpus", "maxcpus", "reset_devices",   # set by CAPTURE_PARAMS
+    "systemd.unit",         # replaced by the collect unit when it is installed
+    "abm",                  # Debian kdump-tools drops it too
+)
+
+
+def split_cmdline(cmdline: str) -> list[str]:
+    """Split a kernel command line into parameters, keeping double-quoted values whole."""
+    tokens: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in cmdline:
+        if char == '"':
+            quoted = not quoted
+        if char.isspace() and not quoted:
+            if current:
+                tokens.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        tokens.append("".join(current))
+    return tokens
+
+
+def param_name(token: str) -> str:
+    """The parameter's name as the kernel compares it (dashes are underscores)."""
+    return token.partition("=")[0].strip('"').replace("-", "_")
+
+
+def capture_cmdline(running: str, remove: Iterable[str] = (), append: str = "",
+                    extra: Iterable[str] = ()) -> str:
+    """The capture kernel's command line for a machine running with *running*.
+
+    *remove* entries are parameter names (drop every occurrence) or exact
+    ``name=value`` tokens (drop that one); *extra* is added before the user's *append*.
+    """
+    tokens = split_cmdline(running)
+    if "--" in tokens:
+        tokens = tokens[:tokens.index("--")]
+    names = {param_name(name) for name in DROPPED_PARAMS}
+    exact: set[str] = set()
+    for entry in remove:
+        if "=" in entry:
+            exact.add(entry)
+        else:
+            names.add(param_name(entry))
+    kept = [t for t in tokens if param_name(t) not in names and t not in exact]
+    return " ".join([*kept, *CAPTURE_PARAMS, *extra, *split_cmdline(append)])

@@ -1,0 +1,117 @@
+"""Decide what ``kdumpkit load`` loads, and refuse early when it cannot work.
+
+The kernel and initramfs are: ``--kernel``/``--initrd``, else ``[kexec]`` in the
+config, else the running kernel's files under /boot.  The command line is the running
+one turned into a capture command line (cmdline.py), plus
+``systemd.unit=kdumpkit-collect.service`` when that unit is installed, so a systemd
+machine boots the capture kernel straight into the collector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from kdumpkit.config import Config
+from kdumpkit.service.cmdline import capture_cmdline
+from kdumpkit.service.crashkernel import format_size
+from kdumpkit.service.errors import ServiceError
+from kdumpkit.service.host import Host
+from kdumpkit.service.images import (
+    first_existing,
+    initrd_candidates,
+    inspect_initrd,
+    inspect_kernel,
+    kernel_candidates,
+)
+from kdumpkit.service.kexec import LoadPlan
+
+COLLECT_UNIT = "kdumpkit-collect.service"
+STATE_FILE = "/run/kdumpkit/loaded.json"
+UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+
+
+def collect_unit_installed(host: Host) -> bool:
+    """Whether the capture-side systemd unit is installed on the machine."""
+    return any(host.path(f"{folder}/{COLLECT_UNIT}").is_file() for folder in UNIT_DIRS)
+
+
+def plan_load(host: Host, config: Config, kernel: str | None = None,
+              initrd: str | None = None, append: str = "", no_initrd: bool = False) -> LoadPlan:
+    """The kernel, initramfs and command line to load (ServiceError if a file is missing)."""
+    kernels = kernel_candidates(host, config, kernel)
+    kernel_path = first_existing(host, kernels)
+    if kernel_path is None:
+        raise ServiceError(f"capture kernel not found (tried {', '.join(kernels)}); "
+                           "name one with --kernel or [kexec] kernel in the config")
+    initrd_path = None
+    if not no_initrd:
+        initrds = initrd_candidates(host, config, initrd)
+        initrd_path = first_existing(host, initrds)
+        if initrd_path is None:
+            raise ServiceError(f"initramfs not found (tried {', '.join(initrds)}); name one "
+                               "with --initrd or [kexec] initrd, or pass --no-initrd")
+    extra = [f"systemd.unit={COLLECT_UNIT}"] if collect_unit_installed(host) else []
+    user_append = " ".join(part for part in (config.cmdline_append, append) if part)
+    cmdline = capture_cmdline(host.cmdline(), config.cmdline_remove, user_append, extra)
+    return LoadPlan(kernel_path, initrd_path, cmdline)
+
+
+def preflight(host: Host, plan: LoadPlan) -> list[str]:
+    """Reasons the load cannot succeed, found before touching the kernel (empty: go)."""
+    problems = []
+    reserved = host.crash_size()
+    if reserved is None:
+        problems.append(f"this kernel ({host.kernel_release()}) has no kexec support: "
+                        "/sys/kernel/kexec_crash_size is missing (CONFIG_KEXEC_CORE / "
+                        "CONFIG_CRASH_DUMP not built in)")
+        return problems
+    if reserved == 0:
+        problems.append("no memory is reserved for the capture kernel (kexec_crash_size is "
+                        "0): add crashkernel= to the kernel command line (kdumpkit setup "
+                        "--apply) and reboot")
+        return problems
+    try:
+        kernel = inspect_kernel(str(host.path(plan.kernel)), plan.kernel)
+        needed = kernel.memory_needed
+        if plan.initrd:
+            needed += inspect_initrd(str(host.path(plan.initrd)), plan.initrd).file_size
+    except OSError as exc:
+        problems.append(f"cannot read {exc.filename}: {exc.strerror}")
+        return problems
+    if needed > reserved:
+        problems.append(f"the reservation is too small: {format_size(reserved)} reserved, but "
+                        f"the kernel and initramfs alone need {needed / (1 << 20):.1f} MiB; "
+                        "reserve more (kdumpkit estimate, setup --apply) and reboot")
+    return problems
+
+
+def record_load(host: Host, plan: LoadPlan, method: str) -> None:
+    """Remember what was loaded for ``kdumpkit status`` (best effort: /run may be absent)."""
+    path = host.path(STATE_FILE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"kernel": plan.kernel, "initrd": plan.initrd,
+                                   "cmdline": plan.cmdline, "method": method}) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def forget_load(host: Host) -> None:
+    """Drop the record of the loaded kernel."""
+    try:
+        host.path(STATE_FILE).unlink()
+    except OSError:
+        pass
+
+
+def recorded_load(host: Host) -> dict[str, str] | None:
+    """What ``kdumpkit load`` last loaded, if it recorded it."""
+    text = host.read_text(STATE_FILE)
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
