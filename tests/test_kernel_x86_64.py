@@ -104,3 +104,10 @@ def test_no_vmcoreinfo_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DumpError, match="no VMCOREINFO") as exc:
         address_space(dump)
     assert "\n" not in str(exc.value)
+
+
+def test_other_architectures_are_refused(elf61: Path) -> None:
+    with open_dump(elf61) as dump:
+        dump.header.machine = "aarch64"
+        with pytest.raises(DumpError, match="aarch64 dump; only x86_64"):
+            address_space(dump)

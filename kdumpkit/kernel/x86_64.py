@@ -76,6 +76,9 @@ class X86_64AddressSpace:
                 f"{dump.name}: the dump has no VMCOREINFO note, so kernel virtual addresses "
                 "cannot be translated (QEMU dumps need -device vmcoreinfo)"
             )
+        machine = dump.header.machine
+        if machine not in ("x86_64", "", None):
+            raise DumpError(f"{dump.name}: a {machine} dump; only x86_64 kernels are supported")
         self.dump = dump
         self.info: VmcoreInfo = info
         self.kaslr_offset: int = info.kerneloffset or 0
