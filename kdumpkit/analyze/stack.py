@@ -79,7 +79,9 @@ IRET_FRAME_OFFSET = 8 * PT_REGS_NAMES.index("rip")
 KEXEC_SAVERS = ("__crash_kexec", "crash_kexec")
 #: The NMI handler in which the crash shootdown halts the other CPUs.
 NMI_STOP_FUNCTION = "crash_nmi_callback"
-_U64 = struct.Struct("<Q")
+#: The x86_64 module area (MODULES_VADDR .. MODULES_END with 4-level paging).
+MODULES_VADDR = 0xFFFFFFFFC0000000
+MODULES_END = 0xFFFFFFFFFF000000
 
 
 class UnwindError(DumpError):
@@ -174,9 +176,11 @@ def stack_trace(prog: drgn.Program, task_or_cpu: drgn.Object | int) -> list[Fram
 
 def panic_cpu(prog: drgn.Program) -> int:
     """The CPU that panicked (the kernel's ``panic_cpu``), else the first saved CPU."""
+    symbol = kernel_symbol(prog, "panic_cpu")
     try:
-        cpu = int.from_bytes(prog.read(prog.symbol("panic_cpu").address, 4), "little", signed=True)
-    except (LookupError, drgn.FaultError):
+        cpu = -1 if symbol is None else int.from_bytes(prog.read(symbol.address, 4), "little",
+                                                        signed=True)
+    except drgn.FaultError:
         cpu = -1
     dump = _dump(prog)
     if 0 <= cpu < len(dump.prstatus):
@@ -185,6 +189,18 @@ def panic_cpu(prog: drgn.Program) -> int:
         if status.registers and not status.registers["cs"] & 3:
             return status.cpu
     return 0
+
+
+def kernel_symbol(prog: drgn.Program, name: str) -> drgn.Symbol | None:
+    """A kernel symbol by name, or None; a miss does not load module symbols."""
+    info = prog.cache.get("kdumpkit.debuginfo")
+    symbols = getattr(info, "symbols", None)
+    if symbols is not None and hasattr(symbols, "address") and symbols.address(name) is None:
+        return None
+    try:
+        return prog.symbol(name)
+    except LookupError:
+        return None
 
 
 def _dump(prog: drgn.Program) -> Dump:
@@ -231,13 +247,23 @@ class _Unwinder:
     def is_text(self, address: int) -> bool:
         return self.orc.table_for(address) is not None
 
+    def text_candidates(self, words: np.ndarray) -> np.ndarray:
+        """Indices of the words that may be kernel or module text addresses."""
+        vmlinux = self.orc.vmlinux
+        in_kernel = (words >= np.uint64(vmlinux.start)) & (words < np.uint64(vmlinux.end))
+        in_modules = (words >= np.uint64(MODULES_VADDR)) & (words < np.uint64(MODULES_END))
+        return np.flatnonzero(in_kernel | in_modules)
+
     # --- stacks ---------------------------------------------------------------------
 
     def _percpu_u64(self, name: str, cpu: int) -> int | None:
+        offsets = kernel_symbol(self.prog, "__per_cpu_offset")
+        symbol = kernel_symbol(self.prog, name)
+        if offsets is None or symbol is None:
+            return None
         try:
-            offset = self.read_u64(self.prog.symbol("__per_cpu_offset").address + 8 * cpu)
-            return self.read_u64(offset + self.prog.symbol(name).address)
-        except (LookupError, drgn.FaultError):
+            return self.read_u64(self.read_u64(offsets.address + 8 * cpu) + symbol.address)
+        except drgn.FaultError:
             return None
 
     def _pcpu_hot(self, member: str, cpu: int) -> int | None:
@@ -266,10 +292,8 @@ class _Unwinder:
             stacks.regions.append(StackRegion("IRQ", top - THREAD_SIZE, top))
         cea = self._percpu_u64("cea_exception_stacks", cpu)
         if cea:
-            try:
-                count = self.prog.symbol("exception_stacks").size // EXCEPTION_STACK_SIZE
-            except LookupError:
-                count = 4
+            symbol = kernel_symbol(self.prog, "exception_stacks")
+            count = symbol.size // EXCEPTION_STACK_SIZE if symbol is not None else 4
             stride = EXCEPTION_STACK_SIZE + 4096  # each IST stack sits above a guard page
             for index, name in enumerate(EXCEPTION_STACK_NAMES[: max(0, min(count, 6))]):
                 low = cea + index * stride + 4096
@@ -340,7 +364,7 @@ class _Unwinder:
         low = max(region.low, start.sp - 8 * SCAN_WORDS)
         words = self._stack_words(low, start.sp - 8)
         # The most recent callee overwrote the top of the area: prefer the highest slot.
-        for index in range(len(words) - 1, -1, -1):
+        for index in self.text_candidates(words)[::-1].tolist():
             value = int(words[index])
             if not self.is_text(value):
                 continue
@@ -352,9 +376,8 @@ class _Unwinder:
         return None
 
     def _nmi_start(self, regs: dict[str, int], stacks: _CpuStacks) -> _State | None:
-        try:
-            symbol = self.prog.symbol(NMI_STOP_FUNCTION)
-        except LookupError:
+        symbol = kernel_symbol(self.prog, NMI_STOP_FUNCTION)
+        if symbol is None:
             return None
         lo, hi = symbol.address, symbol.address + max(symbol.size, 1)
         for region in stacks.regions:
@@ -532,7 +555,7 @@ class _Unwinder:
             return None
         high = min(region.high, state.sp + 8 * SCAN_WORDS)
         words = self._stack_words(state.sp, high)
-        for index in range(len(words)):
+        for index in self.text_candidates(words).tolist():
             value = int(words[index])
             if not self.is_text(value):
                 continue

@@ -136,7 +136,6 @@ class OrcTable:
         self.module = module
         self.start = int(ips[0]) if ips.shape[0] else 0
         self.end = text_end if text_end is not None else (int(ips[-1]) + 1 if ips.shape[0] else 0)
-        self._ip_list: list[int] | None = None
 
     def __len__(self) -> int:
         return int(self.ips.shape[0])
@@ -149,9 +148,7 @@ class OrcTable:
         """The entry that applies at ``pc`` (the last one whose ip is <= pc)."""
         if not self.covers(pc):
             return None
-        if self._ip_list is None:
-            self._ip_list = self.ips.tolist()
-        index = bisect.bisect_right(self._ip_list, pc) - 1
+        index = int(np.searchsorted(self.ips, np.uint64(pc), side="right")) - 1
         if index < 0:
             return None
         row = self.entries[index]
@@ -185,6 +182,12 @@ def read_orc_table(prog: drgn.Program, ip_table: int, entry_table: int, count: i
 
 
 def _symbol_address(prog: drgn.Program, name: str) -> int | None:
+    # Ask kdumpkit's kallsyms first: a miss through prog.symbol() would make the
+    # module symbol finder load every module's symbols.
+    info = prog.cache.get("kdumpkit.debuginfo")
+    symbols = getattr(info, "symbols", None)
+    if symbols is not None and hasattr(symbols, "address"):
+        return symbols.address(name)
     try:
         return prog.symbol(name).address
     except LookupError:
@@ -203,7 +206,10 @@ def load_vmlinux_orc(prog: drgn.Program) -> OrcTable:
     if size < 0 or size % 4:
         raise OrcError(f"ORC ip table has a bad size {size:#x}")
     has_header = _symbol_address(prog, "__start_orc_header") is not None
-    text_end = _symbol_address(prog, "_etext")
+    # The table also covers .init.text (freed after boot, but a boot CPU's idle task
+    # still has start_kernel() frames on its stack).
+    ends = [_symbol_address(prog, name) for name in ("_etext", "_einittext")]
+    text_end = max((end for end in ends if end is not None), default=None)
     return read_orc_table(prog, start_ip, start_orc, size // 4, None, has_header,
                           text_end=text_end)
 
