@@ -143,6 +143,7 @@ class FilterResult:
     #: RAM pages of the input (with or without data)
     ram_pages: int = 0
     max_pfn: int = 0
+    page_size: int = 4096
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -359,6 +360,7 @@ def exclude_unnecessary_pages(
         input_pages=int(np.count_nonzero(present)),
         ram_pages=int(np.count_nonzero(dump.ram_bitmap())),
         max_pfn=dump.max_pfn,
+        page_size=dump.page_size,
     )
     if dump_level & ~DL_EXCLUDE_ZERO == 0 and dump.vmcoreinfo is None:
         return result
