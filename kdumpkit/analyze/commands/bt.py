@@ -1,0 +1,202 @@
+"""``bt``: kernel stack backtraces in crash's format, unwound with ORC from the dump."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+import drgn
+
+from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
+from kdumpkit.analyze.commands.common import (
+    active_tasks,
+    context_task,
+    find_task_arg,
+    task_comm,
+)
+from kdumpkit.analyze.stack import Frame, UnwindError, stack_trace
+from kdumpkit.dump.errors import DumpError
+
+if TYPE_CHECKING:
+    from drgn import Object, Program
+
+#: crash's register block: (label, register) triples per line; labels are right-aligned.
+_REGISTER_ROWS = (
+    (("RIP", "rip"), ("RSP", "rsp"), ("RFLAGS", "eflags")),
+    (("RAX", "rax"), ("RBX", "rbx"), ("RCX", "rcx")),
+    (("RDX", "rdx"), ("RSI", "rsi"), ("RDI", "rdi")),
+    (("RBP", "rbp"), ("R8", "r8"), ("R9", "r9")),
+    (("R10", "r10"), ("R11", "r11"), ("R12", "r12")),
+    (("R13", "r13"), ("R14", "r14"), ("R15", "r15")),
+)
+
+
+def task_header(task: Object, cpu: int) -> str:
+    """crash's ``PID: ... TASK: ... CPU: ... COMMAND: "..."`` line."""
+    return (f"PID: {task.pid.value_():<7}  TASK: {task.value_():<16x}  CPU: {cpu:<3}  "
+            f'COMMAND: "{task_comm(task)}"')
+
+
+def register_lines(registers: dict[str, int]) -> list[str]:
+    """An exception frame's saved registers, as crash prints them."""
+    lines = []
+    for row in _REGISTER_ROWS:
+        cells = []
+        for label, name in row:
+            width = 8 if name == "eflags" else 16
+            cells.append(f"{label:>3}: {registers[name]:0{width}x}")
+        lines.append("    " + "  ".join(cells))
+    lines.append(f"    ORIG_RAX: {registers['orig_rax']:016x}  CS: {registers['cs']:04x}"
+                 f"  SS: {registers['ss']:04x}")
+    return lines
+
+
+def exception_rip_line(prog: Program, rip: int) -> str:
+    """``[exception RIP: func+off]`` (decimal offset, as crash prints it)."""
+    try:
+        symbol = prog.symbol(rip)
+    except LookupError:
+        return "    [exception RIP: unknown or invalid address]"
+    offset = rip - symbol.address
+    return f"    [exception RIP: {symbol.name}{f'+{offset}' if offset else ''}]"
+
+
+def frame_line(index: int, frame: Frame, with_offset: bool = False) -> str:
+    """`` #N [sp] function at pc [module]``."""
+    name = frame.symbol_text if with_offset else (frame.function or f"{frame.pc:x}")
+    module = f" [{frame.module}]" if frame.module else ""
+    return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {frame.pc:x}{module}"
+
+
+def frame_data_lines(prog: Program, frame: Frame, next_frame: Frame) -> list[str]:
+    """``bt -f``: the stack words between a frame's slot and the next frame's, two a line."""
+    start, end = frame.sp + 8, next_frame.sp
+    if not 0 < end - start <= 1 << 16 or frame.registers is not None:
+        return []
+    try:
+        data = prog.read(start, end - start)
+    except drgn.FaultError:
+        return []
+    words = [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data), 8)]
+    lines = []
+    for i in range(0, len(words), 2):
+        cells = "".join(f"{word:016x} " for word in words[i : i + 2])
+        lines.append(f"    {start + 8 * i:x}: {cells}")
+    return lines
+
+
+def render_trace(prog: Program, frames: list[Frame], *, full: bool = False,
+                 with_offset: bool = False) -> list[str]:
+    """The frame lines of one trace, with exception registers and stack transitions."""
+    lines: list[str] = []
+    for index, frame in enumerate(frames):
+        lines.append(frame_line(index, frame, with_offset))
+        following = frames[index + 1] if index + 1 < len(frames) else None
+        if full and following is not None:
+            lines.extend(frame_data_lines(prog, frame, following))
+        if frame.registers is not None:
+            if not frame.user_mode:
+                lines.append(exception_rip_line(prog, frame.registers["rip"]))
+            lines.extend(register_lines(frame.registers))
+        if following is not None and frame.stack is not None and following.stack != frame.stack:
+            lines.append(f"--- <{frame.stack} stack> ---")
+    return lines
+
+
+def frame_row(index: int, frame: Frame) -> dict[str, Any]:
+    """One frame as a JSON record."""
+    return {
+        "level": index, "sp": frame.sp, "pc": frame.pc, "function": frame.function,
+        "offset": frame.offset, "module": frame.module, "exception": frame.is_exception_frame,
+        "registers": frame.registers, "user_mode": frame.user_mode, "stack": frame.stack,
+    }
+
+
+def task_cpu_of(prog: Program, task: Object) -> int:
+    """The CPU crash shows for a task: where it runs or last ran."""
+    from drgn.helpers.linux.sched import task_cpu
+
+    return task_cpu(task)
+
+
+def backtrace(prog: Program, task: Object, *, cpu: int | None = None, full: bool = False,
+              with_offset: bool = False) -> tuple[str, dict[str, Any]]:
+    """One task's ``bt`` block (header and frames) and its record."""
+    if cpu is None:
+        cpu = task_cpu_of(prog, task)
+    header = task_header(task, cpu)
+    row: dict[str, Any] = {"pid": task.pid.value_(), "task": task.value_(), "cpu": cpu,
+                           "comm": task_comm(task), "frames": []}
+    try:
+        frames = stack_trace(prog, task)
+    except (UnwindError, DumpError, drgn.FaultError) as exc:
+        row["error"] = str(exc)
+        return f"{header}\nbt: {exc}\n", row
+    row["frames"] = [frame_row(i, frame) for i, frame in enumerate(frames)]
+    lines = [header, *render_trace(prog, frames, full=full, with_offset=with_offset)]
+    return "\n".join(lines) + "\n", row
+
+
+def cpu_tasks(prog: Program) -> list[tuple[int, Object]]:
+    """(cpu, task) for the task running on each CPU at the crash."""
+    by_cpu = sorted((cpu, address) for address, cpu in active_tasks(prog).items())
+    return [(cpu, drgn.Object(prog, "struct task_struct *", address)) for cpu, address in by_cpu]
+
+
+@register
+class Bt(Command):
+    name = "bt"
+    help = "backtrace of a task (the panic task by default), all CPUs with -a"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-a", dest="all_cpus", action="store_true",
+                            help="the active task on each CPU")
+        parser.add_argument("-c", dest="cpus", action="append", default=[], metavar="cpu",
+                            help="the active task on this CPU (repeatable, or 0,1)")
+        parser.add_argument("-f", dest="full", action="store_true",
+                            help="also show the stack data of each frame")
+        parser.add_argument("-s", dest="with_offset", action="store_true",
+                            help="show symbol+offset")
+        parser.add_argument("targets", nargs="*", metavar="pid | taskp",
+                            help="a PID (decimal) or a task_struct address (hex)")
+
+    def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        work: list[tuple[Object, int | None]] = []
+        if args.all_cpus:
+            work = [(task, cpu) for cpu, task in cpu_tasks(prog)]
+        elif args.cpus:
+            wanted = _parse_cpus(args.cpus)
+            running = dict(cpu_tasks(prog))
+            for cpu in wanted:
+                if cpu not in running:
+                    raise CommandError(f"invalid cpu number: {cpu}")
+                work.append((running[cpu], cpu))
+        elif args.targets:
+            work = [(find_task_arg(prog, target), None) for target in args.targets]
+        else:
+            task = context_task(prog)
+            if task is None:
+                raise CommandError("no panic task; give a PID or task address")
+            work = [(task, None)]
+        blocks, rows = [], []
+        for task, cpu in work:
+            text, row = backtrace(prog, task, cpu=cpu, full=args.full,
+                                  with_offset=args.with_offset)
+            blocks.append(text)
+            rows.append(row)
+        return Result("\n".join(blocks), rows)
+
+
+def _parse_cpus(values: list[str]) -> list[int]:
+    cpus: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                if "-" in part:
+                    low, high = part.split("-", 1)
+                    cpus.extend(range(int(low), int(high) + 1))
+                else:
+                    cpus.append(int(part))
+            except ValueError:
+                raise CommandError(f"invalid cpu specification: {value}") from None
+    return cpus

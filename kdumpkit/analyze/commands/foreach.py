@@ -1,0 +1,103 @@
+"""``foreach``: run a per-task command (``bt``) over many tasks, filtered as crash filters."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
+from kdumpkit.analyze.commands.bt import backtrace
+from kdumpkit.analyze.commands.common import (
+    active_tasks,
+    for_each_task_with_idle,
+    is_kernel_thread,
+    task_comm,
+)
+
+if TYPE_CHECKING:
+    from drgn import Object, Program
+
+#: crash's task-state keywords (``foreach RU bt``).
+STATE_KEYWORDS = ("RU", "IN", "UN", "ST", "TR", "ZO", "DE", "PA", "ID")
+#: The per-task commands foreach can run.
+SUPPORTED = ("bt",)
+
+
+def _task_state(task: Object) -> str:
+    from kdumpkit.analyze.commands.ps import task_state_code
+
+    return task_state_code(task)
+
+
+def select_tasks(prog: Program, filters: list[str]) -> list[Object]:
+    """Tasks matching any PID / task address / name / state, and every keyword filter
+    (``kernel``, ``user``, ``active``); all tasks when no filter is given.  Sorted by PID
+    then CPU, as crash walks its task table."""
+    from drgn.helpers.linux.sched import task_cpu
+
+    keywords = {f for f in filters if f in ("kernel", "user", "active")}
+    selectors = [f for f in filters if f not in keywords]
+    active = active_tasks(prog) if "active" in keywords else {}
+    chosen = []
+    for task in for_each_task_with_idle(prog):
+        if "kernel" in keywords and not _is_kernel(task):
+            continue
+        if "user" in keywords and _is_kernel(task):
+            continue
+        if "active" in keywords and active.get(task.value_()) != task_cpu(task):
+            continue
+        if selectors and not any(_matches(task, s) for s in selectors):
+            continue
+        chosen.append(task)
+    chosen.sort(key=lambda t: (t.pid.value_(), task_cpu(t)))
+    return chosen
+
+
+def _is_kernel(task: Object) -> bool:
+    return is_kernel_thread(task) or not task.mm.value_()
+
+
+def _matches(task: Object, selector: str) -> bool:
+    if selector.isdigit() and int(selector) == task.pid.value_():
+        return True
+    if selector in STATE_KEYWORDS:
+        return _task_state(task) == selector
+    try:
+        if int(selector, 16) == task.value_():
+            return True
+    except ValueError:
+        pass
+    return selector.strip("\\") == task_comm(task)
+
+
+@register
+class Foreach(Command):
+    name = "foreach"
+    help = "run a command (bt) for each task, or the tasks given by pid, name, state"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("words", nargs=argparse.REMAINDER,
+                            metavar="[pid | taskp | name | state | kernel | user | active] "
+                                    "command [flags]")
+
+    def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        words: list[str] = args.words
+        index = next((i for i, word in enumerate(words) if word in SUPPORTED), None)
+        if index is None:
+            unknown = next((w for w in words if not w.startswith("-")), None)
+            raise CommandError(f"{unknown or 'no command given'}: foreach runs only "
+                               f"{', '.join(SUPPORTED)}")
+        filters, command, flags = words[:index], words[index], words[index + 1 :]
+        full = with_offset = False
+        for flag in flags:
+            if flag not in ("-f", "-s"):
+                raise CommandError(f"foreach {command}: unsupported option {flag}")
+            full = full or flag == "-f"
+            with_offset = with_offset or flag == "-s"
+        blocks: list[str] = []
+        rows: list[dict[str, Any]] = []
+        for task in select_tasks(prog, filters):
+            text, row = backtrace(prog, task, full=full, with_offset=with_offset)
+            blocks.append(text)
+            rows.append(row)
+        return Result("\n".join(blocks), rows)
