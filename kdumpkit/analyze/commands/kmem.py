@@ -88,7 +88,7 @@ def meminfo(prog: Program) -> dict[str, int]:
         commit_limit = (total - huge_total) * ratio // 100
     commit_limit += swap_total
     # vm_memory_committed() reads the percpu counter's global count only, as meminfo does.
-    committed = max(_optional_global(prog, "vm_committed_as"), 0)
+    committed = 0
     try:
         committed = max(prog["vm_committed_as"].count.value_(), 0)
     except (LookupError, AttributeError):

@@ -42,7 +42,8 @@ def format_record(record: dict[str, Any], *, timestamps: bool = True, level: boo
             prefix += f"[{'C' + str(record['caller_cpu']):>7}] "
     if level:
         prefix += f"<{record['level']}>"
-    return prefix + record["text"]
+    # A record's continuation lines are indented under its text, as crash does.
+    return prefix + record["text"].replace("\n", "\n" + " " * len(prefix))
 
 
 @register

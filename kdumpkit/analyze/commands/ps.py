@@ -116,12 +116,17 @@ def render_row(row: dict[str, Any]) -> str:
             f"  {comm}")
 
 
+def physical_pages(prog: Program) -> int:
+    """The pages of RAM the nodes hold: crash's %MEM divides by this, not by totalram."""
+    from drgn.helpers.linux.mmzone import for_each_online_pgdat
+
+    return sum(pgdat.node_present_pages.value_() for pgdat in for_each_online_pgdat(prog))
+
+
 def process_table(prog: Program) -> list[dict[str, Any]]:
     """Every task (idle tasks included), sorted by PID then CPU as crash sorts them."""
-    from drgn.helpers.linux.mm import totalram_pages
-
     page_kb = prog["PAGE_SIZE"].value_() // 1024
-    total_pages = totalram_pages(prog)
+    total_pages = physical_pages(prog)
     active = active_tasks(prog)
     rows = [task_row(task, active, total_pages, page_kb)
             for task in for_each_task_with_idle(prog)]

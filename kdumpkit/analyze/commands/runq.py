@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+import drgn
+
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
 from kdumpkit.analyze.commands.common import task_comm
 
@@ -22,14 +24,18 @@ def run_queue(prog: Program, cpu: int) -> dict[str, Any]:
     from drgn.helpers.linux.sched import cpu_rq, rq_for_each_fair_task, rq_for_each_rt_task
 
     rq = cpu_rq(prog, cpu)
+    if rq.type_.kind != drgn.TypeKind.POINTER:
+        rq = rq.address_of_()
+    curr = rq.curr.value_()
     return {
         "cpu": cpu,
-        "rq": rq.address_,
+        "rq": rq.value_(),
         "current": _task_ref(rq.curr.read_()),
-        "rt_array": rq.rt.active.address_,
-        "rt": [_task_ref(t) for t in rq_for_each_rt_task(rq)],
-        "cfs_root": rq.cfs.tasks_timeline.address_,
-        "cfs": [_task_ref(t) for t in rq_for_each_fair_task(rq)],
+        "rt_array": rq.rt.active.address_of_().value_(),
+        "rt": [_task_ref(t) for t in rq_for_each_rt_task(rq) if t.value_() != curr],
+        "cfs_root": rq.cfs.tasks_timeline.address_of_().value_(),
+        # The running task is rq->curr, not queued: crash lists only the waiting ones.
+        "cfs": [_task_ref(t) for t in rq_for_each_fair_task(rq) if t.value_() != curr],
     }
 
 

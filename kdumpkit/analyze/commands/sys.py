@@ -86,11 +86,26 @@ def date_text(timestamp: int) -> str:
     return when.strftime("%a %b %e %H:%M:%S UTC %Y")
 
 
-def uptime_seconds(prog: Program) -> int:
-    """Seconds since boot at the crash."""
-    from drgn.helpers.linux.timekeeping import ktime_get_boottime_seconds
+def jiffies_hz(prog: Program) -> int:
+    """HZ, from tick_nsec (NSEC_PER_SEC / HZ, adjusted slightly by NTP)."""
+    tick_nsec = read_global_int(prog, "tick_nsec", 8)
+    if not tick_nsec:
+        raise ValueError("tick_nsec is 0")
+    return round(1_000_000_000 / tick_nsec)
 
-    return ktime_get_boottime_seconds(prog).value_()
+
+def uptime_seconds(prog: Program) -> int:
+    """Seconds since boot at the crash, from jiffies as crash counts them."""
+    try:
+        hz = jiffies_hz(prog)
+        jiffies = read_global_int(prog, "jiffies_64", 8)
+    except (LookupError, ValueError, drgn.FaultError):
+        from drgn.helpers.linux.timekeeping import ktime_get_boottime_seconds
+
+        return ktime_get_boottime_seconds(prog).value_()
+    # INITIAL_JIFFIES: jiffies start 5 minutes before they wrap (include/linux/jiffies.h).
+    initial = (-300 * hz) & 0xFFFFFFFF
+    return ((jiffies - initial) & 0xFFFFFFFFFFFFFFFF) // hz
 
 
 def uptime_text(seconds: int) -> str:
