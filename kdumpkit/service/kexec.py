@@ -19,6 +19,7 @@ import ctypes
 import errno
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -81,8 +82,7 @@ def explain(code: int, host: Host, plan: LoadPlan | None = None) -> str:
     lockdown = host.lockdown()
     reserved = host.crash_size()
     if code == errno.ENOSYS:
-        return ("this kernel has no kexec_file_load (CONFIG_KEXEC_FILE is off) and "
-                "kexec-tools' kexec is not installed for the kexec_load fallback")
+        return "this kernel has no kexec_file_load (CONFIG_KEXEC_FILE is off)"
     if code in SIGNATURE_ERRNOS or (code == errno.EPERM and lockdown not in (None, "none")):
         kernel = plan.kernel if plan else "the kernel"
         return (f"the kernel refused {kernel}: signed kexec images are required "
@@ -176,13 +176,18 @@ def load(plan: LoadPlan, host: Host, method: str = "auto", log: Log = print,
     shown_plan = LoadPlan(str(host.path(plan.kernel)),
                           str(host.path(plan.initrd)) if plan.initrd else None, plan.cmdline)
     command = kexec_tools_command(shown_plan, kexec)
-    log("running: " + " ".join(command))
+    log("running: " + shlex.join(command))
     result = runner(command)
     if result.returncode != 0:
-        detail = (result.stderr or result.stdout or "").strip().splitlines()
         raise KexecError(f"{kexec} -p failed (exit {result.returncode})"
-                         + (f": {detail[-1]}" if detail else ""))
+                         + _one_line(result.stderr or result.stdout))
     return "kexec-tools"
+
+
+def _one_line(output: str | None, limit: int = 300) -> str:
+    """A command's output as one line for an error message."""
+    text = " ".join((output or "").split())
+    return f": {text[:limit]}" if text else ""
 
 
 def unload(host: Host, log: Log = print, runner: Runner = _run) -> str:
@@ -201,7 +206,6 @@ def unload(host: Host, log: Log = print, runner: Runner = _run) -> str:
     log(f"running: {kexec} -p -u")
     result = runner([kexec, "-p", "-u"])
     if result.returncode != 0:
-        detail = (result.stderr or "").strip().splitlines()
         raise KexecError(f"{kexec} -p -u failed (exit {result.returncode})"
-                         + (f": {detail[-1]}" if detail else ""))
+                         + _one_line(result.stderr or result.stdout))
     return "kexec-tools"

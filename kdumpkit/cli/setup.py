@@ -1,0 +1,68 @@
+"""``kdumpkit setup [--apply]``: reserve memory at boot and install the units (dry run first)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from kdumpkit.service.bootloader import bootloader_changes
+from kdumpkit.service.changes import Changes, apply_changes, missing_commands
+from kdumpkit.service.crashkernel import effective_crashkernel, parse_crashkernel
+from kdumpkit.service.errors import CrashkernelError
+from kdumpkit.service.estimate import estimate_machine
+from kdumpkit.service.host import Host
+from kdumpkit.service.systemd import systemd_changes
+
+HELP = "reserve memory and enable the kdumpkit units (dry run first)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``setup``."""
+    parser.add_argument("--apply", action="store_true",
+                        help="write the files and run the commands (default: show them)")
+    parser.add_argument("--crashkernel", metavar="VALUE",
+                        help="reserve this instead of the estimate (e.g. 1G-64G:384M,64G-:512M)")
+    parser.add_argument("--no-bootloader", action="store_true", help="leave the boot loader alone")
+    parser.add_argument("--no-units", action="store_true", help="leave systemd alone")
+    parser.add_argument("--config", help="config file (default /etc/kdumpkit.toml)")
+    parser.add_argument("--root", default="/", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Gather every change, then show it (dry run) or make it (--apply)."""
+    host = Host(args.root)
+    config = host.load_config(args.config)
+    if args.crashkernel:
+        value = parse_crashkernel(args.crashkernel)
+    else:
+        value = estimate_machine(host, config).value
+        assert value is not None
+    changes = Changes()
+    for part in (None if args.no_bootloader else bootloader_changes(host, value),
+                 None if args.no_units else systemd_changes(host, config)):
+        if part is not None:
+            changes.files += part.files
+            changes.commands += part.commands
+            changes.notes += part.notes
+    print(f"crashkernel={value}")
+    for note in changes.notes:
+        print(f"note: {note}")
+    if not args.apply:
+        for change in changes.files:
+            print(change.diff() if change.changed else f"{change.path}: unchanged")
+        for command in changes.commands:
+            print(f"would run: {shlex.join(command)}")
+        for name in missing_commands(changes):
+            print(f"warning: {name} is not on PATH; --apply would stop before changing anything")
+        print("dry run: nothing changed; run again with --apply")
+        return 0
+    apply_changes(host, changes)
+    try:
+        current = effective_crashkernel(host.cmdline())
+    except CrashkernelError:
+        current = None
+    if not args.no_bootloader and (current is None or str(current) != str(value)):
+        print(f"reboot for crashkernel={value} to take effect")
+    else:
+        print("done; `kdumpkit load` (or the kdumpkit-load unit) arms kdump now")
+    return 0
