@@ -134,16 +134,20 @@ def write_kdump_pages(
     plan: KdumpPlan,
     batches: Iterator[Batch],
     *,
-    exclude_zero: bool,
+    zero_page: bool,
     first_desc_index: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int, int]:
-    """Write descriptors and data; returns (pages, zero pages, end of data)."""
+    """Write descriptors and data; returns (pages, zero pages, end of data).
+
+    ``zero_page``: data starts with the shared zero page.  Zero pages of the
+    batches (``stored`` None) point at it; ``makedumpfile --reassemble`` also
+    expects it at the start of every split file's data."""
     bs = plan.block_size
     dtype = PAGE_DESC if plan.order == "<" else PAGE_DESC.newbyteorder(">")
     data_pos = plan.data_offset
     zero_offset = 0
-    if exclude_zero:
+    if zero_page:
         zero_offset = data_pos
         sink.pwrite(data_pos, bytes(bs))
         data_pos += bs

@@ -207,7 +207,10 @@ def _write_kdump_file(
         pages, zeros, end_of_data = write_kdump_pages(
             sink, plan,
             _batches(src, file_kept, codec, exclude_zero, threads),
-            exclude_zero=exclude_zero, first_desc_index=first_index, progress=progress,
+            # makedumpfile --reassemble takes a split file's first data item for the
+            # zero page: every split file gets one.
+            zero_page=exclude_zero or split is not None,
+            first_desc_index=first_index, progress=progress,
         )  # fmt: skip
         sink.finish(end_of_data)
     except BaseException:

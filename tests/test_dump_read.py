@@ -1,0 +1,145 @@
+"""Readers on the real fixture: vmcore.elf (the raw /proc/vmcore), vmcore.kdump and
+vmcore.flat (makedumpfile 1.7.2) must give the same pages, notes and facts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdumpkit.dump import PageNotPresentError, PageState, open_dump
+from kdumpkit.dump.flat import FlatSource, reassemble
+from kdumpkit.dump.kdump import KdumpDump
+from kdumpkit.dump.source import FileSource
+
+
+def _digest_pages(pages) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
+    return {pfn: hashlib.blake2b(data, digest_size=16).digest() for pfn, data in pages}
+
+
+@pytest.fixture(scope="module")
+def kdump_pages(kdump61: Path) -> dict[int, bytes]:
+    with open_dump(kdump61) as dump:
+        return _digest_pages(dump.iter_pages())
+
+
+def _dumpinfo(fx61: Path) -> str:
+    return (fx61 / "dumpinfo-kdump.txt").read_text()
+
+
+def test_kdump_header_matches_dumpinfo(fx61: Path, kdump61: Path) -> None:
+    text = _dumpinfo(fx61)
+    with open_dump(kdump61) as dump:
+        extra = dump.header.extra
+        assert f"header_version={extra['header_version']}" in text
+        assert f"block_size={dump.page_size}" in text
+        assert f"sub_hdr_size={extra['sub_hdr_size']} " in text
+        assert f"bitmap_blocks={extra['bitmap_blocks']} " in text
+        assert f"max_mapnr={dump.max_pfn} " in text
+        assert f"max_mapnr_64={dump.max_pfn:#x}" in text
+        assert f"nr_cpus={extra['nr_cpus']} " in text
+        assert f"phys_base={extra['phys_base']:#x} " in text
+        assert f"dump_level={dump.header.dump_level} " in text
+        assert f"timestamp={dump.header.timestamp}.000000" in text
+        utsname = re.search(r"utsname: \[(.*)\]", text)
+        assert utsname is not None
+        assert list(dump.header.utsname.values()) == re.findall(r"'([^']*)'", utsname.group(1))
+        assert dump.header.compression == "zlib"
+        assert not dump.header.incomplete
+        assert len(dump.prstatus) == extra["nr_cpus"]
+
+
+def test_vmcoreinfo_matches_text(fx61: Path, kdump61: Path, flat61: Path, elf61: Path) -> None:
+    expected = (fx61 / "vmcoreinfo.txt").read_text()
+    for path in (kdump61, flat61, elf61):
+        with open_dump(path) as dump:
+            assert dump.vmcoreinfo is not None
+            assert dump.vmcoreinfo.text.strip() == expected.strip(), path
+
+
+def test_notes_same_in_every_format(kdump61: Path, flat61: Path, elf61: Path) -> None:
+    with open_dump(elf61) as elf, open_dump(kdump61) as kd, open_dump(flat61) as fl:
+        as_tuples = [[(n.name, n.type, n.desc) for n in d.notes] for d in (elf, kd, fl)]
+        assert as_tuples[0] == as_tuples[1] == as_tuples[2]
+        assert [p.registers for p in elf.prstatus] == [p.registers for p in kd.prstatus]
+
+
+def test_kdump_pages_equal_elf_pages(
+    kdump61: Path, elf61: Path, kdump_pages: dict[int, bytes]
+) -> None:
+    with open_dump(elf61) as elf, open_dump(kdump61) as kd:
+        present = kd.present_bitmap()
+        assert len(kdump_pages) == int(present.sum()) > 10000
+        # Every page the kdump has is RAM in the ELF, with the same bytes.
+        assert not (present & ~elf.present_bitmap()).any()
+        assert _digest_pages(elf.iter_pages(present)) == kdump_pages
+        # RAM is the same; what makedumpfile filtered out is EXCLUDED, not a HOLE.
+        assert np.array_equal(kd.ram_bitmap(), elf.ram_bitmap())
+        excluded = np.flatnonzero(kd.ram_bitmap() & ~present)
+        for pfn in excluded[:: max(1, len(excluded) // 200)].tolist():
+            assert kd.page_state(pfn) == PageState.EXCLUDED
+            with pytest.raises(PageNotPresentError, match="excluded"):
+                kd.read_page(pfn)
+        holes = np.flatnonzero(~kd.ram_bitmap())
+        assert kd.page_state(int(holes[0])) == PageState.HOLE
+        assert kd.page_state(kd.max_pfn + 5) == PageState.HOLE
+
+
+def test_flat_pages_equal_kdump_pages(flat61: Path, kdump_pages: dict[int, bytes]) -> None:
+    with open_dump(flat61) as fl:
+        assert fl.header.extra["flattened"]
+        assert _digest_pages(fl.iter_pages()) == kdump_pages
+
+
+def test_random_reads_agree(kdump61: Path, flat61: Path, elf61: Path) -> None:
+    rng = np.random.default_rng(61)
+    with open_dump(elf61) as elf, open_dump(kdump61) as kd, open_dump(flat61) as fl:
+        pfns = np.flatnonzero(kd.present_bitmap())
+        for pfn in rng.choice(pfns, 300).tolist():
+            offset = int(rng.integers(0, 4096))
+            size = int(rng.integers(1, 6000))
+            paddr = pfn * 4096 + offset
+            try:
+                expected = kd.read(paddr, size)
+            except PageNotPresentError:
+                continue  # the read crossed into an excluded page
+            assert elf.read(paddr, size) == expected
+            assert fl.read(paddr, size) == expected
+
+
+def test_read_page_and_iter_pages_agree(kdump61: Path, kdump_pages: dict[int, bytes]) -> None:
+    with open_dump(kdump61) as kd:
+        for pfn in list(kdump_pages)[::97]:
+            assert hashlib.blake2b(kd.read_page(pfn), digest_size=16).digest() == kdump_pages[pfn]
+
+
+def test_flat_source_serves_the_reassembled_file(flat61: Path, kdump61: Path) -> None:
+    flat = FlatSource(FileSource(flat61))
+    try:
+        data = kdump61.read_bytes()
+        assert flat.size == len(data)
+        rng = np.random.default_rng(1)
+        for _ in range(300):
+            off = int(rng.integers(0, len(data)))
+            size = int(rng.integers(0, 200000))
+            size = min(size, len(data) - off)
+            assert flat.pread(off, size) == data[off : off + size]
+    finally:
+        flat.close()
+
+
+def test_reassemble_equals_makedumpfile_output(flat61: Path, kdump61: Path, tmp_path: Path) -> None:
+    out = tmp_path / "re.kdump"
+    size = reassemble(flat61, out)
+    assert size == kdump61.stat().st_size
+    assert out.read_bytes() == kdump61.read_bytes()
+
+
+def test_kdump_dump_takes_a_source_list(kdump61: Path) -> None:
+    dump = KdumpDump([FileSource(kdump61)])
+    with dump:
+        assert dump.format == "kdump"
+        assert dump.count_present() > 0

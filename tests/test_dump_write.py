@@ -1,0 +1,294 @@
+"""Writers on the real fixture: round trips keep every page, our kdump output is the
+same bytes makedumpfile wrote, and makedumpfile itself accepts what we write."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdumpkit.dump import PageState, open_dump
+from kdumpkit.dump.compress import CODECS
+from kdumpkit.dump.write_sink import FileSink
+from kdumpkit.dump.writer import split_ranges, write_dump, write_split
+
+MAKEDUMPFILE = shutil.which("makedumpfile")
+needs_makedumpfile = pytest.mark.skipif(MAKEDUMPFILE is None, reason="makedumpfile not installed")
+#: Debian's makedumpfile 1.7.2 is built with zlib and lzo only.
+MAKEDUMPFILE_CODECS = ("zlib", "lzo", "none")
+
+
+def _digests(dump) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
+    return {pfn: hashlib.blake2b(d, digest_size=16).digest() for pfn, d in dump.iter_pages()}
+
+
+@pytest.fixture(scope="module")
+def reference(kdump61: Path) -> dict[int, bytes]:
+    with open_dump(kdump61) as dump:
+        return _digests(dump)
+
+
+def test_kdump_output_is_makedumpfiles_bytes(kdump61: Path, tmp_path: Path) -> None:
+    # Same source pages, zlib, one shared zero page: makedumpfile -c -d 31 wrote exactly this.
+    out = tmp_path / "ours.kdump"
+    with open_dump(kdump61) as src:
+        stats = write_dump(src, out, compress="zlib", exclude_zero=True)
+    assert out.read_bytes() == kdump61.read_bytes()
+    assert stats.file_size == kdump61.stat().st_size
+    with open_dump(kdump61) as src:
+        assert stats.pages_written == src.count_present()
+        assert stats.excluded_pages == src.excluded_count()
+    assert stats.zero_pages > 0
+
+
+def test_kdump_from_elf_is_makedumpfiles_bytes(kdump61: Path, elf61: Path, tmp_path: Path) -> None:
+    # From the raw /proc/vmcore with makedumpfile's page selection and header facts.
+    out = tmp_path / "ours.kdump"
+    with open_dump(kdump61) as ref, open_dump(elf61) as src:
+        write_dump(
+            src, out, compress="zlib", keep=ref.present_bitmap(), exclude_zero=True,
+            dump_level=31, utsname=ref.header.utsname,
+        )  # fmt: skip
+    assert out.read_bytes() == kdump61.read_bytes()
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_codec_round_trip(
+    codec: str, kdump61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / f"ours.{codec}"
+    with open_dump(kdump61) as src:
+        stats = write_dump(src, out, compress=codec)
+    with open_dump(out) as back:
+        assert back.header.compression == (None if codec == "none" else codec)
+        assert back.header.dump_level == 31
+        assert _digests(back) == reference
+    assert stats.pages_written == len(reference)
+
+
+def test_elf_round_trip_keeps_pages_and_exclusions(
+    kdump61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    elf_out = tmp_path / "ours.elf"
+    kdump_out = tmp_path / "back.kdump"
+    with open_dump(kdump61) as src:
+        write_dump(src, elf_out, fmt="elf")
+        with open_dump(elf_out) as elf:
+            assert elf.format == "elf"
+            assert _digests(elf) == reference
+            assert np.array_equal(elf.ram_bitmap(), src.ram_bitmap())
+            for pfn in range(0, src.max_pfn, 101):
+                assert elf.page_state(pfn) == src.page_state(pfn)
+            assert elf.notes == src.notes
+            write_dump(elf, kdump_out, compress="zstd")
+    with open_dump(kdump_out) as back:
+        assert _digests(back) == reference
+
+
+def test_elf_exclude_zero_drops_zero_pages(
+    kdump61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "nozero.elf"
+    zero = hashlib.blake2b(bytes(4096), digest_size=16).digest()
+    with open_dump(kdump61) as src:
+        stats = write_dump(src, out, fmt="elf", exclude_zero=True)
+    expected = {p: h for p, h in reference.items() if h != zero}
+    assert stats.zero_pages == len(reference) - len(expected) > 0
+    with open_dump(out) as elf:
+        assert _digests(elf) == expected
+        dropped = next(p for p, h in reference.items() if h == zero)
+        assert elf.page_state(dropped) == PageState.EXCLUDED
+
+
+def test_flat_to_kdump_and_threads_give_the_same_bytes(
+    flat61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    one, two = tmp_path / "t1.kdump", tmp_path / "t2.kdump"
+    with open_dump(flat61) as src:
+        write_dump(src, one, compress="zlib", threads=1)
+        write_dump(src, two, compress="zlib", threads=3)
+    assert one.read_bytes() == two.read_bytes()
+    with open_dump(two) as back:
+        assert _digests(back) == reference
+
+
+def test_keep_bitmap_selects_pages(
+    kdump61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "half.kdump"
+    with open_dump(kdump61) as src:
+        keep = src.present_bitmap().copy()
+        keep[1::2] = False
+        calls: list[tuple[int, int]] = []
+        stats = write_dump(src, out, keep=keep, progress=lambda d, t: calls.append((d, t)))
+    expected = {p: h for p, h in reference.items() if p % 2 == 0}
+    assert stats.pages_written == len(expected)
+    assert calls and calls[-1] == (len(expected), len(expected))
+    with open_dump(out) as back:
+        assert _digests(back) == expected
+        dropped = next(p for p in reference if p % 2)
+        assert back.page_state(dropped) == PageState.EXCLUDED
+
+
+def test_flattened_to_a_pipe(kdump61: Path, reference: dict[int, bytes], tmp_path: Path) -> None:
+    out = tmp_path / "piped.flat"
+    with out.open("wb") as sink_file:
+        cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=sink_file)
+        assert cat.stdin is not None
+        with open_dump(kdump61) as src:
+            stats = write_dump(src, cat.stdin, compress="lzo")
+        cat.stdin.close()
+        assert cat.wait() == 0
+    assert stats.flattened
+    with open_dump(out) as back:
+        assert back.header.extra["flattened"]
+        assert _digests(back) == reference
+
+
+@needs_makedumpfile
+@pytest.mark.parametrize("codec", MAKEDUMPFILE_CODECS)
+def test_makedumpfile_reads_our_kdump(codec: str, kdump61: Path, tmp_path: Path) -> None:
+    ours = tmp_path / "ours.kdump"
+    with open_dump(kdump61) as src:
+        write_dump(src, ours, compress=codec, exclude_zero=True)
+    expected, got = tmp_path / "expected.txt", tmp_path / "got.txt"
+    subprocess.run([MAKEDUMPFILE, "--dump-dmesg", str(kdump61), str(expected)],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([MAKEDUMPFILE, "--dump-dmesg", str(ours), str(got)],
+                   check=True, capture_output=True)  # fmt: skip
+    assert b"TESTBED marker" in got.read_bytes()
+    assert got.read_bytes() == expected.read_bytes()
+
+
+@needs_makedumpfile
+def test_makedumpfile_reads_our_elf(kdump61: Path, tmp_path: Path) -> None:
+    ours = tmp_path / "ours.elf"
+    with open_dump(kdump61) as src:
+        write_dump(src, ours, fmt="elf")
+    expected, got = tmp_path / "expected.txt", tmp_path / "got.txt"
+    subprocess.run([MAKEDUMPFILE, "--dump-dmesg", str(kdump61), str(expected)],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([MAKEDUMPFILE, "--dump-dmesg", str(ours), str(got)],
+                   check=True, capture_output=True)  # fmt: skip
+    assert got.read_bytes() == expected.read_bytes()
+
+
+@needs_makedumpfile
+def test_makedumpfile_reassembles_our_flat_stream(
+    kdump61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    flat, regular, rearranged = tmp_path / "o.flat", tmp_path / "o.kdump", tmp_path / "r.kdump"
+    with open_dump(kdump61) as src:
+        write_dump(src, flat, compress="zlib", flattened=True)
+        write_dump(src, regular, compress="zlib")
+    with flat.open("rb") as stdin:
+        subprocess.run([MAKEDUMPFILE, "-R", str(rearranged)], stdin=stdin,
+                       check=True, capture_output=True)  # fmt: skip
+    assert rearranged.read_bytes() == regular.read_bytes()
+    with open_dump(rearranged) as back:
+        assert _digests(back) == reference
+
+
+def test_split_set_round_trip(kdump61: Path, reference: dict[int, bytes], tmp_path: Path) -> None:
+    outs = [tmp_path / f"split.{i}" for i in range(3)]
+    with open_dump(kdump61) as src:
+        stats = write_split(src, list(outs), compress="zstd", exclude_zero=True)
+    assert stats.files == 3 and stats.pages_written == len(reference)
+    with open_dump([outs[2], outs[0], outs[1]]) as back:
+        ranges = [(p["start_pfn"], p["end_pfn"]) for p in back.header.extra["split"]]
+        assert ranges[0][0] == 0 and ranges[-1][1] == back.max_pfn
+        assert _digests(back) == reference
+    # One file alone has its range and nothing else.
+    with open_dump(outs[1]) as middle:
+        start, end = ranges[1]
+        pfns = np.flatnonzero(middle.present_bitmap())
+        assert pfns.size and pfns.min() >= start and pfns.max() < end
+
+
+@needs_makedumpfile
+def test_makedumpfile_reassembles_our_split_set(
+    kdump61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    outs = [tmp_path / f"split.{i}" for i in range(2)]
+    with open_dump(kdump61) as src:
+        write_split(src, list(outs), compress="zlib")
+    joined = tmp_path / "joined.kdump"
+    subprocess.run([MAKEDUMPFILE, "--reassemble", *map(str, outs), str(joined)],
+                   check=True, capture_output=True)  # fmt: skip
+    with open_dump(joined) as back:
+        assert _digests(back) == reference
+
+
+def test_split_ranges_balance_pages() -> None:
+    kept = np.zeros(1000, dtype=bool)
+    kept[100:400] = True
+    ranges = split_ranges(kept, 3)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 1000
+    counts = [int(kept[a:b].sum()) for a, b in ranges]
+    assert sum(counts) == 300 and max(counts) - min(counts) <= 1
+
+
+def test_failed_write_is_marked_incomplete(
+    kdump61: Path, reference: dict[int, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "full.kdump"
+    real_pwrite = FileSink.pwrite
+    calls = {"n": 0}
+
+    def failing_pwrite(self: FileSink, offset: int, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 40 and offset:  # the disk fills up part way through the pages
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_pwrite(self, offset, data)
+
+    monkeypatch.setattr(FileSink, "pwrite", failing_pwrite)
+    with open_dump(kdump61) as src, pytest.raises(OSError, match="No space"):
+        write_dump(src, out, compress="zlib")
+    monkeypatch.setattr(FileSink, "pwrite", real_pwrite)
+    with open_dump(out) as partial:
+        assert partial.header.incomplete
+        got = _digests(partial)
+        assert 0 < len(got) < len(reference)
+        assert all(reference[p] == h for p, h in got.items())
+        lost = next(p for p in reference if p not in got)
+        assert partial.page_state(lost) == PageState.LOST
+
+
+def test_failed_elf_write_is_marked_incomplete(
+    kdump61: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "full.elf"
+    real_pwrite = FileSink.pwrite
+    calls = {"n": 0}
+
+    def failing_pwrite(self: FileSink, offset: int, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 20 and offset:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_pwrite(self, offset, data)
+
+    monkeypatch.setattr(FileSink, "pwrite", failing_pwrite)
+    with open_dump(kdump61) as src, pytest.raises(OSError):
+        write_dump(src, out, fmt="elf")
+    e_flags = struct.unpack_from("<I", out.read_bytes()[:64], 48)[0]
+    assert e_flags & 1
+
+
+@needs_makedumpfile
+def test_we_read_makedumpfiles_split_set(
+    elf61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    outs = [tmp_path / "m.0", tmp_path / "m.1"]
+    # 4 MiB split blocks so that the 1 GiB fixture really is cut in two.
+    subprocess.run([MAKEDUMPFILE, "--split", "-c", "-d", "31", "--splitblock-size", "4096",
+                    str(elf61), *map(str, outs)], check=True, capture_output=True)  # fmt: skip
+    with open_dump(list(reversed(outs))) as back:
+        assert len(back.header.extra["split"]) == 2
+        assert all(p["end_pfn"] > p["start_pfn"] for p in back.header.extra["split"])
+        assert _digests(back) == reference
