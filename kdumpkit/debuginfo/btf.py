@@ -11,6 +11,7 @@ checked: a corrupt blob raises :class:`BtfError` with one line saying what is wr
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -238,18 +239,16 @@ class Btf:
         if local >= len(self.strings):
             raise BtfError(f"{self.name} BTF: string offset {offset} out of range")
         end = self.strings.find(b"\0", local)
-        return self.strings[local:end].decode("utf-8", "replace") or None
+        return self.strings[local:end].decode("latin-1") or None
 
     def _strings_by_name(self) -> dict[str, int]:
         if self._string_offsets is None:
-            parts = self.strings.split(b"\0")
-            lengths = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=len(parts))
-            starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) + self.str_start
-            self._string_offsets = {
-                p.decode("utf-8", "replace"): int(s)
-                for p, s in zip(parts, starts.tolist(), strict=True)
-                if p
-            }
+            # latin-1 keeps one character per byte, so character offsets are byte offsets.
+            parts = self.strings.decode("latin-1").split("\0")
+            ends = itertools.accumulate(len(part) + 1 for part in parts)
+            starts = itertools.chain((self.str_start,), (self.str_start + end for end in ends))
+            self._string_offsets = dict(zip(parts, starts, strict=False))
+            self._string_offsets.pop("", None)
         return self._string_offsets
 
     # --- lookups ----------------------------------------------------------------------

@@ -54,28 +54,38 @@ class KernelSymbols:
         self.addresses = self.addresses[order]
         self.names = [self.names[i] for i in order.tolist()]
         self.types = bytes(np.frombuffer(self.types, dtype=np.uint8)[order].tobytes())
-        self._by_name: dict[str, list[int]] | None = None
+        self._by_name: dict[str, int] | None = None
+        self._dups: dict[str, list[int]] = {}
         self._sizes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def _name_index(self) -> dict[str, list[int]]:
+    def _name_index(self) -> dict[str, int]:
+        """Name -> first position (built in C); names held more than once are in _dups."""
         if self._by_name is None:
-            by_name: dict[str, list[int]] = {}
-            for i, sym_name in enumerate(self.names):
-                entry = by_name.get(sym_name)
-                if entry is None:
-                    by_name[sym_name] = [i]
-                else:
-                    entry.append(i)
-            self._by_name = by_name
+            names = self.names
+            positions = range(len(names))
+            # Assigning in reverse leaves each name's first position.
+            first = dict(zip(reversed(names), reversed(positions), strict=True))
+            if len(first) < len(names):
+                for i, name in zip(positions, names, strict=True):
+                    if first[name] != i:
+                        self._dups.setdefault(name, [first[name]]).append(i)
+            self._by_name = first
         return self._by_name
+
+    def positions(self, name: str) -> list[int]:
+        """Positions of every symbol called ``name``."""
+        first = self._name_index().get(name)
+        if first is None:
+            return []
+        return self._dups.get(name) or [first]
 
     def address(self, name: str) -> int | None:
         """Address of the first symbol called ``name``, or None."""
         found = self._name_index().get(name)
-        return int(self.addresses[found[0]]) if found else None
+        return int(self.addresses[found]) if found is not None else None
 
     def sizes(self) -> np.ndarray:
         """Each symbol's size: the distance to the next symbol at a higher address."""
@@ -113,7 +123,7 @@ class KernelSymbols:
     ) -> list[drgn.Symbol]:
         """drgn symbol-finder callback (lookup by name, by address, or all symbols)."""
         if name is not None:
-            found = self._name_index().get(name, [])
+            found = self.positions(name)
             if address is not None:
                 found = [i for i in found if i in set(self.indices_at(address))]
         elif address is not None:
