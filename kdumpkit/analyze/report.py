@@ -7,6 +7,7 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import drgn
@@ -48,25 +49,30 @@ _COMPILER_SUFFIX = re.compile(r"(\.(cold|isra|constprop|part|lto_priv|llvm)(\.\d
 # --- gathering -------------------------------------------------------------------------------
 
 
+def decode_taint(mask: int, flags: Sequence[tuple[str, str]] = TAINT_FLAGS) -> dict[str, Any]:
+    """A taint mask as the kernel prints it (``G        W  O``) and its set letters."""
+    letters = "".join(set_ if mask & (1 << bit) else unset
+                      for bit, (set_, unset) in enumerate(flags))
+    set_letters = [set_ for bit, (set_, _) in enumerate(flags) if mask & (1 << bit)]
+    return {"mask": mask, "letters": letters.rstrip() if mask else "",
+            "flags": set_letters, "tainted": bool(mask)}
+
+
 def taint_info(prog: Program) -> dict[str, Any]:
-    """tainted_mask and its letters, as the kernel prints them after ``Tainted:``."""
+    """tainted_mask decoded with the kernel's own taint_flags[] (else the built-in table)."""
     from kdumpkit.analyze.commands.common import read_global_int
 
     try:
         mask = prog["tainted_mask"].value_()
     except LookupError:
         mask = read_global_int(prog, "tainted_mask", 8)
-    flags = list(TAINT_FLAGS)
+    flags: Sequence[tuple[str, str]] = TAINT_FLAGS
     try:
-        table = prog["taint_flags"]
-        flags = [(chr(entry.c_true.value_()), chr(entry.c_false.value_())) for entry in table]
+        flags = [(chr(entry.c_true.value_()), chr(entry.c_false.value_()))
+                 for entry in prog["taint_flags"]]
     except (LookupError, TypeError, drgn.FaultError):
         pass
-    letters = "".join(set_ if mask & (1 << bit) else unset
-                      for bit, (set_, unset) in enumerate(flags))
-    set_letters = [set_ for bit, (set_, _) in enumerate(flags) if mask & (1 << bit)]
-    return {"mask": mask, "letters": letters.rstrip() if mask else "",
-            "flags": set_letters, "tainted": bool(mask)}
+    return decode_taint(mask, flags)
 
 
 def normalise_function(name: str) -> str:
@@ -207,7 +213,8 @@ def gather_report(prog: Program) -> dict[str, Any]:
     report["other_cpus"] = others
     report["taint"] = _safely("taint", errors, taint_info, prog)
     records = _safely("log", errors, log_records, prog, default=[])
-    report["log_tail"] = [format_record(r) for r in records[-LOG_TAIL:]]
+    lines = [line for r in records[-LOG_TAIL:] for line in format_record(r).split("\n")]
+    report["log_tail"] = lines[-LOG_TAIL:]
     report["modules"] = [{"name": m["name"], "base": m["base"], "size": m["size"],
                           "taints": m["taints"]}
                          for m in _safely("modules", errors, module_table, prog, default=[])]
@@ -221,9 +228,13 @@ def gather_report(prog: Program) -> dict[str, Any]:
 
 
 def _frame_text(index: int, frame: dict[str, Any]) -> str:
+    """crash's frame line: `` #1 [sp] function at pc [module]``."""
     name = frame.get("function") or "?"
     pc = frame.get("pc")
-    text = f" #{index:<2} {name}"
+    text = f"{'#' + str(index):>3} "
+    if frame.get("sp") is not None:
+        text += f"[{frame['sp']:x}] "
+    text += name
     if pc is not None:
         text += f" at {pc:x}"
     if frame.get("module"):
