@@ -265,7 +265,7 @@ class SshTarget:
     @classmethod
     def parse(cls, text: str) -> SshTarget:
         """Check the target's form; the path must be absolute and is quoted when used."""
-        match = _SSH_TARGET.match(text)
+        match = _SSH_TARGET.fullmatch(text)
         if not match or match.group(2).startswith("-"):
             raise CollectError(f"ssh target {text!r} is not user@host:/absolute/dir")
         user, host, directory = match.groups()
