@@ -34,6 +34,9 @@ MAX_NOTE_BYTES = 64 << 20
 #: Physical addresses beyond 2^52 (4 PiB) exist on no machine we can dump.
 MAX_PHYS_ADDR = 1 << 52
 READ_CHUNK = 8 << 20
+#: Any file may describe up to 2^30 pages (4 TiB of 4 KiB pages); more needs a file
+#: of at least one byte per page.
+MAX_PFNS_ANY_FILE = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,13 @@ class ElfDump(Dump):
         self._extents = self._build_extents(segments, source.size)
         self._starts = [e.start for e in self._extents]
         max_pfn = max(((e.mem_end + page_size - 1) // page_size for e in self._extents), default=0)
+        # Bitmaps take a byte per pfn: refuse memory sizes out of proportion to the file
+        # (p_memsz is not bounded by the file, a hostile header could ask for terabytes).
+        if max_pfn > max(MAX_PFNS_ANY_FILE, source.size):
+            raise DumpFormatError(
+                f"{self.name}: PT_LOADs describe {max_pfn * page_size:#x} bytes of memory, "
+                f"out of proportion to a {source.size}-byte file"
+            )
         lost = any(e.lost_from < e.file_end for e in self._extents)
         self.header = DumpHeader(
             format=format_name,

@@ -32,6 +32,7 @@ RECORD = struct.Struct(">qq")
 #: A rearranged file beyond 2^56 bytes (64 PiB) is not a dump of any real machine.
 MAX_FILE_OFFSET = 1 << 56
 COPY_CHUNK = 8 << 20
+MAX_HOLE_SLACK = 64 << 20
 
 
 def check_flat_header(head: bytes, name: str) -> None:
@@ -119,6 +120,14 @@ class FlatSource:
         self._pieces = _resolve(records)
         self._starts = [p[0] for p in self._pieces]
         self.size = max((p[1] for p in self._pieces), default=0)
+        # Holes read as zeros: bound them so that a hostile record offset cannot make
+        # readers allocate the gap.  Real streams (kdump, ELF) have almost no holes.
+        holes = self.size - sum(p[1] - p[0] for p in self._pieces)
+        if holes > total + MAX_HOLE_SLACK:
+            raise DumpFormatError(
+                f"{self.name}: flattened records leave {holes:#x} bytes of holes "
+                f"in a {total}-byte stream"
+            )
 
     def pread(self, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset`` of the rearranged file."""
