@@ -191,6 +191,20 @@ def panic_cpu(prog: drgn.Program) -> int:
     return 0
 
 
+def cpu_current_task(prog: drgn.Program, cpu: int) -> drgn.Object | None:
+    """The task running on ``cpu`` (the per-cpu ``current_task``), read without looking
+    up any typed global; None if it cannot be read."""
+    unwinder = _unwinder(prog)
+    address = unwinder._percpu_u64("current_task", cpu)
+    if address is None:
+        # Linux kernel commit e57ef2ed97c1 ("x86: Put hot per CPU variables into a
+        # struct") (in v6.2) moved current_task into struct pcpu_hot.
+        address = unwinder._pcpu_hot("current_task", cpu)
+    if not address:
+        return None
+    return drgn.Object(prog, "struct task_struct *", address)
+
+
 def kernel_symbol(prog: drgn.Program, name: str) -> drgn.Symbol | None:
     """A kernel symbol by name, or None; a miss does not load module symbols."""
     info = prog.cache.get("kdumpkit.debuginfo")
@@ -267,9 +281,9 @@ class _Unwinder:
             return None
 
     def _pcpu_hot(self, member: str, cpu: int) -> int | None:
-        # Linux kernel commit 7443b296e699 ("x86/percpu: Move current_task to percpu
-        # hot section") and its series (in v6.2) moved hardirq_stack_ptr and
-        # top_of_stack into struct pcpu_hot, which needs its BTF type.
+        # Linux kernel commit e57ef2ed97c1 ("x86: Put hot per CPU variables into a
+        # struct") and its series (in v6.2) moved hardirq_stack_ptr and top_of_stack
+        # into struct pcpu_hot, which needs its BTF type.
         try:
             from drgn.helpers.linux.percpu import per_cpu
 

@@ -27,6 +27,7 @@ entries.  Entries are normalised to the version-3 meaning.
 from __future__ import annotations
 
 import bisect
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -194,8 +195,85 @@ def _symbol_address(prog: drgn.Program, name: str) -> int | None:
         return None
 
 
-def load_vmlinux_orc(prog: drgn.Program) -> OrcTable:
+#: The kernel's orc_lookup blocks: LOOKUP_BLOCK_ORDER 8, i.e. 256 bytes of text each.
+LOOKUP_BLOCK_SIZE = 256
+
+
+class LazyOrcTable:
+    """The vmlinux ORC table, read a window at a time through the kernel's own
+    ``orc_lookup`` index (built at boot by ``unwind_init()``), as ``orc_find()`` does:
+    for text block ``i = (ip - _stext) / 256`` the entries ``orc_lookup[i] ..
+    orc_lookup[i + 1]`` hold the answer.  Text outside ``_stext.._etext`` (.init.text)
+    falls back to reading the whole table once."""
+
+    module: str | None = None
+
+    def __init__(self, prog: drgn.Program, ip_table: int, entry_table: int, count: int,
+                 lookup: int, lookup_blocks: int, stext: int, etext: int, text_end: int,
+                 version: int) -> None:
+        self.prog = prog
+        self.ip_table = ip_table
+        self.entry_table = entry_table
+        self.count = count
+        self.lookup = lookup
+        self.lookup_blocks = lookup_blocks
+        self.stext = stext
+        self.etext = etext
+        self.version = version
+        self.start = stext
+        self.end = text_end
+        self._full: OrcTable | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def covers(self, pc: int) -> bool:
+        """Whether ``pc`` falls in the text this table describes."""
+        return self.start <= pc < self.end
+
+    def full(self) -> OrcTable:
+        """The whole table, read once."""
+        if self._full is None:
+            self._full = read_orc_table(self.prog, self.ip_table, self.entry_table, self.count,
+                                        self.version, False, text_end=self.end)
+            self._full.start = min(self._full.start, self.start)
+        return self._full
+
+    def find(self, pc: int) -> OrcEntry | None:
+        """The entry that applies at ``pc``."""
+        import drgn
+
+        if not self.covers(pc):
+            return None
+        if self._full is not None or not self.stext <= pc < self.etext:
+            return self.full().find(pc)
+        block = (pc - self.stext) // LOOKUP_BLOCK_SIZE
+        if block + 1 >= self.lookup_blocks:
+            return self.full().find(pc)
+        try:
+            first, last = struct.unpack("<II", self.prog.read(self.lookup + 4 * block, 8))
+            last += 1
+            if not first < last <= self.count:
+                return self.full().find(pc)
+            raw = self.prog.read(self.ip_table + 4 * first, 4 * (last - first))
+            rel = np.frombuffer(raw, dtype="<i4").astype(np.int64)
+            # Offsets of the ips from the window's first slot (small, signed).
+            offsets = np.arange(last - first, dtype=np.int64) * 4 + rel
+            index = bisect.bisect_right(offsets.tolist(), pc - (self.ip_table + 4 * first)) - 1
+            if index < 0:
+                return self.full().find(pc)
+            row = np.frombuffer(self.prog.read(self.entry_table + 6 * (first + index), 6),
+                                dtype=ORC_DTYPE)[0]
+        except drgn.FaultError:
+            return self.full().find(pc)
+        return decode_orc_flags(int(row["sp_offset"]), int(row["bp_offset"]),
+                                int(row["flags"]), self.version)
+
+
+def load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
     """The kernel image's ORC table, located by its section symbols in kallsyms."""
+    import drgn
+
     start_ip = _symbol_address(prog, "__start_orc_unwind_ip")
     stop_ip = _symbol_address(prog, "__stop_orc_unwind_ip")
     start_orc = _symbol_address(prog, "__start_orc_unwind")
@@ -203,15 +281,58 @@ def load_vmlinux_orc(prog: drgn.Program) -> OrcTable:
         raise OrcError("the kernel has no ORC tables (no __start_orc_unwind_ip symbol; "
                        "CONFIG_UNWINDER_ORC not set?)")
     size = stop_ip - start_ip
-    if size < 0 or size % 4:
+    if size < 0 or size % 4 or size // 4 > MAX_ORC_ENTRIES:
         raise OrcError(f"ORC ip table has a bad size {size:#x}")
+    count = size // 4
     has_header = _symbol_address(prog, "__start_orc_header") is not None
     # The table also covers .init.text (freed after boot, but a boot CPU's idle task
     # still has start_kernel() frames on its stack).
-    ends = [_symbol_address(prog, name) for name in ("_etext", "_einittext")]
+    stext = _symbol_address(prog, "_stext")
+    etext = _symbol_address(prog, "_etext")
+    ends = [etext, _symbol_address(prog, "_einittext")]
     text_end = max((end for end in ends if end is not None), default=None)
-    return read_orc_table(prog, start_ip, start_orc, size // 4, None, has_header,
-                          text_end=text_end)
+    lookup = _symbol_address(prog, "orc_lookup")
+    blocks_at = _symbol_address(prog, "lookup_num_blocks")
+    if lookup is None or blocks_at is None or stext is None or etext is None:
+        return read_orc_table(prog, start_ip, start_orc, count, None, has_header,
+                              text_end=text_end)
+    version = 3 if has_header else _entry_text_version(prog, start_orc, count, lookup, stext)
+    if version is None or text_end is None:
+        return read_orc_table(prog, start_ip, start_orc, count, None, has_header,
+                              text_end=text_end)
+    try:
+        blocks = struct.unpack("<I", prog.read(blocks_at, 4))[0]
+    except drgn.FaultError:
+        blocks = 0
+    if blocks < 2:
+        return read_orc_table(prog, start_ip, start_orc, count, version, has_header,
+                              text_end=text_end)
+    return LazyOrcTable(prog, start_ip, start_orc, count, lookup, blocks, stext, etext,
+                        text_end, version)
+
+
+def _entry_text_version(prog: drgn.Program, entry_table: int, count: int, lookup: int,
+                        stext: int) -> int | None:
+    """Version 1 or 2 from the entries of the entry code, which always has end-of-stack
+    entries (found through ``orc_lookup``, so the whole table is not read); None if that
+    text is not found."""
+    import drgn
+
+    low = _symbol_address(prog, "__entry_text_start")
+    high = _symbol_address(prog, "__entry_text_end")
+    if low is None or high is None or not stext <= low < high:
+        return None
+    try:
+        low_block = (low - stext) // LOOKUP_BLOCK_SIZE
+        high_block = (high - stext) // LOOKUP_BLOCK_SIZE + 1
+        first = struct.unpack("<I", prog.read(lookup + 4 * low_block, 4))[0]
+        last = struct.unpack("<I", prog.read(lookup + 4 * high_block, 4))[0]
+        if not first < last < count or last - first > 1 << 16:
+            return None
+        raw = prog.read(entry_table + 6 * first, 6 * (last - first + 1))
+    except drgn.FaultError:
+        return None
+    return orc_format_version(np.frombuffer(raw, dtype=ORC_DTYPE)["flags"], False)
 
 
 class OrcUnwindInfo:
@@ -219,7 +340,7 @@ class OrcUnwindInfo:
 
     def __init__(self, prog: drgn.Program) -> None:
         self.prog = prog
-        self.vmlinux = load_vmlinux_orc(prog)
+        self.vmlinux: OrcTable | LazyOrcTable = load_vmlinux_orc(prog)
         self._modules: list[OrcTable] | None = None
         self._module_starts: list[int] = []
 
@@ -231,7 +352,7 @@ class OrcUnwindInfo:
             self._module_starts = [table.start for table in self._modules]
         return self._modules
 
-    def table_for(self, pc: int) -> OrcTable | None:
+    def table_for(self, pc: int) -> OrcTable | LazyOrcTable | None:
         """The table whose text contains ``pc``."""
         if self.vmlinux.covers(pc):
             return self.vmlinux

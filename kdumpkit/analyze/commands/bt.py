@@ -9,12 +9,19 @@ import drgn
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
 from kdumpkit.analyze.commands.common import (
+    CONTEXT_KEY,
     active_tasks,
-    context_task,
     find_task_arg,
+    panic_task,
     task_comm,
 )
-from kdumpkit.analyze.stack import Frame, UnwindError, stack_trace
+from kdumpkit.analyze.stack import (
+    Frame,
+    UnwindError,
+    cpu_current_task,
+    panic_cpu,
+    stack_trace,
+)
 from kdumpkit.dump.errors import DumpError
 
 if TYPE_CHECKING:
@@ -137,6 +144,15 @@ def backtrace(prog: Program, task: Object, *, cpu: int | None = None, full: bool
     return "\n".join(lines) + "\n", row
 
 
+def default_task(prog: Program) -> Object | None:
+    """The panic task: the task current on the CPU that panicked."""
+    try:
+        task = cpu_current_task(prog, panic_cpu(prog))
+    except DumpError:
+        task = None
+    return task if task is not None else panic_task(prog)
+
+
 def cpu_tasks(prog: Program) -> list[tuple[int, Object]]:
     """(cpu, task) for the task running on each CPU at the crash."""
     by_cpu = sorted((cpu, address) for address, cpu in active_tasks(prog).items())
@@ -174,7 +190,7 @@ class Bt(Command):
         elif args.targets:
             work = [(find_task_arg(prog, target), None) for target in args.targets]
         else:
-            task = context_task(prog)
+            task = prog.cache.get(CONTEXT_KEY) or default_task(prog)
             if task is None:
                 raise CommandError("no panic task; give a PID or task address")
             work = [(task, None)]
