@@ -37,12 +37,17 @@ def panic_task(prog: Program) -> Object | None:
 def context_task(prog: Program) -> Object | None:
     """The task commands default to: set by ``set``, else the panic task."""
     task = prog.cache.get(CONTEXT_KEY)
+    if task is None:
+        # drgn's crash commands keep theirs in prog.config; either ``set`` counts.
+        task = prog.config.get("crash_context")
     return task if task is not None else panic_task(prog)
 
 
 def set_context_task(prog: Program, task: Object) -> None:
-    """Make ``task`` the default task of later commands (crash's ``set PID``)."""
+    """Make ``task`` the default task of later commands (crash's ``set PID``), for our
+    commands and for drgn's crash-compatible ones alike."""
     prog.cache[CONTEXT_KEY] = task
+    prog.config["crash_context"] = task
 
 
 def for_each_task_with_idle(prog: Program) -> Iterator[Object]:
