@@ -113,7 +113,10 @@ def inspect_initrd(host_path: str, shown_path: str | None = None) -> InitrdImage
                 position = end
                 continue
             if head[:1] == b"\0":
-                position += 4
+                # padding between archives: skip the run of zeros a block at a time
+                file.seek(position)
+                block = file.read(1 << 16)
+                position += max(1, len(block) - len(block.lstrip(b"\0")))
                 continue
             kind = next((name for magic, name in _COMPRESSED_MAGICS.items()
                          if head.startswith(magic)), None)
