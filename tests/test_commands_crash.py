@@ -72,3 +72,43 @@ def test_runq_rows(session: Session) -> None:
     rows = session.execute(["runq", "-c", "1"]).rows
     assert [(r["cpu"], r["current"]["pid"], r["cfs"], r["rt"]) for r in rows] == [
         (1, 126, [], [])]
+
+
+def test_set_changes_the_context(session: Session) -> None:
+    try:
+        block = session.run_to_text("set 126")
+        assert block.splitlines() == [
+            "    PID: 126",
+            'COMMAND: "testbed_spinner"',
+            "   TASK: ffff8f0bc2033000  [THREAD_INFO: ffff8f0bc2033000]",
+            "    CPU: 1",
+            "  STATE: TASK_RUNNING (ACTIVE)",
+        ]
+        assert "COMMAND: \"testbed_spinner\"" in session.run_to_text("task -R pid")
+        assert "/dev/null" in session.run_to_text("files")
+    finally:
+        panic = session.run_to_text("set -p")
+    # the panic task's block is what crash prints at start-up (startup.txt)
+    assert panic.splitlines()[-1] == "  STATE: TASK_RUNNING (PANIC)"
+    assert session.run_to_text("set 99999") == "set: invalid task or pid value: 99999\n"
+
+
+def test_struct_offsets(session: Session) -> None:
+    assert session.run_to_text("struct -o list_head") == (
+        "struct list_head {\n"
+        "  [0] struct list_head *next;\n"
+        "  [8] struct list_head *prev;\n"
+        "}\n"
+        "SIZE: 16\n")
+    assert session.run_to_text("struct task_struct.pid ffff8f0bc207b000") == (
+        "pid = (pid_t)134\n")
+    assert session.run_to_text("struct -o no_such_struct") == (
+        "struct: invalid data structure reference: no_such_struct\n")
+
+
+def test_help_lists_every_command(session: Session) -> None:
+    listing = session.run_to_text("help")
+    words = set(listing.split())
+    assert {"bt", "ps", "log", "sys", "mod", "kmem", "runq", "struct", "rd", "sym",
+            "dis", "set", "help"} <= words
+    assert session.run_to_text("help rd").startswith("NAME\n  rd - read memory")
