@@ -1,0 +1,97 @@
+"""The triage report on the real 6.1 dump, checked against crash 9.0.2's outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("drgn")
+
+from kdumpkit.analyze.report import (
+    crash_signature,
+    decode_taint,
+    gather_report,
+    normalise_function,
+    render_html,
+    render_json,
+    render_text,
+)
+
+
+@pytest.fixture(scope="module")
+def report(kdump61: Path) -> dict[str, Any]:
+    from kdumpkit.analyze.program import open_program
+
+    return gather_report(open_program(kdump61))
+
+
+def bt_functions(text: str) -> list[list[str]]:
+    """The function names of each task block in a crash ``bt`` output."""
+    blocks = []
+    for block in text.split("\n\n"):
+        blocks.append(re.findall(r"^\s*#\d+ \[[0-9a-f]+\] (\S+) at ", block, re.M))
+    return blocks
+
+
+def test_system_facts(report: dict[str, Any]) -> None:
+    assert report["release"] == "6.1.0-56-cloud-amd64"
+    assert report["version"] == "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)"
+    assert report["machine"] == "x86_64"
+    assert report["crash_date"] == "Thu Nov 26 08:41:23 UTC 2026"
+    assert report["uptime"] == "00:00:05"
+    assert report["panic"] == "Kernel panic - not syncing: sysrq triggered crash"
+    assert report["errors"] == []
+
+
+def test_backtraces_match_crash(report: dict[str, Any], fx61: Path) -> None:
+    crash_blocks = bt_functions((fx61 / "crash-9.0.2" / "bt-a.txt").read_text())
+    task = report["crashing_task"]
+    assert (task["pid"], task["comm"], task["cpu"]) == (134, "testbed_crasher", 0)
+    assert [f["function"] for f in task["backtrace"]] == crash_blocks[0]
+    assert [(o["cpu"], o["pid"]) for o in report["other_cpus"]] == [(1, 126)]
+    assert [f["function"] for f in report["other_cpus"][0]["backtrace"]] == crash_blocks[1]
+
+
+def test_log_tail_and_modules(report: dict[str, Any], fx61: Path) -> None:
+    log = (fx61 / "crash-9.0.2" / "log.txt").read_text().splitlines()
+    assert report["log_tail"] == log[-50:]
+    names = [line.split()[1] for line in
+             (fx61 / "crash-9.0.2" / "mod.txt").read_text().splitlines()[1:]]
+    assert [m["name"] for m in report["modules"]] == names
+
+
+def test_signature_drops_the_panic_machinery(report: dict[str, Any]) -> None:
+    top = ["sysrq_handle_crash", "__handle_sysrq", "write_sysrq_trigger", "proc_reg_write",
+           "vfs_write"]
+    assert report["signature"]["frames"] == top
+    assert report["signature"]["sha256"] == hashlib.sha256("|".join(top).encode()).hexdigest()
+    # offsets, compiler suffixes and the kexec/NMI frames do not change it
+    frames = [{"function": n} for n in ("machine_kexec", "__crash_kexec", "panic+0x13d",
+                                         "sysrq_handle_crash+0x16", "__handle_sysrq.cold",
+                                         "write_sysrq_trigger.isra.0", "proc_reg_write",
+                                         "vfs_write", "ksys_write")]
+    assert crash_signature(frames, None)["sha256"] == report["signature"]["sha256"]
+
+
+def test_taint_letters_as_the_kernel_prints_them(report: dict[str, Any]) -> None:
+    assert report["taint"] == {"mask": 0, "letters": "", "flags": [], "tainted": False}
+    # "Tainted: G           OE" is what an out-of-tree unsigned module gives
+    assert decode_taint((1 << 12) | (1 << 13))["letters"] == "G           OE"
+    assert decode_taint((1 << 0) | (1 << 9))["letters"] == "P        W"
+    assert decode_taint(1 << 9)["flags"] == ["W"]
+    assert normalise_function("foo.constprop.0+0x10") == "foo"
+
+
+def test_renderings(report: dict[str, Any]) -> None:
+    text = render_text(report)
+    assert "panic: Kernel panic - not syncing: sysrq triggered crash" in text
+    assert "#10 [ffffd186803f3f50] entry_SYSCALL_64_after_hwframe at ffffffff84e00126" in text
+    assert json.loads(render_json(report))["signature"] == report["signature"]
+    page = render_html(report)
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "&lt;TASK&gt;" in page  # log text is escaped
