@@ -65,6 +65,11 @@ def _length_of_task_state_array(prog: drgn.Program, address: int, size: int, ele
     return max(count, 1)
 
 
+def _length_of_string(prog: drgn.Program, address: int, size: int, elem_size: int) -> int:
+    """A string constant's length including its NUL (the extent may hold more)."""
+    return len(_read_c_string(prog, address, min(size or 4096, 4096))) + 1
+
+
 def _read_c_string(prog: drgn.Program, address: int, limit: int = 32) -> bytes:
     try:
         raw = prog.read(address, limit)
@@ -78,8 +83,8 @@ def _anonymous_tk_core(prog: drgn.Program) -> drgn.Type:
     timekeeper; } ____cacheline_aligned`` (kernel/time/timekeeping.c)."""
     seq = prog.type("seqcount_raw_spinlock_t")
     keeper = prog.type("struct timekeeper")
-    offset = (seq.size + 7) // 8 * 8
-    size = (offset + keeper.size + 63) // 64 * 64
+    offset = (drgn.sizeof(seq) + 7) // 8 * 8
+    size = (offset + drgn.sizeof(keeper) + 63) // 64 * 64
     return prog.struct_type(
         None,
         size,
@@ -165,9 +170,9 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "total_forks": GlobalType(("unsigned long",)),
     "max_threads": GlobalType(("int",)),
     "pid_max": GlobalType(("int",)),
-    "linux_banner": GlobalType(("const char []",), _length_from_symbol),
+    "linux_banner": GlobalType(("const char []",), _length_of_string),
     "saved_command_line": GlobalType(("char *",)),
-    "boot_command_line": GlobalType(("char []",), _length_from_symbol),
+    "boot_command_line": GlobalType(("char []",), _length_from_symbol),  # COMMAND_LINE_SIZE
     "boot_cpu_data": GlobalType(("struct cpuinfo_x86",)),
     "crashk_res": GlobalType(("struct resource",)),
     "crashk_low_res": GlobalType(("struct resource",)),
@@ -175,13 +180,14 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "ioport_resource": GlobalType(("struct resource",)),
     "kexec_crash_image": GlobalType(("struct kimage *",)),
     "root_task_group": GlobalType(("struct task_group",)),
-    "sparse_irqs": GlobalType(("struct maple_tree", "struct radix_tree_root")),
-    "irq_desc_tree": GlobalType(("struct radix_tree_root",)),
+    "sparse_irqs": GlobalType(("struct maple_tree", "struct xarray")),
+    # radix_tree_root is a macro for xarray since 4.20.
+    "irq_desc_tree": GlobalType(("struct xarray", "struct radix_tree_root")),
+    "btf_modules": GlobalType(("struct list_head",)),
     "nr_irqs": GlobalType(("int",)),
     "block_class": GlobalType(("const struct class", "struct class")),
     "major_names": GlobalType(("struct blk_major_name *[]",), _length_from_symbol),
     "uidhash_table": GlobalType(("struct hlist_head []",), _length_from_symbol),
-    "kernel_config_data": GlobalType(("const char []",), _length_from_symbol),
     "memblock": GlobalType(("struct memblock",)),
     "vm_event_states": GlobalType(("struct vm_event_state",)),
     "idt_table": GlobalType(("gate_desc []",), _length_from_symbol),
@@ -261,7 +267,10 @@ class KernelObjects:
         if name in GLOBAL_TYPES:
             try:
                 return self._hand_typed(name, address)
-            except (LookupError, SyntaxError, ValueError, drgn.FaultError, BtfError) as exc:
+            except (
+                LookupError, SyntaxError, ValueError, TypeError, AttributeError,
+                drgn.FaultError, BtfError,
+            ) as exc:  # fmt: skip
                 self.problems[name] = str(exc)
                 return None
         return None

@@ -48,15 +48,20 @@ class KernelSymbols:
     addresses: np.ndarray  # uint64
     types: bytes  # one nm letter per symbol
     source: str = "kallsyms"
+    #: Sizes where the table records them (ELF symtabs); else the gap to the next symbol.
+    explicit_sizes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        order = np.argsort(self.addresses, kind="stable")
-        self.addresses = self.addresses[order]
-        self.names = [self.names[i] for i in order.tolist()]
-        self.types = bytes(np.frombuffer(self.types, dtype=np.uint8)[order].tobytes())
+        if len(self.addresses) and bool((self.addresses[1:] < self.addresses[:-1]).any()):
+            order = np.argsort(self.addresses, kind="stable")
+            self.addresses = self.addresses[order]
+            self.names = [self.names[i] for i in order.tolist()]
+            self.types = bytes(np.frombuffer(self.types, dtype=np.uint8)[order].tobytes())
+            if self.explicit_sizes is not None:
+                self.explicit_sizes = self.explicit_sizes[order]
         self._by_name: dict[str, int] | None = None
         self._dups: dict[str, list[int]] = {}
-        self._sizes: np.ndarray | None = None
+        self._sizes: np.ndarray | None = self.explicit_sizes
 
     def __len__(self) -> int:
         return len(self.names)
@@ -115,8 +120,12 @@ class KernelSymbols:
         if hi == 0:
             return []
         run_start = int(np.searchsorted(addrs, addrs[hi - 1], side="left"))
+        if self.explicit_sizes is not None:
+            # Recorded sizes may leave gaps and overlap: look a little further back.
+            run_start = max(0, run_start - 16)
         sizes = self.sizes()
-        return [i for i in range(run_start, hi) if address < int(addrs[i]) + int(sizes[i])]
+        found = [i for i in range(run_start, hi) if address < int(addrs[i]) + int(sizes[i])]
+        return found[-1:] if self.explicit_sizes is not None else found
 
     def finder(
         self, prog: drgn.Program, name: str | None, address: int | None, one: bool

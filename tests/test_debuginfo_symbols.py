@@ -1,0 +1,182 @@
+"""Symbols for drgn from the dump's kallsyms (vmlinux and modules), System.map, and the
+globals table, on the real 6.1 dump."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import drgn
+import numpy as np
+import pytest
+
+from kdumpkit.analyze.program import open_program
+from kdumpkit.debuginfo.globals import GLOBAL_TYPES, MISSING_CONSTANTS
+from kdumpkit.debuginfo.symbols import (
+    KernelSymbols,
+    SymbolError,
+    load_system_map,
+    load_vmcoreinfo_kallsyms,
+)
+from kdumpkit.dump.open import open_dump
+from kdumpkit.dump.vmcoreinfo import VmcoreInfo
+from kdumpkit.kernel.kallsyms import kallsyms
+
+
+@pytest.fixture(scope="module")
+def prog(kdump61: Path) -> drgn.Program:
+    return open_program(kdump61)
+
+
+def test_kallsyms_equal_the_kernel_layer_decoder(prog: drgn.Program, kdump61: Path) -> None:
+    """Two independent decoders (ours for drgn, kdumpkit.kernel's for capture) agree."""
+    ours: KernelSymbols = prog.cache["kdumpkit.debuginfo"].symbols
+    with open_dump(kdump61) as dump:
+        theirs = kallsyms(dump)
+    assert theirs is not None and len(ours) == len(theirs) == 87347
+    assert sorted(zip(ours.names, ours.addresses.tolist(), strict=True)) == sorted(
+        zip(theirs.names, theirs.addresses, strict=True)
+    )
+
+
+def test_symbols_match_drgn_native_kallsyms(prog: drgn.Program, fx61: Path) -> None:
+    text = (fx61 / "drgn-0.3.0" / "without-vmlinux.txt").read_text()
+    found = re.findall(
+        r"Symbol\(name='(\w+)', address=(0x[0-9a-f]+), size=(0x[0-9a-f]+), "
+        r"binding=<SymbolBinding\.(\w+)", text
+    )  # fmt: skip
+    assert len(found) >= 5
+    for name, address, size, binding in found:
+        symbol = prog.symbol(name)
+        assert symbol.address == int(address, 16), name
+        assert symbol.binding.name == binding, name
+        if name in ("panic", "sysrq_handle_crash", "init_task", "__stop_BTF"):
+            assert symbol.size == int(size, 16), name
+
+
+def test_symbolizes_crash_backtrace(prog: drgn.Program, fx61: Path) -> None:
+    frames = re.findall(
+        r"\] (\S+) at ([0-9a-f]{16})", (fx61 / "crash-9.0.2" / "bt.txt").read_text()
+    )
+    assert len(frames) == 11
+    for name, address in frames:
+        assert prog.symbol(int(address, 16)).name == name
+
+
+def test_module_symbols_equal_crash_mod(prog: drgn.Program, fx61: Path) -> None:
+    rows = [
+        line.split() for line in (fx61 / "crash-9.0.2" / "mod.txt").read_text().splitlines()[1:]
+    ]
+    assert len(rows) == 11
+    for address, name, base, _size, *_ in rows:
+        symbol = prog.symbol(int(address, 16))
+        assert (symbol.name, symbol.address) == ("__this_module", int(address, 16)), name
+        assert prog.symbol(int(base, 16)).address >= int(base, 16)
+    table = prog.cache["kdumpkit.debuginfo"].module_symbols.table
+    assert table is not None and len(table) > 500
+
+
+def test_system_map_round_trip(prog: drgn.Program, tmp_path: Path) -> None:
+    """A System.map (unrelocated addresses) loads back to the same table once shifted."""
+    ours: KernelSymbols = prog.cache["kdumpkit.debuginfo"].symbols
+    kaslr = prog.cache["kdumpkit.dump"].vmcoreinfo.kerneloffset
+    lines = []
+    for name, address, letter in zip(ours.names, ours.addresses.tolist(), ours.types, strict=True):
+        value = address if chr(letter) in "aA" or address < 1 << 32 else address - kaslr
+        lines.append(f"{value:016x} {chr(letter)} {name}\n")
+    path = tmp_path / "System.map"
+    path.write_text("".join(lines))
+    loaded = load_system_map(path, kaslr)
+    per_cpu = loaded.addresses < (1 << 32)
+    loaded.addresses[per_cpu] -= np.uint64(kaslr)  # System.map's per-cpu 'A'-less rows
+    assert loaded.address("panic") == ours.address("panic")
+    assert loaded.address("init_task") == ours.address("init_task")
+
+
+def _vmcoreinfo_with(vmcoreinfo: VmcoreInfo, **symbols: int) -> VmcoreInfo:
+    text = vmcoreinfo.text
+    for name, value in symbols.items():
+        text = re.sub(rf"SYMBOL\({name}\)=\w+", f"SYMBOL({name})={value:x}", text)
+    return VmcoreInfo.parse(text.encode())
+
+
+def test_corrupt_kallsyms_is_one_line_error(prog: drgn.Program) -> None:
+    vmcoreinfo = prog.cache["kdumpkit.dump"].vmcoreinfo
+    names = vmcoreinfo.symbol("kallsyms_names")
+    bad_count = _vmcoreinfo_with(vmcoreinfo, kallsyms_num_syms=names + 7)
+    bad_names = _vmcoreinfo_with(
+        vmcoreinfo, kallsyms_names=vmcoreinfo.symbol("kallsyms_token_table") - 64
+    )
+    missing = VmcoreInfo.parse(b"OSRELEASE=6.1.0\n")
+    for broken in (bad_count, bad_names, missing):
+        with pytest.raises(SymbolError) as info:
+            load_vmcoreinfo_kallsyms(broken, prog.read)
+        assert "\n" not in str(info.value)
+
+
+def test_kallsyms_decode_time(prog: drgn.Program) -> None:
+    vmcoreinfo = prog.cache["kdumpkit.dump"].vmcoreinfo
+    load_vmcoreinfo_kallsyms(vmcoreinfo, prog.read)  # pages now cached
+    start = time.perf_counter()
+    table = load_vmcoreinfo_kallsyms(vmcoreinfo, prog.read)
+    elapsed = time.perf_counter() - start
+    assert len(table) == 87347
+    assert elapsed < 0.5, f"decoding kallsyms took {elapsed:.3f} s"
+
+
+# --- globals and constants ---------------------------------------------------------------
+
+
+def test_every_hand_typed_global_fits(prog: drgn.Program) -> None:
+    objects = prog.cache["kdumpkit.debuginfo"].objects
+    assert objects.check_table() == {}
+    present = [
+        name for name in GLOBAL_TYPES if prog.cache["kdumpkit.debuginfo"].symbols.address(name)
+    ]
+    assert len(present) > 90
+    for name in present:
+        if name != "timekeeper_data":
+            assert prog[name].address_ == prog.symbol(name).address, name
+
+
+def test_hand_typed_globals_read_right(prog: drgn.Program, fx61: Path) -> None:
+    vmcoreinfo = prog.cache["kdumpkit.dump"].vmcoreinfo
+    # task_state_array: kallsyms spans 128 bytes, the array has 9 entries.
+    states = [s.string_().decode()[0] for s in prog["task_state_array"]]
+    assert "".join(states) == "RSDTtXZPI"
+    assert prog["node_data"].type_.length == vmcoreinfo.length("node_data")
+    assert abs(prog["tk_core"].timekeeper.xtime_sec.value_() - int(vmcoreinfo["CRASHTIME"])) <= 1
+    assert prog["linux_banner"].string_().startswith(b"Linux version 6.1.0-56-cloud-amd64 ")
+    # crash's sys: LOAD AVERAGE: 0.08, 0.02, 0.01 (11-bit fixed point, + FIXED_1/200, truncated).
+    loads = []
+    for value in prog["avenrun"]:
+        rounded = value.value_() + 2048 // 200
+        loads.append(f"{rounded >> 11}.{((rounded & 2047) * 100) >> 11:02d}")
+    sys_text = (fx61 / "crash-9.0.2" / "sys.txt").read_text()
+    assert f"LOAD AVERAGE: {', '.join(loads)}" in sys_text
+    assert prog["nr_cpu_ids"].value_() == 2
+    assert prog["vm_zone_stat"].type_.length == prog["NR_VM_ZONE_STAT_ITEMS"].value_()
+
+
+def test_constants(prog: drgn.Program) -> None:
+    counters = prog.type("struct mm_rss_stat").member("count").type.length
+    assert prog["NR_MM_COUNTERS"].value_() == counters == MISSING_CONSTANTS["NR_MM_COUNTERS"][0]
+    for name, (value, _) in MISSING_CONSTANTS.items():
+        assert prog[name].value_() == value, name
+    assert prog["PIDTYPE_PID"].value_() == 0
+    assert prog.constant("PIDTYPE_TGID").value_() == 1
+    # Functions are typed from BTF FUNC records.
+    panic = prog["panic"]
+    assert panic.type_.kind == drgn.TypeKind.FUNCTION and panic.type_.is_variadic
+    assert panic.address_ == prog.symbol("panic").address
+
+
+def test_module_types_from_split_btf(prog: drgn.Program) -> None:
+    brd = prog.type("struct brd_device")
+    assert [m.name for m in brd.members][:2] == ["brd_number", "brd_disk"]
+    loaded = prog.cache["kdumpkit.debuginfo"].module_btfs
+    assert sorted(m.name for m in loaded) == sorted(
+        ["dummy", "brd", "pvpanic_mmio", "pvpanic", "qemu_fw_cfg", "virtio_blk", "virtio_pci",
+         "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio", "virtio_ring"]
+    )  # fmt: skip
