@@ -380,6 +380,8 @@ class KdumpDump(Dump):
         offset, size, flags, _ = struct.unpack(order + "qIIQ", raw)
         if offset == 0:
             return None
+        if part.hdr.status & STATUS_INCOMPLETE and offset + size > part.source.size:
+            return None  # the descriptor made it to disk, the data did not
         return part, offset, size, flags
 
     def page_state(self, pfn: int) -> PageState:
@@ -453,7 +455,7 @@ class KdumpDump(Dump):
                 for pfns, descs in self._descriptor_batches(
                     part, with_descs=self.header.incomplete
                 ):
-                    present[pfns if descs is None else pfns[descs["offset"] != 0]] = True
+                    present[pfns if descs is None else pfns[self._written(part, descs)]] = True
             self._present = present
         return self._present
 
@@ -463,6 +465,16 @@ class KdumpDump(Dump):
     def excluded_count(self) -> int:
         """RAM pages that were filtered out (in the 1st bitmap, not in the 2nd)."""
         return int(np.count_nonzero(self.ram_bitmap() & ~self._unpack(self._dumpable_packed)))
+
+    @staticmethod
+    def _written(part: _Part, descs: np.ndarray) -> np.ndarray:
+        """Which descriptors have their data: all of them, but in an incomplete dump
+        the unwritten ones (offset 0) and those whose data is past the end of the file."""
+        if not part.hdr.status & STATUS_INCOMPLETE:
+            return np.ones(len(descs), dtype=bool)
+        offsets = descs["offset"].astype(np.int64)
+        ends = offsets + descs["size"].astype(np.int64)
+        return (offsets > 0) & (ends <= part.source.size)
 
     def _descriptor_batches(
         self, part: _Part, *, with_descs: bool = True
@@ -499,7 +511,7 @@ class KdumpDump(Dump):
         for part in self.parts:
             for pfns, descs in self._descriptor_batches(part):
                 assert descs is not None
-                keep = descs["offset"] != 0
+                keep = self._written(part, descs)
                 if only is not None:
                     keep &= only[pfns]
                 if not keep.all():
