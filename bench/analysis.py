@@ -1,0 +1,132 @@
+"""Analysis speed: open a dump + ``bt`` of the panic task, and the triage ``report``.
+
+Our figures are measured in a fresh process each time (imports included, as a user
+pays them) and, inside one process, split into open / bt / report.  With a DWARF
+vmlinux (``--vmlinux``) the same work is timed with crash and with drgn, side by
+side; without one their rows say "skipped: no vmlinux".  Each figure is the best
+of ``--repeat`` runs (the machine is shared).
+
+    python3 bench/analysis.py [--dump vmcore.kdump] [--vmlinux VMLINUX] [--repeat 3] [--json out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(os.environ.get("KDUMPKIT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+DEFAULT_DUMP = FIXTURES / "linux-6.1.0-56-cloud-amd64-kdump" / "vmcore.kdump"
+
+#: our open + bt, in a fresh interpreter
+OURS_BT = """
+import sys
+from kdumpkit.analyze.program import open_program
+from kdumpkit.analyze.session import Session
+prog = open_program(sys.argv[1], vmlinux=sys.argv[2] or None)
+Session(prog).run_to_text("bt")
+"""
+OURS_REPORT = """
+import sys
+from kdumpkit.analyze.program import open_program
+from kdumpkit.analyze.report import gather_report, render_text
+prog = open_program(sys.argv[1], vmlinux=sys.argv[2] or None)
+render_text(gather_report(prog))
+"""
+DRGN_BT = """
+import sys, drgn
+prog = drgn.Program()
+prog.set_core_dump(sys.argv[1])
+prog.load_debug_info([sys.argv[2]])
+str(prog.crashed_thread().stack_trace())
+"""
+
+
+def best_wall(command: list[str], repeat: int, stdin: str | None = None) -> float | None:
+    """The best wall time of a command over ``repeat`` runs, or None if it failed."""
+    best = None
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for _ in range(repeat):
+        start = time.perf_counter()
+        proc = subprocess.run(command, input=stdin, capture_output=True, text=True, env=env,
+                              check=False, timeout=600)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(f"  {command[0]} failed: {proc.stderr.strip().splitlines()[-1:]}",
+                  file=sys.stderr)
+            return None
+        best = elapsed if best is None else min(best, elapsed)
+    return best
+
+
+def in_process(dump: Path, vmlinux: str | None, repeat: int) -> dict[str, float]:
+    """open / bt / report split, best of ``repeat``, after imports are paid."""
+    sys.path.insert(0, str(ROOT))
+    from kdumpkit.analyze.program import open_program
+    from kdumpkit.analyze.report import gather_report, render_text
+    from kdumpkit.analyze.session import Session
+
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        times = {}
+        start = time.perf_counter()
+        prog = open_program(dump, vmlinux=vmlinux)
+        times["open"] = time.perf_counter() - start
+        start = time.perf_counter()
+        Session(prog).run_to_text("bt")
+        times["bt"] = time.perf_counter() - start
+        prog = open_program(dump, vmlinux=vmlinux)
+        start = time.perf_counter()
+        render_text(gather_report(prog))
+        times["report (after open)"] = time.perf_counter() - start
+        for key, value in times.items():
+            best[key] = min(best.get(key, value), value)
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dump", type=Path, default=DEFAULT_DUMP)
+    parser.add_argument("--vmlinux", help="a DWARF vmlinux: also time crash and drgn")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args = parser.parse_args()
+    if not args.dump.exists():
+        print(f"skipped: {args.dump} not present", file=sys.stderr)
+        return 0
+    vmlinux = args.vmlinux or ""
+    python = sys.executable
+    results: dict[str, float | str | None] = {}
+    results["kdumpkit open+bt (fresh process)"] = best_wall(
+        [python, "-c", OURS_BT, str(args.dump), vmlinux], args.repeat)
+    results["kdumpkit open+report (fresh process)"] = best_wall(
+        [python, "-c", OURS_REPORT, str(args.dump), vmlinux], args.repeat)
+    for key, value in in_process(args.dump, args.vmlinux, args.repeat).items():
+        results[f"kdumpkit {key} (in process)"] = value
+    if not args.vmlinux:
+        results["crash open+bt"] = "skipped: no vmlinux"
+        results["drgn open+bt"] = "skipped: no vmlinux"
+    else:
+        crash = shutil.which("crash")
+        results["crash open+bt"] = (
+            best_wall([crash, "-s", args.vmlinux, str(args.dump)], args.repeat,
+                      stdin="bt\nexit\n") if crash else "skipped: crash not installed")
+        results["drgn open+bt"] = best_wall([python, "-c", DRGN_BT, str(args.dump),
+                                             args.vmlinux], args.repeat)
+    print(f"dump: {args.dump}  vmlinux: {args.vmlinux or '(none)'}  best of {args.repeat}")
+    for name, value in results.items():
+        shown = f"{value:8.3f} s" if isinstance(value, float) else str(value)
+        print(f"  {name:<42} {shown}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
