@@ -394,15 +394,20 @@ def load_module_orcs(prog: drgn.Program, version: int) -> list[OrcTable]:
             table = read_orc_table(prog, int(mod.arch.orc_unwind_ip.value_()),
                                    int(mod.arch.orc_unwind.value_()), count, version, False,
                                    module=name, text_end=text_end)
-            if text_start is not None:
-                table.start = min(table.start, text_start)
+            # The table also holds the entries of the freed .init.text, whose addresses
+            # other modules may reuse: keep only the core text's entries.
+            keep = (table.ips >= np.uint64(text_start)) & (table.ips < np.uint64(text_end))
+            if not bool(keep.any()):
+                continue
+            table = OrcTable(table.ips[keep], table.entries[keep], version, name, text_end)
+            table.start = text_start
             tables.append(table)
         except (AttributeError, LookupError, drgn.FaultError, OrcError):
             continue
     return tables
 
 
-def _module_text_range(mod: drgn.Object) -> tuple[int | None, int | None]:
+def _module_text_range(mod: drgn.Object) -> tuple[int, int]:
     # Linux kernel commit ac3b43283923 ("module: replace module_layout with
     # module_memory") (in v6.4) moved the layouts into mod->mem[]; MOD_TEXT is 0.
     try:

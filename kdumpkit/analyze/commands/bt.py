@@ -12,6 +12,7 @@ from kdumpkit.analyze.commands.common import (
     CONTEXT_KEY,
     active_tasks,
     find_task_arg,
+    for_each_task_with_idle,
     panic_task,
     task_comm,
 )
@@ -144,6 +145,16 @@ def backtrace(prog: Program, task: Object, *, cpu: int | None = None, full: bool
     return "\n".join(lines) + "\n", row
 
 
+def resolve_task(prog: Program, target: str) -> Object:
+    """A PID or a task address; an address must be one of the kernel's tasks."""
+    task = find_task_arg(prog, target)
+    if not target.strip().isdigit():
+        known = {t.value_() for t in for_each_task_with_idle(prog)}
+        if task.value_() not in known:
+            raise CommandError(f"invalid task or pid value: {target}")
+    return task
+
+
 def default_task(prog: Program) -> Object | None:
     """The panic task: the task current on the CPU that panicked."""
     try:
@@ -188,7 +199,7 @@ class Bt(Command):
                     raise CommandError(f"invalid cpu number: {cpu}")
                 work.append((running[cpu], cpu))
         elif args.targets:
-            work = [(find_task_arg(prog, target), None) for target in args.targets]
+            work = [(resolve_task(prog, target), None) for target in args.targets]
         else:
             task = prog.cache.get(CONTEXT_KEY) or default_task(prog)
             if task is None:

@@ -1,0 +1,244 @@
+"""ORC from the dump's memory and the unwinder, against crash 9.0.2's traces (with DWARF)."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import drgn
+import pytest
+
+from kdumpkit.analyze.program import open_program
+from kdumpkit.analyze.stack import (
+    MAX_FRAMES,
+    StackRegion,
+    _CpuStacks,
+    _State,
+    _Unwinder,
+    cpu_current_task,
+    panic_cpu,
+    stack_trace,
+)
+from kdumpkit.debuginfo.orc import (
+    ORC_REG_BP,
+    ORC_REG_PREV_SP,
+    ORC_REG_SP,
+    ORC_REG_UNDEFINED,
+    ORC_TYPE_CALL,
+    ORC_TYPE_END_OF_STACK,
+    ORC_TYPE_REGS,
+    ORC_TYPE_REGS_PARTIAL,
+    ORC_TYPE_UNDEFINED,
+    LazyOrcTable,
+    OrcUnwindInfo,
+    decode_orc_flags,
+)
+
+FRAME_RE = re.compile(r"\s*#(\d+) \[([0-9a-f]+)\] (\S+) at ([0-9a-f]+)(?: \[(\S+)\])?$")
+
+
+def crash_traces(path: Path) -> dict[int, list[tuple[int, str, int]]]:
+    """task address -> [(sp, function, pc)] from a crash ``bt`` output file."""
+    traces: dict[int, list[tuple[int, str, int]]] = {}
+    task = None
+    for line in path.read_text().splitlines():
+        header = re.match(r"PID: \d+\s+TASK: ([0-9a-f]+)", line)
+        if header:
+            task = int(header.group(1), 16)
+            traces[task] = []
+            continue
+        frame = FRAME_RE.match(line)
+        if frame and task is not None:
+            traces[task].append((int(frame.group(2), 16), frame.group(3), int(frame.group(4), 16)))
+    return traces
+
+
+def as_tuples(frames: list[Any]) -> list[tuple[int, str, int]]:
+    return [(f.sp, f.function, f.pc) for f in frames]
+
+
+@pytest.fixture(scope="module")
+def prog(kdump61: Path) -> drgn.Program:
+    return open_program(kdump61)
+
+
+# --- the ORC entry format ---------------------------------------------------------------
+
+
+def flags(sp_reg: int, bp_reg: int, bits: int) -> int:
+    return sp_reg | bp_reg << 4 | bits << 8
+
+
+def test_orc_version1_layout() -> None:
+    # sp_reg:4 bp_reg:4 type:2 end:1; CALL=0 REGS=1 REGS_PARTIAL=2
+    call = decode_orc_flags(8, -16, flags(ORC_REG_SP, ORC_REG_PREV_SP, 0), 1)
+    assert (call.type, call.signal) == (ORC_TYPE_CALL, False)
+    assert (call.sp_offset, call.bp_offset, call.bp_reg) == (8, -16, ORC_REG_PREV_SP)
+    regs = decode_orc_flags(0, 0, flags(ORC_REG_SP, 0, 1), 1)
+    assert (regs.type, regs.signal) == (ORC_TYPE_REGS, True)
+    partial = decode_orc_flags(0, 0, flags(ORC_REG_SP, 0, 2), 1)
+    assert partial.type == ORC_TYPE_REGS_PARTIAL
+    end = decode_orc_flags(0, 0, flags(ORC_REG_UNDEFINED, 0, 0b100), 1)
+    assert end.type == ORC_TYPE_END_OF_STACK and end.ends_stack
+    undefined = decode_orc_flags(0, 0, flags(ORC_REG_UNDEFINED, 0, 0), 1)
+    assert undefined.type == ORC_TYPE_UNDEFINED and undefined.ends_stack
+
+
+def test_orc_version2_layout() -> None:
+    # sp_reg:4 bp_reg:4 type:2 signal:1 end:1
+    signal_call = decode_orc_flags(16, 0, flags(ORC_REG_SP, 0, 0b0100), 2)
+    assert (signal_call.type, signal_call.signal) == (ORC_TYPE_CALL, True)
+    end = decode_orc_flags(0, 0, flags(ORC_REG_UNDEFINED, 0, 0b1000), 2)
+    assert end.type == ORC_TYPE_END_OF_STACK
+
+
+def test_orc_version3_layout() -> None:
+    # sp_reg:4 bp_reg:4 type:3 signal:1; UNDEFINED=0 END_OF_STACK=1 CALL=2 REGS=3 REGS_PARTIAL=4
+    for code, expected in ((0, ORC_TYPE_UNDEFINED), (1, ORC_TYPE_END_OF_STACK), (2, ORC_TYPE_CALL),
+                           (3, ORC_TYPE_REGS), (4, ORC_TYPE_REGS_PARTIAL)):
+        assert decode_orc_flags(0, 0, flags(ORC_REG_SP, ORC_REG_BP, code), 3).type == expected
+    assert decode_orc_flags(0, 0, flags(ORC_REG_SP, 0, 0b1010), 3).signal
+
+
+# --- ORC tables from the dump -------------------------------------------------------------
+
+
+def test_vmlinux_orc_lazy_lookup_equals_full_table(prog: drgn.Program) -> None:
+    orc = OrcUnwindInfo(prog)
+    table = orc.vmlinux
+    assert isinstance(table, LazyOrcTable)
+    # 6.1 has no .orc_header: the format is told by the entry code's entries.
+    assert table.version == 1
+    assert len(table) > 300_000
+    lazy = LazyOrcTable(prog, table.ip_table, table.entry_table, table.count, table.lookup,
+                        table.lookup_blocks, table.stext, table.etext, table.end, table.version)
+    full = table.full()
+    rng = random.Random(61)
+    for _ in range(300):
+        pc = rng.randrange(table.stext, table.etext)
+        assert lazy.find(pc) == full.find(pc), hex(pc)
+        assert lazy._full is None  # the window path answered
+
+
+def test_module_orc_tables(prog: drgn.Program, fx61: Path) -> None:
+    names = {line.split()[1] for line in (fx61 / "crash-9.0.2" / "mod.txt").read_text()
+             .splitlines()[1:]}
+    orc = OrcUnwindInfo(prog)
+    tables = {table.module: table for table in orc.modules()}
+    assert set(tables) == names
+    brd = tables["brd"]
+    symbol = prog.symbol("brd_submit_bio")
+    assert brd.covers(symbol.address)
+    entry = orc.find(symbol.address)
+    assert entry is not None and entry.type == ORC_TYPE_CALL and entry.sp_reg == ORC_REG_SP
+    assert entry.sp_offset == 8  # at a function's entry only the return address is pushed
+
+
+# --- traces against crash ------------------------------------------------------------------
+
+
+def test_panic_cpu_trace_matches_crash(prog: drgn.Program, fx61: Path) -> None:
+    expected = crash_traces(fx61 / "crash-9.0.2" / "bt.txt")
+    cpu = panic_cpu(prog)
+    assert cpu == 0
+    task = cpu_current_task(prog, cpu)
+    assert task is not None and task.pid.value_() == 134
+    frames = stack_trace(prog, cpu)
+    assert as_tuples(frames) == expected[task.value_()]
+    # frame #0 is machine_kexec, found below the saved RSP (crash_setup_regs in __crash_kexec)
+    assert frames[0].sp < prog.cache["kdumpkit.dump"].prstatus[0].registers["rsp"]
+    last = frames[-1]
+    assert last.is_exception_frame and last.user_mode
+    assert last.registers is not None and last.registers["orig_rax"] == 1  # write(2)
+
+
+def test_nmi_stopped_cpu_trace_matches_crash(prog: drgn.Program, fx61: Path) -> None:
+    expected = crash_traces(fx61 / "crash-9.0.2" / "bt-a.txt")
+    frames = stack_trace(prog, 1)
+    task = cpu_current_task(prog, 1)
+    assert task is not None
+    assert as_tuples(frames) == expected[task.value_()]
+    saved = prog.cache["kdumpkit.dump"].prstatus[1].registers
+    assert frames[-1].registers is not None
+    assert frames[-1].registers["rip"] == saved["rip"] and frames[-1].user_mode
+
+
+def test_every_task_matches_crash_frame_for_frame(prog: drgn.Program, fx61: Path) -> None:
+    expected = crash_traces(fx61 / "crash-9.0.2" / "foreach-bt.txt")
+    matched = 0
+    for address, frames in expected.items():
+        task = drgn.Object(prog, "struct task_struct *", address)
+        if as_tuples(stack_trace(prog, task)) == frames:
+            matched += 1
+    assert matched == len(expected) == 60
+
+
+# --- bounds on hostile stacks ------------------------------------------------------------------
+
+
+class FakeStackProgram:
+    """The real program, except that one stack range reads from a bytearray."""
+
+    def __init__(self, prog: drgn.Program, low: int, data: bytearray) -> None:
+        self._prog = prog
+        self.low = low
+        self.data = data
+        self.cache: dict[str, Any] = dict(prog.cache)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._prog, name)
+
+    def read(self, address: int, size: int, physical: bool = False) -> bytes:
+        offset = address - self.low
+        if 0 <= offset and offset + size <= len(self.data):
+            return bytes(self.data[offset : offset + size])
+        if self.low - 4096 <= address < self.low + len(self.data) + 4096:
+            raise drgn.FaultError("outside the fake stack", address)
+        return self._prog.read(address, size, physical)
+
+    def read_u64(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
+
+
+def unwind_fake(prog: drgn.Program, words: list[int], start_pc: int) -> list[Any]:
+    low = 0xFFFFC90000100000
+    data = bytearray(b"".join(w.to_bytes(8, "little") for w in words))
+    fake = FakeStackProgram(prog, low, data)
+    unwinder = _Unwinder(fake)  # type: ignore[arg-type]
+    unwinder.orc._modules = []  # no struct module walk through the stand-in program
+    stacks = _CpuStacks([StackRegion(None, low, low + len(data))])
+    return unwinder.unwind(_State(start_pc, low + 8, None, None, False, low), stacks)
+
+
+def test_stack_full_of_one_return_address_is_bounded(prog: drgn.Program) -> None:
+    ret = prog.symbol("schedule").address + 0x3A
+    frames = unwind_fake(prog, [ret] * 2048, ret)
+    assert 0 < len(frames) <= MAX_FRAMES
+    sps = [f.sp for f in frames]
+    assert sps == sorted(set(sps))  # strictly upwards
+
+
+def test_random_stack_terminates(prog: drgn.Program) -> None:
+    rng = random.Random(7)
+    text = prog.symbol("_stext").address
+    words = [rng.choice([rng.getrandbits(64), text + rng.randrange(0x800000)])
+             for _ in range(2048)]
+    for start in range(0, 40, 4):
+        frames = unwind_fake(prog, words, words[start] if words[start] > text else text + 0x100)
+        assert len(frames) <= MAX_FRAMES
+
+
+def test_pt_regs_pointing_back_down_stops(prog: drgn.Program) -> None:
+    # An entry-code return address (a REGS frame) whose pt_regs says the interrupted
+    # kernel RSP is below the frame: the unwinder must not loop.
+    low = 0xFFFFC90000100000
+    entry_ret = next(f.pc for f in stack_trace(prog, 0) if f.is_exception_frame)
+    regs = [0] * 21
+    regs[16] = entry_ret  # rip: the same entry point again
+    regs[17] = 0x10  # kernel cs
+    regs[19] = low + 8  # rsp: back at the start
+    frames = unwind_fake(prog, [entry_ret, *regs, *([0] * 64)], entry_ret)
+    assert len(frames) <= MAX_FRAMES
+    assert len(frames) < 4
