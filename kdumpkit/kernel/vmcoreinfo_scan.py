@@ -1,0 +1,277 @@
+"""VMCOREINFO recovered from the physical memory of a dump that carries no such note.
+
+A hypervisor dump (QEMU ``dump-guest-memory`` without ``-device vmcoreinfo`` or
+without the guest's ``qemu_fw_cfg`` driver) has no VMCOREINFO note, but the kernel
+built one at boot (``crash_save_vmcoreinfo_init``) and it is still in memory:
+
+* ``vmcoreinfo_note``: an ELF note ``namesz=11, descsz, type=0, "VMCOREINFO\\0"``
+  followed by the text, which starts ``OSRELEASE=``.  Since Linux 4.13 (when the
+  note moved out of a static ``.bss`` array) it comes from ``alloc_pages_exact``, so
+  it is page-aligned;
+* ``vmcoreinfo_data``: the bare text, at the start of a zeroed page.
+
+Copies of the note also turn up elsewhere (unaligned, stale or from another boot),
+so the scan prefers page-aligned notes and checks each candidate against memory:
+its ``SYMBOL(init_uts_ns)`` (a runtime, KASLR-relocated address) read through the
+kernel text map with its own ``NUMBER(phys_base)`` must hold its ``OSRELEASE``.
+
+The note found this way was written at boot: it has no ``CRASHTIME`` unless a
+kdump kernel was armed and ran ``crash_save_vmcoreinfo``, but every symbol,
+``KERNELOFFSET`` and ``phys_base`` in it is right for the boot that crashed.
+
+Callers run :func:`ensure_vmcoreinfo` right after ``open_dump`` and before anything
+that reads ``dump.vmcoreinfo``.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdumpkit.dump.base import Dump
+from kdumpkit.dump.elf import ElfDump
+from kdumpkit.dump.errors import DumpError, DumpFormatError
+from kdumpkit.dump.vmcoreinfo import MAX_VMCOREINFO_BYTES, VmcoreInfo
+
+#: The note header fields before the name: namesz (len("VMCOREINFO") + 1), descsz, type.
+NOTE_NAMESZ = 11
+NOTE_TYPE = 0
+#: Bytes 12.. of the note: the name padded to 4 bytes, then the first key of the text.
+NOTE_NAME_AND_TEXT = b"VMCOREINFO\0\0OSRELEASE="
+NOTE_NAME_OFFSET = 12
+NOTE_DESC_OFFSET = 24
+TEXT_START = b"OSRELEASE="
+#: Bytes of memory read at a time.
+CHUNK_BYTES = 16 << 20
+#: Default bound on a scan, in seconds (a 1 GiB ELF dump takes about one).
+DEFAULT_TIME_LIMIT = 120.0
+#: x86_64 __START_KERNEL_map: kernel text virtual addresses map to phys_base from here.
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+UTS_FIELD_LEN = 65
+#: struct new_utsname: sysname, nodename, release, ...: release is the third field.
+UTS_RELEASE_INDEX = 2
+#: Where "Linux\0" is looked for when VMCOREINFO has no OFFSET(uts_namespace.name).
+_UTS_NAME_SEARCH = 64
+#: Keys every kernel since 2.6.24 writes; a text without them is not VMCOREINFO.
+_REQUIRED_KEYS = ("OSRELEASE", "PAGESIZE")
+
+
+class VmcoreinfoScanError(DumpError):
+    """The scan of physical memory for VMCOREINFO could not finish."""
+
+
+@dataclass(frozen=True)
+class VmcoreinfoCandidate:
+    """A VMCOREINFO text found in physical memory."""
+
+    #: Physical address of the note header (kind "note") or of the text (kind "text").
+    paddr: int
+    #: "note" (the ELF note vmcoreinfo_note) or "text" (the bare vmcoreinfo_data page).
+    kind: str
+    page_aligned: bool
+    raw: bytes
+    #: True: init_uts_ns holds its OSRELEASE; False: it holds another release
+    #: (a note from another boot); None: that memory is not in the dump.
+    verified: bool | None
+
+    @property
+    def rank(self) -> tuple[int, int, int]:
+        """Sort key, best first: verified, then notes, then page-aligned."""
+        verified = {True: 0, None: 1, False: 2}[self.verified]
+        return verified, 0 if self.kind == "note" else 1, 0 if self.page_aligned else 1
+
+
+def find_vmcoreinfo(dump: Dump, *, time_limit: float | None = DEFAULT_TIME_LIMIT) -> bytes | None:
+    """The VMCOREINFO text of the crashed kernel, found in ``dump``'s physical memory.
+
+    None when memory holds no VMCOREINFO that fits this boot.  Raises
+    :class:`VmcoreinfoScanError` when the scan takes longer than ``time_limit`` seconds.
+    """
+    found = locate_vmcoreinfo(dump, time_limit=time_limit)
+    return found.raw if found else None
+
+
+def locate_vmcoreinfo(
+    dump: Dump, *, time_limit: float | None = DEFAULT_TIME_LIMIT
+) -> VmcoreinfoCandidate | None:
+    """The best VMCOREINFO candidate in physical memory, with where it was found.
+
+    Memory is read once in increasing address order; a verified page-aligned note
+    ends the scan at once, anything else is kept and ranked at the end.
+    """
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    page_size = dump.page_size
+    candidates: list[VmcoreinfoCandidate] = []
+    seen: set[tuple[str, int]] = set()
+    scanned = 0
+    prev_end, tail = -1, b""
+    for base, data in _memory_chunks(dump, CHUNK_BYTES):
+        hits = list(_hits(base, data, page_size))
+        if base == prev_end:  # a note may straddle the boundary with the previous chunk
+            hits += _straddling_hits(prev_end - len(tail), tail + data[: len(NOTE_NAME_AND_TEXT)])
+        prev_end, tail = base + len(data), data[-len(NOTE_NAME_AND_TEXT) :]
+        for kind, paddr in hits:
+            if (kind, paddr) in seen:
+                continue
+            seen.add((kind, paddr))
+            candidate = _candidate(dump, kind, paddr)
+            if candidate is None:
+                continue
+            if candidate.verified and candidate.kind == "note" and candidate.page_aligned:
+                return candidate
+            candidates.append(candidate)
+        scanned += len(data)
+        if deadline is not None and time.monotonic() > deadline:
+            raise VmcoreinfoScanError(
+                f"{dump.name}: no VMCOREINFO found in the first {scanned >> 20} MiB of memory "
+                f"within {time_limit:g} s; giving up"
+            )
+    usable = [c for c in candidates if c.verified is not False]
+    return min(usable, key=lambda c: (c.rank, c.paddr)) if usable else None
+
+
+def ensure_vmcoreinfo(dump: Dump, *, time_limit: float | None = DEFAULT_TIME_LIMIT) -> bool:
+    """Give ``dump`` a VMCOREINFO if it has none, from a scan of its memory.
+
+    True when ``dump.vmcoreinfo`` is set afterwards.  The physical address it came
+    from is recorded as ``dump.header.extra["vmcoreinfo_paddr"]``.
+    """
+    if dump.vmcoreinfo is not None:
+        return True
+    found = locate_vmcoreinfo(dump, time_limit=time_limit)
+    if found is None:
+        return False
+    dump.vmcoreinfo = VmcoreInfo.parse(found.raw)
+    dump.header.extra["vmcoreinfo_paddr"] = found.paddr
+    dump.header.extra["vmcoreinfo_source"] = f"memory ({found.kind})"
+    return True
+
+
+# --- reading memory ---------------------------------------------------------------------
+
+
+def _memory_chunks(dump: Dump, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """``(paddr, bytes)`` pieces of present memory, page-aligned, in address order."""
+    if isinstance(dump, ElfDump):
+        yield from _elf_chunks(dump, chunk_bytes)
+        return
+    page_size = dump.page_size
+    pages_per_chunk = max(1, chunk_bytes // page_size)
+    run_start = -1
+    pages: list[bytes] = []
+    for pfn, page in dump.iter_pages():
+        if pages and (pfn != run_start + len(pages) or len(pages) >= pages_per_chunk):
+            yield run_start * page_size, b"".join(pages)
+            pages = []
+        if not pages:
+            run_start = pfn
+        pages.append(page)
+    if pages:
+        yield run_start * page_size, b"".join(pages)
+
+
+def _elf_chunks(dump: ElfDump, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    # Straight from the file, segment by segment: no per-page work.  The kernel-text
+    # PT_LOAD of /proc/vmcore repeats RAM that another segment has; the caller
+    # drops the repeated hits.
+    page_size = dump.page_size
+    for seg in sorted(dump.segments, key=lambda s: s.paddr):
+        available = min(seg.filesz, max(0, dump.source.size - seg.offset))
+        skip = -seg.paddr % page_size  # start at a page boundary
+        pos = skip
+        while pos < available:
+            size = min(chunk_bytes, available - pos)
+            yield seg.paddr + pos, dump.source.pread(seg.offset + pos, size)
+            pos += size
+
+
+# --- finding and checking candidates ----------------------------------------------------
+
+
+def _hits(base: int, data: bytes, page_size: int) -> Iterator[tuple[str, int]]:
+    """``(kind, paddr)`` of every possible VMCOREINFO in ``data`` (at physical ``base``):
+    page-aligned notes first, then bare text pages, then unaligned notes."""
+    whole = len(data) - len(data) % page_size
+    if whole:
+        rows = np.frombuffer(data, dtype=np.uint8, count=whole).reshape(-1, page_size)
+        name = np.frombuffer(NOTE_NAME_AND_TEXT, dtype=np.uint8)
+        heads = rows[:, NOTE_NAME_OFFSET : NOTE_NAME_OFFSET + len(name)]
+        for index in np.flatnonzero((heads == name).all(axis=1)).tolist():
+            yield "note", base + index * page_size
+        text = np.frombuffer(TEXT_START, dtype=np.uint8)
+        for index in np.flatnonzero((rows[:, : len(text)] == text).all(axis=1)).tolist():
+            yield "text", base + index * page_size
+    pos = data.find(NOTE_NAME_AND_TEXT, NOTE_NAME_OFFSET)
+    while pos >= 0:
+        yield "note", base + pos - NOTE_NAME_OFFSET
+        pos = data.find(NOTE_NAME_AND_TEXT, pos + 1)
+
+
+def _straddling_hits(base: int, joint: bytes) -> list[tuple[str, int]]:
+    """Unaligned notes whose name starts in the last bytes of one chunk (``joint`` is
+    that tail followed by the next chunk's head, at physical ``base``)."""
+    pos = joint.find(NOTE_NAME_AND_TEXT)
+    return [("note", base + pos - NOTE_NAME_OFFSET)] if pos >= 0 else []
+
+
+def _candidate(dump: Dump, kind: str, paddr: int) -> VmcoreinfoCandidate | None:
+    """The candidate at ``paddr`` if it holds a well-formed VMCOREINFO, else None."""
+    try:
+        if kind == "note":
+            namesz, descsz, ntype = struct.unpack(
+                "<III", dump.read(paddr, NOTE_NAME_OFFSET, zero_missing=True)
+            )
+            if namesz != NOTE_NAMESZ or ntype != NOTE_TYPE or descsz > MAX_VMCOREINFO_BYTES:
+                return None
+            raw = dump.read(paddr + NOTE_DESC_OFFSET, descsz, zero_missing=True)
+        else:
+            raw = dump.read(paddr, dump.page_size, zero_missing=True)
+    except DumpFormatError:
+        return None
+    raw = raw.split(b"\0", 1)[0]
+    if not _looks_like_vmcoreinfo(raw):
+        return None
+    info = VmcoreInfo.parse(raw)
+    return VmcoreinfoCandidate(
+        paddr=paddr,
+        kind=kind,
+        page_aligned=paddr % dump.page_size == 0,
+        raw=raw,
+        verified=_release_matches(dump, info),
+    )
+
+
+def _looks_like_vmcoreinfo(raw: bytes) -> bool:
+    """Printable ``KEY=value`` lines with the keys every kernel writes."""
+    if not raw.endswith(b"\n") or not raw.isascii():
+        return False
+    lines = raw.split(b"\n")[:-1]
+    if any(b"=" not in line for line in lines):
+        return False
+    keys = {line.split(b"=", 1)[0].decode() for line in lines}
+    return all(key in keys for key in _REQUIRED_KEYS)
+
+
+def _release_matches(dump: Dump, info: VmcoreInfo) -> bool | None:
+    """Whether ``init_uts_ns`` (found through ``info`` itself) holds ``info``'s OSRELEASE."""
+    symbol = info.symbol("init_uts_ns")
+    phys_base = info.phys_base
+    release = info.osrelease
+    if symbol is None or phys_base is None or not release or symbol < START_KERNEL_MAP:
+        return None
+    paddr = symbol - START_KERNEL_MAP + phys_base
+    offset = info.offset("uts_namespace.name")
+    try:
+        if offset is None:  # uts_namespace.name is exported since Linux 5.x; else find "Linux"
+            head = dump.read(paddr, _UTS_NAME_SEARCH + 6)
+            offset = head.find(b"Linux\0")
+            if offset < 0:
+                return False
+        field = dump.read(paddr + offset + UTS_RELEASE_INDEX * UTS_FIELD_LEN, UTS_FIELD_LEN)
+    except (DumpError, ValueError):
+        return None
+    return field.split(b"\0", 1)[0] == release.encode("latin-1")

@@ -1,0 +1,203 @@
+"""VMCOREINFO recovered from physical memory (dumps without the note)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdumpkit.dump.base import Dump, DumpHeader, PageState
+from kdumpkit.dump.elf import ElfDump
+from kdumpkit.dump.open import open_dump
+from kdumpkit.dump.source import BytesSource
+from kdumpkit.kernel import vmcoreinfo_scan
+from kdumpkit.kernel.vmcoreinfo_scan import (
+    START_KERNEL_MAP,
+    VmcoreinfoScanError,
+    ensure_vmcoreinfo,
+    find_vmcoreinfo,
+    locate_vmcoreinfo,
+)
+
+ORACLE = Path(__file__).resolve().parent.parent / ".cache" / "oracle"
+PAGE = 4096
+MEM_BYTES = 4 << 20
+PHYS_BASE = 0x100000
+UTS_VADDR = START_KERNEL_MAP + 0x200000  # init_uts_ns at physical PHYS_BASE + 0x200000
+RELEASE = "6.99.0-test"
+
+
+def vmcoreinfo_text(release: str = RELEASE, uts_vaddr: int = UTS_VADDR) -> bytes:
+    return (
+        f"OSRELEASE={release}\nPAGESIZE=4096\nSYMBOL(init_uts_ns)={uts_vaddr:x}\n"
+        f"OFFSET(uts_namespace.name)=0\nNUMBER(phys_base)={PHYS_BASE}\nKERNELOFFSET=2a00000\n"
+    ).encode()
+
+
+def note(text: bytes, descsz: int | None = None) -> bytes:
+    """An ELF note as the kernel's update_vmcoreinfo_note() writes it."""
+    desc = text + b"\0" * (-len(text) % 4)
+    size = len(text) if descsz is None else descsz
+    return struct.pack("<III", 11, size, 0) + b"VMCOREINFO\0\0" + desc
+
+
+def utsname(release: str) -> bytes:
+    return b"".join(f.encode().ljust(65, b"\0") for f in ("Linux", "(none)", release, "#1"))
+
+
+def memory(*pieces: tuple[int, bytes], release: str = RELEASE) -> bytearray:
+    """Physical memory with init_uts_ns in place and ``pieces`` written at their addresses."""
+    mem = bytearray(MEM_BYTES)
+    uts = UTS_VADDR - START_KERNEL_MAP + PHYS_BASE
+    mem[uts : uts + 260] = utsname(release)
+    for paddr, data in pieces:
+        mem[paddr : paddr + len(data)] = data
+    return mem
+
+
+def elf_core(mem: bytes) -> ElfDump:
+    """A QEMU-like ELF core: one PT_LOAD of all memory (vaddr 0), no notes."""
+    ehdr = struct.pack(
+        "<16sHHIQQQIHHHHHH",
+        b"\x7fELF\x02\x01\x01" + bytes(9), 4, 62, 1, 0, 64, 0, 0, 64, 56, 1, 0, 0, 0,
+    )  # fmt: skip
+    offset = PAGE
+    phdr = struct.pack("<IIQQQQQQ", 1, 7, offset, 0, 0, len(mem), len(mem), PAGE)
+    head = (ehdr + phdr).ljust(offset, b"\0")
+    return ElfDump(BytesSource(head + bytes(mem), "synthetic.elf"))
+
+
+class PagesDump(Dump):
+    """An in-memory dump with holes, read through the generic page interface."""
+
+    def __init__(self, mem: bytes, present: np.ndarray) -> None:
+        self.name = "pages"
+        self._mem = bytes(mem)
+        self._present = present
+        self.header = DumpHeader(format="test", max_pfn=len(mem) // PAGE)
+        self._init_notes(b"", [])
+
+    def page_state(self, pfn: int) -> PageState:
+        return PageState.PRESENT if self._present[pfn] else PageState.EXCLUDED
+
+    def _read_present_page(self, pfn: int) -> bytes:
+        return self._mem[pfn * PAGE : (pfn + 1) * PAGE]
+
+    def present_bitmap(self) -> np.ndarray:
+        return self._present
+
+
+def test_page_aligned_note_is_found_and_installed() -> None:
+    dump = elf_core(memory((0x345000, note(vmcoreinfo_text()))))
+    assert dump.vmcoreinfo is None
+    assert ensure_vmcoreinfo(dump)
+    assert dump.vmcoreinfo is not None
+    assert dump.vmcoreinfo.osrelease == RELEASE
+    assert dump.vmcoreinfo.kerneloffset == 0x2A00000
+    assert dump.header.extra["vmcoreinfo_paddr"] == 0x345000
+    assert ensure_vmcoreinfo(dump)  # already there: nothing to do
+
+
+def test_note_of_another_boot_is_passed_over() -> None:
+    stale = note(vmcoreinfo_text("5.10.0-old"))
+    good = note(vmcoreinfo_text())
+    dump = elf_core(memory((0x10014, stale), (0x3F0000, good)))
+    found = locate_vmcoreinfo(dump)
+    assert found is not None and found.paddr == 0x3F0000 and found.verified
+
+
+def test_unaligned_note_and_bare_text_are_fallbacks() -> None:
+    text = vmcoreinfo_text()
+    dump = elf_core(memory((0x12344, note(text)), (0x2000, text)))
+    found = locate_vmcoreinfo(dump)
+    assert found is not None and found.kind == "note" and not found.page_aligned
+    dump = elf_core(memory((0x2000, text)))
+    found = locate_vmcoreinfo(dump)
+    assert found is not None and found.kind == "text" and found.raw == text
+
+
+def test_note_across_a_chunk_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vmcoreinfo_scan, "CHUNK_BYTES", 64 * PAGE)
+    paddr = 64 * PAGE - 15  # the name starts in one chunk and ends in the next
+    dump = elf_core(memory((paddr, note(vmcoreinfo_text()))))
+    found = locate_vmcoreinfo(dump)
+    assert found is not None and found.paddr == paddr
+
+
+def test_malformed_notes_are_ignored() -> None:
+    text = vmcoreinfo_text()
+    huge = note(text, descsz=1 << 30)
+    binary = note(b"OSRELEASE=\xff\xfe\n")
+    no_pagesize = note(b"OSRELEASE=x\nFOO=1\n")
+    dump = elf_core(memory((0x1000, huge), (0x2000, binary), (0x3000, no_pagesize)))
+    assert find_vmcoreinfo(dump) is None
+    assert not ensure_vmcoreinfo(dump)
+    assert dump.vmcoreinfo is None
+
+
+def test_unverifiable_note_is_used_when_nothing_better() -> None:
+    # init_uts_ns lies outside the dump: the note cannot be checked, but is still taken.
+    text = vmcoreinfo_text(uts_vaddr=START_KERNEL_MAP + (64 << 20))
+    dump = elf_core(memory((0x5000, note(text))))
+    found = locate_vmcoreinfo(dump)
+    assert found is not None and found.verified is None and found.raw == text
+
+
+def test_generic_page_path_skips_excluded_pages() -> None:
+    mem = memory(
+        (0x200000 - 0x3000, note(vmcoreinfo_text("5.10.0-old"))),
+        (0x3A0000, note(vmcoreinfo_text())),
+    )
+    present = np.ones(MEM_BYTES // PAGE, dtype=bool)
+    present[0x3A0] = False  # the good note's page was filtered out
+    dump = PagesDump(mem, present)
+    assert find_vmcoreinfo(dump) is None
+    present[0x3A0] = True
+    found = locate_vmcoreinfo(dump)
+    assert found is not None and found.paddr == 0x3A0000
+
+
+def test_time_limit_gives_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vmcoreinfo_scan, "CHUNK_BYTES", 16 * PAGE)
+    dump = elf_core(memory())
+    with pytest.raises(VmcoreinfoScanError, match="giving up"):
+        locate_vmcoreinfo(dump, time_limit=0)
+
+
+def test_real_dump_note_found_in_memory(elf61: Path, kdump61: Path) -> None:
+    for path in (elf61, kdump61):
+        with open_dump(path) as dump:
+            assert dump.vmcoreinfo is not None
+            expected = dump.vmcoreinfo.raw
+            dump.vmcoreinfo = None
+            found = locate_vmcoreinfo(dump)
+            assert found is not None and found.verified and found.page_aligned
+            # the capture kernel's copy in the dump is the one in memory, CRASHTIME included
+            assert found.raw == expected
+
+
+def _oracle_dump(kver: str) -> Path:
+    path = ORACLE / f"qemu-{kver}-nofwcfg" / "vmcore.qemu.elf"
+    if not path.exists():
+        pytest.skip(f"{path} not present (see .cache/oracle/README.txt)")
+    return path
+
+
+@pytest.mark.parametrize("kver", ["6.1.0-56-cloud-amd64", "6.12.117+deb12-cloud-amd64"])
+def test_real_qemu_dump_without_vmcoreinfo(kver: str) -> None:
+    from kdumpkit.kernel.printk import get_printk_records
+    from kdumpkit.kernel.x86_64 import address_space
+
+    with open_dump(_oracle_dump(kver)) as dump:
+        assert dump.vmcoreinfo is None
+        assert ensure_vmcoreinfo(dump)
+        assert dump.vmcoreinfo.osrelease == kver
+        assert dump.vmcoreinfo.crashtime is None  # written at boot, never updated
+        space = address_space(dump)
+        banner = space.read(dump.vmcoreinfo.symbol("init_uts_ns") + 130, 65)
+        assert banner.split(b"\0")[0].decode() == kver
+        texts = [r.text for r in get_printk_records(dump)]
+        assert any(b"TESTBED marker: hello from " + kver.encode() in t for t in texts)
+        assert any(b"sysrq: Trigger a crash" in t for t in texts)
