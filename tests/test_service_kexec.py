@@ -191,3 +191,36 @@ def test_crash_test_refuses_without_the_flag(machine: Path,
     assert (machine / "proc/sys/kernel/sysrq").read_text() == "1\n"
     assert (machine / "proc/sysrq-trigger").read_text() == "c"
     capsys.readouterr()
+
+
+def test_busybox_guest_check_load_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The QEMU testbed's guest: no kernel config, no securityfs, /boot/{vmlinuz,capture.img}."""
+    root = Machine(cmdline="console=ttyS0 crashkernel=256M panic=5", crash_size=256 * MiB,
+                   lockdown=None, kernel_config=None, kernel_init_size=None,
+                   initrd=False).build(tmp_path)
+    real = Machine().build(tmp_path / "real")
+    (root / "boot").mkdir(exist_ok=True)
+    (root / "boot/vmlinuz").write_bytes((real / f"boot/vmlinuz-{RELEASE}").read_bytes())
+    (root / "boot/capture.img").write_bytes((real / f"boot/initrd.img-{RELEASE}").read_bytes())
+    files = ["--kernel", "/boot/vmlinuz", "--initrd", "/boot/capture.img"]
+    assert main(["check", "--root", str(root), *files]) == 1
+    before = capsys.readouterr().out
+    assert "FAIL  capture kernel" in before and before.count("FAIL") == 2   # + the summary
+    monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(root))
+    assert main(["load", "--root", str(root), *files, "--append", "console=ttyS0"]) == 0
+    out = capsys.readouterr().out
+    assert "cmdline: console=ttyS0 panic=5 irqpoll nr_cpus=1 reset_devices console=ttyS0" in out
+    assert main(["check", "--root", str(root)]) == 0      # finds the loaded files itself
+    after = capsys.readouterr().out
+    assert "OK    capture kernel" in after and "/boot/capture.img" in after
+    assert "WARN  kernel config" in after
+
+
+def test_kexec_disabled_by_sysctl(tmp_path: Path) -> None:
+    from kdumpkit.service.checks import FAIL, check_kexec_support
+
+    root = Machine(extra={"/proc/sys/kernel/kexec_load_disabled": "1\n"}).build(tmp_path)
+    finding = check_kexec_support(Host(str(root)), {})
+    assert finding.status == FAIL and "disabled until reboot" in finding.message
+    assert "kexec is disabled until reboot" in explain(errno.EPERM, Host(str(root)))

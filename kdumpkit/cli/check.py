@@ -14,13 +14,16 @@ HELP = "is this machine ready for kdump, and if not, what to do"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``check``."""
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.add_argument("--kernel", help="capture kernel to check (default: the loaded one, "
+                        "else [kexec] kernel, else the running kernel's)")
+    parser.add_argument("--initrd", help="initramfs to check")
     parser.add_argument("--config", help="config file (default /etc/kdumpkit.toml)")
     parser.add_argument("--root", default="/", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print every finding; exit 1 when any item FAILs."""
-    findings = run_checks(Host(args.root), args.config)
+    findings = run_checks(Host(args.root), args.config, args.kernel, args.initrd)
     failed = any(finding.status == FAIL for finding in findings)
     if args.json:
         print(json.dumps({"ready": not failed,

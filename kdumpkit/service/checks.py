@@ -108,6 +108,10 @@ def check_kexec_support(host: Host, options: dict[str, str]) -> Finding:
         because.append("neither CONFIG_KEXEC nor CONFIG_KEXEC_FILE is set")
     if host.crash_size() is None:
         because.append("/sys/kernel/kexec_crash_size is missing")
+    if not because and host.sysfs_int("/proc/sys/kernel/kexec_load_disabled") == 1:
+        return Finding("kexec support", FAIL, "kexec is disabled until reboot "
+                       "(/proc/sys/kernel/kexec_load_disabled = 1)",
+                       "find what sets the kernel.kexec_load_disabled sysctl, remove it, reboot")
     if because:
         return Finding("kexec support", FAIL,
                        f"this kernel ({host.kernel_release()}) has no kexec support "
@@ -204,10 +208,12 @@ def check_lockdown(host: Host, kernel: KernelImage | None,
                    "use the distribution's signed kernel, or sign it (sbsign) with an enrolled key")
 
 
-def check_images(host: Host, config: Config) -> tuple[list[Finding], KernelImage | None, int]:
+def check_images(host: Host, config: Config, kernel_override: str | None = None,
+                 initrd_override: str | None = None,
+                 ) -> tuple[list[Finding], KernelImage | None, int]:
     """The capture kernel and initramfs exist and are loadable."""
     findings = []
-    kernels = kernel_candidates(host, config)
+    kernels = kernel_candidates(host, config, kernel_override)
     kernel_path = first_existing(host, kernels)
     kernel = None
     if kernel_path is None:
@@ -225,7 +231,7 @@ def check_images(host: Host, config: Config) -> tuple[list[Finding], KernelImage
             else:
                 findings.append(Finding("kernel", WARN, f"{kernel_path}: not a 64-bit bzImage; "
                                         "only kexec-tools' kexec -p can load it"))
-    initrds = initrd_candidates(host, config)
+    initrds = initrd_candidates(host, config, initrd_override)
     initrd_path = first_existing(host, initrds)
     initrd_size = 0
     if initrd_path is None:
@@ -270,19 +276,28 @@ def check_dump_dir(host: Host, config: Config) -> Finding:
     return Finding("dump directory", OK, f"{config.dump_dir}{note}: {_mib(free)} free")
 
 
-def run_checks(host: Host, config_path: str | None = None) -> list[Finding]:
-    """All checks, in the order a user would fix them."""
+def run_checks(host: Host, config_path: str | None = None, kernel: str | None = None,
+               initrd: str | None = None) -> list[Finding]:
+    """All checks, in the order a user would fix them.
+
+    The capture kernel and initramfs checked are *kernel*/*initrd* when given, else
+    the ones ``kdumpkit load`` recorded loading (when one is loaded), else the
+    config's or the running kernel's.
+    """
     config_finding, config = check_config(host, config_path)
     found = host.kernel_config()
     options = found[0] if found else {}
     kexec = check_kexec_support(host, options)
     findings = [config_finding, kexec]
     findings += check_kernel_config(host)
-    image_findings, kernel, initrd_size = check_images(host, config)
-    estimate = estimate_machine(host, config)
-    findings += check_reservation(host, estimate, kernel, initrd_size)
+    record = recorded_load(host) if host.crash_loaded() else None
+    if record and not (kernel or initrd):
+        kernel, initrd = record.get("kernel"), record.get("initrd")
+    image_findings, kernel_image, initrd_size = check_images(host, config, kernel, initrd)
+    estimate = estimate_machine(host, config, kernel, initrd)
+    findings += check_reservation(host, estimate, kernel_image, initrd_size)
     findings += image_findings
-    findings.append(check_lockdown(host, kernel, options))
+    findings.append(check_lockdown(host, kernel_image, options))
     if kexec.status == OK:
         findings.append(check_loaded(host))
     findings.append(check_dump_dir(host, config))
