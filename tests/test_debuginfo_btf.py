@@ -201,9 +201,9 @@ def test_real_blob_parses_fast(prog: drgn.Program) -> None:
     symbols = prog.cache["kdumpkit.debuginfo"].symbols
     start, stop = symbols.address("__start_BTF"), symbols.address("__stop_BTF")
     blob = prog.read(start, stop - start)
-    began = time.perf_counter()
+    began = time.process_time()
     again = Btf(blob)
-    elapsed = time.perf_counter() - began
+    elapsed = time.process_time() - began
     assert len(again) == len(btf) > 90_000
     assert elapsed < 0.3, f"parsing {len(blob)} bytes took {elapsed:.3f} s (target 0.1 s)"
     counts = {kind: len(again.ids_of_kind(kind)) for kind in Kind}

@@ -118,9 +118,9 @@ def test_corrupt_kallsyms_is_one_line_error(prog: drgn.Program) -> None:
 def test_kallsyms_decode_time(prog: drgn.Program) -> None:
     vmcoreinfo = prog.cache["kdumpkit.dump"].vmcoreinfo
     load_vmcoreinfo_kallsyms(vmcoreinfo, prog.read)  # pages now cached
-    start = time.perf_counter()
+    start = time.process_time()
     table = load_vmcoreinfo_kallsyms(vmcoreinfo, prog.read)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert len(table) == 87347
     assert elapsed < 0.5, f"decoding kallsyms took {elapsed:.3f} s"
 

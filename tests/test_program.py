@@ -111,13 +111,14 @@ def test_every_format_opens_the_same_kernel(fixture: str, request: pytest.Fixtur
 
 
 def test_open_time(kdump61: Path) -> None:
-    """Open + first types + symbols; the target is 0.3 s, allowed 3x for a loaded machine."""
+    """Open + first types + symbols; the target is 0.3 s, allowed 3x (CPU time: the
+    machine running the tests may be shared)."""
     open_program(kdump61)  # warm imports and the file cache
-    start = time.perf_counter()
+    start = time.process_time()
     prog = open_program(kdump61)
     prog["init_task"].comm.string_()
     prog.symbol("panic")
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert elapsed < 0.9, f"open + types + symbols took {elapsed:.2f} s"
 
 
