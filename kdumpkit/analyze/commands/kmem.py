@@ -1,14 +1,14 @@
-"""``kmem -i``: the memory summary crash prints (like /proc/meminfo)."""
+"""``kmem``: ``-i``, the memory summary crash prints (like /proc/meminfo), is ours;
+the other options go to drgn's crash layer."""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING
 
-import drgn
-
-from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
+from kdumpkit.analyze.commands.base import Result, register
 from kdumpkit.analyze.commands.common import size_text
+from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -140,21 +140,16 @@ def render_meminfo(info: dict[str, int]) -> str:
 
 
 @register
-class Kmem(Command):
-    name = "kmem"
-    help = "kernel memory"
+class Kmem(DrgnCrashCommand):
+    """``kmem -i`` is ours; the other options (-s, -V, -p, ...) are drgn's."""
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("-i", dest="info", action="store_true",
-                            help="general memory usage information")
+    name = "kmem"
+    help = "kernel memory (-i summary; -s slab, -V vm_stat... through drgn)"
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
-        if not args.info:
-            raise CommandError("only kmem -i is available")
-        try:
-            info = meminfo(prog)
-        except drgn.FaultError:
-            raise
+        if args.argv != ["-i"]:
+            return super().run(prog, args)
+        info = meminfo(prog)
         return Result(render_meminfo(info), [info])
 
 

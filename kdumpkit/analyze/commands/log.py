@@ -58,8 +58,15 @@ class Log(Command):
                             help="show each message's log level")
         parser.add_argument("-c", dest="caller", action="store_true",
                             help="show the caller (thread or CPU id)")
+        parser.add_argument("-T", dest="human", action="store_true",
+                            help="human-readable timestamps (drgn's rendering)")
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        if args.human:
+            from kdumpkit.analyze.commands.drgn_crash import run_drgn_crash_command
+
+            text = run_drgn_crash_command(prog, ["log", "-T"])
+            return Result(text, [{"text": text}])
         records = log_records(prog)
         text = "".join(
             format_record(r, timestamps=not args.no_timestamps, level=args.level,
