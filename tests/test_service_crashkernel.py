@@ -169,3 +169,12 @@ def test_initramfs_without_stated_size_uses_ratio(tmp_path: Path) -> None:
     main = newc_cpio({"b": b"y" * 1000})
     path.write_bytes(plain + bytes(512) + gzip.compress(main))
     assert inspect_initrd(str(path)).unpacked_size == len(plain) + len(main)
+
+
+def test_capture_cmdline_user_overrides_and_repeats() -> None:
+    # the testbed appends the capture parameters itself: no doubles
+    assert capture_cmdline("console=ttyS0 crashkernel=256M panic=5",
+                           append="console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1") == \
+        "panic=5 console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
+    assert capture_cmdline("root=/dev/sda", append="nr_cpus=2") == \
+        "root=/dev/sda irqpoll reset_devices nr_cpus=2"

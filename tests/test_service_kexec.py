@@ -210,7 +210,7 @@ def test_busybox_guest_check_load_check(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(root))
     assert main(["load", "--root", str(root), *files, "--append", "console=ttyS0"]) == 0
     out = capsys.readouterr().out
-    assert "cmdline: console=ttyS0 panic=5 irqpoll nr_cpus=1 reset_devices console=ttyS0" in out
+    assert "cmdline: panic=5 irqpoll nr_cpus=1 reset_devices console=ttyS0\n" in out
     assert main(["check", "--root", str(root)]) == 0      # finds the loaded files itself
     after = capsys.readouterr().out
     assert "OK    capture kernel" in after and "/boot/capture.img" in after
@@ -224,3 +224,18 @@ def test_kexec_disabled_by_sysctl(tmp_path: Path) -> None:
     finding = check_kexec_support(Host(str(root)), {})
     assert finding.status == FAIL and "disabled until reboot" in finding.message
     assert "kexec is disabled until reboot" in explain(errno.EPERM, Host(str(root)))
+
+
+def test_load_record_falls_back_to_tmp(machine: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A read-only /run (the testbed guest's 9p root): the record goes to /tmp/kdumpkit."""
+    (machine / "run").write_text("not a directory")
+    monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(machine))
+    assert main(["load", "--root", str(machine)]) == 0
+    assert (machine / "tmp/kdumpkit/loaded.json").is_file()
+    assert main(["status", "--root", str(machine)]) == 0
+    assert f"kernel /boot/vmlinuz-{RELEASE}, initrd /boot/initrd.img-{RELEASE}" in \
+        capsys.readouterr().out
+    (machine / "tmp/kdumpkit/loaded.json").chmod(0o666)     # anyone could have written it
+    assert main(["status", "--root", str(machine), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["load"] is None

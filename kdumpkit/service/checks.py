@@ -257,7 +257,10 @@ def check_dump_dir(host: Host, config: Config) -> Finding:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        return Finding("dump directory", FAIL, f"{config.dump_dir} is not writable",
+        read_only = existing.is_dir() and os.statvfs(existing).f_flag & os.ST_RDONLY
+        return Finding("dump directory", FAIL,
+                       f"{config.dump_dir} is not writable"
+                       + (" (read-only filesystem)" if read_only else ""),
                        f"mkdir -p {config.dump_dir}, or set [dump] dir")
     stat = os.statvfs(existing)
     free = stat.f_bavail * stat.f_frsize
@@ -274,6 +277,13 @@ def check_dump_dir(host: Host, config: Config) -> Finding:
                        f"{_mib(in_use)} of memory in use (a level-{config.dump_level} dump "
                        "can approach it before compression)")
     return Finding("dump directory", OK, f"{config.dump_dir}{note}: {_mib(free)} free")
+
+
+def _for_next_load(finding: Finding) -> Finding:
+    if finding.status != FAIL:
+        return finding
+    return Finding(finding.item, WARN, f"{finding.message} (a capture kernel is loaded now; "
+                   "this matters for the next kdumpkit load)", finding.fix)
 
 
 def run_checks(host: Host, config_path: str | None = None, kernel: str | None = None,
@@ -296,8 +306,11 @@ def run_checks(host: Host, config_path: str | None = None, kernel: str | None = 
     image_findings, kernel_image, initrd_size = check_images(host, config, kernel, initrd)
     estimate = estimate_machine(host, config, kernel, initrd)
     findings += check_reservation(host, estimate, kernel_image, initrd_size)
-    findings += image_findings
-    findings.append(check_lockdown(host, kernel_image, options))
+    file_findings = [*image_findings, check_lockdown(host, kernel_image, options)]
+    if host.crash_loaded():
+        # a kernel is loaded already: these files only matter for the next load
+        file_findings = [_for_next_load(finding) for finding in file_findings]
+    findings += file_findings
     if kexec.status == OK:
         findings.append(check_loaded(host))
     findings.append(check_dump_dir(host, config))

@@ -69,4 +69,14 @@ def capture_cmdline(running: str, remove: Iterable[str] = (), append: str = "",
         else:
             names.add(param_name(entry))
     kept = [t for t in tokens if param_name(t) not in names and t not in exact]
-    return " ".join([*kept, *CAPTURE_PARAMS, *extra, *split_cmdline(append)])
+    user = split_cmdline(append)
+    # a parameter the user appends replaces ours of the same name (nr_cpus=2 for nr_cpus=1)
+    overridden = {param_name(t) for t in user}
+    ours = [t for t in [*CAPTURE_PARAMS, *extra] if param_name(t) not in overridden]
+    return " ".join(_drop_repeats([*kept, *ours, *user]))
+
+
+def _drop_repeats(tokens: list[str]) -> list[str]:
+    """Drop exact repeats of a parameter, keeping the last (its position is what counts)."""
+    last = {token: index for index, token in enumerate(tokens)}
+    return [token for index, token in enumerate(tokens) if last[token] == index]

@@ -27,7 +27,7 @@ from kdumpkit.service.images import (
 from kdumpkit.service.kexec import LoadPlan
 
 COLLECT_UNIT = "kdumpkit-collect.service"
-STATE_FILE = "/run/kdumpkit/loaded.json"
+STATE_FILES = ("/run/kdumpkit/loaded.json", "/tmp/kdumpkit/loaded.json")
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
 
 
@@ -87,31 +87,49 @@ def preflight(host: Host, plan: LoadPlan) -> list[str]:
 
 
 def record_load(host: Host, plan: LoadPlan, method: str) -> None:
-    """Remember what was loaded for ``kdumpkit status`` (best effort: /run may be absent)."""
-    path = host.path(STATE_FILE)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"kernel": plan.kernel, "initrd": plan.initrd,
-                                   "cmdline": plan.cmdline, "method": method}) + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    """Remember what was loaded for ``status`` and ``check`` (best effort).
+
+    /run/kdumpkit first; /tmp/kdumpkit when /run is not writable (a read-only root, as
+    in the testbed guest).
+    """
+    text = json.dumps({"kernel": plan.kernel, "initrd": plan.initrd,
+                       "cmdline": plan.cmdline, "method": method}) + "\n"
+    for state_file in STATE_FILES:
+        path = host.path(state_file)
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+            return
+        except OSError:
+            continue
 
 
 def forget_load(host: Host) -> None:
     """Drop the record of the loaded kernel."""
-    try:
-        host.path(STATE_FILE).unlink()
-    except OSError:
-        pass
+    for state_file in STATE_FILES:
+        try:
+            host.path(state_file).unlink()
+        except OSError:
+            pass
 
 
 def recorded_load(host: Host) -> dict[str, str] | None:
     """What ``kdumpkit load`` last loaded, if it recorded it."""
-    text = host.read_text(STATE_FILE)
-    try:
-        record = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
+    for state_file in STATE_FILES:
+        path = host.path(state_file)
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        # only trust a record root wrote and nobody else can change (/tmp is shared)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            continue
+        text = host.read_text(state_file)
+        try:
+            record = json.loads(text) if text else None
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+    return None
