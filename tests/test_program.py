@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from drgn.helpers.linux.printk import get_printk_records
 from drgn.helpers.linux.sched import task_cpu
 
 from kdumpkit.analyze.program import open_program
+from kdumpkit.debuginfo.btf import Kind
 from kdumpkit.dump.errors import DumpError
 
 
@@ -128,3 +130,68 @@ def test_not_a_dump_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(DumpError) as info:
         open_program(path)
     assert "\n" not in str(info.value)
+
+
+def _cached_vmlinux(fx61: Path) -> Path:
+    """The -dbg package's vmlinux if some earlier step cached it; else skip."""
+    cache = Path(
+        os.environ.get("KDUMPKIT_CACHE", Path(__file__).resolve().parent.parent / ".cache")
+    )
+    release = "6.1.0-56-cloud-amd64"
+    for candidate in (
+        cache / "debuginfo" / f"vmlinux-{release}",
+        cache
+        / "oracle"
+        / "kernels"
+        / release
+        / "usr"
+        / "lib"
+        / "debug"
+        / "boot"
+        / f"vmlinux-{release}",
+    ):
+        if candidate.is_file():
+            return candidate
+    pytest.skip(f"no DWARF vmlinux-{release} cached under {cache}")
+
+
+#: Structs the commands and drgn's helpers read; their layouts must be identical.
+KEY_STRUCTS = (
+    "task_struct", "mm_struct", "module", "rq", "page", "printk_ringbuffer", "prb_desc",
+    "printk_info", "pid_namespace", "uts_namespace", "zone", "pglist_data", "cfs_rq",
+    "swap_info_struct", "hstate", "timekeeper", "percpu_counter", "btf", "btf_module",
+    "mod_kallsyms", "inactive_task_frame", "pt_regs", "thread_struct", "signal_struct",
+)  # fmt: skip
+
+
+def _layout(type_: drgn.Type) -> tuple:
+    return (
+        drgn.sizeof(type_),
+        tuple((m.name, m.bit_offset, m.bit_field_size) for m in type_.members),
+    )
+
+
+def test_dwarf_parity(kdump61: Path, fx61: Path, prog: drgn.Program) -> None:
+    """With the vmlinux, the same program works from DWARF, and BTF layouts equal DWARF's."""
+    dwarf = open_program(kdump61, vmlinux=_cached_vmlinux(fx61))
+    assert dwarf.crashed_thread().tid == 134
+    pids = sorted(t.pid.value_() for t in for_each_task(dwarf))
+    assert pids == sorted(t.pid.value_() for t in for_each_task(prog))
+    assert _dmesg_lines(dwarf) == _dmesg_lines(prog)
+    assert dwarf.symbol(0xFFFFFFFFC0354140).name == "__this_module"  # modules via kallsyms
+    for name in KEY_STRUCTS:
+        btf_type, dwarf_type = prog.type(f"struct {name}"), dwarf.type(f"struct {name}")
+        assert _layout(btf_type) == _layout(dwarf_type), name
+    info = prog.cache["kdumpkit.debuginfo"]
+    sample = info.btf.ids_of_kind(Kind.STRUCT)[::50]
+    same = 0
+    for type_id in sample:
+        btf_type = info.types.type(info.btf, type_id)
+        if btf_type.tag is None:
+            same += 1
+            continue
+        try:
+            same += _layout(btf_type) == _layout(dwarf.type(f"struct {btf_type.tag}"))
+        except LookupError:
+            pass
+    assert same >= 0.98 * len(sample), f"{same} of {len(sample)} layouts equal DWARF's"

@@ -23,7 +23,11 @@ from collections.abc import Sequence
 
 import drgn
 
-from kdumpkit.debuginfo.loader import load_dump_debuginfo, load_live_debuginfo
+from kdumpkit.debuginfo.loader import (
+    load_dump_debuginfo,
+    load_dwarf_companions,
+    load_live_debuginfo,
+)
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError, DumpFormatError, PageNotPresentError
 from kdumpkit.dump.open import open_dump
@@ -148,10 +152,11 @@ def open_program(
     dump = open_dump(path_or_paths)  # type: ignore[arg-type]
     try:
         prog = program_from_dump(dump)
+        assert dump.vmcoreinfo is not None
         if vmlinux is not None:
             load_vmlinux(prog, vmlinux)
+            load_dwarf_companions(prog, dump.vmcoreinfo)
         else:
-            assert dump.vmcoreinfo is not None
             load_dump_debuginfo(prog, dump.vmcoreinfo)
     except BaseException:
         dump.close()

@@ -28,10 +28,11 @@ FINDER_NAME = "kdumpkit"
 class DebugInfo:
     """What kdumpkit knows about the dumped kernel's types and symbols."""
 
-    symbols: KernelSymbols
-    btf: Btf
-    types: BtfTypes
-    objects: KernelObjects
+    symbols: KernelSymbols | None
+    #: None when types come from a vmlinux's DWARF instead.
+    btf: Btf | None
+    types: BtfTypes | None
+    objects: KernelObjects | None
     module_symbols: ModuleSymbols
     module_btfs: list[ModuleBtf] | None = None
     #: Seconds spent in each loading step, for ``--timing`` style reports.
@@ -40,6 +41,8 @@ class DebugInfo:
     def load_modules(self, prog: drgn.Program) -> list[ModuleBtf]:
         """Load every module's split BTF (once)."""
         if self.module_btfs is None:
+            if self.types is None:
+                return []
             self.module_btfs = []  # set first: walking the module list needs vmlinux types only
             self.module_btfs = load_module_btfs(prog, self.types)
         return self.module_btfs
@@ -97,6 +100,20 @@ def load_dump_debuginfo(
 
     prog.register_type_finder(FINDER_NAME, find_type, enable_index=0)
     prog.register_object_finder(FINDER_NAME, objects.object_finder, enable_index=0)
+    prog.cache["kdumpkit.debuginfo"] = info
+    return info
+
+
+def load_dwarf_companions(prog: drgn.Program, vmcoreinfo: VmcoreInfo) -> DebugInfo:
+    """With a vmlinux's DWARF loaded: kallsyms for kdumpkit's own users, and modules'
+    symbols from kallsyms after drgn's finders (their debug files are usually absent)."""
+    try:
+        symbols: KernelSymbols | None = load_vmcoreinfo_kallsyms(vmcoreinfo, prog.read)
+    except (SymbolError, drgn.FaultError):
+        symbols = None
+    module_symbols = ModuleSymbols()
+    prog.register_symbol_finder(f"{FINDER_NAME}-modules", module_symbols.finder, enable_index=-1)
+    info = DebugInfo(symbols, None, None, None, module_symbols)
     prog.cache["kdumpkit.debuginfo"] = info
     return info
 
