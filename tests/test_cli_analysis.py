@@ -80,3 +80,16 @@ def test_bad_dump_is_one_line(verb: str, tmp_path: Path,
     assert err.count("\n") == 1 and err.startswith(f"kdumpkit {verb}: ")
     assert main([verb, str(tmp_path / "missing")]) in (1, 2)
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_truncated_dump_is_one_line(kdump61: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    truncated = tmp_path / "truncated.kdump"
+    with open(kdump61, "rb") as source:
+        truncated.write_bytes(source.read(3 << 20))
+    status = main(["crash", str(truncated), "-c", "ps"])
+    captured = capsys.readouterr()
+    if status == 0:  # enough survived to open: the command ran or reported one error
+        assert "Traceback" not in captured.err
+    else:
+        assert status == 2 and captured.err.count("\n") == 1

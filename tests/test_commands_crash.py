@@ -112,3 +112,18 @@ def test_help_lists_every_command(session: Session) -> None:
     assert {"bt", "ps", "log", "sys", "mod", "kmem", "runq", "struct", "rd", "sym",
             "dis", "set", "help"} <= words
     assert session.run_to_text("help rd").startswith("NAME\n  rd - read memory")
+
+
+def test_drgn_commands_pass_through(session: Session, kdump61: Path) -> None:
+    from kdumpkit.dump.open import open_dump
+
+    # init_task is kernel text/data: physical = virtual - __START_KERNEL_map + phys_base
+    with open_dump(kdump61) as dump:
+        phys_base = dump.vmcoreinfo.phys_base or 0
+    init_task = 0xFFFFFFFF85C1AA40
+    physical = init_task - 0xFFFFFFFF80000000 + phys_base
+    assert session.run_to_text(f"vtop {init_task:x}").splitlines()[1].split() == [
+        f"{init_task:x}", f"{physical:x}"]
+    assert "rootfs" in session.run_to_text("mount").splitlines()[1]
+    assert "kmalloc-64" in session.run_to_text("kmem -s")
+    assert session.run_to_text("list").startswith("list: ")

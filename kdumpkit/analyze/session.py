@@ -21,6 +21,23 @@ if TYPE_CHECKING:
     from drgn import Program
 
 
+class AnalysisOpenError(DumpError):
+    """A dump opened as a file but could not be set up for analysis."""
+
+
+def open_for_analysis(path: str, vmlinux: str | None = None) -> Program:
+    """``open_program`` with every failure turned into one :class:`DumpError` line."""
+    from kdumpkit.analyze.program import open_program
+
+    try:
+        return open_program(path, vmlinux=vmlinux)
+    except (DumpError, OSError):
+        raise
+    except (drgn.FaultError, drgn.MissingDebugInfoError, LookupError, ValueError,
+            NotImplementedError) as exc:
+        raise AnalysisOpenError(f"{path}: cannot be analysed: {exc}") from None
+
+
 def load_commands() -> dict[str, type[Command]]:
     """Import every command module so that each registers itself; return the registry."""
     import kdumpkit.analyze.commands as package

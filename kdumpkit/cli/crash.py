@@ -121,10 +121,9 @@ def interactive(session: Session) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Open the dump, then run the -c commands or the prompt."""
-    from kdumpkit.analyze.program import open_program
-    from kdumpkit.analyze.session import Session
+    from kdumpkit.analyze.session import Session, open_for_analysis
 
-    prog = open_program(args.dump, vmlinux=args.vmlinux)
+    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
     session = Session(prog)
     show_banner = not args.silent and (args.banner or not args.commands)
     if show_banner:

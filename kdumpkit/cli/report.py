@@ -20,10 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Open the dump, gather the report and print it."""
-    from kdumpkit.analyze.program import open_program
     from kdumpkit.analyze.report import gather_report, render_html, render_json, render_text
+    from kdumpkit.analyze.session import open_for_analysis
 
-    prog = open_program(args.dump, vmlinux=args.vmlinux)
+    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
     report = gather_report(prog)
     render = render_json if args.json else render_html if args.html else render_text
     text = render(report)

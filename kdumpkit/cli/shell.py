@@ -45,9 +45,9 @@ def namespace(prog: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Open the dump and start Python."""
-    from kdumpkit.analyze.program import open_program
+    from kdumpkit.analyze.session import open_for_analysis
 
-    prog = open_program(args.dump, vmlinux=args.vmlinux)
+    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
     names = namespace(prog)
     if args.expression:
         exec(compile(args.expression, "<-e>", "exec"), names)  # the user's own code
