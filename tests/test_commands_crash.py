@@ -127,3 +127,9 @@ def test_drgn_commands_pass_through(session: Session, kdump61: Path) -> None:
     assert "rootfs" in session.run_to_text("mount").splitlines()[1]
     assert "kmalloc-64" in session.run_to_text("kmem -s")
     assert session.run_to_text("list").startswith("list: ")
+
+
+def test_options_we_lack_go_to_drgn(session: Session) -> None:
+    lines = session.run_to_text("ps -p 134").splitlines()
+    assert [line.split()[1] for line in lines] == ["0", "1", "134"]
+    assert session.run_to_text("ps -z").startswith("ps: unrecognized arguments: -z")

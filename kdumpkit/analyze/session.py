@@ -53,6 +53,14 @@ def load_commands() -> dict[str, type[Command]]:
     return COMMANDS
 
 
+#: the commands drgn 0.3.0's crash layer implements (drgn/commands/_crash)
+DRGN_CRASH_COMMANDS = frozenset(
+    "ascii bpf bt btop dev eval files foreach help ipcs irq kmem list log mod mount net p "
+    "ps ptob ptov rd runq search set sig struct swap sym sys task timer tree union vm vtop "
+    "waitq whatis".split()
+)
+
+
 class UsageError(CommandError):
     """The arguments do not fit the command; the message is its usage."""
 
@@ -119,7 +127,19 @@ class Session:
         command = command_cls()
         parser = command.parser()
         parser.error = lambda message: _raise_usage(parser, message)  # type: ignore[method-assign]
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as exc:
+            # Options we do not implement (ps -p, log -a, ...) may be drgn's.
+            if name in DRGN_CRASH_COMMANDS and str(exc).startswith("unrecognized arguments"):
+                from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
+
+                delegate = type(f"Drgn_{name}", (DrgnCrashCommand,), {"name": name})()
+                return self._run_command(delegate, delegate.parser().parse_args(argv))
+            raise
+        return self._run_command(command, args)
+
+    def _run_command(self, command: Command, args: argparse.Namespace) -> Result:
         try:
             return command.run(self.prog, args)
         except drgn.FaultError as exc:
