@@ -116,6 +116,7 @@ class Machine:
         put("/proc/iomem", "\n".join(iomem) + "\n")
         put("/sys/devices/system/cpu/online", self.cpus + "\n")
         put("/proc/sys/kernel/sysrq", "176\n")
+        put("/proc/sys/kernel/panic_on_oops", "1\n")
         put("/proc/sysrq-trigger", "")
         if self.crash_size is not None:
             put("/sys/kernel/kexec_crash_size", f"{self.crash_size}\n")

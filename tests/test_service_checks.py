@@ -34,6 +34,9 @@ def test_ready_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert {f.status for f in items.values()} == {OK}
     assert items["reservation"].message.startswith("384M reserved")
     assert items["crashkernel="].message == "crashkernel=384M: 384M for 1023 MiB of RAM"
+    (tmp_path / "proc/sys/kernel/panic_on_oops").write_text("0\n")
+    item = findings_of(tmp_path)["panic_on_oops"]
+    assert item.status == WARN and item.fix.startswith("sysctl -w kernel.panic_on_oops=1")
 
 
 def test_no_reservation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

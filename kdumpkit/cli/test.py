@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from kdumpkit.service.errors import ServiceError
@@ -30,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if not host.crash_loaded() and not args.force:
         raise ServiceError("no capture kernel is loaded, so the crash would not be saved; "
                            "run kdumpkit load first (or pass --force)")
-    print("enabling sysrq, then writing 'c' to /proc/sysrq-trigger", flush=True)
+    print("syncing filesystems, enabling sysrq, then writing 'c' to /proc/sysrq-trigger",
+          flush=True)
+    os.sync()
     with open(host.path("/proc/sys/kernel/sysrq"), "w") as file:
         file.write("1\n")
     with open(host.path("/proc/sysrq-trigger"), "w") as file:

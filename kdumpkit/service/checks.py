@@ -244,6 +244,17 @@ def check_images(host: Host, config: Config, kernel_override: str | None = None,
     return findings, kernel, initrd_size
 
 
+def check_panic_on_oops(host: Host) -> Finding:
+    """An oops panics (and so is dumped) rather than letting the machine limp on."""
+    value = host.sysfs_int("/proc/sys/kernel/panic_on_oops")
+    if value is None:
+        return Finding("panic_on_oops", WARN, "/proc/sys/kernel/panic_on_oops not readable")
+    if value:
+        return Finding("panic_on_oops", OK, "an oops panics, so it is dumped")
+    return Finding("panic_on_oops", WARN, "0: an oops kills the task but saves no dump",
+                   "sysctl -w kernel.panic_on_oops=1 (persist in /etc/sysctl.d/)")
+
+
 def check_dump_dir(host: Host, config: Config) -> Finding:
     """The dump directory is writable and has room."""
     if config.ssh:
@@ -313,5 +324,6 @@ def run_checks(host: Host, config_path: str | None = None, kernel: str | None = 
     findings += file_findings
     if kexec.status == OK:
         findings.append(check_loaded(host))
+        findings.append(check_panic_on_oops(host))
     findings.append(check_dump_dir(host, config))
     return findings
