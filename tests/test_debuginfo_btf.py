@@ -252,3 +252,56 @@ def test_every_struct_builds_with_btf_sizes(prog: drgn.Program) -> None:
                 assert drgn_type.members[-1].type is not None
             checked += 1
     assert checked > 1000
+
+
+def test_corrupt_btf_in_the_dump_is_one_line_error(kdump61: Path) -> None:
+    """A dump whose BTF pages are garbage: opening fails with one BtfError line."""
+    from kdumpkit.analyze.program import program_from_dump
+    from kdumpkit.debuginfo.loader import load_dump_debuginfo
+    from kdumpkit.debuginfo.symbols import load_vmcoreinfo_kallsyms
+    from kdumpkit.dump.open import open_dump
+
+    with open_dump(kdump61) as dump:
+        prog = program_from_dump(dump)
+        symbols = load_vmcoreinfo_kallsyms(dump.vmcoreinfo, prog.read)
+        start, stop = symbols.address("__start_BTF"), symbols.address("__stop_BTF")
+        garbage = bytes(range(256)) * ((stop - start) // 256 + 1)
+        # A later segment takes precedence over the dump's memory.
+        prog.add_memory_segment(
+            start,
+            stop - start,
+            lambda address, count, offset, physical: garbage[offset : offset + count],
+        )
+        with pytest.raises(BtfError) as info:
+            load_dump_debuginfo(prog, dump.vmcoreinfo, symbols=symbols)
+        assert "\n" not in str(info.value) and "magic" in str(info.value)
+
+
+HOST_BTF = Path("/sys/kernel/btf/vmlinux")
+
+
+def test_host_kernel_btf_builds_completely() -> None:
+    """A second real blob: the running kernel's (newer, with ENUM64 and tags), when readable."""
+    try:
+        blob = HOST_BTF.read_bytes()
+    except OSError:
+        pytest.skip(f"{HOST_BTF} is not readable here")
+    began = time.process_time()
+    btf = Btf(blob)
+    elapsed = time.process_time() - began
+    assert elapsed < 0.3, f"parsing {len(blob)} bytes took {elapsed:.3f} s"
+    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64))
+    types = BtfTypes(prog, btf)
+    prog.register_type_finder("btf", types.type_finder, enable_index=0)
+    built = 0
+    for kind in (Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.TYPEDEF, Kind.FUNC):
+        for type_id in btf.ids_of_kind(kind)[::20]:
+            drgn_type = types.type(btf, type_id)
+            if kind in (Kind.STRUCT, Kind.UNION):
+                assert drgn_type.size == btf.type(type_id).size
+                for member in drgn_type.members:
+                    assert member.type is not None
+            built += 1
+    assert built > 1000
+    assert prog.type("struct list_head").size == 16
+    assert drgn.offsetof(prog.type("struct list_head"), "prev") == 8
