@@ -174,6 +174,13 @@ def stack_trace(prog: drgn.Program, task_or_cpu: drgn.Object | int) -> list[Fram
     return unwinder.task_trace(task_or_cpu)
 
 
+def cpu_stack_trace(prog: drgn.Program, cpu: int, task: drgn.Object | None = None
+                    ) -> list[Frame]:
+    """The stack trace of what ``cpu`` was running at the crash (``task``, when known,
+    gives its stack bounds)."""
+    return _unwinder(prog).cpu_trace(cpu, task)
+
+
 def panic_cpu(prog: drgn.Program) -> int:
     """The CPU that panicked (the kernel's ``panic_cpu``), else the first saved CPU."""
     symbol = kernel_symbol(prog, "panic_cpu")

@@ -20,6 +20,7 @@ from kdumpkit.analyze.stack import (
     Frame,
     UnwindError,
     cpu_current_task,
+    cpu_stack_trace,
     panic_cpu,
     stack_trace,
 )
@@ -130,13 +131,14 @@ def task_cpu_of(prog: Program, task: Object) -> int:
 def backtrace(prog: Program, task: Object, *, cpu: int | None = None, full: bool = False,
               with_offset: bool = False) -> tuple[str, dict[str, Any]]:
     """One task's ``bt`` block (header and frames) and its record."""
+    on_cpu = cpu is not None
     if cpu is None:
         cpu = task_cpu_of(prog, task)
     header = task_header(task, cpu)
     row: dict[str, Any] = {"pid": task.pid.value_(), "task": task.value_(), "cpu": cpu,
                            "comm": task_comm(task), "frames": []}
     try:
-        frames = stack_trace(prog, task)
+        frames = cpu_stack_trace(prog, cpu, task) if on_cpu else stack_trace(prog, task)
     except (UnwindError, DumpError, drgn.FaultError) as exc:
         row["error"] = str(exc)
         return f"{header}\nbt: {exc}\n", row
@@ -165,9 +167,21 @@ def default_task(prog: Program) -> Object | None:
 
 
 def cpu_tasks(prog: Program) -> list[tuple[int, Object]]:
-    """(cpu, task) for the task running on each CPU at the crash."""
-    by_cpu = sorted((cpu, address) for address, cpu in active_tasks(prog).items())
-    return [(cpu, drgn.Object(prog, "struct task_struct *", address)) for cpu, address in by_cpu]
+    """(cpu, task) for the task running on each CPU whose registers the dump saved
+    (a CPU stopped by panic() is offline, yet its task is still the one it ran)."""
+    saved = len(prog.cache["kdumpkit.dump"].prstatus)
+    found: dict[int, Object] = {}
+    for cpu in range(saved):
+        try:
+            task = cpu_current_task(prog, cpu)
+        except (DumpError, drgn.FaultError):
+            task = None
+        if task is not None:
+            found[cpu] = task
+    if not found:
+        for address, cpu in active_tasks(prog).items():
+            found[cpu] = drgn.Object(prog, "struct task_struct *", address)
+    return sorted(found.items())
 
 
 @register
