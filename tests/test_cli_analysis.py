@@ -93,3 +93,11 @@ def test_truncated_dump_is_one_line(kdump61: Path, tmp_path: Path,
         assert "Traceback" not in captured.err
     else:
         assert status == 2 and captured.err.count("\n") == 1
+
+
+def test_crash_json_records(kdump61: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crash", str(kdump61), "--json", "-c", "ps 134", "-c", "rd 0"]) == 1
+    records = json.loads(capsys.readouterr().out)
+    assert records["ps 134"][0]["comm"] == "testbed_crasher"
+    assert records["ps 134"][0]["rss_kb"] == 1108
+    assert "invalid kernel virtual address" in records["rd 0"]["error"]

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run this command and exit (repeatable); no banner unless --banner")
     parser.add_argument("-s", "--silent", action="store_true", help="no start-up banner")
     parser.add_argument("--banner", action="store_true", help="print the banner with -c too")
+    parser.add_argument("--json", action="store_true",
+                        help="with -c: print each command's records as JSON instead of text")
 
 
 def banner(prog: Program) -> str:
@@ -129,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if show_banner:
         sys.stdout.write(banner(prog))
         sys.stdout.flush()
+    if args.json:
+        return run_json(session, args.commands)
     if args.commands:
         status = 0
         for command in args.commands:
@@ -137,3 +141,23 @@ def run(args: argparse.Namespace) -> int:
             status |= session.run(command)
         return status
     return interactive(session)
+
+
+def run_json(session: Session, commands: list[str]) -> int:
+    """Each -c command's records, as one JSON object keyed by the command line."""
+    import json
+
+    from kdumpkit.analyze.commands.base import CommandError
+    from kdumpkit.analyze.session import split_command_line
+
+    results: dict[str, object] = {}
+    status = 0
+    for line in commands:
+        try:
+            results[line] = session.execute(split_command_line(line).words).as_json()
+        except CommandError as exc:
+            results[line] = {"error": str(exc)}
+            status = 1
+    json.dump(results, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    return status

@@ -55,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
     banner = ("kdumpkit shell: `prog` is the dump; drgn and its Linux helpers are imported;\n"
               'crash("ps") runs a crash command.  Ctrl-D leaves.')
     try:
-        import readline  # noqa: F401 - line editing and history for code.interact
-        import rlcompleter  # noqa: F401
+        import readline
+        import rlcompleter
     except ImportError:
         pass
+    else:
+        readline.set_completer(rlcompleter.Completer(names).complete)
+        readline.parse_and_bind("tab: complete")
     code.interact(banner=banner, local=names, exitmsg="")
     return 0
