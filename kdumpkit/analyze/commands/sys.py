@@ -245,10 +245,9 @@ def panic_context(prog: Program) -> list[tuple[str, str]]:
     task = panic_task(prog)
     if task is None:
         return []
-    from kdumpkit.analyze.commands.ps import task_state_raw
+    from kdumpkit.analyze.commands.task import state_name
 
-    state = "TASK_RUNNING" if task_state_raw(task) == 0 else "TASK_INTERRUPTIBLE"
-    return context_pairs(task, f"{state} (PANIC)")
+    return context_pairs(task, state_name(task))
 
 
 def format_pairs(pairs: list[tuple[str, str]]) -> str:
