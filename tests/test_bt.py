@@ -87,6 +87,12 @@ def test_module_frames_are_named(session: Session) -> None:
     assert frame_line(3, frame).endswith("brd_submit_bio at ffffffffc0351a10 [brd]")
 
 
+def test_bt_s_shows_decimal_offsets(session: Session) -> None:
+    lines = session.run_to_text("bt -s").splitlines()
+    assert lines[1] == " #0 [ffffd186803f38f8] machine_kexec+447 at ffffffff8426c62f"
+    assert lines[3].startswith(" #2 [ffffd186803f3a10] panic+")
+
+
 def test_register_block_layout() -> None:
     names = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
              "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss")

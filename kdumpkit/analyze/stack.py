@@ -112,10 +112,11 @@ class Frame:
 
     @property
     def symbol_text(self) -> str:
-        """``function+0xoff`` (or the bare address)."""
+        """``function+off`` with a decimal offset, as crash's ``bt -s`` prints it (or
+        the bare address)."""
         if self.function is None:
             return f"{self.pc:x}"
-        return f"{self.function}+{self.offset:#x}" if self.offset else self.function
+        return f"{self.function}+{self.offset}" if self.offset else self.function
 
 
 @dataclass
