@@ -180,3 +180,10 @@ def test_estimate_terms_and_ranges(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["estimate", "--root", str(tmp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["crashkernel"] == str(estimate.value) and data["reserved"] == 384 * MiB
+
+
+def test_other_kdump_service_enabled(tmp_path: Path) -> None:
+    wants = "/etc/systemd/system/multi-user.target.wants/kdump-tools.service"
+    Machine(crash_loaded=True, extra={wants: "[Unit]\n"}).build(tmp_path)
+    item = findings_of(tmp_path)["other kdump services"]
+    assert item.status == WARN and item.fix == "systemctl disable kdump-tools.service"

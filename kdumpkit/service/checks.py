@@ -255,6 +255,23 @@ def check_panic_on_oops(host: Host) -> Finding:
                    "sysctl -w kernel.panic_on_oops=1 (persist in /etc/sysctl.d/)")
 
 
+#: other kdump services: Debian/Ubuntu kdump-tools, Fedora/RHEL kdump-utils
+OTHER_SERVICES = ("kdump-tools.service", "kdump.service")
+
+
+def check_other_services(host: Host) -> Finding | None:
+    """Another kdump service enabled too would load its own capture kernel over ours."""
+    wants = host.path("/etc/systemd/system/multi-user.target.wants")
+    enabled = [name for name in OTHER_SERVICES if (wants / name).exists()
+               or (wants / name).is_symlink()]
+    if not enabled:
+        return None
+    return Finding("other kdump services", WARN,
+                   f"{', '.join(enabled)} enabled too: each loads its own capture kernel at "
+                   "boot and the last one wins",
+                   f"systemctl disable {' '.join(enabled)}")
+
+
 def check_dump_dir(host: Host, config: Config) -> Finding:
     """The dump directory is writable and has room."""
     if config.ssh:
@@ -326,4 +343,7 @@ def run_checks(host: Host, config_path: str | None = None, kernel: str | None = 
         findings.append(check_loaded(host))
         findings.append(check_panic_on_oops(host))
     findings.append(check_dump_dir(host, config))
+    other = check_other_services(host)
+    if other:
+        findings.append(other)
     return findings
