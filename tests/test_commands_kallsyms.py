@@ -121,3 +121,9 @@ def test_redirect_writes_the_file(session: Session, tmp_path: Path) -> None:
     target = tmp_path / "sym.txt"
     assert session.run(f"sym panic > {target}") == 0
     assert target.read_text() == "ffffffff84bccf31 (T) panic\n"
+
+
+def test_huge_requests_are_refused(session: Session) -> None:
+    assert session.run_to_text("dis panic 100000000") == "dis: count 100000000 is too large\n"
+    assert session.run_to_text("rd panic 100000000") == "rd: count 100000000 is too large\n"
+    assert session.run_to_text("rd -8 panic 0") == "rd: invalid count: 0\n"

@@ -113,14 +113,19 @@ class Dis(Command):
             if symbol is None:
                 raise CommandError(f"{args.target}: not inside a known function")
             if args.reverse:
+                if address - symbol.address > MAX_FUNCTION:
+                    raise CommandError(f"{args.target}: too far from {symbol.name}")
                 rows = disassemble(prog, symbol.address, address - symbol.address + MAX_INSN,
                                    None)
                 rows = [row for row in rows if row["address"] <= address]
             else:
                 end = symbol.address + symbol.size
-                rows = disassemble(prog, address, max(end - address, 1), None)
+                rows = disassemble(prog, address, min(max(end - address, 1), MAX_FUNCTION),
+                                   None)
         elif args.count:
             count = parse_count(args.count)
+            if count * MAX_INSN > MAX_FUNCTION:
+                raise CommandError(f"count {count} is too large")
             rows = disassemble(prog, address, count * MAX_INSN, count)
         elif symbol is not None and symbol.address == address and symbol.size:
             rows = disassemble(prog, address, min(symbol.size, MAX_FUNCTION), None)
