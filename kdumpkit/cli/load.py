@@ -57,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if host.crash_loaded():
         print("a capture kernel is loaded already; replacing it")
     method = kexec.load(plan, host, args.method)
-    record_load(host, plan, method)
+    how = "kexec_file_load" if method == "file" else "kexec -p"
+    record_load(host, plan, how)
     loaded = host.crash_loaded()
-    print(f"loaded (via {'kexec_file_load' if method == 'file' else 'kexec -p'}); "
+    print(f"loaded (via {how}); "
           f"kexec_crash_loaded = {'unknown' if loaded is None else int(loaded)}")
     if loaded is False:
         raise ServiceError("the load reported success but /sys/kernel/kexec_crash_loaded is 0")
