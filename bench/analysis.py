@@ -39,6 +39,8 @@ from kdumpkit.analyze.report import gather_report, render_text
 prog = open_program(sys.argv[1], vmlinux=sys.argv[2] or None)
 render_text(gather_report(prog))
 """
+#: commands timed one by one, each its first run on a fresh program
+COMMANDS = ("sys", "ps", "log", "mod", "kmem -i", "runq", "bt -a")
 DRGN_BT = """
 import sys, drgn
 prog = drgn.Program()
@@ -85,6 +87,11 @@ def in_process(dump: Path, vmlinux: str | None, repeat: int) -> dict[str, float]
         start = time.perf_counter()
         render_text(gather_report(prog))
         times["report (after open)"] = time.perf_counter() - start
+        session = Session(open_program(dump, vmlinux=vmlinux))
+        for command in COMMANDS:
+            start = time.perf_counter()
+            session.run_to_text(command)
+            times[f"{command} (first run)"] = time.perf_counter() - start
         for key, value in times.items():
             best[key] = min(best.get(key, value), value)
     return best
