@@ -11,7 +11,6 @@ checked: a corrupt blob raises :class:`BtfError` with one line saying what is wr
 from __future__ import annotations
 
 import enum
-import itertools
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -245,9 +244,9 @@ class Btf:
         if self._string_offsets is None:
             # latin-1 keeps one character per byte, so character offsets are byte offsets.
             parts = self.strings.decode("latin-1").split("\0")
-            ends = itertools.accumulate(len(part) + 1 for part in parts)
-            starts = itertools.chain((self.str_start,), (self.str_start + end for end in ends))
-            self._string_offsets = dict(zip(parts, starts, strict=False))
+            lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1
+            starts = (np.cumsum(lengths) - lengths + self.str_start).tolist()
+            self._string_offsets = dict(zip(parts, starts, strict=True))
             self._string_offsets.pop("", None)
         return self._string_offsets
 

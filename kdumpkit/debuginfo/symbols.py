@@ -60,24 +60,17 @@ class KernelSymbols:
             if self.explicit_sizes is not None:
                 self.explicit_sizes = self.explicit_sizes[order]
         self._by_name: dict[str, int] | None = None
-        self._dups: dict[str, list[int]] = {}
+        self._dups: dict[str, list[int]] | None = None
         self._sizes: np.ndarray | None = self.explicit_sizes
 
     def __len__(self) -> int:
         return len(self.names)
 
     def _name_index(self) -> dict[str, int]:
-        """Name -> first position (built in C); names held more than once are in _dups."""
+        """Name -> first position, built in C (assigning in reverse keeps the first)."""
         if self._by_name is None:
             names = self.names
-            positions = range(len(names))
-            # Assigning in reverse leaves each name's first position.
-            first = dict(zip(reversed(names), reversed(positions), strict=True))
-            if len(first) < len(names):
-                for i, name in zip(positions, names, strict=True):
-                    if first[name] != i:
-                        self._dups.setdefault(name, [first[name]]).append(i)
-            self._by_name = first
+            self._by_name = dict(zip(reversed(names), range(len(names) - 1, -1, -1), strict=True))
         return self._by_name
 
     def positions(self, name: str) -> list[int]:
@@ -85,6 +78,14 @@ class KernelSymbols:
         first = self._name_index().get(name)
         if first is None:
             return []
+        if self._dups is None:
+            dups: dict[str, list[int]] = {}
+            if len(self._by_name or ()) < len(self.names):
+                index = self._name_index()
+                for i, sym_name in enumerate(self.names):
+                    if index[sym_name] != i:
+                        dups.setdefault(sym_name, [index[sym_name]]).append(i)
+            self._dups = dups
         return self._dups.get(name) or [first]
 
     def address(self, name: str) -> int | None:
