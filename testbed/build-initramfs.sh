@@ -12,6 +12,7 @@ moddir="$KERNELS/$kv/lib/modules/$kv"
 [ -f "$moddir/modules.dep" ] || tb_die "kernel $kv is not unpacked (run fetch-kernel.sh)"
 MODULES="virtio_pci 9pnet_virtio 9p"          # every stage: the host root share
 QMP_MODULES="qemu_fw_cfg pvpanic-mmio"         # stage qmp: VMCOREINFO to QEMU, panic event
+tb_lock
 img="$IMAGES/$kv.img"
 if [ -f "$img" ] && [ "$img" -nt "$TESTBED_DIR/guest-init.sh" ] && [ "$img" -nt "$0" ] \
    && [ "$img" -nt /bin/busybox ]; then

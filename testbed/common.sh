@@ -11,3 +11,8 @@ IMAGES="$CACHE/initramfs"   # one initramfs per kernel release
 FLAVOUR="${TESTBED_FLAVOUR:-amd64}"
 tb_log() { printf '[testbed %s] %s\n' "$(date +%T)" "$*" >&2; }
 tb_die() { tb_log "error: $*"; exit 1; }
+tb_lock() {  # serialise cache writers (several test sessions may share the cache)
+    mkdir -p "$CACHE"
+    exec 9> "$CACHE/.lock"
+    flock -w 900 9 || tb_die "cache lock $CACHE/.lock held for 15 minutes"
+}

@@ -24,6 +24,7 @@ cached_release() {  # newest unpacked release of the series
     ls -1 "$KERNELS" 2>/dev/null | grep -E "^${series//./\\.}[.-].*-$FLAVOUR\$" | sort -V | tail -n1
 }
 
+tb_lock
 kv=$(resolve_release)
 if [ -z "$kv" ]; then
     kv=$(cached_release)
@@ -36,7 +37,7 @@ if [ ! -f "$tree/boot/vmlinuz-$kv" ]; then
     pkg="linux-image-$kv"
     if ! ls "$DEBS/${pkg}"_*.deb >/dev/null 2>&1; then
         tb_log "downloading $pkg"
-        (cd "$DEBS" && apt-get download -q "$pkg" >&2) || tb_die "apt-get download $pkg failed"
+        (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) || tb_die "apt-get download $pkg failed"
     fi
     tb_log "unpacking $pkg"
     rm -rf "$tree.part"; mkdir -p "$tree.part"

@@ -8,6 +8,7 @@
 #                                 qmp: no kdump, panic (QEMU's dump-guest-memory saves it)
 #   kdtb.py=PYTHON kdtb.proj=PROJECT_DIR kdtb.out=OUTPUT_DIR (a writable 9p share)
 #   kdtb.kernel=VMLINUZ kdtb.initrd=INITRD (host paths for the capture kernel)
+#   kdtb.compress=zlib|... (kdumpkit collect --compress; default: kdumpkit's own default)
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -51,7 +52,9 @@ if [ "$stage" = capture ] || [ -e /proc/vmcore ]; then
     say "host mounted"
     if has_verb collect; then
         collector=kdumpkit
-        kdumpkit collect --vmcore /proc/vmcore --dir "$OUT" > "/host$OUT/collect.log" 2>&1
+        compress=$(arg kdtb.compress)
+        kdumpkit collect --vmcore /proc/vmcore --dir "$OUT" ${compress:+--compress "$compress"} \
+            > "/host$OUT/collect.log" 2>&1
         rc=$?
     else  # until `kdumpkit collect` exists: Debian's makedumpfile in the same layout
         collector=makedumpfile
@@ -74,13 +77,20 @@ echo 1 > /proc/sys/kernel/sysrq
 if [ "$stage" = first ]; then
     kdumpkit check > "/host$OUT/check-before.txt" 2>&1
     echo "rc=$? kexec_crash_loaded=$(cat /sys/kernel/kexec_crash_loaded)" >> "/host$OUT/check-before.txt"
+    say "check before load done"
     # The capture kernel: same kernel and initramfs, one CPU, devices reset, the kdtb.* knobs.
     capture_cmdline="console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1 kdtb.stage=capture"
-    for k in py proj out; do capture_cmdline="$capture_cmdline kdtb.$k=$(arg kdtb.$k)"; done
+    for k in py proj out compress; do capture_cmdline="$capture_cmdline kdtb.$k=$(arg kdtb.$k)"; done
     kernel=$(arg kdtb.kernel); initrd=$(arg kdtb.initrd)
     if has_verb load; then
         loader=kdumpkit
-        kdumpkit load --kernel "$kernel" --initrd "$initrd" --append "$capture_cmdline" \
+        # No kexec-tools in this guest: kdumpkit must load the kernel by itself.
+        : > /tmp/no-kexec-tools
+        for k in /host/usr/sbin/kexec /host/sbin/kexec; do
+            [ -f "$k" ] && mount --bind /tmp/no-kexec-tools "$k"
+        done
+        inhost sh -c 'command -v kexec' > /dev/null && say "FAIL: kexec-tools still visible"
+        kdumpkit load --method file --kernel "$kernel" --initrd "$initrd" --append "$capture_cmdline" \
             > "/host$OUT/load.log" 2>&1
         rc=$?
     else  # until `kdumpkit load` exists: kexec-tools from the host, kexec_file_load too
@@ -92,6 +102,7 @@ if [ "$stage" = first ]; then
     say "load done: loader=$loader rc=$rc kexec_crash_loaded=$(cat /sys/kernel/kexec_crash_loaded)"
     kdumpkit check > "/host$OUT/check-after.txt" 2>&1
     echo "rc=$? kexec_crash_loaded=$(cat /sys/kernel/kexec_crash_loaded)" >> "/host$OUT/check-after.txt"
+    say "check after load done"
     # The output share must not be in use when the kernel dies: the capture kernel remounts it.
     sync
 elif [ "$stage" = qmp ]; then

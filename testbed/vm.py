@@ -9,6 +9,7 @@ Command line::
 
     python3 testbed/vm.py cycle [6.1|6.12] [--out DIR]
     python3 testbed/vm.py qemu-dump [6.1|6.12] [--out DIR] [--no-vmcoreinfo]
+    python3 testbed/vm.py qemu-dumps [6.1|6.12]    (both variants, cached in .cache/testbed)
 """
 
 from __future__ import annotations
@@ -213,21 +214,24 @@ def _field(line: str, name: str) -> str:
 
 
 def run_kdump_cycle(kernel: Kernel, out_dir: Path, python: str | None = None,
+                    compress: str | None = "zlib",
                     timeout: float = CYCLE_TIMEOUT_S) -> CycleResult:
     """Boot ``kernel``, arm kdump with kdumpkit, panic, collect into ``out_dir``, power off.
 
     ``python`` is the interpreter the guest runs (a host path; default: this one), with
-    the project directory on PYTHONPATH. Raises TestbedError when a stage doesn't happen
-    in time; the console log is ``out_dir/console.log`` (outside the share's dump folders).
+    the project directory on PYTHONPATH. ``compress`` is passed to ``kdumpkit collect``
+    (zlib by default: Debian 12's makedumpfile 1.7.2 is built without zstd). Raises
+    TestbedError when a stage doesn't happen in time. Files: ``out_dir/console.log`` and
+    the guest's writable share ``out_dir/share`` (check/load/collect logs, ``<stamp>/``).
     """
     out_dir = out_dir.resolve()
     share = out_dir / "share"
     share.mkdir(parents=True, exist_ok=True)
     python = python or sys.executable
     cmdline = (
-        f"console=ttyS0 crashkernel={CRASHKERNEL} panic=5 kdtb.stage=first kdtb.py={python} "
+        f"console=ttyS0 quiet crashkernel={CRASHKERNEL} panic=5 kdtb.stage=first kdtb.py={python} "
         f"kdtb.proj={PROJECT_DIR} kdtb.out={share} kdtb.kernel={kernel.vmlinuz} "
-        f"kdtb.initrd={kernel.initrd}"
+        f"kdtb.initrd={kernel.initrd}" + (f" kdtb.compress={compress}" if compress else "")
     )
     extra = ["-virtfs", f"local,path={share},mount_tag=outdir,security_model=none"]
     console = out_dir / "console.log"
@@ -235,7 +239,11 @@ def run_kdump_cycle(kernel: Kernel, out_dir: Path, python: str | None = None,
     with running_guest(qemu_command(kernel, cmdline, extra), console) as guest:
         i, t_up, _ = guest.wait_line(r"TESTBED: first kernel up", deadline)
         i, t_mounted, _ = guest.wait_line(r"TESTBED: host mounted", deadline, i)
+        i, t_checked, _ = guest.wait_line(r"TESTBED: (check before load done|FAIL)",
+                                          deadline, i)
         i, t_loaded, load_line = guest.wait_line(r"TESTBED: (load done|FAIL)", deadline, i)
+        i, t_rechecked, _ = guest.wait_line(r"TESTBED: (check after load done|FAIL)",
+                                            deadline, i)
         i, t_crash, _ = guest.wait_line(r"TESTBED: (crashing|FAIL)", deadline, i)
         i, t_capture, _ = guest.wait_line(r"TESTBED: (capture kernel up|FAIL)", deadline, i)
         i, t_cmounted, _ = guest.wait_line(r"TESTBED: (host mounted|FAIL)", deadline, i)
@@ -249,11 +257,13 @@ def run_kdump_cycle(kernel: Kernel, out_dir: Path, python: str | None = None,
     stages = {
         "boot (to /init)": t_up - guest.started,
         "mount host root": t_mounted - t_up,
-        "check + load + check": t_loaded - t_mounted,
-        "tasks + panic": t_crash - t_loaded,
+        "kdumpkit check": t_checked - t_mounted,
+        "kdumpkit load": t_loaded - t_checked,
+        "kdumpkit check again": t_rechecked - t_loaded,
+        "tasks + panic": t_crash - t_rechecked,
         "panic -> capture up": t_capture - t_crash,
         "capture mount": t_cmounted - t_capture,
-        "collect": t_collected - t_cmounted,
+        "kdumpkit collect": t_collected - t_cmounted,
         "total": t_end - guest.started,
     }
     return CycleResult(
@@ -284,7 +294,8 @@ def run_qemu_dump(kernel: Kernel, out_dir: Path, vmcoreinfo: bool = True,
                  "-device", "pvpanic"]
         if vmcoreinfo:
             extra += ["-device", "vmcoreinfo"]
-        cmdline = f"console=ttyS0 kdtb.stage=qmp kdtb.py={sys.executable} kdtb.proj={PROJECT_DIR}"
+        cmdline = (f"console=ttyS0 quiet kdtb.stage=qmp kdtb.py={sys.executable} "
+                   f"kdtb.proj={PROJECT_DIR}")
         deadline = time.monotonic() + timeout
         written: dict[str, Path] = {}
         with running_guest(qemu_command(kernel, cmdline, extra), out_dir / "console.log") as guest:
@@ -299,6 +310,8 @@ def run_qemu_dump(kernel: Kernel, out_dir: Path, vmcoreinfo: bool = True,
                     part = target.with_name(target.name + ".part")
                     qmp.execute("dump-guest-memory", timeout=max(deadline - time.monotonic(), 1),
                                 paging=False, protocol=f"file:{part}", format=fmt)
+                    if fmt == "elf":  # zero pages -> holes: ~1 GiB apparent, far less on disk
+                        subprocess.run(["fallocate", "--dig-holes", str(part)], check=False)
                     part.rename(target)
                     written[fmt] = target
                 qmp.execute("quit")
@@ -306,10 +319,37 @@ def run_qemu_dump(kernel: Kernel, out_dir: Path, vmcoreinfo: bool = True,
     return written
 
 
+def qemu_dumps_cached(kernel: Kernel) -> dict[str, Path]:
+    """QEMU dumps of ``kernel`` with and without VMCOREINFO, made once into .cache/testbed.
+
+    Keys: ``vmcoreinfo/elf``, ``vmcoreinfo/flat`` (kdump-zlib, flattened),
+    ``vmcoreinfo/kdump`` (that reassembled by Debian's ``makedumpfile -R``, when installed),
+    and the same under ``novmcoreinfo/``. Folder: .cache/testbed/qemu-dumps/<release>-<variant>.
+    """
+    dumps: dict[str, Path] = {}
+    for variant in ("vmcoreinfo", "novmcoreinfo"):
+        folder = CACHE / "qemu-dumps" / f"{kernel.release}-{variant}"
+        files = {fmt: folder / name for fmt, name in QEMU_DUMP_FORMATS.items()}
+        if not all(path.exists() for path in files.values()):
+            run_qemu_dump(kernel, folder, vmcoreinfo=variant == "vmcoreinfo")
+        dumps[f"{variant}/elf"] = files["elf"]
+        dumps[f"{variant}/flat"] = files["kdump-zlib"]
+        kdump = folder / "vmcore.qemu.kdump"
+        if not kdump.exists() and shutil.which("makedumpfile"):
+            part = folder / "vmcore.qemu.kdump.part"
+            with files["kdump-zlib"].open("rb") as flat:
+                subprocess.run(["makedumpfile", "-R", str(part)], stdin=flat, check=True,
+                               capture_output=True, timeout=300)
+            part.rename(kdump)
+        if kdump.exists():
+            dumps[f"{variant}/kdump"] = kdump
+    return dumps
+
+
 def main(argv: list[str] | None = None) -> int:
     """``vm.py cycle|qemu-dump [SERIES] [--out DIR]``: run one and print where the files are."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=["cycle", "qemu-dump"])
+    parser.add_argument("action", choices=["cycle", "qemu-dump", "qemu-dumps"])
     parser.add_argument("series", nargs="?", default="6.1", help="6.1, 6.12 or a full release")
     parser.add_argument("--out", type=Path, help="output folder (default: under .cache/testbed)")
     parser.add_argument("--no-vmcoreinfo", action="store_true",
@@ -327,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             for folder in result.dump_dirs():
                 for path in sorted(folder.iterdir()):
                     print(f"  {path}  {path.stat().st_size} bytes")
+        elif args.action == "qemu-dumps":
+            for key, path in qemu_dumps_cached(kernel).items():
+                print(f"  {key}: {path}  {path.stat().st_size} bytes")
         else:
             variant = "novmcoreinfo" if args.no_vmcoreinfo else "vmcoreinfo"
             out = args.out or CACHE / "qemu-dumps" / f"{kernel.release}-{variant}"

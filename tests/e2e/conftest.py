@@ -1,0 +1,85 @@
+"""Fixtures for the end-to-end tests: real kdump cycles and QEMU dumps of Debian kernels.
+
+The kernels come from ``KDUMPKIT_E2E_KERNELS`` (default ``6.1``; ``make e2e`` sets
+``"6.1 6.12"``). Each cycle runs once per session; its stage times are printed in the
+terminal summary. Tests skip with the reason when QEMU or the Debian mirror is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "testbed"))
+import vm as testbed  # noqa: E402  (testbed/vm.py is a script folder, not a package)
+
+E2E_KERNELS = os.environ.get("KDUMPKIT_E2E_KERNELS", "6.1").split()
+_timings: list[str] = []
+
+
+def prepared_kernel(series: str) -> testbed.Kernel:
+    """Debian's ``series`` kernel and initramfs, or skip the test saying why."""
+    try:
+        return testbed.prepare_kernel(series)
+    except testbed.TestbedUnavailable as exc:
+        pytest.skip(f"testbed unavailable: {exc}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cycle_dir(series: str) -> Path:
+    """A fresh .cache/testbed/e2e/<series>-<pid> folder; those of finished sessions go.
+
+    Not pytest's tmp_path: the basetemp is shared with every other pytest on this machine,
+    and their clean-up may remove it while QEMU writes to it. The last run's files stay for
+    inspection until the next session.
+    """
+    base = testbed.CACHE / "e2e"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob(f"{series}-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    out = base / f"{series}-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    return out
+
+
+@pytest.fixture(scope="session", params=E2E_KERNELS, ids=lambda s: f"linux-{s}")
+def kdump_cycle(request: pytest.FixtureRequest) -> testbed.CycleResult:
+    """One real kdump cycle (kdumpkit load, sysrq-c, kdumpkit collect) on a Debian kernel."""
+    kernel = prepared_kernel(request.param)
+    out = cycle_dir(request.param)
+    result = testbed.run_kdump_cycle(kernel, out)
+    _timings.append(f"{kernel.release}: loader={result.loader} collector={result.collector}\n"
+                    f"{result.timing_text()}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def qemu_dumps_61() -> dict[str, Path]:
+    """QEMU ``dump-guest-memory`` dumps of Debian 6.1 (made once into .cache/testbed)."""
+    kernel = prepared_kernel("6.1")
+    return testbed.qemu_dumps_cached(kernel)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print each kdump cycle's stage times."""
+    if _timings:
+        terminalreporter.section("kdump cycle timings (QEMU TCG)")
+        for text in _timings:
+            terminalreporter.write_line(text)
