@@ -5,15 +5,26 @@ or other writer lays it out, then read back page for page."""
 
 from __future__ import annotations
 
+import importlib.util
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
-from test_dump_fuzz import PAGE, SAMPLES, MemoryDump
 
 from kdumpkit.dump import PageState
 from kdumpkit.dump.kdump import LAYOUT_I386, LAYOUT_LP64, KdumpDump, parse_kdump_header
 from kdumpkit.dump.source import BytesSource
+
+# The synthetic dump and its written samples live with the fuzz tests; load that
+# file by path so this works whatever pytest's import mode.
+_spec = importlib.util.spec_from_file_location(
+    "kdumpkit_dump_fuzz_samples", Path(__file__).with_name("test_dump_fuzz.py")
+)
+assert _spec is not None and _spec.loader is not None
+_samples = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_samples)
+PAGE, SAMPLES, MemoryDump = _samples.PAGE, _samples.SAMPLES, _samples.MemoryDump
 
 BASE = SAMPLES["kdump-zlib"]
 MAIN = struct.Struct("<" + LAYOUT_LP64.header)
