@@ -5,7 +5,10 @@ A trace starts from one of three places:
 * the CPU that panicked: its NT_PRSTATUS registers, saved by ``crash_setup_regs()``
   inside ``__crash_kexec()``.  ``machine_kexec()`` then ran below the saved RSP and
   its frame is still on the stack, so, as crash does, it is shown as frame #0 (its
-  return slot is found below RSP and checked with ORC to unwind exactly to RSP);
+  return slot is found below RSP and checked with ORC to unwind exactly to RSP).
+  After an oops, ``crash_kexec(regs)`` saves the oops' pt_regs instead; then the
+  ``machine_kexec()`` frame is looked for on the stack and accepted only if ORC
+  unwinds from it to those very pt_regs;
 * another CPU, stopped by the crash NMI: its NT_PRSTATUS holds the interrupted
   registers, and the NMI handler halted in ``crash_nmi_callback()``.  Its return
   address is looked for on the task's stack and the CPU's NMI stack; the slot is
@@ -79,6 +82,8 @@ IRET_FRAME_OFFSET = 8 * PT_REGS_NAMES.index("rip")
 KEXEC_SAVERS = ("__crash_kexec", "crash_kexec")
 #: The NMI handler in which the crash shootdown halts the other CPUs.
 NMI_STOP_FUNCTION = "crash_nmi_callback"
+#: The function that jumps to the capture kernel; it never returns, so its frame stays.
+KEXEC_FUNCTION = "machine_kexec"
 #: The x86_64 module area (MODULES_VADDR .. MODULES_END with 4-level paging).
 MODULES_VADDR = 0xFFFFFFFFC0000000
 MODULES_END = 0xFFFFFFFFFF000000
@@ -360,10 +365,12 @@ class _Unwinder:
         start = _State(regs["rip"], regs["rsp"], regs["rbp"], regs, True, regs["rsp"])
         if not user and cpu == panic_cpu(self.prog):
             callee = self._kexec_callee(start, stacks)
-            if callee is not None:
-                start = callee
-            return self.unwind(start, stacks)
-        stopped = self._nmi_start(regs, stacks)
+            if callee is None:
+                # crash_kexec(regs) after an oops saved the oops' pt_regs: the kexec
+                # path still sits on the stack below them.
+                callee = self._start_in(KEXEC_FUNCTION, regs, stacks)
+            return self.unwind(callee if callee is not None else start, stacks)
+        stopped = self._start_in(NMI_STOP_FUNCTION, regs, stacks)
         if stopped is not None:
             return self.unwind(stopped, stacks)
         if user:
@@ -397,8 +404,11 @@ class _Unwinder:
                 return _State(value, slot + 8, None, None, False, slot)
         return None
 
-    def _nmi_start(self, regs: dict[str, int], stacks: _CpuStacks) -> _State | None:
-        symbol = kernel_symbol(self.prog, NMI_STOP_FUNCTION)
+    def _start_in(self, function: str, regs: dict[str, int], stacks: _CpuStacks
+                  ) -> _State | None:
+        """A frame of ``function`` left on the CPU's stacks from which ORC unwinds to
+        the very pt_regs the dump saved for the CPU (the highest such slot)."""
+        symbol = kernel_symbol(self.prog, function)
         if symbol is None:
             return None
         lo, hi = symbol.address, symbol.address + max(symbol.size, 1)
@@ -415,7 +425,7 @@ class _Unwinder:
         return None
 
     def _reaches_regs(self, state: _State, stacks: _CpuStacks, regs: dict[str, int]) -> bool:
-        for frame in self.unwind(state, stacks, max_frames=12):
+        for frame in self.unwind(state, stacks, max_frames=24):
             if frame.registers is not None:
                 saved = frame.registers
                 return saved["rip"] == regs["rip"] and saved["rsp"] == regs["rsp"]
