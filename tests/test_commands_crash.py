@@ -38,6 +38,9 @@ def test_byte_identical_to_crash(session: Session, fx61: Path, command: str,
 def test_log_equals_makedumpfile(session: Session, fx61: Path) -> None:
     ours = session.run_to_text("log")
     assert ours == (fx61 / "makedumpfile" / "dump-dmesg.txt").read_text()
+    # with callers, as makedumpfile 1.7.8 prints them
+    ours = session.run_to_text("log -c")
+    assert ours == (fx61 / "makedumpfile" / "dump-dmesg-1.7.8.txt").read_text()
 
 
 def test_sys_fields(session: Session, fx61: Path) -> None:

@@ -127,3 +127,10 @@ def test_huge_requests_are_refused(session: Session) -> None:
     assert session.run_to_text("dis panic 100000000") == "dis: count 100000000 is too large\n"
     assert session.run_to_text("rd panic 100000000") == "rd: count 100000000 is too large\n"
     assert session.run_to_text("rd -8 panic 0") == "rd: invalid count: 0\n"
+
+
+def test_log_without_types_reads_vmcoreinfo_layouts(session: Session, fx61: Path) -> None:
+    # The bare program has no type for the printk ring buffer: VMCOREINFO's layouts serve.
+    assert session.run_to_text("log") == (fx61 / "crash-9.0.2" / "log.txt").read_text()
+    with_callers = (fx61 / "makedumpfile" / "dump-dmesg-1.7.8.txt").read_text()
+    assert session.run_to_text("log -c") == with_callers

@@ -11,12 +11,42 @@ if TYPE_CHECKING:
     from drgn import Program
 
 
+#: caller_id's top bit: the record was logged from a CPU context, not a task (printk.c)
+CALLER_IS_CPU = 0x80000000
+
+
+def _records_from_vmcoreinfo(prog: Program) -> list[dict[str, Any]]:
+    """The log read with VMCOREINFO's layouts alone (no types), from the dump itself."""
+    from kdumpkit.kernel.printk import get_printk_records
+
+    dump = prog.cache.get("kdumpkit.dump")
+    if dump is None:
+        raise LookupError("no types for the printk ring buffer and no dump to read it from")
+    records = []
+    for record in get_printk_records(dump):
+        caller = record.caller_id
+        records.append({
+            "timestamp_ns": record.ts_nsec,
+            "level": record.level,
+            "facility": record.facility,
+            "caller_tid": caller if caller is not None and not caller & CALLER_IS_CPU else None,
+            "caller_cpu": caller & ~CALLER_IS_CPU if caller and caller & CALLER_IS_CPU else None,
+            "text": record.text.decode("utf-8", "replace"),
+        })
+    return records
+
+
 def log_records(prog: Program) -> list[dict[str, Any]]:
     """Every printk record: timestamp (ns), level, facility, caller and text."""
     from drgn.helpers.linux.printk import get_printk_records
 
+    try:
+        drgn_records = get_printk_records(prog)
+    except LookupError:
+        # No type for the ring buffer (a kernel without BTF, no vmlinux).
+        return _records_from_vmcoreinfo(prog)
     records = []
-    for record in get_printk_records(prog):
+    for record in drgn_records:
         records.append({
             "timestamp_ns": record.timestamp,
             "level": record.level,
@@ -37,9 +67,9 @@ def format_record(record: dict[str, Any], *, timestamps: bool = True, level: boo
         prefix = f"[{seconds:>5}.{nanos // 1000:06d}] "
     if caller:
         if record["caller_tid"] is not None:
-            prefix += f"[{'T' + str(record['caller_tid']):>7}] "
+            prefix += f"[{'T' + str(record['caller_tid']):>8}] "
         elif record["caller_cpu"] is not None:
-            prefix += f"[{'C' + str(record['caller_cpu']):>7}] "
+            prefix += f"[{'C' + str(record['caller_cpu']):>8}] "
     if level:
         prefix += f"<{record['level']}>"
     # A record's continuation lines are indented under its text, as crash does.
