@@ -196,7 +196,8 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "log_buf_len": GlobalType(("u32", "int")),
     "system_state": GlobalType(("enum system_states",)),
     "oops_in_progress": GlobalType(("int",)),
-    "timekeeper_data": GlobalType(()),  # 6.17+: not typed (no fixture to check it against)
+    # 6.17 "timekeeping: Introduce struct tk_data": tk_core became timekeeper_data[0].
+    "timekeeper_data": GlobalType(("struct tk_data []",), _length_from_enum("TIMEKEEPERS_MAX")),
     "prog_idr": GlobalType(("struct idr",)),
     "map_idr": GlobalType(("struct idr",)),
     "link_idr": GlobalType(("struct idr",)),
@@ -310,8 +311,6 @@ class KernelObjects:
     def check_table(self) -> dict[str, str]:
         """Resolve every hand-typed global present in the dump; returns name -> problem."""
         for name in GLOBAL_TYPES:
-            if name in ("timekeeper_data",):
-                continue
             self.variable(name)
         return dict(self.problems)
 
