@@ -95,3 +95,20 @@ def test_renderings(report: dict[str, Any]) -> None:
     page = render_html(report)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "&lt;TASK&gt;" in page  # log text is escaped
+
+
+def test_report_without_types_keeps_the_essentials(kdump61: Path,
+                                                   report: dict[str, Any]) -> None:
+    from test_commands_kallsyms import bare_program
+
+    bare = gather_report(bare_program(kdump61))
+    for key in ("release", "version", "machine", "crash_date", "uptime", "panic"):
+        assert bare[key] == report[key], key
+    assert bare["signature"] == report["signature"]
+    crashing = bare["crashing_task"]
+    assert (crashing["pid"], crashing["comm"], crashing["cpu"]) == (134, "testbed_crasher", 0)
+    assert [f["function"] for f in crashing["backtrace"]] == [
+        f["function"] for f in report["crashing_task"]["backtrace"]]
+    assert [(o["cpu"], o["pid"]) for o in bare["other_cpus"]] == [(1, 126)]
+    assert bare["log_tail"] == report["log_tail"]
+    assert "Crashing task: PID 134 \"testbed_crasher\" on CPU 0" in render_text(bare)

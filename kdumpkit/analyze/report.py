@@ -163,18 +163,90 @@ def _safely(what: str, errors: list[str], func: Any, *args: Any, default: Any = 
         return default
 
 
+#: the kernel's dump_stack() header: "CPU: 0 PID: 134 Comm: testbed_crasher ..."
+_DUMP_STACK_HEADER = re.compile(r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (\S+)")
+#: panic messages, most telling first (as drgn.helpers.linux.panic ranks them)
+_PANIC_LINE = re.compile(
+    r"(Kernel panic - .*)|(BUG: (?:kernel NULL pointer dereference|unable to handle).*"
+    r"|Unable to handle kernel.*)|([Kk]ernel BUG at.*)|(Oops: .*)")
+
+
+def panic_from_log(lines: list[str]) -> str | None:
+    """The most telling panic line of the log (without its timestamp)."""
+    best: tuple[int, str] | None = None
+    for line in lines:
+        match = _PANIC_LINE.search(line)
+        if match and match.lastindex is not None and (best is None or match.lastindex < best[0]):
+            best = (match.lastindex, match.group())
+    return best[1] if best else None
+
+
+def facts_without_types(prog: Program, log_lines: list[str]) -> dict[str, Any]:
+    """What the dump's headers, VMCOREINFO and log say when kernel types are missing."""
+    from kdumpkit.analyze.commands import sys as sys_command
+
+    dump = prog.cache.get("kdumpkit.dump")
+    uts = dict(dump.header.utsname) if dump is not None else {}
+    vmcoreinfo = dump.vmcoreinfo if dump is not None else None
+    facts: dict[str, Any] = {
+        "release": uts.get("release") or (vmcoreinfo.osrelease if vmcoreinfo else None),
+        "version": uts.get("version"),
+        "machine": uts.get("machine") or (dump.header.machine if dump is not None else None),
+        "nodename": uts.get("nodename"),
+        "cpus": len(dump.prstatus) if dump is not None else None,
+        "timestamp": vmcoreinfo.crashtime if vmcoreinfo else None,
+        "panic": panic_from_log(log_lines),
+        "dumpfile": getattr(dump, "name", None),
+    }
+    if facts["timestamp"] is not None:
+        facts["date"] = sys_command.date_text(facts["timestamp"])
+    try:
+        facts["uptime_seconds"] = sys_command.uptime_seconds(prog)
+    except (LookupError, ValueError, drgn.FaultError):
+        pass
+    return facts
+
+
+def _cpu_pids(prog: Program) -> dict[int, int]:
+    """CPU -> PID of the task it ran, from the dump's NT_PRSTATUS notes."""
+    dump = prog.cache.get("kdumpkit.dump")
+    return {status.cpu: status.pid for status in dump.prstatus} if dump is not None else {}
+
+
+def _crashing_without_types(prog: Program, log_lines: list[str],
+                            errors: list[str]) -> dict[str, Any] | None:
+    """The panic CPU's task from NT_PRSTATUS and the log's dump_stack() header."""
+    try:
+        from kdumpkit.analyze.stack import panic_cpu
+    except ImportError:
+        return None
+    cpu = _safely("panic cpu", errors, panic_cpu, prog)
+    if cpu is None:
+        return None
+    summary: dict[str, Any] = {"cpu": cpu, "pid": _cpu_pids(prog).get(cpu), "comm": None,
+                               "task": None}
+    for line in reversed(log_lines):
+        match = _DUMP_STACK_HEADER.search(line)
+        if match and int(match.group(1)) == cpu:
+            summary["pid"], summary["comm"] = int(match.group(2)), match.group(3)
+            break
+    summary["backtrace"] = _safely("backtrace", errors, backtrace, prog, None, cpu, default=[])
+    return summary
+
+
 def gather_report(prog: Program) -> dict[str, Any]:
     """Everything the triage report shows, as JSON-ready data."""
-    from drgn.helpers.linux.cpumask import for_each_online_cpu
-    from drgn.helpers.linux.sched import cpu_curr
-
     from kdumpkit.analyze.commands import sys as sys_command
     from kdumpkit.analyze.commands.common import panic_task
     from kdumpkit.analyze.commands.log import format_record, log_records
     from kdumpkit.analyze.commands.mod import module_table
 
     errors: list[str] = []
-    info = _safely("system", errors, sys_command.system_info, prog, default={}) or {}
+    records = _safely("log", errors, log_records, prog, default=[])
+    all_lines = [line for r in records for line in format_record(r).split("\n")]
+    info = _safely("system", errors, sys_command.system_info, prog)
+    if info is None:
+        info = facts_without_types(prog, [format_record(r, timestamps=False) for r in records])
     report: dict[str, Any] = {
         "release": info.get("release"),
         "version": info.get("version"),
@@ -196,25 +268,12 @@ def gather_report(prog: Program) -> dict[str, Any]:
         if crashing is not None:
             crashing["backtrace"] = _safely("backtrace", errors, backtrace, prog, task,
                                             default=[])
+    else:
+        crashing = _crashing_without_types(prog, all_lines, errors)
     report["crashing_task"] = crashing
-    others = []
-    panic_address = task.value_() if task is not None else None
-    for cpu in _safely("cpus", errors, lambda: list(for_each_online_cpu(prog)), default=[]):
-        current = _safely(f"cpu {cpu}", errors, cpu_curr, prog, cpu)
-        if current is None or current.value_() == panic_address:
-            continue
-        summary = _safely(f"cpu {cpu}", errors, _task_summary, prog, current)
-        if summary is None:
-            continue
-        summary["cpu"] = cpu
-        summary["backtrace"] = _safely(f"backtrace of cpu {cpu}", errors, backtrace, prog,
-                                       current, cpu, default=[])
-        others.append(summary)
-    report["other_cpus"] = others
+    report["other_cpus"] = _other_cpus(prog, crashing, errors)
     report["taint"] = _safely("taint", errors, taint_info, prog)
-    records = _safely("log", errors, log_records, prog, default=[])
-    lines = [line for r in records[-LOG_TAIL:] for line in format_record(r).split("\n")]
-    report["log_tail"] = lines[-LOG_TAIL:]
+    report["log_tail"] = all_lines[-LOG_TAIL:]
     report["modules"] = [{"name": m["name"], "base": m["base"], "size": m["size"],
                           "taints": m["taints"]}
                          for m in _safely("modules", errors, module_table, prog, default=[])]
@@ -222,6 +281,41 @@ def gather_report(prog: Program) -> dict[str, Any]:
     report["signature"] = crash_signature(frames or [], report["panic"])
     report["errors"] = errors
     return report
+
+
+def _other_cpus(prog: Program, crashing: dict[str, Any] | None,
+                errors: list[str]) -> list[dict[str, Any]]:
+    """The task on every other CPU and its backtrace (from the saved registers)."""
+    from drgn.helpers.linux.cpumask import for_each_online_cpu
+    from drgn.helpers.linux.sched import cpu_curr
+
+    panic_cpu = crashing["cpu"] if crashing else None
+    others = []
+    try:
+        cpus = list(for_each_online_cpu(prog))
+        typed = True
+    except (LookupError, drgn.FaultError):
+        cpus = sorted(_cpu_pids(prog))
+        typed = False
+    for cpu in cpus:
+        if cpu == panic_cpu:
+            continue
+        summary: dict[str, Any] | None
+        if typed:
+            current = _safely(f"cpu {cpu}", errors, cpu_curr, prog, cpu)
+            if current is None:
+                continue
+            summary = _safely(f"cpu {cpu}", errors, _task_summary, prog, current)
+            if summary is None:
+                continue
+        else:
+            summary = {"pid": _cpu_pids(prog).get(cpu), "comm": None, "task": None}
+            current = None
+        summary["cpu"] = cpu
+        summary["backtrace"] = _safely(f"backtrace of cpu {cpu}", errors, backtrace, prog,
+                                       current, cpu, default=[])
+        others.append(summary)
+    return others
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -243,8 +337,9 @@ def _frame_text(index: int, frame: dict[str, Any]) -> str:
 
 
 def _task_text(title: str, task: dict[str, Any]) -> list[str]:
-    lines = [f"{title}: PID {task['pid']} \"{task['comm']}\" on CPU {task['cpu']}"
-             f" (task {task['task']:x})"]
+    comm = f" \"{task['comm']}\"" if task.get("comm") else ""
+    where = f" (task {task['task']:x})" if task.get("task") is not None else ""
+    lines = [f"{title}: PID {task['pid']}{comm} on CPU {task['cpu']}{where}"]
     frames = task.get("backtrace") or []
     lines += [_frame_text(i, f) for i, f in enumerate(frames)] or ["  (no backtrace)"]
     return lines
