@@ -33,6 +33,10 @@ MAX_NOTE_BYTES = 64 << 20
 #: pfns beyond 2^40 (4 PiB of 4 KiB pages) exist on no machine we can dump.
 MAX_MAPNR = 1 << 40
 DESC_BATCH = 1 << 14
+#: Set bits of every byte value.
+_POPCOUNT = (
+    np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
+)
 #: utsname.machine values whose kernels use 32-bit longs (i386 layout, or ARM32's).
 MACHINES_ILP32 = {"i386", "i486", "i586", "i686", "ppc", "s390", "mips", "sparc"}
 MACHINES_ARM32 = {"arm", "armv6l", "armv7l", "armv7", "mips", "mipsel"}
@@ -318,7 +322,7 @@ class KdumpDump(Dump):
         padded = np.zeros(-(-nbytes // 8) * 8, dtype=np.uint8)
         padded[:nbytes] = dumpable
         self._words = padded.view("<u8")
-        per_word = np.unpackbits(padded).reshape(-1, 64).sum(axis=1, dtype=np.int64)
+        per_word = _POPCOUNT[padded].reshape(-1, 8).sum(axis=1, dtype=np.int64)
         self._rank = np.concatenate(([0], np.cumsum(per_word)))
         self._present: np.ndarray | None = None
 
@@ -450,12 +454,18 @@ class KdumpDump(Dump):
 
     def present_bitmap(self) -> np.ndarray:
         if self._present is None:
-            present = np.zeros(self.max_pfn, dtype=bool)
-            for part in self.parts:
-                for pfns, descs in self._descriptor_batches(
-                    part, with_descs=self.header.incomplete
-                ):
-                    present[pfns if descs is None else pfns[self._written(part, descs)]] = True
+            if self.header.incomplete:
+                present = np.zeros(self.max_pfn, dtype=bool)
+                for part in self.parts:
+                    for pfns, descs in self._descriptor_batches(part):
+                        present[pfns[self._written(part, descs)]] = True
+            else:
+                present = self._unpack(self._dumpable_packed)
+                if len(self.parts) > 1:
+                    covered = np.zeros(self.max_pfn, dtype=bool)
+                    for part in self.parts:
+                        covered[part.start_pfn : part.end_pfn] = True
+                    present &= covered
             self._present = present
         return self._present
 
@@ -476,24 +486,23 @@ class KdumpDump(Dump):
         ends = offsets + descs["size"].astype(np.int64)
         return (offsets > 0) & (ends <= part.source.size)
 
-    def _descriptor_batches(
-        self, part: _Part, *, with_descs: bool = True
-    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """(pfns, page_desc records) of a part's dumpable pages, in batches of
-        :data:`DESC_BATCH`; records past the end of an incomplete file read as offset 0."""
-        dumpable = np.unpackbits(self._dumpable_packed, bitorder="little", count=part.end_pfn)[
-            part.start_pfn :
-        ]
-        pfns_all = np.flatnonzero(dumpable) + part.start_pfn
-        del dumpable
+    def _descriptor_batches(self, part: _Part) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(pfns, page_desc records) of a part's dumpable pages in pfn order, a window
+        of the bitmap at a time (memory stays bounded); records past the end of an
+        incomplete file read as offset 0."""
         dtype = PAGE_DESC if part.hdr.little_endian else PAGE_DESC.newbyteorder(">")
         src = part.source
-        for start in range(0, len(pfns_all), DESC_BATCH):
-            pfns = pfns_all[start : start + DESC_BATCH]
-            if not with_descs:
-                yield pfns, None
+        index = 0
+        window = DESC_BATCH * 8  # pfns per step: a step holds at most DESC_BATCH*8 pages
+        for lo in range(part.start_pfn, part.end_pfn, window):
+            hi = min(lo + window, part.end_pfn)
+            first_byte, last_byte = lo >> 3, (hi + 7) >> 3
+            bits = np.unpackbits(self._dumpable_packed[first_byte:last_byte], bitorder="little")
+            offset_in = lo - first_byte * 8
+            pfns = np.flatnonzero(bits[offset_in : offset_in + hi - lo]) + lo
+            if not len(pfns):
                 continue
-            pos = part.desc_offset + start * PAGE_DESC_SIZE
+            pos = part.desc_offset + index * PAGE_DESC_SIZE
             want = len(pfns) * PAGE_DESC_SIZE
             have = max(0, min(want, src.size - pos)) // PAGE_DESC_SIZE * PAGE_DESC_SIZE
             if have < want and not part.hdr.status & STATUS_INCOMPLETE:
@@ -501,6 +510,7 @@ class KdumpDump(Dump):
             descs = np.zeros(len(pfns), dtype=dtype)
             if have:
                 descs[: have // PAGE_DESC_SIZE] = np.frombuffer(src.pread(pos, have), dtype=dtype)
+            index += len(pfns)
             yield pfns, descs
 
     def iter_descriptors(
@@ -510,7 +520,6 @@ class KdumpDump(Dump):
         ``only`` is True), in pfn order, from descriptors read in bulk."""
         for part in self.parts:
             for pfns, descs in self._descriptor_batches(part):
-                assert descs is not None
                 keep = self._written(part, descs)
                 if only is not None:
                     keep &= only[pfns]
