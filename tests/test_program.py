@@ -195,3 +195,25 @@ def test_dwarf_parity(kdump61: Path, fx61: Path, prog: drgn.Program) -> None:
         except LookupError:
             pass
     assert same >= 0.98 * len(sample), f"{same} of {len(sample)} layouts equal DWARF's"
+
+
+def test_live_debuginfo_from_sys_and_proc() -> None:
+    """The live path's types and symbols (host BTF, /proc/kallsyms), on a program without
+    memory: /proc/kcore itself may be absent where the tests run."""
+    from kdumpkit.debuginfo.loader import load_live_debuginfo
+
+    try:
+        kallsyms_head = Path("/proc/kallsyms").read_text()[:17]
+        Path("/sys/kernel/btf/vmlinux").stat()
+    except OSError:
+        pytest.skip("no /proc/kallsyms or /sys/kernel/btf/vmlinux here")
+    if int(kallsyms_head.split()[0], 16) == 0:
+        pytest.skip("/proc/kallsyms hides addresses (not root)")
+    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64))
+    info = load_live_debuginfo(prog)
+    assert prog.type("struct list_head").size == 16
+    assert drgn.offsetof(prog.type("struct task_struct"), "tasks") > 0
+    stext = prog.symbol("_stext")
+    assert stext.address == info.symbols.address("_stext") and stext.address >= 1 << 63
+    assert prog.symbol(stext.address).address == stext.address
+    assert prog["schedule"].type_.kind == drgn.TypeKind.FUNCTION

@@ -33,7 +33,7 @@ from kdumpkit.dump.errors import DumpError, DumpFormatError, PageNotPresentError
 from kdumpkit.dump.open import open_dump
 
 PathArg = str | os.PathLike[str]
-LIVE_PATHS = (None, "/proc/kcore")
+LIVE_PATHS = ("/proc/kcore",)
 #: Decompressed pages kept for drgn's many small reads (16 MiB of 4 KiB pages).
 PAGE_CACHE_PAGES = 4096
 EM_X86_64 = 62
@@ -145,8 +145,8 @@ def open_program(
     Without ``vmlinux``, types come from the kernel's BTF and symbols from kallsyms,
     both read from the dump.
     """
-    if path_or_paths in LIVE_PATHS or (
-        isinstance(path_or_paths, str) and path_or_paths == "/proc/kcore"
+    if path_or_paths is None or (
+        isinstance(path_or_paths, (str, os.PathLike)) and os.fspath(path_or_paths) in LIVE_PATHS
     ):
         return _open_live(vmlinux)
     dump = open_dump(path_or_paths)  # type: ignore[arg-type]
