@@ -461,7 +461,7 @@ class KdumpDump(Dump):
                         present[pfns[self._written(part, descs)]] = True
             else:
                 present = self._unpack(self._dumpable_packed)
-                if len(self.parts) > 1:
+                if any(p.hdr.split for p in self.parts):
                     covered = np.zeros(self.max_pfn, dtype=bool)
                     for part in self.parts:
                         covered[part.start_pfn : part.end_pfn] = True
