@@ -209,6 +209,8 @@ def test_split_set_round_trip(kdump61: Path, reference: dict[int, bytes], tmp_pa
         start, end = ranges[1]
         pfns = np.flatnonzero(middle.present_bitmap())
         assert pfns.size and pfns.min() >= start and pfns.max() < end
+        outside = next(p for p in reference if p < start)
+        assert middle.page_state(outside) == PageState.LOST  # in another file of the set
 
 
 @needs_makedumpfile

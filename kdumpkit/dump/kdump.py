@@ -359,7 +359,8 @@ class KdumpDump(Dump):
 
     def _part_of(self, pfn: int) -> _Part | None:
         if len(self.parts) == 1:
-            return self.parts[0]
+            part = self.parts[0]
+            return part if part.start_pfn <= pfn < part.end_pfn else None
         i = int(np.searchsorted(self._part_starts, pfn, side="right")) - 1
         if i < 0:
             return None
