@@ -136,3 +136,14 @@ def test_options_we_lack_go_to_drgn(session: Session) -> None:
     lines = session.run_to_text("ps -p 134").splitlines()
     assert [line.split()[1] for line in lines] == ["0", "1", "134"]
     assert session.run_to_text("ps -z").startswith("ps: unrecognized arguments: -z")
+
+
+def test_sym_knows_modules_and_nm_letters(session: Session, fx61: Path) -> None:
+    # a brd function: crash marks module symbols with [module]
+    assert session.run_to_text("sym ffffffffc0351010") == (
+        "ffffffffc0351010 (t) brd_insert_page.part.0+16 [brd]\n")
+    listing = session.run_to_text("sym -m brd").splitlines()
+    assert "ffffffffc0351390 (t) brd_probe [brd]" in listing
+    assert all(line.endswith("[brd]") for line in listing)
+    # kallsyms' own letters, not guesses from the binding
+    assert session.run_to_text("sym init_task") == "ffffffff85c1aa40 (D) init_task\n"

@@ -152,15 +152,34 @@ def symbol_type_letter(symbol: drgn.Symbol) -> str:
     return letter
 
 
+def _module_ranges(prog: Program) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every loaded module's core region, sorted (cached)."""
+    ranges = prog.cache.get("kdumpkit.module_ranges")
+    if ranges is None:
+        from kdumpkit.analyze.commands.mod import module_table
+
+        try:
+            ranges = sorted((row["base"], row["base"] + row["size"], row["name"])
+                            for row in module_table(prog))
+        except (LookupError, drgn.FaultError, ValueError):
+            ranges = []
+        prog.cache["kdumpkit.module_ranges"] = ranges
+    return ranges
+
+
 def symbol_module(prog: Program, address: int) -> str | None:
     """The name of the module holding ``address``, or None for the core kernel."""
     try:
         module = prog.module(address)
     except LookupError:
-        return None
-    if isinstance(module, drgn.MainModule):
-        return None
-    return module.name
+        module = None
+    if module is not None:
+        return None if isinstance(module, drgn.MainModule) else module.name
+    # Without debug files drgn knows no modules: the kernel's module list does.
+    for start, end, name in _module_ranges(prog):
+        if start <= address < end:
+            return name
+    return None
 
 
 def symbolize(prog: Program, address: int) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
 from kdumpkit.analyze.commands.common import symbol_module, symbol_type_letter
@@ -13,13 +13,38 @@ if TYPE_CHECKING:
     from drgn import Program
 
 
-def symbol_line(prog: Program, symbol: drgn.Symbol, address: int) -> dict[str, object]:
+def symbol_tables(prog: Program) -> list[Any]:
+    """kdumpkit's kallsyms tables (vmlinux, then modules) with their nm letters, if any."""
+    info = prog.cache.get("kdumpkit.debuginfo")
+    if info is None:
+        return []
+    tables = [info.symbols] if getattr(info, "symbols", None) is not None else []
+    module_symbols = getattr(info, "module_symbols", None)
+    if module_symbols is not None:
+        if module_symbols.table is None:
+            module_symbols.finder(prog, "", None, True)  # loads the modules' kallsyms once
+        if module_symbols.table is not None and len(module_symbols.table):
+            tables.append(module_symbols.table)
+    return tables
+
+
+def type_letter(prog: Program, symbol: drgn.Symbol) -> str:
+    """The symbol's nm letter from kallsyms when kdumpkit read it, else from its binding."""
+    for table in symbol_tables(prog):
+        for position in table.positions(symbol.name):
+            if int(table.addresses[position]) == symbol.address:
+                return chr(table.types[position])
+    return symbol_type_letter(symbol)
+
+
+def symbol_line(prog: Program, symbol: drgn.Symbol, address: int,
+                letter: str | None = None) -> dict[str, object]:
     """One ``sym`` row: address, type letter, name[+offset], module."""
     offset = address - symbol.address
     name = f"{symbol.name}+{offset}" if offset else symbol.name
     return {
         "address": address,
-        "type": symbol_type_letter(symbol),
+        "type": letter or type_letter(prog, symbol),
         "name": name,
         "symbol": symbol.name,
         "offset": offset,
@@ -77,6 +102,9 @@ class Sym(Command):
 
     @staticmethod
     def _listing(prog: Program, args: argparse.Namespace) -> list[dict[str, object]]:
+        tables = symbol_tables(prog)
+        if tables:
+            return Sym._table_listing(prog, tables, args)
         rows = []
         for symbol in sorted(prog.symbols(), key=lambda s: (s.address, s.name)):
             if args.search is not None and args.search not in symbol.name:
@@ -85,4 +113,23 @@ class Sym(Command):
             if args.module and row["module"] != args.module:
                 continue
             rows.append(row)
+        return rows
+
+    @staticmethod
+    def _table_listing(prog: Program, tables: list[Any],
+                       args: argparse.Namespace) -> list[dict[str, object]]:
+        rows = []
+        for table in tables:
+            names = table.names
+            wanted = range(len(names)) if args.search is None else [
+                i for i, name in enumerate(names) if args.search in name]
+            for i in wanted:
+                address = int(table.addresses[i])
+                module = symbol_module(prog, address) if table.source == "modules" else None
+                if args.module and module != args.module:
+                    continue
+                rows.append({"address": address, "type": chr(table.types[i]),
+                             "name": names[i], "symbol": names[i], "offset": 0,
+                             "module": module})
+        rows.sort(key=lambda row: row["address"])
         return rows
