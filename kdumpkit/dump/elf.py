@@ -34,9 +34,9 @@ MAX_NOTE_BYTES = 64 << 20
 #: Physical addresses beyond 2^52 (4 PiB) exist on no machine we can dump.
 MAX_PHYS_ADDR = 1 << 52
 READ_CHUNK = 8 << 20
-#: Any file may describe up to 2^30 pages (4 TiB of 4 KiB pages); more needs a file
+#: Any file may describe up to 2^28 pages (1 TiB of 4 KiB pages); more needs a file
 #: of at least one byte per page.
-MAX_PFNS_ANY_FILE = 1 << 30
+MAX_PFNS_ANY_FILE = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -249,10 +249,23 @@ class ElfDump(Dump):
             pfn = start_pfn
             while pfn < end_pfn:
                 n = min(end_pfn - pfn, READ_CHUNK // ps)
-                data = self._read_span(pfn * ps, (pfn + n) * ps)
+                mapped = self._mapped_span(pfn * ps, (pfn + n) * ps)
+                data = mapped if mapped is not None else self._read_span(pfn * ps, (pfn + n) * ps)
                 for i in range(n):
-                    yield pfn + i, data[i * ps : (i + 1) * ps]
+                    yield pfn + i, bytes(data[i * ps : (i + 1) * ps])
                 pfn += n
+
+    def _mapped_span(self, start: int, end: int) -> memoryview | None:
+        """[start, end) without a copy when one extent holds it all and the file is mapped."""
+        view = getattr(self.source, "view", None)
+        if view is None:
+            return None
+        for ext in self._overlapping(start, end):
+            if ext.start <= start and end <= ext.lost_from:
+                span = view(ext.offset + start - ext.start, end - start)
+                return span if isinstance(span, memoryview) else None
+            return None
+        return None
 
     def close(self) -> None:
         self.source.close()
