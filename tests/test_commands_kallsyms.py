@@ -134,3 +134,14 @@ def test_log_without_types_reads_vmcoreinfo_layouts(session: Session, fx61: Path
     assert session.run_to_text("log") == (fx61 / "crash-9.0.2" / "log.txt").read_text()
     with_callers = (fx61 / "makedumpfile" / "dump-dmesg-1.7.8.txt").read_text()
     assert session.run_to_text("log -c") == with_callers
+
+
+def test_dis_annotates_rip_relative_and_rd_s_names_return_addresses(session: Session) -> None:
+    # the instruction after panic's call to __crash_kexec (crash's bt frame #2 at panic+317)
+    last = session.run_to_text("dis -r ffffffff84bcd06e").splitlines()[-2:]
+    assert last[0].endswith("call   0xffffffff84364640 <__crash_kexec>")
+    assert last[1].endswith("(%rip)        # 0xffffffff864ee840 <panic_print>")
+    # the panic task's stack: return addresses crash's bt shows as frames #3 and #4
+    text = session.run_to_text("rd -s ffffd186803f3a88 4")
+    assert text == ("ffffd186803f3a88:  0000000000000000 sysrq_handle_crash+22\n"
+                    "ffffd186803f3a98:  __handle_sysrq.cold+68 0000000000000002\n")

@@ -18,6 +18,7 @@ MAX_INSN = 15
 MAX_FUNCTION = 1 << 20
 
 _TARGET = re.compile(r"^\$?(0x[0-9a-f]+)$")
+_RIP_RELATIVE = re.compile(r"(-?0x[0-9a-f]+)\(%rip\)")
 _DECIMAL_IMMEDIATE = re.compile(r"\$(-?\d+)\b")
 #: AT&T mnemonics whose size suffix gdb leaves out when a register gives the size
 _SUFFIXED = frozenset(
@@ -59,6 +60,12 @@ def disassemble(prog: Program, start: int, size: int, count: int | None) -> list
             name = symbolize(prog, int(target.group(1), 16))
             if name:
                 operands = f"{target.group(1)} <{name}>"
+        rip = _RIP_RELATIVE.search(operands)
+        if rip:
+            # gdb's comment: where a %rip-relative operand points
+            where = (insn.address + insn.size + int(rip.group(1), 16)) & 0xFFFFFFFFFFFFFFFF
+            name = symbolize(prog, where)
+            operands += f"        # 0x{where:x}" + (f" <{name}>" if name else "")
         rows.append({
             "address": insn.address,
             "location": symbolize(prog, insn.address),

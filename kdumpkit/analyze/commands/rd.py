@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 LINE_BYTES = 16
 #: characters per line of ``rd -a``
 ASCII_LINE = 60
+#: the lowest kernel virtual address on x86_64 (the upper canonical half)
+KERNEL_HALF = 0xFFFF800000000000
 #: longest ``rd -a`` string, so that a missing NUL cannot read unbounded memory
 ASCII_LIMIT = 1 << 20
 
@@ -45,7 +47,8 @@ def hex_lines(address: int, data: bytes, width: int, *, ascii_column: bool,
         cells = []
         for word in words:
             if symbolic is not None and width == 8:
-                name = symbolize(symbolic, word) if word else None
+                # only kernel addresses name symbols (per-cpu offsets are small numbers)
+                name = symbolize(symbolic, word) if word >= KERNEL_HALF else None
                 cells.append(f"{name or format(word, '016x'):<16}")
             elif decimal:
                 cells.append(f"{word:>{digits + 4}}")
