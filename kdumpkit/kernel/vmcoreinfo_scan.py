@@ -100,36 +100,27 @@ def locate_vmcoreinfo(
 ) -> VmcoreinfoCandidate | None:
     """The best VMCOREINFO candidate in physical memory, with where it was found.
 
-    Memory is read once in increasing address order; a verified page-aligned note
-    ends the scan at once, anything else is kept and ranked at the end.
+    The first pass looks only at the start of each page, in increasing address
+    order, and stops at the first page-aligned note that matches memory.  Only if
+    none does, a second pass searches every byte for unaligned notes (Linux < 4.13
+    kept the note in .bss).  Candidates are ranked at the end (see ``rank``).
     """
-    deadline = None if time_limit is None else time.monotonic() + time_limit
-    page_size = dump.page_size
+    clock = _Clock(dump.name, time_limit)
     candidates: list[VmcoreinfoCandidate] = []
-    seen: set[tuple[str, int]] = set()
-    scanned = 0
-    prev_end, tail = -1, b""
-    for base, data in _memory_chunks(dump, CHUNK_BYTES):
-        hits = list(_hits(base, data, page_size))
-        if base == prev_end:  # a note may straddle the boundary with the previous chunk
-            hits += _straddling_hits(prev_end - len(tail), tail + data[: len(NOTE_NAME_AND_TEXT)])
-        prev_end, tail = base + len(data), data[-len(NOTE_NAME_AND_TEXT) :]
-        for kind, paddr in hits:
-            if (kind, paddr) in seen:
-                continue
-            seen.add((kind, paddr))
-            candidate = _candidate(dump, kind, paddr)
-            if candidate is None:
-                continue
-            if candidate.verified and candidate.kind == "note" and candidate.page_aligned:
-                return candidate
-            candidates.append(candidate)
-        scanned += len(data)
-        if deadline is not None and time.monotonic() > deadline:
-            raise VmcoreinfoScanError(
-                f"{dump.name}: no VMCOREINFO found in the first {scanned >> 20} MiB of memory "
-                f"within {time_limit:g} s; giving up"
-            )
+    for kind, paddr in _aligned_hits(dump, clock):
+        candidate = _candidate(dump, kind, paddr)
+        if candidate is None:
+            continue
+        if candidate.verified and kind == "note":
+            return candidate
+        candidates.append(candidate)
+    if not any(c.verified for c in candidates):
+        seen = {c.paddr for c in candidates}
+        for paddr in _unaligned_note_hits(dump, clock):
+            candidate = None if paddr in seen else _candidate(dump, "note", paddr)
+            seen.add(paddr)
+            if candidate is not None:
+                candidates.append(candidate)
     usable = [c for c in candidates if c.verified is not False]
     return min(usable, key=lambda c: (c.rank, c.paddr)) if usable else None
 
@@ -154,6 +145,68 @@ def ensure_vmcoreinfo(dump: Dump, *, time_limit: float | None = DEFAULT_TIME_LIM
 # --- reading memory ---------------------------------------------------------------------
 
 
+class _Clock:
+    """The scan's time bound: :meth:`tick` raises once it is spent."""
+
+    def __init__(self, name: str, limit: float | None) -> None:
+        self.name = name
+        self.limit = limit
+        self.deadline = None if limit is None else time.monotonic() + limit
+        self.scanned = 0
+
+    def tick(self, nbytes: int) -> None:
+        self.scanned += nbytes
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise VmcoreinfoScanError(
+                f"{self.name}: no VMCOREINFO found after scanning {self.scanned >> 20} MiB "
+                f"of memory in {self.limit:g} s; giving up"
+            )
+
+
+def _aligned_hits(dump: Dump, clock: _Clock) -> Iterator[tuple[str, int]]:
+    """``(kind, paddr)`` of pages that start with a VMCOREINFO note or bare text."""
+    page_size = dump.page_size
+    name_end = NOTE_NAME_OFFSET + len(NOTE_NAME_AND_TEXT)
+    if isinstance(dump, ElfDump):
+        # Whole chunks from the file, the start of every page compared at once.
+        name = np.frombuffer(NOTE_NAME_AND_TEXT, dtype=np.uint8)
+        text = np.frombuffer(TEXT_START, dtype=np.uint8)
+        for base, data in _elf_chunks(dump, CHUNK_BYTES):
+            whole = len(data) - len(data) % page_size
+            rows = np.frombuffer(data, dtype=np.uint8, count=whole).reshape(-1, page_size)
+            is_note = (rows[:, NOTE_NAME_OFFSET:name_end] == name).all(axis=1)
+            is_text = (rows[:, : len(TEXT_START)] == text).all(axis=1)
+            for index in np.flatnonzero(is_note).tolist():
+                yield "note", base + index * page_size
+            for index in np.flatnonzero(is_text).tolist():
+                yield "text", base + index * page_size
+            clock.tick(len(data))
+        return
+    for count, (pfn, page) in enumerate(dump.iter_pages(), 1):
+        if page[NOTE_NAME_OFFSET:name_end] == NOTE_NAME_AND_TEXT:
+            yield "note", pfn * page_size
+        elif page[: len(TEXT_START)] == TEXT_START:
+            yield "text", pfn * page_size
+        if count % 4096 == 0:
+            clock.tick(4096 * page_size)
+
+
+def _unaligned_note_hits(dump: Dump, clock: _Clock) -> Iterator[int]:
+    """Physical addresses of notes anywhere in memory, across chunk boundaries too."""
+    prev_end, tail = -1, b""
+    for base, data in _memory_chunks(dump, CHUNK_BYTES):
+        if base == prev_end:  # a note may straddle the boundary with the previous chunk
+            yield from _straddling_hits(
+                prev_end - len(tail), tail + data[: len(NOTE_NAME_AND_TEXT)]
+            )
+        prev_end, tail = base + len(data), data[-len(NOTE_NAME_AND_TEXT) :]
+        pos = data.find(NOTE_NAME_AND_TEXT, NOTE_NAME_OFFSET)
+        while pos >= 0:
+            yield base + pos - NOTE_NAME_OFFSET
+            pos = data.find(NOTE_NAME_AND_TEXT, pos + 1)
+        clock.tick(len(data))
+
+
 def _memory_chunks(dump: Dump, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
     """``(paddr, bytes)`` pieces of present memory, page-aligned, in address order."""
     if isinstance(dump, ElfDump):
@@ -176,46 +229,26 @@ def _memory_chunks(dump: Dump, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
 
 def _elf_chunks(dump: ElfDump, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
     # Straight from the file, segment by segment: no per-page work.  The kernel-text
-    # PT_LOAD of /proc/vmcore repeats RAM that another segment has; the caller
-    # drops the repeated hits.
+    # PT_LOAD of /proc/vmcore repeats RAM that another segment has (a repeated hit
+    # is a repeated candidate, harmless).
     page_size = dump.page_size
     for seg in sorted(dump.segments, key=lambda s: s.paddr):
         available = min(seg.filesz, max(0, dump.source.size - seg.offset))
-        skip = -seg.paddr % page_size  # start at a page boundary
-        pos = skip
+        pos = -seg.paddr % page_size  # start at a page boundary
         while pos < available:
             size = min(chunk_bytes, available - pos)
             yield seg.paddr + pos, dump.source.pread(seg.offset + pos, size)
             pos += size
 
 
-# --- finding and checking candidates ----------------------------------------------------
+# --- checking candidates ----------------------------------------------------------------
 
 
-def _hits(base: int, data: bytes, page_size: int) -> Iterator[tuple[str, int]]:
-    """``(kind, paddr)`` of every possible VMCOREINFO in ``data`` (at physical ``base``):
-    page-aligned notes first, then bare text pages, then unaligned notes."""
-    whole = len(data) - len(data) % page_size
-    if whole:
-        rows = np.frombuffer(data, dtype=np.uint8, count=whole).reshape(-1, page_size)
-        name = np.frombuffer(NOTE_NAME_AND_TEXT, dtype=np.uint8)
-        heads = rows[:, NOTE_NAME_OFFSET : NOTE_NAME_OFFSET + len(name)]
-        for index in np.flatnonzero((heads == name).all(axis=1)).tolist():
-            yield "note", base + index * page_size
-        text = np.frombuffer(TEXT_START, dtype=np.uint8)
-        for index in np.flatnonzero((rows[:, : len(text)] == text).all(axis=1)).tolist():
-            yield "text", base + index * page_size
-    pos = data.find(NOTE_NAME_AND_TEXT, NOTE_NAME_OFFSET)
-    while pos >= 0:
-        yield "note", base + pos - NOTE_NAME_OFFSET
-        pos = data.find(NOTE_NAME_AND_TEXT, pos + 1)
-
-
-def _straddling_hits(base: int, joint: bytes) -> list[tuple[str, int]]:
-    """Unaligned notes whose name starts in the last bytes of one chunk (``joint`` is
-    that tail followed by the next chunk's head, at physical ``base``)."""
+def _straddling_hits(base: int, joint: bytes) -> list[int]:
+    """A note whose name starts in the last bytes of one chunk (``joint`` is that tail
+    followed by the next chunk's head, at physical ``base``)."""
     pos = joint.find(NOTE_NAME_AND_TEXT)
-    return [("note", base + pos - NOTE_NAME_OFFSET)] if pos >= 0 else []
+    return [base + pos - NOTE_NAME_OFFSET] if pos >= 0 else []
 
 
 def _candidate(dump: Dump, kind: str, paddr: int) -> VmcoreinfoCandidate | None:
