@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CACHE
 
 from kdumpkit.capture.filter import (
     FilterError,
@@ -23,6 +23,8 @@ from kdumpkit.dump.open import open_dump
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
 from kdumpkit.kernel.memmap import MemMapError, PageLayout, SparseMem
 
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("KDUMPKIT_CACHE", ROOT / ".cache"))
 _STAT_LABELS = {
     "Non-private cache pages": PageClass.CACHE,
     "Private cache pages": PageClass.CACHE_PRIVATE,

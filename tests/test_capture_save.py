@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from test_capture_filter import makedumpfile_reference
+from test_capture_filter import ROOT, makedumpfile_reference
 
 from kdumpkit.capture.filter import PageClass, exclude_unnecessary_pages
 from kdumpkit.capture.save import SaveError, report_rows, save_dump

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURE_6_1, ROOT
 
 from kdumpkit.capture.collect import CollectError, SshTarget
 from kdumpkit.capture.filter import exclude_unnecessary_pages
 from kdumpkit.dump.open import open_dump
 
 STAMP = "202611260841"  # CRASHTIME 1795682483 in UTC
-DMESG_1_7_8 = FIXTURE_6_1 / "makedumpfile" / "dump-dmesg-1.7.8.txt"
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(os.environ.get("KDUMPKIT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+DMESG_1_7_8 = (
+    FIXTURES / "linux-6.1.0-56-cloud-amd64-kdump" / "makedumpfile" / "dump-dmesg-1.7.8.txt"
+)
 
 
 def _collect(*args: str, env: dict[str, str] | None = None, timeout: float = 120):  # type: ignore[no-untyped-def]
