@@ -112,3 +112,13 @@ def test_report_without_types_keeps_the_essentials(kdump61: Path,
     assert [(o["cpu"], o["pid"]) for o in bare["other_cpus"]] == [(1, 126)]
     assert bare["log_tail"] == report["log_tail"]
     assert "Crashing task: PID 134 \"testbed_crasher\" on CPU 0" in render_text(bare)
+
+
+def test_text_backtraces_read_like_crash_bt(report: dict[str, Any], fx61: Path) -> None:
+    blocks = render_text(report).split("\n\n")
+    crash_blocks = (fx61 / "crash-9.0.2" / "bt-a.txt").read_text().rstrip("\n").split("\n\n")
+    crashing = next(b for b in blocks if b.startswith("Crashing task:"))
+    other = next(b for b in blocks if b.startswith("CPU 1:"))
+    # frames and exception registers exactly as crash prints them; only the header differs
+    assert crashing.splitlines()[1:] == crash_blocks[0].splitlines()[1:]
+    assert other.splitlines()[1:] == crash_blocks[1].splitlines()[1:]

@@ -103,7 +103,8 @@ def _frame_row(prog: Program, frame: Any) -> dict[str, Any]:
         row = dict(frame)
     else:
         row = {}
-        for key in ("function", "name", "pc", "sp", "module", "offset"):
+        for key in ("function", "name", "pc", "sp", "module", "offset", "is_exception_frame",
+                    "registers", "stack"):
             value = getattr(frame, key, None)
             if value is not None and not callable(value):
                 row[key] = value
@@ -116,7 +117,9 @@ def _frame_row(prog: Program, frame: Any) -> dict[str, Any]:
             row["function"] = None
     if "module" not in row and row.get("pc") is not None:
         row["module"] = symbol_module(prog, row["pc"])
-    return {k: v for k, v in row.items() if isinstance(v, (int, str, bool, type(None)))}
+    return {k: v for k, v in row.items()
+            if isinstance(v, (int, str, bool, type(None)))
+            or (isinstance(v, dict) and all(isinstance(x, int) for x in v.values()))}
 
 
 def backtrace(prog: Program, task: Object, cpu: int | None = None) -> list[dict[str, Any]]:
@@ -341,8 +344,23 @@ def _task_text(title: str, task: dict[str, Any]) -> list[str]:
     where = f" (task {task['task']:x})" if task.get("task") is not None else ""
     lines = [f"{title}: PID {task['pid']}{comm} on CPU {task['cpu']}{where}"]
     frames = task.get("backtrace") or []
-    lines += [_frame_text(i, f) for i, f in enumerate(frames)] or ["  (no backtrace)"]
+    if not frames:
+        return [*lines, "  (no backtrace)"]
+    for index, frame in enumerate(frames):
+        lines.append(_frame_text(index, frame))
+        if frame.get("registers"):
+            lines += _register_text(frame["registers"])
     return lines
+
+
+def _register_text(registers: dict[str, int]) -> list[str]:
+    """An exception frame's registers in crash's ``bt`` layout."""
+    try:
+        from kdumpkit.analyze.commands.bt import register_lines
+
+        return register_lines(registers)
+    except (ImportError, KeyError):
+        return ["    " + "  ".join(f"{k.upper()}: {v:x}" for k, v in sorted(registers.items()))]
 
 
 def render_text(report: dict[str, Any]) -> str:
