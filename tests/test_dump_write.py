@@ -294,3 +294,27 @@ def test_we_read_makedumpfiles_split_set(
         assert len(back.header.extra["split"]) == 2
         assert all(p["end_pfn"] > p["start_pfn"] for p in back.header.extra["split"])
         assert _digests(back) == reference
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec"), [("elf", "none"), ("kdump", "zstd"), ("kdump", "snappy")]
+)
+def test_drgn_reads_our_output(fmt: str, codec: str, kdump61: Path, tmp_path: Path) -> None:
+    # drgn (libkdumpfile for kdump files) is an independent reader: it must see the same
+    # physical pages and, through the page tables, the same kernel data.
+    drgn = pytest.importorskip("drgn")
+    out = tmp_path / f"ours.{fmt}"
+    with open_dump(kdump61) as src:
+        write_dump(src, out, fmt=fmt, compress=codec)
+        vmci = src.vmcoreinfo
+        assert vmci is not None
+        prog = drgn.Program()
+        try:
+            prog.set_core_dump(str(out))
+        except Exception as exc:  # a drgn built without libkdumpfile or its codec
+            pytest.skip(f"drgn cannot open kdump files here: {exc}")
+        uts_name = vmci.symbol("init_uts_ns") + vmci.offset("uts_namespace.name")
+        release = prog.read(uts_name + 2 * 65, 65).split(b"\0")[0].decode()
+        assert release == src.header.utsname["release"]
+        for pfn in np.flatnonzero(src.present_bitmap())[::499].tolist():
+            assert prog.read(pfn * 4096, 4096, True) == src.read_page(pfn)
