@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import drgn
-import numpy as np
 import pytest
 
 from kdumpkit.analyze.program import open_program
@@ -77,21 +76,42 @@ def test_module_symbols_equal_crash_mod(prog: drgn.Program, fx61: Path) -> None:
     assert table is not None and len(table) > 500
 
 
+def _write_system_map(symbols: KernelSymbols, kaslr: int, path: Path) -> Path:
+    """A System.map as the build writes it: link-time (unrelocated) addresses."""
+    lines = []
+    for name, address, letter in zip(
+        symbols.names, symbols.addresses.tolist(), symbols.types, strict=True
+    ):
+        value = address - kaslr if address >= 0xFFFFFFFF80000000 else address
+        lines.append(f"{value:016x} {chr(letter)} {name}\n")
+    path.write_text("".join(lines))
+    return path
+
+
 def test_system_map_round_trip(prog: drgn.Program, tmp_path: Path) -> None:
-    """A System.map (unrelocated addresses) loads back to the same table once shifted."""
     ours: KernelSymbols = prog.cache["kdumpkit.debuginfo"].symbols
     kaslr = prog.cache["kdumpkit.dump"].vmcoreinfo.kerneloffset
-    lines = []
-    for name, address, letter in zip(ours.names, ours.addresses.tolist(), ours.types, strict=True):
-        value = address if chr(letter) in "aA" or address < 1 << 32 else address - kaslr
-        lines.append(f"{value:016x} {chr(letter)} {name}\n")
-    path = tmp_path / "System.map"
-    path.write_text("".join(lines))
-    loaded = load_system_map(path, kaslr)
-    per_cpu = loaded.addresses < (1 << 32)
-    loaded.addresses[per_cpu] -= np.uint64(kaslr)  # System.map's per-cpu 'A'-less rows
-    assert loaded.address("panic") == ours.address("panic")
-    assert loaded.address("init_task") == ours.address("init_task")
+    loaded = load_system_map(_write_system_map(ours, kaslr, tmp_path / "System.map"), kaslr)
+    assert loaded.names == ours.names
+    assert (loaded.addresses == ours.addresses).all()
+
+
+def test_program_with_system_map(prog: drgn.Program, kdump61: Path, tmp_path: Path) -> None:
+    """The pre-6.0 path: symbols from a System.map, types from the BTF in memory."""
+    ours: KernelSymbols = prog.cache["kdumpkit.debuginfo"].symbols
+    kaslr = prog.cache["kdumpkit.dump"].vmcoreinfo.kerneloffset
+    system_map = _write_system_map(ours, kaslr, tmp_path / "System.map")
+    with_map = open_program(kdump61, vmlinux=system_map)
+    assert with_map.cache["kdumpkit.debuginfo"].symbols.source == "System.map"
+    assert with_map.crashed_thread().tid == 134
+    assert with_map["init_uts_ns"].name.release.string_() == b"6.1.0-56-cloud-amd64"
+    assert per_cpu_curr(with_map, 1) == b"testbed_spinner"
+
+
+def per_cpu_curr(program: drgn.Program, cpu: int) -> bytes:
+    from drgn.helpers.linux.percpu import per_cpu
+
+    return per_cpu(program["runqueues"], cpu).curr.comm.string_()
 
 
 def _vmcoreinfo_with(vmcoreinfo: VmcoreInfo, **symbols: int) -> VmcoreInfo:
@@ -209,3 +229,27 @@ def test_globals_table_types_exist_in_the_host_kernel() -> None:
             unresolved.append(name)
     # Config-dependent on the host (e.g. kexec_crash_image without CONFIG_KEXEC_CORE).
     assert len(unresolved) <= 4, unresolved
+
+
+def test_elf_symtab_equals_kallsyms(prog: drgn.Program) -> None:
+    """A vmlinux's .symtab, relocated by KERNELOFFSET, gives kallsyms' addresses."""
+    import os
+
+    from kdumpkit.debuginfo.symbols import load_elf_symtab
+
+    release = "6.1.0-56-cloud-amd64"
+    cache = Path(
+        os.environ.get("KDUMPKIT_CACHE", Path(__file__).resolve().parent.parent / ".cache")
+    )
+    vmlinux = cache / "oracle" / "kernels" / release / "usr/lib/debug/boot" / f"vmlinux-{release}"
+    if not vmlinux.is_file():
+        pytest.skip(f"{vmlinux} is not cached")
+    kallsyms_table: KernelSymbols = prog.cache["kdumpkit.debuginfo"].symbols
+    kaslr = prog.cache["kdumpkit.dump"].vmcoreinfo.kerneloffset
+    symtab = load_elf_symtab(vmlinux, kaslr)
+    compared = 0
+    for name in kallsyms_table.names[::97]:
+        if len(kallsyms_table.positions(name)) == 1 and len(symtab.positions(name)) == 1:
+            assert symtab.address(name) == kallsyms_table.address(name), name
+            compared += 1
+    assert compared > 500

@@ -28,6 +28,7 @@ from kdumpkit.debuginfo.loader import (
     load_dwarf_companions,
     load_live_debuginfo,
 )
+from kdumpkit.debuginfo.symbols import load_elf_symtab, load_system_map
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError, DumpFormatError, PageNotPresentError
 from kdumpkit.dump.open import open_dump
@@ -137,13 +138,39 @@ def load_vmlinux(prog: drgn.Program, vmlinux: PathArg) -> None:
             raise DumpFormatError(f"{path}: no usable DWARF for the kernel: {exc}") from None
 
 
+def debug_file_kind(path: PathArg) -> str:
+    """What a --vmlinux argument holds: "dwarf" (a vmlinux with .debug_info, or a debug
+    directory), "symtab" (an ELF without DWARF) or "system.map"."""
+    name = os.fspath(path)
+    if os.path.isdir(name):
+        return "dwarf"
+    try:
+        with open(name, "rb") as file:
+            head = file.read(4)
+    except OSError as exc:
+        raise DumpFormatError(f"{name}: cannot open: {exc.strerror}") from None
+    if head != b"\x7fELF":
+        return "system.map"
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(name, "rb") as file:
+            has_dwarf = ELFFile(file).get_section_by_name(".debug_info") is not None
+    except ELFError as exc:
+        raise DumpFormatError(f"{name}: bad ELF file: {exc}") from None
+    return "dwarf" if has_dwarf else "symtab"
+
+
 def open_program(
     path_or_paths: PathArg | Sequence[PathArg] | None = None, vmlinux: PathArg | None = None
 ) -> drgn.Program:
     """Open a dump (any format, or a split set) or the live kernel as a drgn Program.
 
     Without ``vmlinux``, types come from the kernel's BTF and symbols from kallsyms,
-    both read from the dump.
+    both read from the dump.  ``vmlinux`` may be a vmlinux with DWARF or a debug
+    directory (DWARF types), or, for kernels before 6.0 whose VMCOREINFO lacks
+    kallsyms, a System.map or a stripped vmlinux (symbols; types still from BTF).
     """
     if path_or_paths is None or (
         isinstance(path_or_paths, (str, os.PathLike)) and os.fspath(path_or_paths) in LIVE_PATHS
@@ -153,11 +180,21 @@ def open_program(
     try:
         prog = program_from_dump(dump)
         assert dump.vmcoreinfo is not None
-        if vmlinux is not None:
+        kind = debug_file_kind(vmlinux) if vmlinux is not None else None
+        if kind == "dwarf":
+            assert vmlinux is not None
             load_vmlinux(prog, vmlinux)
             load_dwarf_companions(prog, dump.vmcoreinfo)
-        else:
+        elif kind is None:
             load_dump_debuginfo(prog, dump.vmcoreinfo)
+        else:
+            # Kernels before 6.0 have no kallsyms in VMCOREINFO: symbols from the file,
+            # types still from the BTF in memory.
+            assert vmlinux is not None
+            kaslr = dump.vmcoreinfo.kerneloffset or 0
+            load = load_system_map if kind == "system.map" else load_elf_symtab
+            symbols = load(vmlinux, kaslr)
+            load_dump_debuginfo(prog, dump.vmcoreinfo, symbols=symbols)
     except BaseException:
         dump.close()
         raise

@@ -285,6 +285,18 @@ def _kallsyms_addresses(vmcoreinfo: VmcoreInfo, read: ReadFn, num_syms: int) -> 
     return np.frombuffer(read(addresses_addr, 8 * num_syms), dtype="<u8").copy()
 
 
+#: __START_KERNEL_map: link-time addresses at or above it move with KASLR; per-cpu
+#: symbols (offsets into the per-cpu area, near 0) do not.
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+
+
+def _relocate(addresses: np.ndarray, kaslr_offset: int) -> np.ndarray:
+    moved = addresses >= np.uint64(START_KERNEL_MAP)
+    out = addresses.copy()
+    out[moved] += np.uint64(kaslr_offset & ((1 << 64) - 1))
+    return out
+
+
 def load_system_map(path: str | os.PathLike[str], kaslr_offset: int = 0) -> KernelSymbols:
     """Symbols from a System.map (``address type name`` lines), shifted by KASLR."""
     names: list[str] = []
@@ -302,51 +314,63 @@ def load_system_map(path: str | os.PathLike[str], kaslr_offset: int = 0) -> Kern
                     raise SymbolError(
                         f"{os.fspath(path)}:{line_no}: not a System.map line"
                     ) from None
-                code = fields[1][:1]
-                if code not in "aA":
-                    value += kaslr_offset
+                if value >= 1 << 64:
+                    raise SymbolError(f"{os.fspath(path)}:{line_no}: address out of range")
                 names.append(fields[2])
-                addresses.append(value & ((1 << 64) - 1))
-                types.append(ord(code))
+                addresses.append(value)
+                types.append(ord(fields[1][:1]))
     except OSError as exc:
         raise SymbolError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
     if not names:
         raise SymbolError(f"{os.fspath(path)}: no symbols")
-    return KernelSymbols(names, np.array(addresses, dtype=np.uint64), bytes(types), "System.map")
+    relocated = _relocate(np.array(addresses, dtype=np.uint64), kaslr_offset)
+    return KernelSymbols(names, relocated, bytes(types), "System.map")
+
+
+_ELF64_SYM = np.dtype(
+    [("st_name", "<u4"), ("st_info", "u1"), ("st_other", "u1"), ("st_shndx", "<u2"),
+     ("st_value", "<u8"), ("st_size", "<u8")]
+)  # fmt: skip
+#: nm letters by (ELF binding, ELF type): local/global/weak x object/function.
+_NM_LETTER = {(0, 1): "d", (1, 1): "D", (2, 1): "V", (0, 2): "t", (1, 2): "T", (2, 2): "W"}
+SHN_UNDEF = 0
+SHN_ABS = 0xFFF1
 
 
 def load_elf_symtab(path: str | os.PathLike[str], kaslr_offset: int = 0) -> KernelSymbols:
-    """Symbols from a vmlinux's ELF ``.symtab``, shifted by KASLR."""
+    """Symbols from a vmlinux's ELF ``.symtab`` (read in bulk), shifted by KASLR."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
-    names: list[str] = []
-    addresses: list[int] = []
-    types = bytearray()
+    name = os.fspath(path)
     try:
         with open(path, "rb") as file:
-            symtab = ELFFile(file).get_section_by_name(".symtab")
+            elf = ELFFile(file)
+            symtab = elf.get_section_by_name(".symtab")
             if symtab is None:
-                raise SymbolError(f"{os.fspath(path)}: no .symtab section")
-            for sym in symtab.iter_symbols():
-                if not sym.name or sym["st_shndx"] == "SHN_UNDEF":
-                    continue
-                code = _elf_nm_letter(sym["st_info"]["type"], sym["st_info"]["bind"])
-                value = sym["st_value"]
-                if sym["st_shndx"] != "SHN_ABS":
-                    value += kaslr_offset
-                names.append(sym.name)
-                addresses.append(value & ((1 << 64) - 1))
-                types.append(ord(code))
+                raise SymbolError(f"{name}: no .symtab section")
+            strtab = elf.get_section(symtab["sh_link"])
+            file.seek(symtab["sh_offset"])
+            raw = file.read(symtab["sh_size"])
+            file.seek(strtab["sh_offset"])
+            strings = file.read(strtab["sh_size"])
     except OSError as exc:
-        raise SymbolError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
-    except ELFError as exc:
-        raise SymbolError(f"{os.fspath(path)}: bad ELF file: {exc}") from None
-    return KernelSymbols(names, np.array(addresses, dtype=np.uint64), bytes(types), "vmlinux")
-
-
-def _elf_nm_letter(sym_type: str, bind: str) -> str:
-    letter = {"STT_FUNC": "t", "STT_OBJECT": "d"}.get(sym_type, "a")
-    if bind == "STB_WEAK":
-        return "w" if sym_type != "STT_OBJECT" else "v"
-    return letter.upper() if bind == "STB_GLOBAL" else letter
+        raise SymbolError(f"{name}: cannot read: {exc.strerror}") from None
+    except (ELFError, KeyError, IndexError) as exc:
+        raise SymbolError(f"{name}: bad ELF file: {exc}") from None
+    if len(raw) % _ELF64_SYM.itemsize:
+        raise SymbolError(f"{name}: .symtab is not a whole number of 64-bit symbols")
+    syms = np.frombuffer(raw, dtype=_ELF64_SYM)
+    syms = syms[(syms["st_shndx"] != SHN_UNDEF) & (syms["st_name"] != 0)]
+    names = []
+    for offset in syms["st_name"].tolist():
+        end = strings.find(b"\0", offset)
+        names.append(strings[offset : end if end >= 0 else len(strings)].decode("latin-1"))
+    letters = bytes(
+        ord(_NM_LETTER.get((info >> 4, info & 0xF), "a")) for info in syms["st_info"].tolist()
+    )
+    addresses = syms["st_value"].copy()
+    absolute = syms["st_shndx"] == SHN_ABS
+    relocated = _relocate(addresses, kaslr_offset)
+    relocated[absolute] = addresses[absolute]
+    return KernelSymbols(names, relocated, letters, "vmlinux", syms["st_size"].copy())
