@@ -13,6 +13,8 @@ from kdumpkit.analyze.commands.common import (
     is_kernel_thread,
     task_comm,
 )
+from kdumpkit.analyze.stack import cpu_current_task
+from kdumpkit.dump.errors import DumpError
 
 if TYPE_CHECKING:
     from drgn import Object, Program
@@ -33,24 +35,80 @@ def select_tasks(prog: Program, filters: list[str]) -> list[Object]:
     """Tasks matching any PID / task address / name / state, and every keyword filter
     (``kernel``, ``user``, ``active``); all tasks when no filter is given.  Sorted by PID
     then CPU, as crash walks its task table."""
+    import drgn
     from drgn.helpers.linux.sched import task_cpu
 
     keywords = {f for f in filters if f in ("kernel", "user", "active")}
     selectors = [f for f in filters if f not in keywords]
     active = active_tasks(prog) if "active" in keywords else {}
-    chosen = []
-    for task in for_each_task_with_idle(prog):
-        if "kernel" in keywords and not _is_kernel(task):
-            continue
-        if "user" in keywords and _is_kernel(task):
-            continue
-        if "active" in keywords and active.get(task.value_()) != task_cpu(task):
-            continue
-        if selectors and not any(_matches(task, s) for s in selectors):
-            continue
-        chosen.append(task)
-    chosen.sort(key=lambda t: (t.pid.value_(), task_cpu(t)))
-    return chosen
+    chosen: list[tuple[int, int, Object]] = []
+    for task in all_tasks(prog):
+        try:
+            pid, cpu = task.pid.value_(), task_cpu(task)
+            if "kernel" in keywords and not _is_kernel(task):
+                continue
+            if "user" in keywords and _is_kernel(task):
+                continue
+            if "active" in keywords and active.get(task.value_()) != cpu:
+                continue
+            if selectors and not any(_matches(task, s) for s in selectors):
+                continue
+        except drgn.FaultError:
+            continue  # the task_struct's page is not in the dump
+        chosen.append((pid, cpu, task))
+    chosen.sort(key=lambda entry: (entry[0], entry[1]))
+    return [task for _, _, task in chosen]
+
+
+def all_tasks(prog: Program) -> list[Object]:
+    """Every task, idle tasks included, from the PID namespace.  When a page on the way
+    is missing from the dump, the tasks found before it are completed from both ends of
+    ``init_task.tasks`` (and each thread group) and from each CPU's current task."""
+    import drgn
+
+    found: dict[int, Object] = {}
+    try:
+        for task in for_each_task_with_idle(prog):
+            found[task.value_()] = task
+        return list(found.values())
+    except drgn.FaultError:
+        pass
+    for task in _tasks_from_task_list(prog):
+        found.setdefault(task.value_(), task)
+    for cpu in range(len(prog.cache["kdumpkit.dump"].prstatus)):
+        try:
+            current = cpu_current_task(prog, cpu)
+        except (DumpError, drgn.FaultError):
+            current = None
+        if current is not None:
+            found.setdefault(current.value_(), current)
+    return list(found.values())
+
+
+def _tasks_from_task_list(prog: Program) -> list[Object]:
+    import drgn
+    from drgn.helpers.linux.list import list_for_each_entry, list_for_each_entry_reverse
+    from drgn.helpers.linux.pid import for_each_task_in_group
+
+    tasks: dict[int, Object] = {}
+    init_task = prog["init_task"].address_of_()
+    tasks[init_task.value_()] = init_task
+    head = init_task.tasks.address_of_()
+    limit = 1 << 20  # a corrupt list must not run forever
+    for walk in (list_for_each_entry, list_for_each_entry_reverse):
+        try:
+            for leader in walk("struct task_struct", head, "tasks"):
+                if len(tasks) > limit or leader.value_() in tasks:
+                    break
+                tasks[leader.value_()] = leader
+                try:
+                    for thread in for_each_task_in_group(leader):
+                        tasks.setdefault(thread.value_(), thread)
+                except (LookupError, drgn.FaultError):
+                    continue
+        except drgn.FaultError:
+            continue  # a page the dump lacks: keep the tasks before it, walk the other way
+    return list(tasks.values())
 
 
 def _is_kernel(task: Object) -> bool:

@@ -1,0 +1,57 @@
+"""``bt``, ``bt -a`` and ``foreach bt`` on every further dump the testbed made (6.12 kdump,
+QEMU ``dump-guest-memory`` dumps), against crash 9.0.2 run on the same dump with DWARF.
+
+The dumps live in ``.cache/oracle`` (made by ``/work/shared/testbed`` with
+``FIXTURES=.cache/oracle``); without them these tests skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kdumpkit.analyze.program import open_program
+from kdumpkit.analyze.session import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+ORACLE = Path(os.environ.get("KDUMPKIT_CACHE", ROOT / ".cache")) / "oracle"
+COMMANDS = {"bt": "bt.txt", "bt -a": "bt-a.txt", "foreach bt": "foreach-bt.txt"}
+#: Our readers' preference among the files crash read, smallest first.
+DUMP_NAMES = ("vmcore.mdf-1.7.8.kdump", "vmcore.kdump", "vmcore.qemu.kdump", "vmcore.elf",
+              "vmcore.qemu.elf")
+
+
+def oracle_cases() -> list[tuple[Path, Path]]:
+    """(dump file, crash output folder) for each testbed dump crash analysed."""
+    cases = []
+    if not ORACLE.is_dir():
+        return cases
+    for folder in sorted(ORACLE.iterdir()):
+        outputs = folder / "crash-9.0.2"
+        if not outputs.is_dir():
+            continue
+        for name in DUMP_NAMES:
+            dump = folder / name
+            if dump.is_file() and all((outputs / name / f).is_file() for f in COMMANDS.values()):
+                cases.append((dump, outputs / name))
+                break
+    return cases
+
+
+CASES = oracle_cases()
+
+
+@pytest.mark.skipif(not CASES, reason=f"no testbed dumps with crash outputs in {ORACLE}")
+@pytest.mark.parametrize(("dump", "outputs"), CASES,
+                         ids=[f"{d.parent.name}/{d.name}" for d, _ in CASES] or None)
+def test_bt_matches_crash(dump: Path, outputs: Path) -> None:
+    session = Session(open_program(dump))
+    for command, filename in COMMANDS.items():
+        expected = (outputs / filename).read_text()
+        ours = session.run_to_text(command)
+        ours_blocks, their_blocks = ours.split("\n\n"), expected.split("\n\n")
+        matched = sum(a == b for a, b in zip(ours_blocks, their_blocks, strict=False))
+        assert ours == expected, (
+            f"{command}: {matched}/{len(their_blocks)} tasks equal to crash")
