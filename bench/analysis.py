@@ -98,6 +98,7 @@ def in_process(dump: Path, vmlinux: str | None, repeat: int) -> dict[str, float]
 
 
 def main() -> int:
+    """Run the measurements and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dump", type=Path, default=DEFAULT_DUMP)
     parser.add_argument("--vmlinux", help="a DWARF vmlinux: also time crash and drgn")

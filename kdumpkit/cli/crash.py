@@ -60,6 +60,7 @@ class _Completer(Completer):
         self._symbols: list[str] | None = None
 
     def symbols(self) -> list[str]:
+        """Every symbol name, sorted, read once."""
         if self._symbols is None:
             names = {symbol.name for symbol in self.session.prog.symbols()}
             self._symbols = sorted(names)

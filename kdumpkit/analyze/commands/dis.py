@@ -95,6 +95,8 @@ def render(rows: list[dict], show_bytes: bool) -> str:
 
 @register
 class Dis(Command):
+    """crash's ``dis``, decoded by capstone."""
+
     name = "dis"
     help = "disassemble memory"
 

@@ -8,5 +8,7 @@ from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
 
 @register
 class Files(DrgnCrashCommand):
+    """crash's ``files``."""
+
     name = "files"
     help = "open files"

@@ -31,6 +31,8 @@ def columns_text(names: list[str]) -> str:
 
 @register
 class Help(Command):
+    """crash's ``help``."""
+
     name = "help"
     help = "the command list, or a command's usage"
 

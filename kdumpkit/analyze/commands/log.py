@@ -78,6 +78,8 @@ def format_record(record: dict[str, Any], *, timestamps: bool = True, level: boo
 
 @register
 class Log(Command):
+    """crash's ``log`` (-t, -m, -c; -T through drgn)."""
+
     name = "log"
     help = "dump system message buffer"
 

@@ -58,6 +58,8 @@ def render_row(row: dict[str, Any]) -> str:
 
 @register
 class Mod(Command):
+    """crash's ``mod`` (and ``mod -t``)."""
+
     name = "mod"
     help = "module information"
 

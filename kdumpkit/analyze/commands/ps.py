@@ -136,6 +136,8 @@ def process_table(prog: Program) -> list[dict[str, Any]]:
 
 @register
 class Ps(Command):
+    """crash's ``ps`` (-k, -u, -A and filters; other options through drgn)."""
+
     name = "ps"
     help = "display process status information"
 

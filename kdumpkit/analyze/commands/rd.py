@@ -78,6 +78,8 @@ def read_string(prog: Program, address: int, physical: bool, limit: int) -> byte
 
 @register
 class Rd(Command):
+    """crash's ``rd``."""
+
     name = "rd"
     help = "read memory"
 

@@ -57,6 +57,8 @@ def render_run_queue(row: dict[str, Any]) -> str:
 
 @register
 class Runq(Command):
+    """crash's ``runq`` (and ``-c CPUS``)."""
+
     name = "runq"
     help = "run queue"
 

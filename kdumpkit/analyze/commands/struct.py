@@ -61,6 +61,8 @@ class _Aggregate(DrgnCrashCommand):
 
 @register
 class Struct(_Aggregate):
+    """crash's ``struct``."""
+
     name = "struct"
     help = "structure contents"
     keyword = "struct"
@@ -68,6 +70,8 @@ class Struct(_Aggregate):
 
 @register
 class Union(_Aggregate):
+    """crash's ``union``."""
+
     name = "union"
     help = "union contents"
     keyword = "union"
@@ -75,11 +79,15 @@ class Union(_Aggregate):
 
 @register
 class Print(DrgnCrashCommand):
+    """crash's ``p`` (drgn's rendering of the value)."""
+
     name = "p"
     help = "print the value of an expression"
 
 
 @register
 class Whatis(DrgnCrashCommand):
+    """crash's ``whatis``."""
+
     name = "whatis"
     help = "type or symbol definition"

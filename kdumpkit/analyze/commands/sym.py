@@ -62,6 +62,8 @@ def render_symbol_row(row: dict[str, object]) -> str:
 
 @register
 class Sym(Command):
+    """crash's ``sym``."""
+
     name = "sym"
     help = "translate a symbol to its address, or an address to its symbol"
 

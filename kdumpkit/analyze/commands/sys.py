@@ -257,6 +257,8 @@ def format_pairs(pairs: list[tuple[str, str]]) -> str:
 
 @register
 class Sys(Command):
+    """crash's ``sys`` (and ``sys -t``, ``sys config``)."""
+
     name = "sys"
     help = "system data"
 

@@ -51,6 +51,8 @@ def context_block(task: Object) -> str:
 
 @register
 class Set(Command):
+    """crash's ``set``: show or change the task context."""
+
     name = "set"
     help = "set the task context (PID, task address, -p panic task, -c CPU)"
 
@@ -83,5 +85,7 @@ class Set(Command):
 
 @register
 class Task(DrgnCrashCommand):
+    """crash's ``task``."""
+
     name = "task"
     help = "task_struct contents (-R member,... for chosen members)"

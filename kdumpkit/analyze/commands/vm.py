@@ -8,5 +8,7 @@ from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
 
 @register
 class Vm(DrgnCrashCommand):
+    """crash's ``vm``."""
+
     name = "vm"
     help = "virtual memory"
