@@ -145,3 +145,10 @@ def test_dis_annotates_rip_relative_and_rd_s_names_return_addresses(session: Ses
     text = session.run_to_text("rd -s ffffd186803f3a88 4")
     assert text == ("ffffd186803f3a88:  0000000000000000 sysrq_handle_crash+22\n"
                     "ffffd186803f3a98:  __handle_sysrq.cold+68 0000000000000002\n")
+
+
+def test_shell_escape(session: Session, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    assert session.run(f"!touch {marker}") == 0
+    assert marker.exists()
+    assert session.run("!false") == 1

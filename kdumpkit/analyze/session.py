@@ -177,6 +177,10 @@ class Session:
         """Run a line, writing to ``out`` (or its pipe / file); 0 on success, 1 on error."""
         out = self.out or sys.stdout
         err = self.err or sys.stderr
+        if line.lstrip().startswith("!"):
+            # crash's shell escape: "!ls -l"
+            out.flush()
+            return subprocess.run(line.lstrip()[1:], shell=True, check=False).returncode and 1
         try:
             parsed = split_command_line(line)
         except CommandError as exc:
