@@ -74,8 +74,14 @@ def meminfo(prog: Program) -> dict[str, int]:
         pass
     file_pages = _stat(prog, "vm_node_stat", "NR_FILE_PAGES")
     cached = max(file_pages - swapcache - buffers, 0)
-    slab = (_stat(prog, "vm_node_stat", "NR_SLAB_RECLAIMABLE_B")
-            + _stat(prog, "vm_node_stat", "NR_SLAB_UNRECLAIMABLE_B"))
+    try:
+        slab = (_stat(prog, "vm_node_stat", "NR_SLAB_RECLAIMABLE_B")
+                + _stat(prog, "vm_node_stat", "NR_SLAB_UNRECLAIMABLE_B"))
+    except LookupError:
+        # Before Linux kernel commit d42f3245c7e2 ("mm: memcg: convert vmstat slab
+        # counters to bytes") (v5.9) the counters had no _B suffix.
+        slab = (_stat(prog, "vm_node_stat", "NR_SLAB_RECLAIMABLE")
+                + _stat(prog, "vm_node_stat", "NR_SLAB_UNRECLAIMABLE"))
     huge_total, huge_free = hugepage_counts(prog)
     swap_total = _optional_global(prog, "total_swap_pages")
     swap_free = _optional_global(prog, "nr_swap_pages")
