@@ -155,6 +155,23 @@ class Dump(ABC):
         for pfn in np.flatnonzero(bits).tolist():
             yield pfn, self._read_present_page(pfn)
 
+    def iter_page_chunks(
+        self, only: np.ndarray | None = None, max_pages: int = 256
+    ) -> Iterator[tuple[np.ndarray, bytes]]:
+        """Pages with data in pfn order, in groups of up to ``max_pages``:
+        ``(pfns, their bytes back to back)``.  Writers use it; formats that store
+        pages contiguously (ELF) override it to avoid per-page copies."""
+        pfns: list[int] = []
+        pages: list[bytes] = []
+        for pfn, data in self.iter_pages(only):
+            pfns.append(pfn)
+            pages.append(data)
+            if len(pfns) == max_pages:
+                yield np.array(pfns, dtype=np.int64), b"".join(pages)
+                pfns, pages = [], []
+        if pfns:
+            yield np.array(pfns, dtype=np.int64), b"".join(pages)
+
     def present_ranges(self) -> list[tuple[int, int]]:
         """Runs ``[start, end)`` of consecutive pfns that have data."""
         return bitmap_runs(self.present_bitmap())

@@ -255,6 +255,25 @@ class ElfDump(Dump):
                     yield pfn + i, bytes(data[i * ps : (i + 1) * ps])
                 pfn += n
 
+    def iter_page_chunks(
+        self, only: np.ndarray | None = None, max_pages: int = 256
+    ) -> Iterator[tuple[np.ndarray, bytes]]:
+        """Runs of consecutive pages (up to ``max_pages``) read in one piece each."""
+        ps = self.page_size
+        bits = self.present_bitmap()
+        if only is not None:
+            bits = bits & only[: self.max_pfn]
+        for start_pfn, end_pfn in bitmap_runs(bits):
+            for pfn in range(start_pfn, end_pfn, max_pages):
+                n = min(end_pfn - pfn, max_pages)
+                mapped = self._mapped_span(pfn * ps, (pfn + n) * ps)
+                data = (
+                    bytes(mapped)
+                    if mapped is not None
+                    else self._read_span(pfn * ps, (pfn + n) * ps)
+                )
+                yield np.arange(pfn, pfn + n, dtype=np.int64), data
+
     def _mapped_span(self, start: int, end: int) -> memoryview | None:
         """[start, end) without a copy when one extent holds it all and the file is mapped."""
         view = getattr(self.source, "view", None)

@@ -141,11 +141,9 @@ def write_elf_pages(
     pos = data_offset
     pages = 0
     for batch in batches:
-        assert batch.stored is not None
-        blob = b"".join(page for page in batch.stored if page is not None)
-        sink.pwrite(pos, blob)
-        pos += len(blob)
-        pages += len(batch.stored)
+        sink.pwrite(pos, batch.blob)
+        pos += len(batch.blob)
+        pages += len(batch.pfns)
         if progress is not None:
             progress(pages)
     return pages, pos

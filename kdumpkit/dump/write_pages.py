@@ -22,61 +22,54 @@ BATCH_PAGES = 256
 
 @dataclass
 class Batch:
-    """Consecutive kept pages (in pfn order), and once compressed, their stored form."""
+    """Kept pages in pfn order, and once compressed, their stored form."""
 
-    pfns: list[int]
-    pages: list[bytes]
+    pfns: np.ndarray
+    #: The pages' bytes back to back (emptied once compressed).
+    blob: bytes
     #: Per page: the bytes to store (None for a zero page that is shared or dropped).
     stored: list[bytes | None] | None = None
     #: Per page: the page_desc codec flag (0 = stored raw).
     flags: list[int] | None = None
-    zero: np.ndarray | None = None
 
 
 def read_batches(src: Dump, keep: np.ndarray) -> Iterator[Batch]:
-    """Kept pages of ``src`` grouped in batches."""
-    pfns: list[int] = []
-    pages: list[bytes] = []
-    for pfn, data in src.iter_pages(keep):
-        pfns.append(pfn)
-        pages.append(data)
-        if len(pfns) == BATCH_PAGES:
-            yield Batch(pfns, pages)
-            pfns, pages = [], []
-    if pfns:
-        yield Batch(pfns, pages)
+    """Kept pages of ``src`` in batches of up to :data:`BATCH_PAGES`."""
+    for pfns, blob in src.iter_page_chunks(keep, BATCH_PAGES):
+        yield Batch(pfns, blob)
 
 
-def zero_mask(pages: list[bytes], page_size: int) -> np.ndarray:
-    """A bool per page: True where the page is all zeros (vectorised)."""
-    if not pages:
-        return np.zeros(0, dtype=bool)
-    words = np.frombuffer(b"".join(pages), dtype=np.uint64).reshape(len(pages), page_size // 8)
+def zero_mask(blob: bytes, page_size: int) -> np.ndarray:
+    """A bool per page of ``blob``: True where the page is all zeros (vectorised)."""
+    words = np.frombuffer(blob, dtype=np.uint64).reshape(-1, page_size // 8)
     return ~words.any(axis=1)
 
 
 def compress_batch(batch: Batch, codec: Codec, page_size: int, find_zero: bool) -> Batch:
-    """Fill ``stored``/``flags``/``zero``: each page compressed on its own, kept raw
-    when compression does not make it smaller (makedumpfile's rule)."""
-    zero = zero_mask(batch.pages, page_size) if find_zero else np.zeros(len(batch.pages), bool)
+    """Fill ``stored``/``flags``: each page compressed on its own, kept raw when
+    compression does not make it smaller (makedumpfile's rule); zero pages None."""
+    blob = batch.blob
+    count = len(blob) // page_size
+    zero = zero_mask(blob, page_size).tolist() if find_zero else [False] * count
     stored: list[bytes | None] = []
     flags: list[int] = []
-    compress = codec.compress
-    for page, is_zero in zip(batch.pages, zero.tolist(), strict=True):
-        if is_zero:
+    compress, flag = codec.compress, codec.flag
+    for i in range(count):
+        if zero[i]:
             stored.append(None)
             flags.append(0)
             continue
-        if codec.flag:
+        page = blob[i * page_size : (i + 1) * page_size]
+        if flag:
             packed = compress(page)
             if len(packed) < page_size:
                 stored.append(packed)
-                flags.append(codec.flag)
+                flags.append(flag)
                 continue
         stored.append(page)
         flags.append(0)
-    batch.stored, batch.flags, batch.zero = stored, flags, zero
-    batch.pages = []  # the raw pages are no longer needed
+    batch.stored, batch.flags = stored, flags
+    batch.blob = b""  # the raw pages are no longer needed
     return batch
 
 

@@ -238,9 +238,9 @@ def _write_elf_file(
         # The program headers depend on which pages are zero: one pass to find them.
         kept = kept.copy()
         for batch in read_batches(src, kept):
-            zero = zero_mask(batch.pages, ps)
+            zero = zero_mask(batch.blob, ps)
             if zero.any():
-                kept[np.asarray(batch.pfns)[zero]] = False
+                kept[batch.pfns[zero]] = False
                 zeros += int(np.count_nonzero(zero))
     ram = src.ram_bitmap() | kept
     count = len(plan_segments(ram, kept, 0, ps))
@@ -253,7 +253,7 @@ def _write_elf_file(
     try:
         pages, end = write_elf_pages(
             sink, data_offset, ps,
-            _batches(src, kept, CODECS["none"], False, threads), progress,
+            read_batches(src, kept), progress,
         )  # fmt: skip
         sink.finish(end)
     except BaseException:
