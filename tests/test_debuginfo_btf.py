@@ -9,6 +9,8 @@ from pathlib import Path
 
 import drgn
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdumpkit.analyze.program import open_program
 from kdumpkit.debuginfo.btf import Btf, BtfError, Kind
@@ -305,3 +307,26 @@ def test_host_kernel_btf_builds_completely() -> None:
     assert built > 1000
     assert prog.type("struct list_head").size == 16
     assert drgn.offsetof(prog.type("struct list_head"), "prev") == 8
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_blobs_parse_or_fail_cleanly(data: st.DataObject) -> None:
+    """Random byte flips anywhere in a valid blob: BtfError or a working parse, nothing else."""
+    blob, _ = _every_kind()
+    mutated = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    try:
+        btf = Btf(bytes(mutated), name="fuzz")
+        types = BtfTypes(drgn.Program(drgn.Platform(drgn.Architecture.X86_64)), btf)
+        for type_id in btf.iter_ids():
+            built = types.type(btf, type_id)
+            if built.kind in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION) and built.is_complete():
+                for member in built.members:
+                    member.type  # noqa: B018 - resolves the lazy member
+        btf.enumerator("RED")
+        btf.ids_by_name("thing")
+    except BtfError as exc:
+        assert "\n" not in str(exc)

@@ -45,6 +45,21 @@ _INT_SPELLINGS = {
     "_Bool": (),
 }
 _MAX_CHAIN = 64
+#: Kinds a struct member cannot have (void, functions, and BTF's non-type records).
+_NOT_MEMBER_KINDS = frozenset(
+    {Kind.UNKN, Kind.FUNC, Kind.FUNC_PROTO, Kind.VAR, Kind.DATASEC, Kind.DECL_TAG}
+)
+_TRANSPARENT = frozenset({Kind.TYPEDEF, Kind.CONST, Kind.VOLATILE, Kind.RESTRICT, Kind.TYPE_TAG})
+
+
+def _underlying_kind(btf: Btf, type_id: int) -> Kind:
+    """The kind behind typedefs and qualifiers."""
+    for _ in range(_MAX_CHAIN):
+        kind = btf.kind_of(type_id)
+        if kind not in _TRANSPARENT:
+            return kind
+        type_id = btf.type(type_id).ref
+    raise BtfError(f"{btf.name} BTF: type {type_id} refers to itself")
 
 
 class BtfTypes:
@@ -73,7 +88,14 @@ class BtfTypes:
         if cached is None:
             if _depth > _MAX_CHAIN:
                 raise BtfError(f"{owner.name} BTF: type {type_id} refers to itself")
-            cached = self._build(owner, owner.type(type_id), _depth)
+            btype = owner.type(type_id)
+            try:
+                cached = self._build(owner, btype, _depth)
+            except (ValueError, OverflowError, TypeError) as exc:
+                # drgn refuses the type (an impossible size or offset): corrupt BTF.
+                raise BtfError(
+                    f"{owner.name} BTF: type {type_id} ({btype.kind.name}) is invalid: {exc}"
+                ) from None
             self._cache[key] = cached
         return cached
 
@@ -84,15 +106,21 @@ class BtfTypes:
         prog = self.prog
         kind = btype.kind
         if kind == Kind.INT:
+            if btype.size not in (1, 2, 4, 8, 16):
+                raise BtfError(f"{btf.name} BTF: integer {btype.id} has size {btype.size}")
             if btype.extra[0] & INT_BOOL:
                 return prog.bool_type(btype.name or "_Bool", btype.size)
             return prog.int_type(btype.name or "int", btype.size, btype.is_signed)
         if kind == Kind.FLOAT:
+            if btype.size not in (4, 8):  # the sizes drgn can represent
+                raise BtfError(f"{btf.name} BTF: float {btype.id} has size {btype.size}")
             return prog.float_type(btype.name or "double", btype.size)
         if kind == Kind.PTR:
             return prog.pointer_type(self.type(btf, btype.ref, depth + 1), 8)
         if kind == Kind.ARRAY:
             element, _, nelems = btype.extra
+            if _underlying_kind(btf, element) in _NOT_MEMBER_KINDS:
+                raise BtfError(f"{btf.name} BTF: array {btype.id} has elements without a size")
             return prog.array_type(self.type(btf, element, depth + 1), nelems)
         if kind in (Kind.STRUCT, Kind.UNION):
             members = [self._member(btf, m) for m in btype.items]
@@ -139,25 +167,28 @@ class BtfTypes:
             return self.type(btf, btype.ref, depth + 1)
         raise BtfError(f"{btf.name} BTF: type {btype.id} of kind {kind.name} is not a C type")
 
+    def _bit_field(self, btf: Btf, type_id: int, bits: int) -> Callable[[], drgn.Object]:
+        def build() -> drgn.Object:
+            try:
+                return drgn.Object(self.prog, self.type(btf, type_id), bit_field_size=bits)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise BtfError(f"{btf.name} BTF: bad bit field of type {type_id}: {exc}") from None
+
+        return build
+
     def _member(self, btf: Btf, member: object) -> drgn.TypeMember:
         name, type_id, bit_offset, bitfield_size = member  # type: ignore[misc]
+        if _underlying_kind(btf, type_id) in _NOT_MEMBER_KINDS:
+            raise BtfError(f"{btf.name} BTF: member {name!r} has type {type_id}, which has no size")
         if bitfield_size:
-            return drgn.TypeMember(
-                lambda: drgn.Object(
-                    self.prog, self.type(btf, type_id), bit_field_size=bitfield_size
-                ),
-                name,
-                bit_offset,
-            )
+            return drgn.TypeMember(self._bit_field(btf, type_id, bitfield_size), name, bit_offset)
         if btf.kind_of(type_id) == Kind.INT:
             # Bit fields before kind_flag (pahole < 1.18): the size is in the INT itself.
             encoding = btf.type(type_id)
             bits, size = encoding.extra[2], encoding.size
             if bits and bits != size * 8:
                 return drgn.TypeMember(
-                    lambda: drgn.Object(self.prog, self.type(btf, type_id), bit_field_size=bits),
-                    name,
-                    bit_offset + encoding.extra[1],
+                    self._bit_field(btf, type_id, bits), name, bit_offset + encoding.extra[1]
                 )
         return drgn.TypeMember(self._lazy(btf, type_id), name, bit_offset)
 
