@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ MAX_NOTE_BYTES = 64 << 20
 #: pfns beyond 2^40 (4 PiB of 4 KiB pages) exist on no machine we can dump.
 MAX_MAPNR = 1 << 40
 DESC_BATCH = 1 << 14
+#: Decompressed pages kept for repeated reads (4 MiB of 4 KiB pages).
+PAGE_CACHE_PAGES = 1024
 #: Set bits of every byte value.
 _POPCOUNT = (
     np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
@@ -325,6 +328,7 @@ class KdumpDump(Dump):
         per_word = _POPCOUNT[padded].reshape(-1, 8).sum(axis=1, dtype=np.int64)
         self._rank = np.concatenate(([0], np.cumsum(per_word)))
         self._present: np.ndarray | None = None
+        self._page_cache: OrderedDict[int, bytes] = OrderedDict()
 
     def _init_kdump_notes(self, part: _Part) -> None:
         hdr, src = part.hdr, part.source
@@ -403,11 +407,22 @@ class KdumpDump(Dump):
         return PageState.HOLE
 
     def _read_present_page(self, pfn: int) -> bytes:
+        # Analysis reads the same pages again and again (page tables, struct pages):
+        # keep the last decompressed ones.
+        cache = self._page_cache
+        page = cache.get(pfn)
+        if page is not None:
+            cache.move_to_end(pfn)
+            return page
         desc = self._descriptor(pfn)
         if desc is None:
             raise PageNotPresentError(pfn, "lost", pfn * self.page_size)
         part, offset, size, flags = desc
-        return self._page_data(part, pfn, offset, size, flags)
+        page = self._page_data(part, pfn, offset, size, flags)
+        cache[pfn] = page
+        if len(cache) > PAGE_CACHE_PAGES:
+            cache.popitem(last=False)
+        return page
 
     def _page_data(self, part: _Part, pfn: int, offset: int, size: int, flags: int) -> bytes:
         bs = self.block_size
