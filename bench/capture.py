@@ -38,6 +38,8 @@ class Run:
     max_rss_mb: float
     #: peak RssAnon (sampled): memory of our own, without the mapped input file
     max_anon_mb: float = 0.0
+    #: user + system CPU seconds (less sensitive than wall time to a shared machine)
+    cpu: float = 0.0
 
 
 @dataclass
@@ -123,13 +125,15 @@ def measure(argv: list[str], output: Path, repeat: int) -> Run:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}")
-        run = Run(seconds, output.stat().st_size, usage.ru_maxrss / 1024, peak[0])
+        cpu = usage.ru_utime + usage.ru_stime
+        run = Run(seconds, output.stat().st_size, usage.ru_maxrss / 1024, peak[0], cpu)
         if best is None or run.seconds < best.seconds:
             best = Run(
                 run.seconds,
                 run.size,
                 max(run.max_rss_mb, best.max_rss_mb if best else 0),
                 max(run.max_anon_mb, best.max_anon_mb if best else 0),
+                run.cpu,
             )
     assert best is not None
     output.unlink(missing_ok=True)
@@ -174,7 +178,7 @@ def bench(vmcore: Path, repeat: int) -> list[Row]:
 HEADER = (
     f"{'tool':<19} {'codec':<5} {'-d':>3} {'theirs s':>9} {'ours 1t':>8} {'ours 2t':>8} "
     f"{'t1/th':>6} {'t2/th':>6} {'their MB':>9} {'our MB':>8} {'size':>6} {'RSS MB':>7} "
-    f"{'anon MB':>7} {'th RSS':>6}"
+    f"{'anon MB':>7} {'th RSS':>6} {'th cpu':>6} {'our cpu':>7}"
 )
 
 
@@ -186,7 +190,7 @@ def format_row(row: Row) -> str:
         f"{row.time_ratio_2:>6.2f} {row.theirs.size / 1e6:>9.2f} {row.ours_1.size / 1e6:>8.2f} "
         f"{row.size_ratio:>6.3f} {max(row.ours_1.max_rss_mb, row.ours_2.max_rss_mb):>7.1f} "
         f"{max(row.ours_1.max_anon_mb, row.ours_2.max_anon_mb):>7.1f} "
-        f"{row.theirs.max_rss_mb:>6.1f}"
+        f"{row.theirs.max_rss_mb:>6.1f} {row.theirs.cpu:>6.2f} {row.ours_1.cpu:>7.2f}"
     )
 
 

@@ -19,6 +19,7 @@ from kdumpkit.capture.filter import (
     classify_struct_pages,
     exclude_unnecessary_pages,
 )
+from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.open import open_dump
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
 from kdumpkit.kernel.memmap import MemMapError, PageLayout, SparseMem
@@ -132,6 +133,33 @@ def test_bad_level_and_missing_vmcoreinfo_keys(elf61: Path) -> None:
         dump.vmcoreinfo = VmcoreInfo.parse(text.encode())
         with pytest.raises(FilterError, match=r"NUMBER\(PG_lru\)"):
             exclude_unnecessary_pages(dump, 31)
+
+
+@pytest.mark.parametrize(
+    ("replacements", "message"),
+    [
+        ({"SYMBOL(mem_section)=ffff8f0bfffd0000": "SYMBOL(mem_section)=ffffffffff000000"},
+         "points at no section roots"),
+        ({"SIZE(page)=64": "SIZE(page)=4000000"}, "not a plausible struct page size"),
+        ({"OFFSET(page._mapcount)=48": "OFFSET(page._mapcount)=4000"}, "lies outside it"),
+        ({"LENGTH(mem_section)=2048": "LENGTH(mem_section)=7"}, "fits neither"),
+        ({"NUMBER(PG_lru)=4": "NUMBER(PG_lru)=200"}, "is not a page flag"),
+        ({"NUMBER(PG_lru)=4": "NUMBER(PG_lru)=zz"}, "is not a number"),
+        ({"LENGTH(zone.free_area)=11": "LENGTH(zone.free_area)=100000"}, "implausible"),
+    ],
+)  # fmt: skip
+def test_corrupt_vmcoreinfo_is_one_clear_error(
+    elf61: Path, replacements: dict[str, str], message: str
+) -> None:
+    with open_dump(elf61) as dump:
+        text = dump.vmcoreinfo.text
+        for old, new in replacements.items():
+            assert old in text
+            text = text.replace(old, new)
+        dump.vmcoreinfo = VmcoreInfo.parse(text.encode())
+        with pytest.raises(DumpError, match=message) as caught:
+            exclude_unnecessary_pages(dump, 31)
+        assert "\n" not in str(caught.value)
 
 
 # --- rules of kernels newer than the fixture, on hand-made struct pages ----------------------

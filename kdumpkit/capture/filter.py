@@ -106,6 +106,22 @@ class PageRules:
         if missing:
             raise FilterError(f"{dump.name}: VMCOREINFO lacks NUMBER({missing[0]})")
 
+        for name in ("PG_lru", "PG_private", "PG_swapcache", "PG_swapbacked", "PG_slab",
+                     "PG_hwpoison", "PG_hugetlb"):  # fmt: skip
+            bit = info.number(name)
+            if bit is not None and not 0 <= bit < 64:
+                raise FilterError(
+                    f"{dump.name}: VMCOREINFO NUMBER({name})={bit} is not a page flag"
+                )
+        head_mask = info.number("PG_head_mask")
+        if head_mask is not None and not 0 < head_mask < 1 << 64:
+            raise FilterError(
+                f"{dump.name}: VMCOREINFO NUMBER(PG_head_mask)={head_mask} is no mask"
+            )
+        nr_orders = info.length("zone.free_area") or 11
+        if not 0 < nr_orders <= 64:
+            raise FilterError(f"{dump.name}: LENGTH(zone.free_area)={nr_orders} is implausible")
+
         def u32(name: str) -> int | None:
             value = info.number(name)
             return None if value is None else value & _U32
@@ -125,7 +141,7 @@ class PageRules:
             offline_value=u32("PAGE_OFFLINE_MAPCOUNT_VALUE"),
             unaccepted_value=u32("PAGE_UNACCEPTED_MAPCOUNT_VALUE"),
             hugetlb_dtor=info.number("HUGETLB_PAGE_DTOR"),
-            nr_orders=info.length("zone.free_area") or 11,
+            nr_orders=nr_orders,
         )
 
 

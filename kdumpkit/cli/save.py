@@ -113,7 +113,8 @@ def print_report(result: SaveResult, *, tty: bool) -> None:
     stats = result.write
     console.print(
         f"wrote {stats.file_size:,} bytes ({stats.format}, {stats.compression}"
-        f"{', flattened' if stats.flattened else ''}) in {stats.seconds:.2f} s"
+        f"{', flattened' if stats.flattened else ''}) in {stats.seconds:.2f} s",
+        highlight=False,
     )
 
 

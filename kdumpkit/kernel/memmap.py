@@ -32,6 +32,13 @@ SECTION_MAP_FLAG_MASK = (1 << 6) - 1
 U64 = (1 << 64) - 1
 #: x86_64 kernel addresses start here (both 4- and 5-level paging).
 KERNEL_SPACE_START = 0xFF00000000000000
+#: More sections than this (512 TiB of 128 MiB sections) is a corrupt VMCOREINFO.
+MAX_SECTIONS = 1 << 22
+#: Bounds of SIZE(page) on any kernel (56..80 bytes in practice).
+MIN_PAGE_STRUCT = 16
+MAX_PAGE_STRUCT = 1024
+#: Section entries decoded per read.
+_DECODE_BATCH = 4096
 _PRESENT = 1
 _PSE = 1 << 7
 _PTE_ADDR = ((1 << 52) - 1) & ~0xFFF
@@ -88,6 +95,21 @@ def page_layout(dump: Dump) -> PageLayout:
     width = 1
     if order is not None and dtor is not None and abs(order - dtor) == 2:
         width = 2  # Linux 4.4 - 4.15: unsigned short compound_dtor / compound_order
+    if not MIN_PAGE_STRUCT <= size <= MAX_PAGE_STRUCT:
+        raise MemMapError(f"{dump.name}: SIZE(page)={size} is not a plausible struct page size")
+    fields = {
+        "flags": (flags, 8),
+        "mapping": (mapping, 8),
+        "_mapcount": (info.offset("page._mapcount"), 4),
+        "private": (info.offset("page.private"), 8),
+        "compound_head": (info.offset("page.compound_head"), 8),
+    }
+    limits = {name: (off, n, size) for name, (off, n) in fields.items()}
+    limits["compound order"] = (order, width, 2 * size)
+    limits["compound dtor"] = (dtor, width, 2 * size)
+    for name, (offset, width_bytes, limit) in limits.items():
+        if offset is not None and offset + width_bytes > limit:
+            raise MemMapError(f"{dump.name}: struct page field {name} at {offset} lies outside it")
     return PageLayout(
         size=size,
         flags=flags,
@@ -173,6 +195,11 @@ class SparseMem:
     def _read_sections(self) -> list[MemSection]:
         max_pfn = self.dump.max_pfn
         last_nr = min(self.nr_mem_sections, -(-max_pfn // self.pages_per_section))
+        if last_nr > MAX_SECTIONS:
+            raise MemMapError(
+                f"{self.dump.name}: {last_nr} memory sections of 2^{self.pfn_section_shift} "
+                "pages: SECTION_SIZE_BITS is implausibly small"
+            )
         if self.extreme:
             roots = self._root_array(last_nr)
             found: list[MemSection] = []
@@ -214,6 +241,14 @@ class SparseMem:
         raise MemMapError(f"{self.dump.name}: SYMBOL(mem_section) points at no section roots")
 
     def _decode_sections(self, address: int, first_nr: int, count: int) -> list[MemSection]:
+        out: list[MemSection] = []
+        size = self.section_entry_size
+        for done in range(0, count, _DECODE_BATCH):
+            batch = min(_DECODE_BATCH, count - done)
+            out += self._decode_batch(address + done * size, first_nr + done, batch)
+        return out
+
+    def _decode_batch(self, address: int, first_nr: int, count: int) -> list[MemSection]:
         size = self.section_entry_size
         data = self.space.read(address, count * size, zero_missing=True)
         out: list[MemSection] = []
