@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 
 import drgn
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdumpkit.analyze.program import open_program
 from kdumpkit.debuginfo.globals import GLOBAL_TYPES, MISSING_CONSTANTS
@@ -253,3 +256,24 @@ def test_elf_symtab_equals_kallsyms(prog: drgn.Program) -> None:
             assert symtab.address(name) == kallsyms_table.address(name), name
             compared += 1
     assert compared > 500
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    names=st.binary(min_size=0, max_size=600),
+    count=st.integers(1, 200),
+    table=st.binary(min_size=0, max_size=400),
+    index=st.lists(st.integers(0, 500), min_size=256, max_size=256),
+)
+def test_hostile_kallsyms_names_fail_cleanly(
+    names: bytes, count: int, table: bytes, index: list[int]
+) -> None:
+    """Random kallsyms_names/token tables: names decoded, or one SymbolError line."""
+    from kdumpkit.debuginfo.symbols import _decode_names
+
+    try:
+        decoded, letters = _decode_names(names, count, table, np.array(index, dtype="<u2"))
+    except SymbolError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert len(decoded) == len(letters) == count
