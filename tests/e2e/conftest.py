@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "testbed"))
-import vm as testbed  # noqa: E402  (testbed/vm.py is a script folder, not a package)
+from testbed_support import testbed
 
 E2E_KERNELS = os.environ.get("KDUMPKIT_E2E_KERNELS", "6.1").split()
 _timings: list[str] = []

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, testbed
+from testbed_support import ROOT, testbed
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, testbed
+from testbed_support import ROOT, testbed
 
 from kdumpkit.dump.open import open_dump
 
