@@ -118,3 +118,35 @@ def test_save_of_a_truncated_dump_is_one_line(tmp_path: Path, elf61: Path, capsy
     assert main(["save", str(cut), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("kdumpkit save: ")
+
+
+def _crash_9() -> tuple[list[str], Path]:
+    """argv of the crash 9.0.2 unpacked by the testbed, and the 6.1 DWARF vmlinux, or skip."""
+    for tools in sorted((ROOT / ".cache").glob("*/tools-sid")):
+        loader, crash = tools / "usr/lib64/ld-linux-x86-64.so.2", tools / "usr/bin/crash"
+        vmlinux = (
+            tools.parent / "kernels/6.1.0-56-cloud-amd64/usr/lib/debug/boot"
+            / "vmlinux-6.1.0-56-cloud-amd64"
+        )  # fmt: skip
+        if loader.exists() and crash.exists() and vmlinux.exists():
+            libs = tools / "usr/lib/x86_64-linux-gnu"
+            return [str(loader), "--library-path", str(libs), str(crash)], vmlinux
+    pytest.skip("crash 9.0.2 and the 6.1 -dbg vmlinux are not unpacked under .cache/")
+
+
+@pytest.mark.slow
+def test_crash_9_reads_our_dump_like_makedumpfiles(elf61: Path, fx61: Path, tmp_path: Path) -> None:
+    crash, vmlinux = _crash_9()
+    out = tmp_path / "dump.kdump"
+    assert main(["save", str(elf61), str(out), "-q"]) == 0  # -d 31, zstd
+    run = subprocess.run(
+        [*crash, "-s", str(vmlinux), str(out)],
+        input="sys\n!echo ==\nbt\n!echo ==\nkmem -i\nquit\n", capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    sys_text, bt_text, kmem_text = run.stdout.split("==\n")
+    expected_sys = (fx61 / "crash-9.0.2" / "sys.txt").read_text().splitlines()[2:]
+    assert sys_text.splitlines()[2:] == expected_sys  # all but the KERNEL and DUMPFILE paths
+    assert "[PARTIAL DUMP]" in sys_text.splitlines()[1]
+    assert bt_text == (fx61 / "crash-9.0.2" / "bt.txt").read_text()
+    assert kmem_text == (fx61 / "crash-9.0.2" / "kmem-i.txt").read_text()
