@@ -277,3 +277,15 @@ def test_hostile_kallsyms_names_fail_cleanly(
         assert "\n" not in str(exc)
     else:
         assert len(decoded) == len(letters) == count
+
+
+def test_offsets_and_direct_map_are_not_symbolized(prog: drgn.Program) -> None:
+    """Per-cpu symbols are offsets, not addresses: NULL is not fixed_percpu_data and no
+    direct-map pointer becomes __per_cpu_end+<huge> (drgn with DWARF shows neither)."""
+    runqueues = prog.symbol("runqueues")
+    assert runqueues.address < 1 << 32  # found by name, with its per-cpu offset
+    task = prog["init_task"].tasks.next.value_()  # a direct-map (slab) pointer
+    for address in (0, runqueues.address, task):
+        with pytest.raises(LookupError):
+            prog.symbol(address)
+    assert "__per_cpu_end" not in str(prog["init_task"].tasks)

@@ -34,6 +34,8 @@ KALLSYMS_VMCOREINFO = (
 )
 
 ReadFn = Callable[[int, int], bytes]
+#: x86_64 kernel space starts here (the upper canonical half).
+KERNEL_SPACE_START = 0xFFFF800000000000
 
 
 class SymbolError(DumpError):
@@ -102,6 +104,11 @@ class KernelSymbols:
             has_next = next_run < len(addrs)
             ends = addrs.copy()
             ends[has_next] = addrs[next_run[has_next]]
+            # Per-cpu symbols (offsets, below kernel space) must not stretch over the
+            # direct map up to the kernel text: __per_cpu_end would name every pointer.
+            in_kernel = addrs >= np.uint64(KERNEL_SPACE_START)
+            crosses = has_next & (in_kernel != (ends >= np.uint64(KERNEL_SPACE_START)))
+            ends[crosses] = addrs[crosses]
             self._sizes = ends - addrs
         return self._sizes
 
@@ -114,7 +121,9 @@ class KernelSymbols:
 
     def indices_at(self, address: int) -> list[int]:
         """Positions of the symbols whose [address, address + size) holds ``address``."""
-        if not 0 <= address < 1 << 64:
+        if not KERNEL_SPACE_START <= address < 1 << 64:
+            # Below kernel space only per-cpu offsets have symbols, and an offset is not
+            # an address: NULL is not fixed_percpu_data (drgn with DWARF agrees).
             return []
         addrs = self.addresses
         hi = int(np.searchsorted(addrs, np.uint64(address), side="right"))
