@@ -4,6 +4,7 @@ capture kernel saves the dump with kdumpkit, and the reference tools read what i
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -111,3 +112,51 @@ def test_check_before_and_after_load(kdump_cycle: testbed.CycleResult) -> None:
     # check's line: "<OK|WARN|FAIL>  capture kernel  <loaded | not loaded: ...>"
     assert re.search(r"^FAIL\s+capture kernel\s+not loaded", before, re.MULTILINE), before
     assert re.search(r"^OK\s+capture kernel\s+loaded", after, re.MULTILINE), after
+
+
+def crash_json(dump: Path, *commands: str) -> dict[str, list[dict]]:
+    """``kdumpkit crash --json -c CMD...`` on the dump, parsed."""
+    args = ["crash", "--json"]
+    for command in commands:
+        args += ["-c", command]
+    done = kdumpkit(*args, str(dump))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_testbed_tasks_and_their_stacks(kdump_cycle: testbed.CycleResult) -> None:
+    if not has_verb("crash"):
+        pytest.skip("kdumpkit crash is not in the tree yet")
+    dump, _ = dump_files(kdump_cycle)
+    tasks = {row["comm"]: row for row in crash_json(dump, "ps")["ps"]}
+    crasher, sleeper, fifo = (tasks[name] for name in
+                              ("testbed_crasher", "testbed_sleeper", "testbed_fifo"))
+    assert crasher["active"] and crasher["state"] == "RU"
+    assert sleeper["state"] == "IN" and fifo["state"] == "IN"
+    commands = [f"bt {task['pid']}" for task in (crasher, sleeper, fifo)]
+    traces = crash_json(dump, *commands)
+
+    def functions(command: str) -> list[str]:
+        return [frame["function"] for frame in traces[command][0]["frames"]]
+
+    # What each task was doing, innermost first, as the kernel's own console trace shows.
+    expected = {
+        commands[0]: ["panic", "sysrq_handle_crash", "write_sysrq_trigger", "vfs_write"],
+        commands[1]: ["schedule", "do_nanosleep", "hrtimer_nanosleep"],
+        commands[2]: ["schedule", "wait_for_partner", "fifo_open"],
+    }
+    for command, chain in expected.items():
+        seen = functions(command)
+        positions = [seen.index(name) for name in chain if name in seen]
+        assert len(positions) == len(chain) and positions == sorted(positions), (command, seen)
+
+
+def test_kdumpkit_report_names_the_crash(kdump_cycle: testbed.CycleResult) -> None:
+    if not has_verb("report"):
+        pytest.skip("kdumpkit report is not in the tree yet")
+    dump, _ = dump_files(kdump_cycle)
+    done = kdumpkit("report", str(dump))
+    assert done.returncode == 0, done.stderr
+    assert "Kernel panic - not syncing: sysrq triggered crash" in done.stdout
+    assert re.search(r'Crashing task: PID \d+ "testbed_crasher"', done.stdout), done.stdout[:2000]
+    assert "sysrq_handle_crash" in done.stdout
