@@ -136,9 +136,9 @@ def test_bt_refuses_an_address_that_is_not_a_task(session: Session) -> None:
 
 
 def test_kernel_exception_and_stack_switch_rendering(session: Session) -> None:
-    # An IPI taken on the IRQ stack while the CPU ran softirqs in kernel mode (the shape
-    # of a real 6.12 trace): the IRQ-stack frames, the banner on leaving that stack,
-    # then the entry frame with the interrupted kernel registers.
+    # An IPI taken on the IRQ stack while the CPU ran in kernel mode (the shape of a
+    # real 6.12 trace in crash 9.0.2): the IRQ-stack frames, the banner on leaving that
+    # stack, then the entry frame with the interrupted kernel registers.
     prog = session.prog
     regs = dict.fromkeys(("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
                           "rax", "rcx", "rdx", "rsi", "rdi", "rsp", "eflags"), 0)
@@ -148,11 +148,14 @@ def test_kernel_exception_and_stack_switch_rendering(session: Session) -> None:
         Frame(0xFFFFFFFF842C8137, 0xFFFFD18680003FC0, "smpboot_thread_fn", 0x97, stack="IRQ"),
         Frame(0xFFFFFFFF84E00CE6, 0xFFFFD18680043E20, "asm_sysvec_reboot", 6,
               is_exception_frame=True, registers=regs),
-        Frame(schedule + 26, 0xFFFFD18680043ED8, "schedule", 26),
+        Frame(schedule + 26, 0xFFFFD18680043ED8, "schedule", 26, interrupted=True),
+        Frame(0xFFFFFFFF842BFBFA, 0xFFFFD18680043F18, "kthread", 0xBA),
     ]
     lines = render_trace(prog, frames)
     assert lines[1] == "--- <IRQ stack> ---"
     assert lines[2].startswith(" #1 [ffffd18680043e20] asm_sysvec_reboot at ")
     assert lines[3] == "    [exception RIP: schedule+26]"
     assert lines[4].startswith("    RIP: ")
-    assert lines[-1].startswith(" #2 [ffffd18680043ed8] schedule at ")
+    assert lines[-2].startswith("    ORIG_RAX: ffffffffffffffff  CS: 0010")
+    # the interrupted function is only the [exception RIP] line; numbering goes on
+    assert lines[-1].startswith(" #2 [ffffd18680043f18] kthread at ")

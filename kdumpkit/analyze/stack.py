@@ -114,6 +114,12 @@ class Frame:
     user_mode: bool = False
     #: The name of the non-process stack the frame is on ("IRQ", "NMI exception"...).
     stack: str | None = None
+    #: The CPU's saved registers, not a frame of its own: crash prints only their
+    #: register block (without ORIG_RAX) and numbers the frames from the next one.
+    saved_state: bool = False
+    #: The code a kernel-mode exception interrupted: crash shows it only as the
+    #: previous frame's ``[exception RIP: ...]`` line.
+    interrupted: bool = False
 
     @property
     def symbol_text(self) -> str:
@@ -375,7 +381,14 @@ class _Unwinder:
             return self.unwind(stopped, stacks)
         if user:
             return [Frame(regs["rip"], regs["rsp"], None, 0, None, True, regs, True)]
-        return self.unwind(start, stacks)
+        # Registers taken at an arbitrary point (a hypervisor dump): crash shows them as
+        # a register block and the frames from the caller on.
+        frames = self.unwind(start, stacks)
+        if frames:
+            frames[0].is_exception_frame = True
+            frames[0].registers = regs
+            frames[0].saved_state = True
+        return frames
 
     def _kexec_callee(self, start: _State, stacks: _CpuStacks) -> _State | None:
         name, _, _ = self.symbolize(start.pc, True)
@@ -498,6 +511,8 @@ class _Unwinder:
             region = stacks.find(state.slot)
             frame = Frame(state.pc, state.slot, name, offset, module,
                           stack=region.name if region is not None else None)
+            if frames and frames[-1].is_exception_frame:
+                frame.interrupted = True
             frames.append(frame)
             if not self.is_text(state.pc):
                 break
@@ -518,6 +533,10 @@ class _Unwinder:
                 switches += 1
                 if switches > MAX_STACK_SWITCHES:
                     break
+                if not frame.is_exception_frame:
+                    # Leaving an IRQ stack by its saved stack pointer: crash shows the
+                    # caller's frame at that pointer's CFA, not at the return slot.
+                    nxt.slot = nxt.sp
             state = nxt
         return frames
 

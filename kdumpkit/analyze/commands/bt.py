@@ -46,8 +46,9 @@ def task_header(task: Object, cpu: int) -> str:
             f'COMMAND: "{task_comm(task)}"')
 
 
-def register_lines(registers: dict[str, int]) -> list[str]:
-    """An exception frame's saved registers, as crash prints them."""
+def register_lines(registers: dict[str, int], orig_rax: bool = True) -> list[str]:
+    """An exception frame's saved registers, as crash prints them (a CPU's saved state
+    without ORIG_RAX)."""
     lines = []
     for row in _REGISTER_ROWS:
         cells = []
@@ -55,8 +56,11 @@ def register_lines(registers: dict[str, int]) -> list[str]:
             width = 8 if name == "eflags" else 16
             cells.append(f"{label:>3}: {registers[name]:0{width}x}")
         lines.append("    " + "  ".join(cells))
-    lines.append(f"    ORIG_RAX: {registers['orig_rax']:016x}  CS: {registers['cs']:04x}"
-                 f"  SS: {registers['ss']:04x}")
+    segments = f"CS: {registers['cs']:04x}  SS: {registers['ss']:04x}"
+    if orig_rax:
+        lines.append(f"    ORIG_RAX: {registers['orig_rax']:016x}  {segments}")
+    else:
+        lines.append(f"    {segments}")
     return lines
 
 
@@ -98,15 +102,18 @@ def render_trace(prog: Program, frames: list[Frame], *, full: bool = False,
                  with_offset: bool = False) -> list[str]:
     """The frame lines of one trace, with exception registers and stack transitions."""
     lines: list[str] = []
+    number = 0
     for index, frame in enumerate(frames):
-        lines.append(frame_line(index, frame, with_offset))
         following = frames[index + 1] if index + 1 < len(frames) else None
-        if full and following is not None:
-            lines.extend(frame_data_lines(prog, frame, following))
+        if not (frame.saved_state or frame.interrupted):
+            lines.append(frame_line(number, frame, with_offset))
+            number += 1
+            if full and following is not None:
+                lines.extend(frame_data_lines(prog, frame, following))
         if frame.registers is not None:
             if not frame.user_mode:
                 lines.append(exception_rip_line(prog, frame.registers["rip"]))
-            lines.extend(register_lines(frame.registers))
+            lines.extend(register_lines(frame.registers, orig_rax=not frame.saved_state))
         if following is not None and frame.stack is not None and following.stack != frame.stack:
             lines.append(f"--- <{frame.stack} stack> ---")
     return lines
@@ -118,6 +125,7 @@ def frame_row(index: int, frame: Frame) -> dict[str, Any]:
         "level": index, "sp": frame.sp, "pc": frame.pc, "function": frame.function,
         "offset": frame.offset, "module": frame.module, "exception": frame.is_exception_frame,
         "registers": frame.registers, "user_mode": frame.user_mode, "stack": frame.stack,
+        "saved_state": frame.saved_state, "interrupted": frame.interrupted,
     }
 
 

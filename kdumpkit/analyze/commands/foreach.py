@@ -67,9 +67,11 @@ def all_tasks(prog: Program) -> list[Object]:
     import drgn
 
     found: dict[int, Object] = {}
+    # panic() takes the other CPUs offline; their idle tasks are still crash's tasks.
+    found.update(_idle_tasks(prog))
     try:
         for task in for_each_task_with_idle(prog):
-            found[task.value_()] = task
+            found.setdefault(task.value_(), task)
         return list(found.values())
     except drgn.FaultError:
         pass
@@ -83,6 +85,21 @@ def all_tasks(prog: Program) -> list[Object]:
         if current is not None:
             found.setdefault(current.value_(), current)
     return list(found.values())
+
+
+def _idle_tasks(prog: Program) -> dict[int, Object]:
+    import drgn
+    from drgn.helpers.linux.cpumask import for_each_possible_cpu
+    from drgn.helpers.linux.sched import idle_task
+
+    idle: dict[int, Object] = {}
+    try:
+        for cpu in for_each_possible_cpu(prog):
+            task = idle_task(prog, cpu)
+            idle[task.value_()] = task
+    except (LookupError, drgn.FaultError, ValueError):
+        pass
+    return idle
 
 
 def _tasks_from_task_list(prog: Program) -> list[Object]:
