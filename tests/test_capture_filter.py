@@ -230,3 +230,21 @@ def test_hugetlb_and_compound_orders() -> None:
     pages = _pages({"flags": 1 << 6}, {"flags": 9 | 1 << 20, "head": 1}, {})
     cls, order, _ = classify_struct_pages(pages, 0, 3, _LAYOUT, rules_6_6, 8)
     assert cls[0] == PageClass.USER and order[0] == 9
+
+
+def test_linux_6_12_page_types_match_crash_kmem(tmp_path: Path) -> None:
+    """On a 6.12 dump (page types in the top byte of page_type) our free and cache page
+    counts are the kernel's own: crash 9.0.2's ``kmem -i`` (from vm_stat) says the same."""
+    folders = sorted(CACHE.glob("*/qemu-6.12.*-fwcfg"))
+    if not folders or not (folders[0] / "vmcore.qemu.elf").exists():
+        pytest.skip("no 6.12 QEMU dump with VMCOREINFO under .cache/ (the testbed makes one)")
+    kmem = (folders[0] / "crash-9.0.2" / "vmcore.qemu.elf" / "kmem-i.txt").read_text()
+    expected = {
+        name: int(re.search(rf"^\s*{name}\s+(\d+)", kmem, re.M).group(1))  # type: ignore[union-attr]
+        for name in ("FREE", "CACHED")
+    }
+    with open_dump(folders[0] / "vmcore.qemu.elf") as dump:
+        assert dump.vmcoreinfo.number("PAGE_SLAB_MAPCOUNT_VALUE") is not None
+        result = exclude_unnecessary_pages(dump, 31)
+    assert result.excluded[PageClass.FREE] == expected["FREE"]
+    assert result.excluded[PageClass.CACHE] == expected["CACHED"]
