@@ -15,14 +15,19 @@ A trace starts from one of three places:
   accepted only if ORC unwinds from it to the very pt_regs that NT_PRSTATUS holds;
 * a task that is not running: ``task->thread.sp`` points at a ``struct
   inactive_task_frame`` (callee-saved registers, then the return address into
-  ``__schedule``).
+  ``__schedule``);
+* any other saved CPU state (a hypervisor dump stops CPUs anywhere): the registers
+  themselves; crash shows them as a register block (:attr:`Frame.saved_state`).
 
 Unwinding follows the kernel's own ORC unwinder (``arch/x86/kernel/unwind_orc.c``):
 CALL entries give the caller's stack pointer, REGS / REGS_PARTIAL entries a
 ``struct pt_regs`` (an exception frame; user-mode registers end the trace).
 Functions the kernel marks STACK_FRAME_NON_STANDARD (``__crash_kexec``) have no ORC;
 for them the caller is found by scanning up the stack for a return address whose
-preceding ``call rel32`` targets the function.  Every trace is bounded: at most
+preceding ``call rel32`` targets the function.  The frames carry what crash's layout needs: the
+stack each is on (IRQ / exception stacks, for the ``--- <IRQ stack> ---`` lines), and
+which frame is only the code an exception interrupted (:attr:`Frame.interrupted`,
+shown by crash as ``[exception RIP: ...]``).  Every trace is bounded: at most
 :data:`MAX_FRAMES` frames, the stack pointer must grow within a stack, at most
 :data:`MAX_STACK_SWITCHES` stack switches, and reads stay inside known stacks.
 """
