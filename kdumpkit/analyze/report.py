@@ -289,13 +289,14 @@ def gather_report(prog: Program) -> dict[str, Any]:
 def _other_cpus(prog: Program, crashing: dict[str, Any] | None,
                 errors: list[str]) -> list[dict[str, Any]]:
     """The task on every other CPU and its backtrace (from the saved registers)."""
-    from drgn.helpers.linux.cpumask import for_each_online_cpu
     from drgn.helpers.linux.sched import cpu_curr
+
+    from kdumpkit.analyze.commands.common import for_each_cpu_in_dump
 
     panic_cpu = crashing["cpu"] if crashing else None
     others = []
     try:
-        cpus = list(for_each_online_cpu(prog))
+        cpus = for_each_cpu_in_dump(prog)
         typed = True
     except (LookupError, drgn.FaultError):
         cpus = sorted(_cpu_pids(prog))

@@ -50,22 +50,96 @@ def set_context_task(prog: Program, task: Object) -> None:
     prog.config["crash_context"] = task
 
 
-def for_each_task_with_idle(prog: Program) -> Iterator[Object]:
-    """Every task, the per-CPU idle tasks first, as crash's task table holds them."""
-    from drgn.helpers.linux.pid import for_each_task
+#: more tasks than any kernel runs (PID_MAX_LIMIT): a longer list is corrupt
+MAX_TASKS = 1 << 22
 
-    yield from for_each_task(prog, idle=True)
+
+def for_each_task_with_idle(prog: Program) -> Iterator[Object]:
+    """Every task: the per-CPU idle tasks, then each process of init_task's task list
+    and its threads, as crash's task table holds them.
+
+    The task list is walked rather than the PID IDR: an IDR node in a page the dump
+    filtered out would hide every task behind it.  A task whose memory is missing is
+    skipped; where it breaks the list, the list is walked backwards too, so only the
+    missing task is lost.  A looping list stops at the first repeat.
+    """
+    from drgn.helpers.linux.sched import idle_task
+
+    seen: set[int] = set()
+    for cpu in for_each_cpu_in_dump(prog):
+        task = idle_task(prog, cpu)
+        seen.add(task.value_())
+        yield task
+    for process in _task_list(prog, seen):
+        try:
+            threads = list(_threads(process, len(seen)))
+        except drgn.FaultError:
+            threads = [process]
+        for task in threads:
+            if task.value_() not in seen and _readable(task):
+                seen.add(task.value_())
+                yield task
+
+
+def _readable(task: Object) -> bool:
+    try:
+        task.pid.value_()
+    except drgn.FaultError:
+        return False
+    return True
+
+
+def _task_list(prog: Program, seen: set[int]) -> Iterator[Object]:
+    """init_task.tasks forwards, then backwards from the other end if a fault broke it."""
+    head = prog["init_task"].tasks.address_of_()
+    head_address = head.value_()
+    reached: set[int] = set()
+    for member in ("next", "prev"):
+        node = head
+        while len(seen) + len(reached) < MAX_TASKS:
+            try:
+                node = getattr(node, member).read_()
+                address = node.value_()
+                if address == head_address or address in reached:
+                    return  # round the whole list: nothing is missing
+                task = drgn.container_of(node, "struct task_struct", "tasks")
+                task.pid.value_()
+            except drgn.FaultError:
+                break  # a task in a page the dump lacks: try from the other end
+            reached.add(address)
+            yield task
+
+
+def _threads(process: Object, count: int) -> Iterator[Object]:
+    """The process and its other threads (signal->thread_head)."""
+    from drgn.helpers.linux.pid import for_each_task_in_group
+
+    yield process
+    for index, thread in enumerate(for_each_task_in_group(process)):
+        if count + index >= MAX_TASKS:
+            return
+        yield thread
+
+
+def for_each_cpu_in_dump(prog: Program) -> list[int]:
+    """The CPUs crash shows: every present CPU.  A panic that stops the others without
+    kdump (a hypervisor's dump) marks them offline, yet their tasks and queues are there."""
+    from drgn.helpers.linux.cpumask import for_each_online_cpu, for_each_present_cpu
+
+    try:
+        return list(for_each_present_cpu(prog))
+    except LookupError:
+        return list(for_each_online_cpu(prog))
 
 
 def active_tasks(prog: Program) -> dict[int, int]:
     """task address -> CPU for the task running on each CPU at the crash."""
-    from drgn.helpers.linux.cpumask import for_each_online_cpu
     from drgn.helpers.linux.sched import cpu_curr
 
     cached = prog.cache.get("kdumpkit.active_tasks")
     if cached is None:
         cached = {}
-        for cpu in for_each_online_cpu(prog):
+        for cpu in for_each_cpu_in_dump(prog):
             cached[cpu_curr(prog, cpu).value_()] = cpu
         prog.cache["kdumpkit.active_tasks"] = cached
     return cached

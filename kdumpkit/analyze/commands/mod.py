@@ -10,7 +10,15 @@ from kdumpkit.analyze.commands.base import Command, Result, register
 if TYPE_CHECKING:
     from drgn import Object, Program
 
-HEADER = "     MODULE       NAME                         BASE         SIZE  OBJECT FILE"
+
+
+def has_module_memory(prog: Program) -> bool:
+    """Whether modules are laid out as ``mem[]`` regions (v6.4+), whose text base crash
+    labels TEXT_BASE."""
+    try:
+        return prog.type("struct module").has_member("mem")
+    except LookupError:
+        return False
 
 
 def module_base_size(module: Object) -> tuple[int, int]:
@@ -50,10 +58,14 @@ def module_table(prog: Program) -> list[dict[str, Any]]:
     return rows
 
 
-def render_row(row: dict[str, Any]) -> str:
-    """crash's ``mod`` line; module objects are never loaded, symbols come from kallsyms."""
-    return (f"{row['module']:016x}  {row['name']:<22} {row['base']:016x} {row['size']:>6}"
-            "  (not loaded)  [CONFIG_KALLSYMS]")
+def render_table(rows: list[dict[str, Any]], base_label: str) -> str:
+    """crash's ``mod`` table: the NAME column as wide as the longest name."""
+    width = max([len("NAME"), *(len(row["name"]) for row in rows)])
+    lines = [f"{'MODULE':^16}  {'NAME':<{width}}  {base_label:^16}  {'SIZE':>5}  OBJECT FILE"]
+    # crash loads no module objects: their symbols come from kallsyms
+    lines += [f"{row['module']:016x}  {row['name']:<{width}}  {row['base']:016x}"
+              f"  {row['size']:>5}  (not loaded)  [CONFIG_KALLSYMS]" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 @register
@@ -76,4 +88,5 @@ class Mod(Command):
             text = "NAME                    TAINTS\n" + "".join(
                 f"{r['name']:<23} {r['taints']}\n" for r in tainting)
             return Result(text, tainting)
-        return Result(HEADER + "\n" + "".join(render_row(r) + "\n" for r in rows), rows)
+        label = "TEXT_BASE" if has_module_memory(prog) else "BASE"
+        return Result(render_table(rows, label), rows)

@@ -55,6 +55,18 @@ def _mm_counter_index(prog: Program, name: str) -> int:
         return _MM_COUNTERS[name]
 
 
+def percpu_counter_total(counter: Object) -> int:
+    """A ``struct percpu_counter``'s count plus the deltas of every CPU in the dump."""
+    from drgn.helpers.linux.percpu import per_cpu_ptr
+
+    from kdumpkit.analyze.commands.common import for_each_cpu_in_dump
+
+    total = counter.count.value_()
+    for cpu in for_each_cpu_in_dump(counter.prog_):
+        total += per_cpu_ptr(counter.counters, cpu)[0].value_()
+    return total
+
+
 def task_rss_pages(task: Object) -> int:
     """Resident pages of the task's mm (file + anon + shmem), as /proc and crash count them."""
     mm = task.mm.read_()
@@ -66,10 +78,9 @@ def task_rss_pages(task: Object) -> int:
     rss_stat = mm.rss_stat
     if rss_stat.type_.kind == drgn.TypeKind.ARRAY:
         # Linux kernel commit f1a7941243c1 ("mm: convert mm's rss stats into
-        # percpu_counter") (v6.2) made rss_stat an array of percpu counters.
-        from drgn.helpers.linux.percpu import percpu_counter_sum
-
-        return sum(max(percpu_counter_sum(rss_stat[i].address_of_()), 0) for i in indexes)
+        # percpu_counter") (v6.2) made rss_stat an array of percpu counters: the count
+        # plus every CPU's pending delta, offline CPUs' included, as crash sums them.
+        return max(sum(percpu_counter_total(rss_stat[i]) for i in indexes), 0)
     total = sum(rss_stat.count[i].counter.value_() for i in indexes)
     # Before v6.2 each thread caches deltas (SPLIT_RSS_COUNTING) that crash adds in.
     from drgn.helpers.linux.pid import for_each_task_in_group

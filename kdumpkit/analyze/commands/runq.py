@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import drgn
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
-from kdumpkit.analyze.commands.common import task_comm
+from kdumpkit.analyze.commands.common import for_each_cpu_in_dump, task_comm
 
 if TYPE_CHECKING:
     from drgn import Object, Program
@@ -66,9 +66,7 @@ class Runq(Command):
         parser.add_argument("-c", dest="cpus", metavar="cpu", help="only these CPUs (e.g. 0,2)")
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
-        from drgn.helpers.linux.cpumask import for_each_online_cpu
-
-        cpus = list(for_each_online_cpu(prog))
+        cpus = for_each_cpu_in_dump(prog)
         if args.cpus:
             try:
                 wanted = {int(c) for c in args.cpus.split(",")}

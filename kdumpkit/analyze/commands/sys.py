@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 import drgn
 
 from kdumpkit.analyze.commands.base import Command, Result, register
-from kdumpkit.analyze.commands.common import panic_task, read_global_int, size_text, task_comm
+from kdumpkit.analyze.commands.common import (
+    for_each_task_with_idle,
+    panic_task,
+    read_global_int,
+    size_text,
+    task_comm,
+)
 
 if TYPE_CHECKING:
     from drgn import Object, Program
@@ -165,8 +171,6 @@ def tainted(prog: Program) -> bool:
 def system_info(prog: Program) -> dict[str, Any]:
     """Every ``sys`` field as data."""
     from drgn.helpers.linux.cpumask import num_online_cpus, num_present_cpus
-    from drgn.helpers.linux.pid import for_each_task
-
     uts = utsname(prog)
     timestamp = crash_time(prog)
     present = num_present_cpus(prog)
@@ -181,7 +185,7 @@ def system_info(prog: Program) -> dict[str, Any]:
         "date": date_text(timestamp),
         "uptime_seconds": uptime_seconds(prog),
         "load_average": load_average(prog),
-        "tasks": sum(1 for _ in for_each_task(prog, idle=True)),
+        "tasks": sum(1 for _ in for_each_task_with_idle(prog)),
         "nodename": uts["nodename"],
         "release": uts["release"],
         "version": uts["version"],
