@@ -179,6 +179,17 @@ def test_dwarf_parity(kdump61: Path, fx61: Path, prog: drgn.Program) -> None:
     assert pids == sorted(t.pid.value_() for t in for_each_task(prog))
     assert _dmesg_lines(dwarf) == _dmesg_lines(prog)
     assert dwarf.symbol(0xFFFFFFFFC0354140).name == "__this_module"  # modules via kallsyms
+    # Whole objects print the same (pointer values unsymbolized: kallsyms has no sizes).
+    for objects in (
+        lambda p: p["init_task"],
+        lambda p: per_cpu(p["runqueues"], 1),
+        lambda p: p["prb"][0],
+        lambda p: next(for_each_module(p)),
+        lambda p: p["init_uts_ns"],
+        lambda p: p["node_data"][0][0].node_zones[1],
+        lambda p: p["tk_core"].timekeeper,
+    ):
+        assert objects(prog).format_(symbolize=False) == objects(dwarf).format_(symbolize=False)
     for name in KEY_STRUCTS:
         btf_type, dwarf_type = prog.type(f"struct {name}"), dwarf.type(f"struct {name}")
         assert _layout(btf_type) == _layout(dwarf_type), name
