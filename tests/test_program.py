@@ -228,3 +228,21 @@ def test_live_debuginfo_from_sys_and_proc() -> None:
     assert stext.address == info.symbols.address("_stext") and stext.address >= 1 << 63
     assert prog.symbol(stext.address).address == stext.address
     assert prog["schedule"].type_.kind == drgn.TypeKind.FUNCTION
+
+
+def test_dump_without_vmcoreinfo_note(kdump61: Path) -> None:
+    """Like QEMU's dump-guest-memory without vmcoreinfo: the note comes from memory."""
+    from kdumpkit.analyze.program import pack_note, program_from_dump
+    from kdumpkit.debuginfo.loader import load_dump_debuginfo
+    from kdumpkit.dump.open import open_dump
+
+    with open_dump(kdump61) as dump:
+        kept = [note for note in dump.notes if note.name != "VMCOREINFO"]
+        dump.note_data = b"".join(pack_note(n.name, n.type, n.desc) for n in kept)
+        dump.notes = kept
+        dump.vmcoreinfo = None
+        prog = program_from_dump(dump)
+        assert dump.vmcoreinfo is not None and dump.vmcoreinfo.osrelease == "6.1.0-56-cloud-amd64"
+        load_dump_debuginfo(prog, dump.vmcoreinfo)
+        assert prog.crashed_thread().tid == 134
+        assert prog["UTS_RELEASE"].string_() == b"6.1.0-56-cloud-amd64"
