@@ -5,11 +5,13 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import drgn
 import numpy as np
 import pytest
 
 from kdumpkit.dump.base import Dump, DumpHeader, PageState
 from kdumpkit.dump.elf import ElfDump
+from kdumpkit.dump.notes import Note, find_vmcoreinfo_note, parse_notes
 from kdumpkit.dump.open import open_dump
 from kdumpkit.dump.source import BytesSource
 from kdumpkit.kernel import vmcoreinfo_scan
@@ -19,6 +21,7 @@ from kdumpkit.kernel.vmcoreinfo_scan import (
     ensure_vmcoreinfo,
     find_vmcoreinfo,
     locate_vmcoreinfo,
+    with_vmcoreinfo_note,
 )
 
 ORACLE = Path(__file__).resolve().parent.parent / ".cache" / "oracle"
@@ -97,7 +100,25 @@ def test_page_aligned_note_is_found_and_installed() -> None:
     assert dump.vmcoreinfo.osrelease == RELEASE
     assert dump.vmcoreinfo.kerneloffset == 0x2A00000
     assert dump.header.extra["vmcoreinfo_paddr"] == 0x345000
+    # the notes now carry it too, as a note segment every reader parses back
+    reparsed = parse_notes(dump.note_data)
+    assert reparsed == dump.notes
+    assert find_vmcoreinfo_note(reparsed) == Note("VMCOREINFO", 0, vmcoreinfo_text(), 24)
+    notes_before = dump.note_data
     assert ensure_vmcoreinfo(dump)  # already there: nothing to do
+    assert dump.note_data == notes_before
+
+
+def test_vmcoreinfo_note_joins_existing_notes() -> None:
+    prstatus = Note("CORE", 1, bytes(range(256)) + bytes(80), 0)
+    qemu = Note("QEMU", 0, b"q" * 438, 0)
+    notes, data = with_vmcoreinfo_note([prstatus, qemu], b"OSRELEASE=x\n")
+    assert [(n.name, n.type, n.desc) for n in parse_notes(data)] == [
+        ("CORE", 1, prstatus.desc),
+        ("QEMU", 0, qemu.desc),
+        ("VMCOREINFO", 0, b"OSRELEASE=x\n"),
+    ]
+    assert parse_notes(data) == notes
 
 
 def test_note_of_another_boot_is_passed_over() -> None:
@@ -206,3 +227,8 @@ def test_real_qemu_dump_without_vmcoreinfo(kver: str) -> None:
         texts = [r.text for r in get_printk_records(dump)]
         assert any(b"TESTBED marker: hello from " + kver.encode() in t for t in texts)
         assert any(b"sysrq: Trigger a crash" in t for t in texts)
+        # drgn accepts the dump's notes once they carry VMCOREINFO
+        from kdumpkit.analyze.program import program_from_dump
+
+        prog = program_from_dump(dump)
+        assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL

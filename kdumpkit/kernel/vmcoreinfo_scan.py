@@ -35,10 +35,12 @@ import numpy as np
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.elf import ElfDump
 from kdumpkit.dump.errors import DumpError, DumpFormatError
+from kdumpkit.dump.notes import Note
 from kdumpkit.dump.vmcoreinfo import MAX_VMCOREINFO_BYTES, VmcoreInfo
 
 #: The note header fields before the name: namesz (len("VMCOREINFO") + 1), descsz, type.
-NOTE_NAMESZ = 11
+VMCOREINFO_NOTE_NAME = "VMCOREINFO"
+NOTE_NAMESZ = len(VMCOREINFO_NOTE_NAME) + 1
 NOTE_TYPE = 0
 #: Bytes 12.. of the note: the name padded to 4 bytes, then the first key of the text.
 NOTE_NAME_AND_TEXT = b"VMCOREINFO\0\0OSRELEASE="
@@ -128,8 +130,9 @@ def locate_vmcoreinfo(
 def ensure_vmcoreinfo(dump: Dump, *, time_limit: float | None = DEFAULT_TIME_LIMIT) -> bool:
     """Give ``dump`` a VMCOREINFO if it has none, from a scan of its memory.
 
-    True when ``dump.vmcoreinfo`` is set afterwards.  The physical address it came
-    from is recorded as ``dump.header.extra["vmcoreinfo_paddr"]``.
+    True when ``dump.vmcoreinfo`` is set afterwards.  A VMCOREINFO note is then
+    also appended to ``dump.notes`` and ``dump.note_data``, and the physical address
+    it came from is recorded as ``dump.header.extra["vmcoreinfo_paddr"]``.
     """
     if dump.vmcoreinfo is not None:
         return True
@@ -137,9 +140,29 @@ def ensure_vmcoreinfo(dump: Dump, *, time_limit: float | None = DEFAULT_TIME_LIM
     if found is None:
         return False
     dump.vmcoreinfo = VmcoreInfo.parse(found.raw)
+    # The note joins the dump's notes too: drgn (fed the notes) and every writer
+    # (which copies note_data) then see a dump that carries VMCOREINFO.
+    dump.notes, dump.note_data = with_vmcoreinfo_note(dump.notes, found.raw)
     dump.header.extra["vmcoreinfo_paddr"] = found.paddr
     dump.header.extra["vmcoreinfo_source"] = f"memory ({found.kind})"
     return True
+
+
+def with_vmcoreinfo_note(notes: list[Note], vmcoreinfo: bytes) -> tuple[list[Note], bytes]:
+    """``notes`` plus a VMCOREINFO note, and the PT_NOTE segment that encodes them all."""
+    out: list[Note] = []
+    data = bytearray()
+    for note in [*notes, Note(VMCOREINFO_NOTE_NAME, NOTE_TYPE, vmcoreinfo)]:
+        name = note.name.encode("latin-1") + b"\0"
+        data += struct.pack("<III", len(name), len(note.desc), note.type)
+        data += name.ljust(_align4(len(name)), b"\0")
+        out.append(Note(note.name, note.type, note.desc, len(data)))
+        data += note.desc.ljust(_align4(len(note.desc)), b"\0")
+    return out, bytes(data)
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
 
 
 # --- reading memory ---------------------------------------------------------------------
