@@ -91,3 +91,23 @@ def test_ps_recovers_tasks_around_missing_pages(dump: Path, outputs: Path) -> No
     # every row we give is right, and we lose fewer tasks than crash does
     assert set(ours) <= crash_complete
     assert len(ours) > len(crash_lossy)
+
+
+def kernel_vmlinux(release: str) -> Path:
+    """The DWARF vmlinux the testbed unpacked for ``release``, or skip."""
+    path = ORACLE / "kernels" / release / "usr" / "lib" / "debug" / "boot" / f"vmlinux-{release}"
+    if not path.is_file():
+        pytest.skip(f"no DWARF vmlinux for {release} in {ORACLE}")
+    return path
+
+
+def test_same_output_with_a_dwarf_vmlinux(kdump61: Path, fx61: Path) -> None:
+    from kdumpkit.analyze.program import open_program
+
+    vmlinux = kernel_vmlinux("6.1.0-56-cloud-amd64")
+    session = Session(open_program(kdump61, vmlinux=vmlinux))
+    for command, name in BYTE_IDENTICAL.items():
+        assert session.run_to_text(command) == (fx61 / "crash-9.0.2" / name).read_text(), command
+    ours = session.run_to_text("sys").splitlines()
+    assert ours[0] == f"      KERNEL: {vmlinux}"
+    assert ours[2:] == (fx61 / "crash-9.0.2" / "sys.txt").read_text().splitlines()[2:]
