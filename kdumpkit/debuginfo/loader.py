@@ -53,7 +53,10 @@ def read_vmlinux_btf(prog: drgn.Program, symbols: KernelSymbols) -> Btf:
     start = symbols.address("__start_BTF")
     stop = symbols.address("__stop_BTF")
     if start is None or stop is None:
-        raise BtfError("the kernel has no __start_BTF/__stop_BTF symbols (built without BTF?)")
+        raise BtfError(
+            "the kernel has no __start_BTF/__stop_BTF symbols (built without "
+            "CONFIG_DEBUG_INFO_BTF?): give a vmlinux with DWARF"
+        )
     if not 0 < stop - start <= 256 << 20:
         raise BtfError(f"__start_BTF..__stop_BTF spans {stop - start} bytes, not a BTF blob")
     try:
