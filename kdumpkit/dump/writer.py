@@ -320,18 +320,26 @@ def write_dump(
     return stats
 
 
+#: Split boundaries are multiples of this many pfns (makedumpfile cuts at its
+#: --splitblock-size).  crash counts a split file's dumpable pages a 64-bit bitmap
+#: word at a time from start_pfn, so a start that is not a multiple of 64 breaks it.
+SPLIT_ALIGN_PFNS = 1024
+
+
 def split_ranges(kept: np.ndarray, parts: int) -> list[tuple[int, int]]:
     """``parts`` consecutive pfn ranges covering the dump with about as many kept
-    pages each (makedumpfile balances dumpable pages the same way)."""
+    pages each (makedumpfile balances dumpable pages the same way), every inner
+    boundary a multiple of :data:`SPLIT_ALIGN_PFNS`."""
     max_pfn = kept.size
     counts = np.cumsum(kept, dtype=np.int64)
     total = int(counts[-1]) if max_pfn else 0
     bounds = [0]
     for k in range(1, parts):
         target = total * k // parts
-        bounds.append(max(bounds[-1], int(np.searchsorted(counts, target, side="left")) + 1))
+        cut = int(np.searchsorted(counts, target, side="left")) + 1
+        cut = round(cut / SPLIT_ALIGN_PFNS) * SPLIT_ALIGN_PFNS
+        bounds.append(min(max(bounds[-1], cut), max_pfn))
     bounds.append(max_pfn)
-    bounds = [min(b, max_pfn) for b in bounds]
     return list(itertools.pairwise(bounds))
 
 
