@@ -2,17 +2,21 @@
 # `make demo`: one real kdump cycle of Debian's 6.1 kernel under QEMU — kdumpkit load arms
 # kdump, sysrq-c panics the guest, kdumpkit collect saves the dump in the capture kernel —
 # then what kdumpkit reads from the saved dump: the panic line, the last log lines and the
-# crashing task's backtrace.
+# crashing task's backtrace.   Usage: demo.sh            (a new cycle, then show its dump)
+#                                      demo.sh --show DUMP (only show an existing dump)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-out=.cache/testbed/demo
-rm -rf "$out"
-
-"$PY" testbed/vm.py cycle "${DEMO_KERNEL:-6.1}" --out "$out"
-dump=$(ls "$out"/share/*/dump.* | head -n1)
-[ -f "$dump" ] || { echo "demo: no dump was saved (see $out/console.log)" >&2; exit 1; }
+if [ "${1:-}" = --show ]; then
+    dump=${2:?usage: demo.sh --show DUMP}
+else
+    out=.cache/testbed/demo
+    rm -rf "$out"
+    "$PY" testbed/vm.py cycle "${DEMO_KERNEL:-6.1}" --out "$out"
+    dump=$(ls "$out"/share/*/dump.* 2>/dev/null | head -n1 || true)
+    [ -n "$dump" ] || { echo "demo: no dump was saved (see $out/console.log)" >&2; exit 1; }
+fi
 kdumpkit() { "$PY" -m kdumpkit "$@"; }
 has_verb() { [ -f "kdumpkit/cli/$1.py" ]; }
 
@@ -24,8 +28,8 @@ echo
 echo "== the panic"
 grep -m2 -E 'sysrq: Trigger a crash|Kernel panic' <<< "$log"
 echo
-echo "== the last lines of the kernel log"
-tail -n 12 <<< "$log"
+echo "== the last kernel log lines before the panic"
+sed -n '1,/Kernel panic - not syncing/p' <<< "$log" | tail -n 8
 echo
 if has_verb report; then
     echo "== kdumpkit report"

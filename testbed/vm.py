@@ -170,8 +170,15 @@ def qemu_command(kernel: Kernel, cmdline: str, extra: list[str]) -> list[str]:
 
 
 @contextmanager
-def running_guest(command: list[str], console_path: Path) -> Iterator[Guest]:
-    """Start QEMU in its own process group; it is always killed when the block ends."""
+def running_guest(command: list[str], console_path: Path,
+                  timeout: float = CYCLE_TIMEOUT_S) -> Iterator[Guest]:
+    """Start QEMU in its own process group; it is always killed when the block ends.
+
+    It also runs under timeout(1), so even if this process is killed outright, QEMU is
+    gone ``timeout`` (+30) seconds later.
+    """
+    if shutil.which("timeout"):
+        command = ["timeout", "-k", "5", str(int(timeout) + 30), *command]
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -236,7 +243,7 @@ def run_kdump_cycle(kernel: Kernel, out_dir: Path, python: str | None = None,
     extra = ["-virtfs", f"local,path={share},mount_tag=outdir,security_model=none"]
     console = out_dir / "console.log"
     deadline = time.monotonic() + timeout
-    with running_guest(qemu_command(kernel, cmdline, extra), console) as guest:
+    with running_guest(qemu_command(kernel, cmdline, extra), console, timeout) as guest:
         i, t_up, _ = guest.wait_line(r"TESTBED: first kernel up", deadline)
         i, t_mounted, _ = guest.wait_line(r"TESTBED: host mounted", deadline, i)
         i, t_checked, _ = guest.wait_line(r"TESTBED: (check before load done|FAIL)",
@@ -298,7 +305,8 @@ def run_qemu_dump(kernel: Kernel, out_dir: Path, vmcoreinfo: bool = True,
                    f"kdtb.proj={PROJECT_DIR}")
         deadline = time.monotonic() + timeout
         written: dict[str, Path] = {}
-        with running_guest(qemu_command(kernel, cmdline, extra), out_dir / "console.log") as guest:
+        with running_guest(qemu_command(kernel, cmdline, extra), out_dir / "console.log",
+                           timeout) as guest:
             guest.wait_line(r"TESTBED: first kernel up", deadline)  # QMP socket exists by now
             with QMPClient(sock) as qmp:
                 try:
@@ -355,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-vmcoreinfo", action="store_true",
                         help="qemu-dump: without -device vmcoreinfo (no VMCOREINFO note)")
     args = parser.parse_args(argv)
+
+    def stop(signum: int, _frame: object) -> None:  # unwind, so QEMU is killed on the way
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     try:
         kernel = prepare_kernel(args.series)
         if args.action == "cycle":
