@@ -143,3 +143,26 @@ def test_kdump_dump_takes_a_source_list(kdump61: Path) -> None:
     with dump:
         assert dump.format == "kdump"
         assert dump.count_present() > 0
+
+
+QEMU_DUMPS = sorted(
+    (Path(__file__).resolve().parent.parent / ".cache" / "oracle").glob("qemu-*-fwcfg")
+)
+
+
+@pytest.mark.parametrize("folder", QEMU_DUMPS, ids=[f.name for f in QEMU_DUMPS])
+def test_qemu_dumps_agree(folder: Path) -> None:
+    # QEMU's dump-guest-memory in its three forms (testbed dumps, when cached).
+    forms = [folder / n for n in ("vmcore.qemu.kdump", "vmcore.qemu.flat", "vmcore.qemu.elf")]
+    if not all(f.exists() for f in forms):
+        pytest.skip(f"{folder.name}: not every form was made")
+    with open_dump(forms[0]) as kd, open_dump(forms[1]) as fl, open_dump(forms[2]) as elf:
+        assert kd.header.extra["qemu"] and kd.header.utsname["release"] == ""
+        assert kd.header.machine == "x86_64" and kd.vmcoreinfo is not None
+        assert [n.name for n in kd.notes].count("QEMU") == len(kd.prstatus) > 0
+        assert np.array_equal(kd.present_bitmap(), fl.present_bitmap())
+        assert np.array_equal(kd.present_bitmap(), elf.present_bitmap()[: kd.max_pfn])
+        pfns = np.flatnonzero(kd.present_bitmap())
+        for pfn in pfns[:: max(1, len(pfns) // 2000)].tolist():
+            page = kd.read_page(pfn)
+            assert fl.read_page(pfn) == page and elf.read_page(pfn) == page

@@ -156,7 +156,8 @@ def _defaults(
         timestamp = src.header.timestamp or (vmci.crashtime if vmci else None) or 0
     if phys_base is None:
         phys_base = src.header.extra.get("phys_base")
-        if phys_base is None:
+        # QEMU's kdump header holds its own guess: the kernel's VMCOREINFO knows better.
+        if phys_base is None or (src.header.extra.get("qemu") and vmci and vmci.phys_base):
             phys_base = (vmci.phys_base if vmci else None) or 0
     if dump_level is None:
         dump_level = src.header.dump_level or (1 if exclude_zero else 0)
