@@ -356,3 +356,28 @@ def test_crash_reads_our_output(form: str, kdump61: Path, fx61: Path, tmp_path: 
     expected_sys = (fx61 / "crash-9.0.2" / "sys.txt").read_text().splitlines()[2:]
     assert sys_text.splitlines()[-len(expected_sys) :] == expected_sys
     assert log_text == (fx61 / "crash-9.0.2" / "log.txt").read_text()
+
+
+def _makedumpfile_178() -> list[str]:
+    """argv of sid's makedumpfile 1.7.8 (zstd support) unpacked under .cache/, or skip."""
+    root = Path(__file__).resolve().parent.parent
+    for tools in sorted((root / ".cache").glob("*/tools-sid")):
+        loader, mdf = tools / "usr/lib64/ld-linux-x86-64.so.2", tools / "usr/bin/makedumpfile"
+        if loader.exists() and mdf.exists():
+            return [
+                str(loader),
+                "--library-path",
+                str(tools / "usr/lib/x86_64-linux-gnu"),
+                str(mdf),
+            ]
+    pytest.skip("makedumpfile 1.7.8 is not unpacked under .cache/")
+
+
+def test_makedumpfile_178_reads_our_zstd(kdump61: Path, fx61: Path, tmp_path: Path) -> None:
+    mdf = _makedumpfile_178()
+    ours, text = tmp_path / "ours.kdump", tmp_path / "dmesg.txt"
+    with open_dump(kdump61) as src:
+        write_dump(src, ours, compress="zstd", exclude_zero=True)
+    subprocess.run([*mdf, "--dump-dmesg", str(ours), str(text)], check=True, capture_output=True)
+    # The same text 1.7.8 printed from /proc/vmcore in the capture kernel.
+    assert text.read_bytes() == (fx61 / "makedumpfile" / "dump-dmesg-1.7.8.txt").read_bytes()
