@@ -6,7 +6,8 @@ vmlinux (``--vmlinux``) the same work is timed with crash and with drgn, side by
 side; without one their rows say "skipped: no vmlinux".  Each figure is the best
 of ``--repeat`` runs (the machine is shared).
 
-    python3 bench/analysis.py [--dump vmcore.kdump] [--vmlinux VMLINUX] [--repeat 3] [--json out]
+    python3 bench/analysis.py [--dump vmcore.kdump] [--vmlinux VMLINUX] [--crash CMD]
+                              [--repeat 3] [--tool-repeat 1] [--json out]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -97,12 +99,29 @@ def in_process(dump: Path, vmlinux: str | None, repeat: int) -> dict[str, float]
     return best
 
 
+def crash_command(given: str | None) -> list[str] | None:
+    """The crash to run: as given, the testbed's unpacked crash 9.0.2, or PATH's."""
+    if given:
+        return shlex.split(given)
+    root = ROOT / ".cache" / "oracle" / "tools-sid"
+    if (root / "usr" / "bin" / "crash").is_file():
+        # its own glibc and libraries, as /work/shared/testbed/crash-debian.sh runs it
+        return [str(root / "usr/lib64/ld-linux-x86-64.so.2"), "--library-path",
+                str(root / "usr/lib/x86_64-linux-gnu"), str(root / "usr/bin/crash")]
+    found = shutil.which("crash")
+    return [found] if found else None
+
+
 def main() -> int:
     """Run the measurements and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dump", type=Path, default=DEFAULT_DUMP)
     parser.add_argument("--vmlinux", help="a DWARF vmlinux: also time crash and drgn")
+    parser.add_argument("--crash", help="the crash command (default: crash 9.0.2 unpacked by "
+                        "the testbed under .cache/oracle/tools-sid, else crash on PATH)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tool-repeat", type=int, default=1,
+                        help="runs of crash and drgn (slow: a DWARF load each)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     if not args.dump.exists():
@@ -111,26 +130,32 @@ def main() -> int:
     vmlinux = args.vmlinux or ""
     python = sys.executable
     results: dict[str, float | str | None] = {}
-    results["kdumpkit open+bt (fresh process)"] = best_wall(
-        [python, "-c", OURS_BT, str(args.dump), vmlinux], args.repeat)
-    results["kdumpkit open+report (fresh process)"] = best_wall(
-        [python, "-c", OURS_REPORT, str(args.dump), vmlinux], args.repeat)
-    for key, value in in_process(args.dump, args.vmlinux, args.repeat).items():
-        results[f"kdumpkit {key} (in process)"] = value
+    results["kdumpkit open+bt, BTF (fresh process)"] = best_wall(
+        [python, "-c", OURS_BT, str(args.dump), ""], args.repeat)
+    results["kdumpkit open+report, BTF (fresh process)"] = best_wall(
+        [python, "-c", OURS_REPORT, str(args.dump), ""], args.repeat)
+    for key, value in in_process(args.dump, None, args.repeat).items():
+        results[f"kdumpkit {key}, BTF (in process)"] = value
+    if vmlinux:
+        results["kdumpkit open+bt, DWARF (fresh process)"] = best_wall(
+            [python, "-c", OURS_BT, str(args.dump), vmlinux], args.repeat)
+        for key in ("open", "bt"):
+            value = in_process(args.dump, vmlinux, args.repeat)[key]
+            results[f"kdumpkit {key}, DWARF (in process)"] = value
     if not args.vmlinux:
         results["crash open+bt"] = "skipped: no vmlinux"
         results["drgn open+bt"] = "skipped: no vmlinux"
     else:
-        crash = shutil.which("crash")
+        crash = crash_command(args.crash)
         results["crash open+bt"] = (
-            best_wall([crash, "-s", args.vmlinux, str(args.dump)], args.repeat,
+            best_wall([*crash, "-s", args.vmlinux, str(args.dump)], args.tool_repeat,
                       stdin="bt\nexit\n") if crash else "skipped: crash not installed")
         results["drgn open+bt"] = best_wall([python, "-c", DRGN_BT, str(args.dump),
-                                             args.vmlinux], args.repeat)
+                                             args.vmlinux], args.tool_repeat)
     print(f"dump: {args.dump}  vmlinux: {args.vmlinux or '(none)'}  best of {args.repeat}")
     for name, value in results.items():
         shown = f"{value:8.3f} s" if isinstance(value, float) else str(value)
-        print(f"  {name:<42} {shown}")
+        print(f"  {name:<48} {shown}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
