@@ -79,6 +79,14 @@ def test_convert_to_stdout_and_reassemble_from_stdin(kdump61: Path, tmp_path: Pa
         assert back.count_present() == ref.count_present()
 
 
+def test_convert_to_flattened_elf(kdump61: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.flat-elf"
+    assert main(["convert", str(kdump61), str(out), "-f", "flat-elf"]) == 0
+    with open_dump(out) as back, open_dump(kdump61) as ref:
+        assert back.format == "elf" and back.header.extra["flattened"]
+        assert back.count_present() == ref.count_present()
+
+
 def test_convert_split(kdump61: Path, tmp_path: Path) -> None:
     outs = [str(tmp_path / f"s{i}") for i in range(2)]
     assert main(["convert", str(kdump61), *outs, "--split", "2", "-c", "snappy"]) == 0

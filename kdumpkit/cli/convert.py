@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "('-' for stdout, written flattened)",
     )  # fmt: skip
     parser.add_argument(
-        "--format", "-f", choices=("kdump", "elf", "flat"), default="kdump",
-        help="kdump (kdump-compressed, default), elf, or flat (flattened kdump-compressed)",
+        "--format", "-f", choices=("kdump", "elf", "flat", "flat-elf"), default="kdump",
+        help="kdump (kdump-compressed, default), elf, flat (flattened kdump-compressed) "
+        "or flat-elf (flattened ELF, as makedumpfile -E -F)",
     )  # fmt: skip
     parser.add_argument(
         "--compress", "-c", choices=("zlib", "lzo", "snappy", "zstd", "none"), default="zstd",
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise DumpError("give the input dump and the output path(s)")
     outs = args.paths[-split:] if split else args.paths[-1:]
     ins = args.paths[: len(args.paths) - len(outs)]
-    fmt = "kdump" if args.format == "flat" else args.format
+    fmt = {"flat": "kdump", "flat-elf": "elf"}.get(args.format, args.format)
+    flattened = args.format.startswith("flat")
     if args.threads < 1:
         raise DumpError("--threads must be at least 1")
     progress = _progress(sys.stderr)
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                     raise DumpError("a split set is kdump-compressed only")
                 stats = write_split(src, list(temps), **options)
             else:
-                stats = write_dump(src, temps[0], flattened=args.format == "flat", **options)
+                stats = write_dump(src, temps[0], flattened=flattened, **options)
             for tmp, out in zip(temps, outs, strict=True):
                 os.replace(tmp, out)
         except BaseException:
