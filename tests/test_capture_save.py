@@ -85,6 +85,14 @@ def test_refiltering_a_saved_dump(elf61: Path, tmp_path: Path) -> None:
         _same_pages(ours, src, np.flatnonzero(expected)[::50])
 
 
+def test_save_writes_the_log_too(elf61: Path, fx61: Path, tmp_path: Path) -> None:
+    log = tmp_path / "dmesg.txt"
+    out = tmp_path / "d.kdump"
+    assert main(["save", str(elf61), str(out), "--dmesg", str(log), "-q", "-d", "31"]) == 0
+    assert log.read_bytes() == (fx61 / "makedumpfile" / "dump-dmesg-1.7.8.txt").read_bytes()
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+
 def test_split_set_reads_back_whole(elf61: Path, tmp_path: Path) -> None:
     out = tmp_path / "part"
     assert main(["save", str(elf61), str(out), "--split", "2", "-q"]) == 0

@@ -378,7 +378,7 @@ def exclude_unnecessary_pages(
         max_pfn=dump.max_pfn,
         page_size=dump.page_size,
     )
-    if dump_level & ~DL_EXCLUDE_ZERO == 0 and dump.vmcoreinfo is None:
+    if (dump_level & ~DL_EXCLUDE_ZERO) == 0 and dump.vmcoreinfo is None:
         return result
     rules = PageRules.from_dump(dump)
     if dump_level & DL_EXCLUDE_FREE and (rules.buddy_value is None):
