@@ -9,7 +9,6 @@ kept in ``prog.cache["kdumpkit.debuginfo"]``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import drgn
@@ -154,8 +153,3 @@ def _proc_kallsyms() -> KernelSymbols:
     return KernelSymbols(
         names, np.array(addresses, dtype=np.uint64), bytes(types), "/proc/kallsyms"
     )
-
-
-def is_vmlinux_dir(path: str) -> bool:
-    """Whether a --vmlinux argument names a debug directory rather than a file."""
-    return os.path.isdir(path)
