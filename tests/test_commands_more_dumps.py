@@ -48,13 +48,19 @@ COMPLETE_CASES = cases(COMPLETE)
 LOSSY_CASES = [case for case in cases((LOSSY,)) if "6.12" in case[0].parent.name]
 
 
-def open_session(dump: Path) -> Session:
-    from kdumpkit.analyze.program import open_program
+def has_vmcoreinfo(dump: Path) -> bool:
+    """A hypervisor's dump without fw_cfg has no VMCOREINFO: it needs a vmlinux."""
     from kdumpkit.dump.open import open_dump
 
     with open_dump(dump) as opened:
-        if opened.vmcoreinfo is None:
-            pytest.skip("no VMCOREINFO (a hypervisor dump without fw_cfg): needs a vmlinux")
+        return opened.vmcoreinfo is not None
+
+
+def open_session(dump: Path) -> Session:
+    from kdumpkit.analyze.program import open_program
+
+    if not has_vmcoreinfo(dump):
+        pytest.skip("no VMCOREINFO (a hypervisor dump without fw_cfg): needs a vmlinux")
     return Session(open_program(dump))
 
 
@@ -111,3 +117,19 @@ def test_same_output_with_a_dwarf_vmlinux(kdump61: Path, fx61: Path) -> None:
     ours = session.run_to_text("sys").splitlines()
     assert ours[0] == f"      KERNEL: {vmlinux}"
     assert ours[2:] == (fx61 / "crash-9.0.2" / "sys.txt").read_text().splitlines()[2:]
+
+
+@pytest.mark.skipif(not COMPLETE_CASES, reason=f"no testbed dumps in {ORACLE}")
+def test_one_crash_one_signature(kdump61: Path) -> None:
+    """Every testbed dump is the same sysrq crash: kdump or hypervisor dump, 6.1 or 6.12,
+    the signature is the same."""
+    from kdumpkit.analyze.program import open_program
+    from kdumpkit.analyze.report import gather_report
+
+    expected = gather_report(open_program(kdump61))["signature"]["sha256"]
+    for dump, _ in COMPLETE_CASES:
+        if not has_vmcoreinfo(dump):
+            continue
+        report = gather_report(open_program(dump))
+        assert report["signature"]["sha256"] == expected, dump
+        assert report["panic"] == "Kernel panic - not syncing: sysrq triggered crash"

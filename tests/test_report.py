@@ -76,6 +76,18 @@ def test_signature_drops_the_panic_machinery(report: dict[str, Any]) -> None:
                                          "write_sysrq_trigger.isra.0", "proc_reg_write",
                                          "vfs_write", "ksys_write")]
     assert crash_signature(frames, None)["sha256"] == report["signature"]["sha256"]
+    # a hypervisor's dump of the same crash: panic notifiers ran inside panic()
+    notified = [{"function": n} for n in (
+        "pvpanic_send_event.part.0", "pvpanic_panic_notify", "notifier_call_chain",
+        "atomic_notifier_call_chain", "panic", "sysrq_handle_crash", "__handle_sysrq",
+        "write_sysrq_trigger", "proc_reg_write", "vfs_write", "ksys_write", "do_syscall_64",
+        "entry_SYSCALL_64_after_hwframe")]
+    assert crash_signature(notified, None)["sha256"] == report["signature"]["sha256"]
+    # an oops: the faulting function comes first, whatever the exception path was
+    oops = [{"function": n} for n in (
+        "machine_kexec", "__crash_kexec", "crash_kexec", "oops_end", "page_fault_oops",
+        "exc_page_fault", "asm_exc_page_fault", "brd_probe", "blk_request_module")]
+    assert crash_signature(oops, None)["frames"] == ["brd_probe", "blk_request_module"]
 
 
 def test_taint_letters_as_the_kernel_prints_them(report: dict[str, Any]) -> None:

@@ -84,7 +84,11 @@ def normalise_function(name: str) -> str:
 def crash_signature(frames: list[dict[str, Any]], panic: str | None) -> dict[str, Any]:
     """sha256 of the top frames once the panic machinery is dropped (or of the message)."""
     names = [normalise_function(f["function"]) for f in frames if f.get("function")]
-    meaningful = [n for n in names if n not in MACHINERY and not n.startswith("entry_")]
+    # Frames are innermost first: whatever ran inside the outermost machinery frame
+    # (panic notifiers, kexec, the NMI handler's callees) is part of the machinery too.
+    last = max((i for i, name in enumerate(names) if name in MACHINERY), default=-1)
+    meaningful = [n for n in names[last + 1 :]
+                  if n not in MACHINERY and not n.startswith(("entry_", "asm_"))]
     top = meaningful[:SIGNATURE_FRAMES]
     if top:
         basis = "|".join(top)
