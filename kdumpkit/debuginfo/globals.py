@@ -71,10 +71,15 @@ def _length_of_string(prog: drgn.Program, address: int, size: int, elem_size: in
 
 
 def _read_c_string(prog: drgn.Program, address: int, limit: int = 32) -> bytes:
+    """Up to ``limit`` bytes of a C string; a fault ends it (at the page boundary)."""
     try:
         raw = prog.read(address, limit)
     except drgn.FaultError:
-        return b""
+        in_page = min(limit, ((address | 0xFFF) + 1) - address)
+        try:
+            raw = prog.read(address, in_page)
+        except drgn.FaultError:
+            return b""
     return raw.split(b"\0", 1)[0]
 
 
