@@ -147,3 +147,9 @@ def test_sym_knows_modules_and_nm_letters(session: Session, fx61: Path) -> None:
     assert all(line.endswith("[brd]") for line in listing)
     # kallsyms' own letters, not guesses from the binding
     assert session.run_to_text("sym init_task") == "ffffffff85c1aa40 (D) init_task\n"
+
+
+def test_help_for_commands_drgn_runs(session: Session) -> None:
+    text = session.run_to_text("help mount")
+    assert text.startswith("NAME\n  mount - mounted filesystems\n\nSYNOPSIS\n  mount ")
+    assert "-o NAME: member offsets" in session.run_to_text("help struct")

@@ -29,6 +29,20 @@ def columns_text(names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def drgn_usage(prog: Program, name: str) -> str:
+    """The usage drgn's crash layer prints for one of its commands."""
+    from kdumpkit.analyze.commands.drgn_crash import run_drgn_crash_command
+
+    try:
+        # an option no command has: drgn answers with the usage and runs nothing
+        run_drgn_crash_command(prog, [name, "--kdumpkit-usage"])
+    except CommandError as exc:
+        usage = str(exc).partition("usage: ")[2]
+        if usage:
+            return "  " + usage.strip() + "\n"
+    return "  (arguments as crash 9.0.2 takes them)\n"
+
+
 @register
 class Help(Command):
     """crash's ``help``."""
@@ -57,5 +71,5 @@ class Help(Command):
         if type(parser) is argparse.ArgumentParser:
             text += "SYNOPSIS\n" + parser.format_help().replace("usage: ", "  ", 1)
         else:
-            text += "  (arguments as crash 9.0.2 takes them; drgn's crash layer reads them)\n"
+            text += "SYNOPSIS\n" + drgn_usage(prog, command.name)
         return Result(text, [{"name": command.name, "help": command.help}])

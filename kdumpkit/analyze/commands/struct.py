@@ -64,7 +64,7 @@ class Struct(_Aggregate):
     """crash's ``struct``."""
 
     name = "struct"
-    help = "structure contents"
+    help = "structure contents (-o NAME: member offsets)"
     keyword = "struct"
 
 
@@ -73,7 +73,7 @@ class Union(_Aggregate):
     """crash's ``union``."""
 
     name = "union"
-    help = "union contents"
+    help = "union contents (-o NAME: member offsets)"
     keyword = "union"
 
 
