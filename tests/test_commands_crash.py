@@ -153,3 +153,11 @@ def test_help_for_commands_drgn_runs(session: Session) -> None:
     text = session.run_to_text("help mount")
     assert text.startswith("NAME\n  mount - mounted filesystems\n\nSYNOPSIS\n  mount ")
     assert "-o NAME: member offsets" in session.run_to_text("help struct")
+
+
+def test_bad_task_and_cpu_arguments(session: Session) -> None:
+    for bad in ("ffff", "ffff8f0bc2033008", "zz", "99999"):
+        assert session.run_to_text(f"set {bad}") == f"set: invalid task or pid value: {bad}\n"
+    assert session.run_to_text("runq -c 99") == "runq: invalid cpu specification: 99\n"
+    assert session.run_to_text("set ffffffff85c1aa40").splitlines()[0] == "    PID: 0"
+    session.run_to_text("set -p")

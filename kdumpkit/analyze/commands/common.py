@@ -14,6 +14,8 @@ from kdumpkit.analyze.commands.base import CommandError
 if TYPE_CHECKING:
     from drgn import Object, Program
 
+#: the lowest kernel virtual address on x86_64 (the upper canonical half)
+KERNEL_HALF = 0xFFFF800000000000
 #: prog.cache key of the task the session's commands act on (crash's "current context").
 CONTEXT_KEY = "kdumpkit.context"
 
@@ -161,10 +163,30 @@ def find_task_arg(prog: Program, text: str) -> Object:
                     return idle_task(prog, 0)
                 raise CommandError(f"invalid task or pid value: {text}")
             return task
-        address = int(value, 16)
+        address = int(value.removeprefix("0x"), 16)
     except ValueError:
         raise CommandError(f"invalid task or pid value: {text}") from None
-    return drgn.Object(prog, "struct task_struct *", address)
+    task = drgn.Object(prog, "struct task_struct *", address)
+    if not is_task(task):
+        raise CommandError(f"invalid task or pid value: {text}")
+    return task
+
+
+def is_task(task: Object) -> bool:
+    """Whether a pointer is a task the kernel knows: found by its PID, or an idle task."""
+    from drgn.helpers.linux.pid import find_task
+    from drgn.helpers.linux.sched import idle_task
+
+    if task.value_() < KERNEL_HALF:
+        return False
+    try:
+        pid = task.pid.value_()
+        if pid:
+            return find_task(task.prog_, pid).value_() == task.value_()
+        return any(idle_task(task.prog_, cpu).value_() == task.value_()
+                   for cpu in for_each_cpu_in_dump(task.prog_))
+    except (drgn.FaultError, OverflowError, ValueError):
+        return False  # unreadable, or a PID no task can have
 
 
 def task_comm(task: Object) -> str:

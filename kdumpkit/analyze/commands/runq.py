@@ -72,6 +72,8 @@ class Runq(Command):
                 wanted = {int(c) for c in args.cpus.split(",")}
             except ValueError:
                 raise CommandError(f"invalid cpu specification: {args.cpus}") from None
+            if not wanted <= set(cpus):
+                raise CommandError(f"invalid cpu specification: {args.cpus}")
             cpus = [c for c in cpus if c in wanted]
         rows = [run_queue(prog, cpu) for cpu in cpus]
         return Result("\n".join(render_run_queue(r) for r in rows), rows)
