@@ -205,6 +205,16 @@ class ElfDump(Dump):
                 state = PageState.EXCLUDED
         return state
 
+    def read(self, paddr: int, size: int, *, zero_missing: bool = False) -> bytes:
+        """Physical memory; one read when a single extent holds the whole range
+        (struct page scans read megabytes at a time), else page by page."""
+        if size > 0 and paddr >= 0:
+            for ext in self._overlapping(paddr, paddr + size):
+                if ext.start <= paddr and paddr + size <= ext.lost_from:
+                    return self.source.pread(ext.offset + paddr - ext.start, size)
+                break
+        return super().read(paddr, size, zero_missing=zero_missing)
+
     def _read_present_page(self, pfn: int) -> bytes:
         start = pfn * self.page_size
         return self._read_span(start, start + self.page_size)
