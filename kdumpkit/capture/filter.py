@@ -167,7 +167,7 @@ class FilterResult:
         return int(np.count_nonzero(self.keep))
 
 
-def _column(buf: bytes, count: int, stride: int, offset: int, dtype: str) -> np.ndarray:
+def _column(buf: bytes | bytearray, count: int, stride: int, offset: int, dtype: str) -> np.ndarray:
     """One field of ``count`` structs of ``stride`` bytes, as a strided numpy view."""
     return np.ndarray(shape=(count,), dtype=dtype, buffer=buf, offset=offset, strides=(stride,))
 
@@ -179,7 +179,12 @@ def _bit(flags: np.ndarray, nr: int | None) -> np.ndarray:
 
 
 def classify_struct_pages(
-    buf: bytes, first_pfn: int, count: int, layout: PageLayout, rules: PageRules, dump_level: int
+    buf: bytes | bytearray,
+    first_pfn: int,
+    count: int,
+    layout: PageLayout,
+    rules: PageRules,
+    dump_level: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decide ``count`` consecutive struct pages (``buf`` holds one more, zero, at the end).
 
@@ -401,8 +406,8 @@ def exclude_unnecessary_pages(
             stop = min(end, (pfn // window + 1) * window)
             count = stop - pfn
             buf = memmap.read_struct_pages(
-                mem_map + (pfn - start) * memmap.layout.size, count
-            ) + bytes(memmap.layout.size)
+                mem_map + (pfn - start) * memmap.layout.size, count, pad=1
+            )
             cls, order, evaluated = classify_struct_pages(
                 buf, pfn, count, memmap.layout, rules, dump_level
             )

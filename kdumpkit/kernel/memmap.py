@@ -297,17 +297,22 @@ class SparseMem:
 
     # --- reading struct pages -------------------------------------------------------------
 
-    def read_struct_pages(self, mem_map: int, count: int) -> bytes:
-        """``count`` struct pages starting at virtual address ``mem_map``, read in bulk.
+    def read_struct_pages(self, mem_map: int, count: int, *, pad: int = 0) -> bytearray:
+        """``count`` struct pages starting at virtual address ``mem_map``, read in bulk,
+        followed by ``pad`` zero struct pages.
 
         Pieces that do not translate or are missing from the dump read as zeros
         (a zero struct page is classified as an ordinary kept page).
         """
-        return self.read_virtual(mem_map, count * self.layout.size)
+        size = self.layout.size
+        return self.read_virtual(mem_map, count * size, extra=pad * size)
 
-    def read_virtual(self, vaddr: int, size: int) -> bytes:
-        """Kernel virtual memory, translated per page-table mapping; unreadable parts zero."""
-        out = bytearray(size)
+    def read_virtual(self, vaddr: int, size: int, *, extra: int = 0) -> bytearray:
+        """Kernel virtual memory, translated per page-table mapping; unreadable parts zero.
+
+        ``extra`` zero bytes follow (room a caller wants without another copy).
+        """
+        out = bytearray(size + extra)
         pos = 0
         while pos < size:
             addr = vaddr + pos
@@ -323,7 +328,7 @@ class SparseMem:
                 except PageNotPresentError:
                     pass
             pos += chunk
-        return bytes(out)
+        return out
 
     def _leaf(self, vaddr: int) -> tuple[int, int]:
         """(physical address of ``vaddr``, size of the mapping that holds it)."""
