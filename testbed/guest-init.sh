@@ -8,7 +8,9 @@
 #                                 qmp: no kdump, panic (QEMU's dump-guest-memory saves it)
 #   kdtb.py=PYTHON kdtb.proj=PROJECT_DIR kdtb.out=OUTPUT_DIR (a writable 9p share)
 #   kdtb.kernel=VMLINUZ kdtb.initrd=INITRD (host paths for the capture kernel)
-#   kdtb.compress=zlib|... (kdumpkit collect --compress; default: kdumpkit's own default)
+#   kdtb.compress=zlib|... (the config's dump.compress; default: kdumpkit's own default)
+# kdumpkit is driven by a config file written from these (KDUMPKIT_CONFIG=/tmp/kdumpkit.toml):
+# dump.dir, dump.compress, kexec.kernel, kexec.initrd, kexec.cmdline_append.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -41,31 +43,31 @@ mount_host() {  # modules, host root at /host (ro), proc/sys/dev/tmp inside it, 
 }
 inhost() {  # run a command chrooted in the host root with a clean environment
     chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PROJ" "$@"
+        HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PROJ" \
+        KDUMPKIT_CONFIG=/tmp/kdumpkit.toml "$@"
 }
 kdumpkit() { inhost "$PY" -m kdumpkit "$@"; }
-has_verb() { [ -f "/host$PROJ/kdumpkit/cli/$1.py" ]; }
+write_config() {  # /etc/kdumpkit.toml's job, in the chroot's /tmp (a copy goes to the share)
+    local compress; compress=$(arg kdtb.compress)
+    {
+        echo "[dump]"
+        echo "dir = \"$OUT\""
+        [ -z "$compress" ] || echo "compress = \"$compress\""
+        echo "[kexec]"
+        echo "kernel = \"$(arg kdtb.kernel)\""
+        echo "initrd = \"$(arg kdtb.initrd)\""
+        # kdumpkit load appends this to the running command line (crashkernel= dropped).
+        echo "cmdline_append = \"panic=1 kdtb.stage=capture\""
+    } > /host/tmp/kdumpkit.toml
+}
 
 if [ "$stage" = capture ] || [ -e /proc/vmcore ]; then
     say "capture kernel up: $(uname -r); vmcore $(stat -c %s /proc/vmcore 2>/dev/null) bytes"
     mount_host
+    write_config
     say "host mounted"
-    if has_verb collect; then
-        collector=kdumpkit
-        compress=$(arg kdtb.compress)
-        kdumpkit collect --vmcore /proc/vmcore --dir "$OUT" ${compress:+--compress "$compress"} \
-            > "/host$OUT/collect.log" 2>&1
-        rc=$?
-    else  # until `kdumpkit collect` exists: Debian's makedumpfile in the same layout
-        collector=makedumpfile
-        stamp=$(date +%Y%m%d%H%M)
-        mkdir -p "/host$OUT/$stamp"
-        { inhost makedumpfile -c -d 31 /proc/vmcore "$OUT/$stamp/dump.$stamp" &&
-          inhost makedumpfile --dump-dmesg /proc/vmcore "$OUT/$stamp/dmesg.$stamp"; } \
-            > "/host$OUT/collect.log" 2>&1
-        rc=$?
-    fi
-    say "collect done: collector=$collector rc=$rc"
+    kdumpkit collect > "/host$OUT/collect.log" 2>&1
+    say "collect done: collector=kdumpkit rc=$?"
     umount "/host$OUT" 2>/dev/null
     stop
 fi
@@ -75,31 +77,20 @@ mount_host
 say "host mounted"
 echo 1 > /proc/sys/kernel/sysrq
 if [ "$stage" = first ]; then
+    write_config
+    cp /host/tmp/kdumpkit.toml "/host$OUT/kdumpkit.toml"
+    # No kexec-tools in this guest: kdumpkit loads the capture kernel by itself.
+    : > /tmp/no-kexec-tools
+    for k in /host/usr/sbin/kexec /host/sbin/kexec; do
+        [ -f "$k" ] && mount --bind /tmp/no-kexec-tools "$k"
+    done
+    inhost sh -c 'command -v kexec' > /dev/null && say "FAIL: kexec-tools still visible"
     kdumpkit check > "/host$OUT/check-before.txt" 2>&1
     echo "rc=$? kexec_crash_loaded=$(cat /sys/kernel/kexec_crash_loaded)" >> "/host$OUT/check-before.txt"
     say "check before load done"
-    # The capture kernel: same kernel and initramfs, one CPU, devices reset, the kdtb.* knobs.
-    capture_cmdline="console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1 kdtb.stage=capture"
-    for k in py proj out compress; do capture_cmdline="$capture_cmdline kdtb.$k=$(arg kdtb.$k)"; done
-    kernel=$(arg kdtb.kernel); initrd=$(arg kdtb.initrd)
-    if has_verb load; then
-        loader=kdumpkit
-        # No kexec-tools in this guest: kdumpkit must load the kernel by itself.
-        : > /tmp/no-kexec-tools
-        for k in /host/usr/sbin/kexec /host/sbin/kexec; do
-            [ -f "$k" ] && mount --bind /tmp/no-kexec-tools "$k"
-        done
-        inhost sh -c 'command -v kexec' > /dev/null && say "FAIL: kexec-tools still visible"
-        kdumpkit load --method file --kernel "$kernel" --initrd "$initrd" --append "$capture_cmdline" \
-            > "/host$OUT/load.log" 2>&1
-        rc=$?
-    else  # until `kdumpkit load` exists: kexec-tools from the host, kexec_file_load too
-        loader=kexec-tools
-        inhost kexec -s -p "$kernel" --initrd="$initrd" --append="$capture_cmdline" \
-            > "/host$OUT/load.log" 2>&1
-        rc=$?
-    fi
-    say "load done: loader=$loader rc=$rc kexec_crash_loaded=$(cat /sys/kernel/kexec_crash_loaded)"
+    # The capture kernel: the same kernel and initramfs (from the config), kexec_file_load.
+    kdumpkit load --method file > "/host$OUT/load.log" 2>&1
+    say "load done: loader=kdumpkit rc=$? kexec_crash_loaded=$(cat /sys/kernel/kexec_crash_loaded)"
     kdumpkit check > "/host$OUT/check-after.txt" 2>&1
     echo "rc=$? kexec_crash_loaded=$(cat /sys/kernel/kexec_crash_loaded)" >> "/host$OUT/check-after.txt"
     say "check after load done"
