@@ -102,7 +102,7 @@ def page_layout(dump: Dump) -> PageLayout:
         "mapping": (mapping, 8),
         "_mapcount": (info.offset("page._mapcount"), 4),
         "private": (info.offset("page.private"), 8),
-        "compound_head": (info.offset("page.compound_head"), 8),
+        "compound_head": (_compound_head_offset(info), 8),
     }
     limits = {name: (off, n, size) for name, (off, n) in fields.items()}
     limits["compound order"] = (order, width, 2 * size)
@@ -116,12 +116,19 @@ def page_layout(dump: Dump) -> PageLayout:
         mapping=mapping,
         mapcount=info.offset("page._mapcount"),
         private=info.offset("page.private"),
-        compound_head=info.offset("page.compound_head"),
+        compound_head=_compound_head_offset(info),
         order_offset=order,
         dtor_offset=dtor,
         dtor_width=width,
         order_width=width,
     )
+
+
+def _compound_head_offset(info) -> int | None:  # type: ignore[no-untyped-def]
+    # Kernels newer than 6.18 export the tail page's head word as page.compound_info;
+    # makedumpfile reads either and takes bit 0 as "tail page", and so do we.
+    offset = info.offset("page.compound_head")
+    return offset if offset is not None else info.offset("page.compound_info")
 
 
 @dataclass(frozen=True)
