@@ -125,7 +125,7 @@ def page_layout(dump: Dump) -> PageLayout:
 
 
 def _compound_head_offset(info) -> int | None:  # type: ignore[no-untyped-def]
-    # Kernels newer than 6.18 export the tail page's head word as page.compound_info;
+    # Newer kernels export the tail page's head word as page.compound_info;
     # makedumpfile reads either and takes bit 0 as "tail page", and so do we.
     offset = info.offset("page.compound_head")
     return offset if offset is not None else info.offset("page.compound_info")
