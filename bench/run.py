@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Run every benchmark on the real 6.1 fixture, one after the other (``make bench``).
+
+Each script prints its own figures and ratios against the peer tool on the same input:
+dump reading and reassembly (makedumpfile -R), capture (makedumpfile), analysis
+(crash and drgn, when a DWARF vmlinux is given with --vmlinux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(os.environ.get("KDUMPKIT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+FIXTURE = FIXTURES / "linux-6.1.0-56-cloud-amd64-kdump"
+CACHE = Path(os.environ.get("KDUMPKIT_CACHE", ROOT / ".cache"))
+
+
+def decompressed_elf() -> Path:
+    """The fixture's raw /proc/vmcore, decompressed sparse into the cache once."""
+    out = CACHE / "fixtures" / FIXTURE.name / "vmcore.elf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        subprocess.run(
+            ["zstd", "-q", "-f", "-d", "--sparse", str(FIXTURE / "vmcore.elf.zst"), "-o", str(tmp)],
+            check=True,
+        )
+        tmp.rename(out)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--vmlinux", help="a DWARF vmlinux, to time crash and drgn too")
+    args = parser.parse_args()
+    if not FIXTURE.is_dir():
+        print(f"bench: the real-dump fixture is not at {FIXTURE}; set KDUMPKIT_FIXTURES")
+        return 2
+    if shutil.which("zstd") is None:
+        print("bench: zstd is needed to decompress the fixture")
+        return 2
+    bench = ROOT / "bench"
+    runs = [
+        [sys.executable, str(bench / "dump_read.py"), str(FIXTURE)],
+        [sys.executable, str(bench / "capture.py"), "--input", str(decompressed_elf())],
+        [sys.executable, str(bench / "analysis.py"), "--dump", str(FIXTURE / "vmcore.kdump")]
+        + (["--vmlinux", args.vmlinux] if args.vmlinux else []),
+    ]
+    status = 0
+    for argv in runs:
+        print(f"\n=== {Path(argv[1]).name}", flush=True)
+        status |= subprocess.run(argv, cwd=ROOT).returncode
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
