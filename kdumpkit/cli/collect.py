@@ -23,7 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config file (default $KDUMPKIT_CONFIG or /etc)")
     parser.add_argument("-d", "--dump-level", type=int, help="dump level 0..31 (config)")
     parser.add_argument("--compress", choices=COMPRESSIONS, help="compression (config)")
-    parser.add_argument("--format", choices=SAVE_FORMATS, dest="dump_format", help="(config)")
+    parser.add_argument(
+        "--format",
+        choices=SAVE_FORMATS,
+        dest="dump_format",
+        help="dump format (config: dump.format)",
+    )
     parser.add_argument("--threads", type=int, help="compression threads, 0 = auto (config)")
     parser.add_argument(
         "--no-space-check", action="store_true",
@@ -37,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         args.config,
         vmcore=args.vmcore,
         dump_dir=args.dump_dir,
-        ssh=args.ssh,
+        # --dir on the command line means a local dump, whatever ssh the config names
+        ssh="" if args.dump_dir and not args.ssh else args.ssh,
         ssh_key=args.ssh_key,
         keep=args.keep,
         dump_level=args.dump_level,
