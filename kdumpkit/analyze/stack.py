@@ -63,6 +63,7 @@ from kdumpkit.dump.errors import DumpError
 
 if TYPE_CHECKING:
     from kdumpkit.dump.base import Dump
+    from kdumpkit.dump.notes import PrStatus
 
 MAX_FRAMES = 64
 MAX_STACK_SWITCHES = 6
@@ -206,10 +207,10 @@ def panic_cpu(prog: drgn.Program) -> int:
                                                         signed=True)
     except drgn.FaultError:
         cpu = -1
-    dump = _dump(prog)
-    if 0 <= cpu < len(dump.prstatus):
+    statuses = saved_registers(prog)
+    if 0 <= cpu < len(statuses):
         return cpu
-    for status in dump.prstatus:
+    for status in statuses:
         if status.registers and not status.registers["cs"] & 3:
             return status.cpu
     return 0
@@ -241,20 +242,18 @@ def kernel_symbol(prog: drgn.Program, name: str) -> drgn.Symbol | None:
         return None
 
 
-def _dump(prog: drgn.Program) -> Dump:
-    try:
-        return prog.cache["kdumpkit.dump"]
-    except KeyError:
-        raise UnwindError("the program has no dump (prog.cache['kdumpkit.dump'])") from None
+def saved_registers(prog: drgn.Program) -> list[PrStatus]:
+    """Each CPU's registers saved in the dump (NT_PRSTATUS); none for a live kernel."""
+    dump: Dump | None = prog.cache.get("kdumpkit.dump")
+    return dump.prstatus if dump is not None else []
 
 
 class _Unwinder:
     def __init__(self, prog: drgn.Program) -> None:
         self.prog = prog
-        self.dump = _dump(prog)
+        self.statuses = saved_registers(prog)
         self.orc = OrcUnwindInfo(prog)
         self._stacks: dict[int, _CpuStacks] = {}
-        self._text_cache: dict[int, bytes] = {}
 
     # --- memory and symbols ---------------------------------------------------------
 
@@ -360,7 +359,7 @@ class _Unwinder:
 
     def cpu_trace(self, cpu: int, task: drgn.Object | None = None) -> list[Frame]:
         """The trace of the task that was running on ``cpu`` at the crash."""
-        statuses = self.dump.prstatus
+        statuses = self.statuses
         if not 0 <= cpu < len(statuses) or not statuses[cpu].registers:
             raise UnwindError(f"no saved registers for CPU {cpu}")
         regs = dict(statuses[cpu].registers)
@@ -493,7 +492,7 @@ class _Unwinder:
 
         try:
             cpu = task_cpu(task)
-            if cpu < len(self.dump.prstatus) and cpu_curr(self.prog, cpu) == task:
+            if cpu < len(self.statuses) and cpu_curr(self.prog, cpu) == task:
                 return cpu
         except (LookupError, AttributeError, drgn.FaultError, ValueError):
             pass

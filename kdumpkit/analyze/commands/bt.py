@@ -22,6 +22,7 @@ from kdumpkit.analyze.stack import (
     cpu_current_task,
     cpu_stack_trace,
     panic_cpu,
+    saved_registers,
     stack_trace,
 )
 from kdumpkit.dump.errors import DumpError
@@ -177,7 +178,7 @@ def default_task(prog: Program) -> Object | None:
 def cpu_tasks(prog: Program) -> list[tuple[int, Object]]:
     """(cpu, task) for the task running on each CPU whose registers the dump saved
     (a CPU stopped by panic() is offline, yet its task is still the one it ran)."""
-    saved = len(prog.cache["kdumpkit.dump"].prstatus)
+    saved = len(saved_registers(prog))
     found: dict[int, Object] = {}
     for cpu in range(saved):
         try:

@@ -13,7 +13,7 @@ from kdumpkit.analyze.commands.common import (
     is_kernel_thread,
     task_comm,
 )
-from kdumpkit.analyze.stack import cpu_current_task
+from kdumpkit.analyze.stack import cpu_current_task, saved_registers
 from kdumpkit.dump.errors import DumpError
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def all_tasks(prog: Program) -> list[Object]:
         pass
     for task in _tasks_from_task_list(prog):
         found.setdefault(task.value_(), task)
-    for cpu in range(len(prog.cache["kdumpkit.dump"].prstatus)):
+    for cpu in range(len(saved_registers(prog))):
         try:
             current = cpu_current_task(prog, cpu)
         except (DumpError, drgn.FaultError):
