@@ -211,3 +211,18 @@ def test_bad_ssh_targets(text: str) -> None:
 def test_ssh_target_parts() -> None:
     target = SshTarget.parse("kdump@10.0.0.1:/var/crash/")
     assert (target.destination, target.directory) == ("kdump@10.0.0.1", "/var/crash")
+
+
+def test_dir_flag_beats_the_configured_ssh_target(elf61: Path, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(f"#!/bin/sh\ntouch {tmp_path}/ssh-was-called\nexit 255\n")
+    (bin_dir / "ssh").chmod(0o755)
+    config = tmp_path / "k.toml"
+    config.write_text('[ssh]\ntarget = "kdump@backup:/srv/crash"\n')
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    crash = tmp_path / "local"
+    run = _collect("--vmcore", str(elf61), "--config", str(config), "--dir", str(crash), env=env)
+    assert run.returncode == 0, run.stderr
+    assert (crash / STAMP / f"dump.{STAMP}").exists()
+    assert not (tmp_path / "ssh-was-called").exists()
