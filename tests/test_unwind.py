@@ -122,6 +122,21 @@ def test_vmlinux_orc_lazy_lookup_equals_full_table(prog: drgn.Program) -> None:
         assert lazy._full is None  # the window path answered
 
 
+def test_corrupt_orc_lookup_falls_back_to_the_table(prog: drgn.Program) -> None:
+    table = OrcUnwindInfo(prog).vmlinux
+    assert isinstance(table, LazyOrcTable)
+    full = table.full()
+    # orc_lookup pointed at kernel text: windows that do not bracket pc are refused.
+    garbage = LazyOrcTable(prog, table.ip_table, table.entry_table, table.count,
+                           prog.symbol("schedule").address, table.lookup_blocks, table.stext,
+                           table.etext, table.end, table.version)
+    rng = random.Random(7)
+    for _ in range(200):
+        pc = rng.randrange(table.stext, table.etext)
+        assert garbage.find(pc) == full.find(pc), hex(pc)
+        garbage._full = None
+
+
 def test_module_orc_tables(prog: drgn.Program, fx61: Path) -> None:
     names = {line.split()[1] for line in (fx61 / "crash-9.0.2" / "mod.txt").read_text()
              .splitlines()[1:]}

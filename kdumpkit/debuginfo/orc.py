@@ -197,6 +197,8 @@ def _symbol_address(prog: drgn.Program, name: str) -> int | None:
 
 #: The kernel's orc_lookup blocks: LOOKUP_BLOCK_ORDER 8, i.e. 256 bytes of text each.
 LOOKUP_BLOCK_SIZE = 256
+#: More entries than this in one 256-byte text block means a corrupt orc_lookup.
+MAX_LOOKUP_WINDOW = 4096
 
 
 class LazyOrcTable:
@@ -253,14 +255,19 @@ class LazyOrcTable:
         try:
             first, last = struct.unpack("<II", self.prog.read(self.lookup + 4 * block, 8))
             last += 1
-            if not first < last <= self.count:
+            if not first < last <= min(self.count, first + MAX_LOOKUP_WINDOW):
                 return self.full().find(pc)
-            raw = self.prog.read(self.ip_table + 4 * first, 4 * (last - first))
+            # One entry past the window proves the answer is the last ip <= pc.
+            stop = min(last + 1, self.count)
+            raw = self.prog.read(self.ip_table + 4 * first, 4 * (stop - first))
             rel = np.frombuffer(raw, dtype="<i4").astype(np.int64)
             # Offsets of the ips from the window's first slot (small, signed).
-            offsets = np.arange(last - first, dtype=np.int64) * 4 + rel
-            index = bisect.bisect_right(offsets.tolist(), pc - (self.ip_table + 4 * first)) - 1
-            if index < 0:
+            offsets = np.arange(stop - first, dtype=np.int64) * 4 + rel
+            target = pc - (self.ip_table + 4 * first)
+            index = bisect.bisect_right(offsets.tolist(), target) - 1
+            if (index < 0 or bool(np.any(offsets[1:] < offsets[:-1]))
+                    or (first + index + 1 < self.count and index + 1 >= len(offsets))):
+                # A corrupt orc_lookup: the window does not bracket pc.
                 return self.full().find(pc)
             row = np.frombuffer(self.prog.read(self.entry_table + 6 * (first + index), 6),
                                 dtype=ORC_DTYPE)[0]
