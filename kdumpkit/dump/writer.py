@@ -230,9 +230,9 @@ def _write_elf_file(
     kept: np.ndarray,
     *,
     exclude_zero: bool,
-    threads: int,
-    progress: Callable[[int], None] | None,
+    progress: Progress | None,
 ) -> WriteStats:
+    """The ELF file; ``progress(done, total)`` counts the pages that go in it."""
     ps = src.page_size
     zeros = 0
     if exclude_zero:
@@ -254,7 +254,8 @@ def _write_elf_file(
     try:
         pages, end = write_elf_pages(
             sink, data_offset, ps,
-            read_batches(src, kept), progress,
+            read_batches(src, kept),
+            _progress_adapter(progress, int(np.count_nonzero(kept))),
         )  # fmt: skip
         sink.finish(end)
     except BaseException:
@@ -311,8 +312,7 @@ def write_dump(
             )  # fmt: skip
         else:
             stats = _write_elf_file(
-                src, output, kept, exclude_zero=exclude_zero, threads=threads,
-                progress=_progress_adapter(progress, total),
+                src, output, kept, exclude_zero=exclude_zero, progress=progress,
             )  # fmt: skip
     finally:
         output.close()
