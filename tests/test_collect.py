@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdumpkit.capture.collect import CollectError, SshTarget
+from kdumpkit.capture.collect import CollectError, SshTarget, estimate_dump_bytes
 from kdumpkit.capture.filter import exclude_unnecessary_pages
+from kdumpkit.capture.save import save_dump
 from kdumpkit.dump.open import open_dump
 
 STAMP = "202611260841"  # CRASHTIME 1795682483 in UTC
@@ -226,3 +227,18 @@ def test_dir_flag_beats_the_configured_ssh_target(elf61: Path, tmp_path: Path) -
     assert run.returncode == 0, run.stderr
     assert (crash / STAMP / f"dump.{STAMP}").exists()
     assert not (tmp_path / "ssh-was-called").exists()
+
+
+@pytest.mark.parametrize(("level", "codec", "fmt"), [(31, "zstd", "kdump"), (1, "zlib", "kdump"),
+                                                     (31, "none", "elf")])  # fmt: skip
+def test_space_estimate_is_close_to_the_real_size(
+    elf61: Path, tmp_path: Path, level: int, codec: str, fmt: str
+) -> None:
+    out = tmp_path / "dump"
+    with open_dump(elf61) as src:
+        filtered = exclude_unnecessary_pages(src, level)
+        estimate = estimate_dump_bytes(src, filtered, codec, fmt)
+        save_dump(src, str(out), dump_level=level, fmt=fmt, compress=codec, filtered=filtered)
+    real = out.stat().st_size
+    # Enough to fit (a little over), never wildly over (which would refuse dumps that fit).
+    assert real <= estimate <= 1.6 * real, (estimate, real)

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from kdumpkit.capture.filter import FilterResult, exclude_unnecessary_pages
+import numpy as np
+
+from kdumpkit.capture.filter import DL_EXCLUDE_ZERO, FilterResult, exclude_unnecessary_pages
 from kdumpkit.capture.save import SaveResult, save_dump
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
@@ -39,8 +41,6 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 #: A dump directory's name: the stamp, YYYYMMDDHHMM.
 STAMP_RE = re.compile(r"^\d{12}$")
-#: Bytes per kept page we expect after compression, to size the free-space check.
-COMPRESSED_PAGE_GUESS = {"none": 1.0, "zlib": 0.45, "lzo": 0.55, "snappy": 0.55, "zstd": 0.4}
 #: user@host:/absolute/path with a conservative character set.
 _SSH_TARGET = re.compile(r"^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(/[^\0\n]*)$")
 Log = Callable[[str], None]
@@ -159,10 +159,34 @@ def free_bytes(path: str | os.PathLike[str]) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def estimate_dump_bytes(filtered: FilterResult, compress: str, dump_format: str) -> int:
-    """A guess of the dump's size: kept pages times a compressed-page size."""
-    ratio = 1.0 if dump_format == "elf" else COMPRESSED_PAGE_GUESS.get(compress, 1.0)
-    return int(filtered.kept_pages * filtered.page_size * ratio)
+def estimate_dump_bytes(
+    src: Dump, filtered: FilterResult, compress: str, dump_format: str, *, samples: int = 512
+) -> int:
+    """The dump's size, from compressing a sample of the pages it will hold.
+
+    Up to ``samples`` kept pages spread over the whole range are compressed with the
+    chosen codec (zero pages cost nothing at dump level bit 1); the mean times the kept
+    pages, plus the kdump descriptors and bitmaps, plus 10%.
+    """
+    from kdumpkit.dump.compress import get_codec
+
+    page_size = filtered.page_size
+    kept = np.flatnonzero(filtered.keep)
+    if kept.size == 0:
+        return 2 * page_size
+    picks = kept[np.linspace(0, kept.size - 1, min(samples, kept.size)).astype(np.int64)]
+    compressing = dump_format != "elf" and compress != "none"
+    codec = get_codec(compress) if compressing else None
+    drop_zero = bool(filtered.dump_level & DL_EXCLUDE_ZERO)
+    total = 0
+    for pfn in picks.tolist():
+        page = src.read_page(pfn, zero_missing=True)
+        if drop_zero and not any(page):
+            continue
+        total += min(len(codec.compress(page)), page_size) if codec else page_size
+    data = total * kept.size // len(picks)
+    overhead = 24 * kept.size + filtered.max_pfn // 4 + 64 * page_size
+    return int((data + overhead) * 1.1)
 
 
 def prune_dumps(dump_dir: str | os.PathLike[str], keep: int, current: str) -> list[str]:
@@ -213,7 +237,7 @@ def collect_local(
     kept_log = f"; the kernel log is in {dmesg_path}" if result.dmesg else ""
     if settings.space_check:
         need = max(
-            estimate_dump_bytes(filtered, settings.compress, settings.dump_format),
+            estimate_dump_bytes(src, filtered, _compression(settings), settings.dump_format),
             settings.min_free_mb << 20,
         )
         have = free_bytes(directory)
