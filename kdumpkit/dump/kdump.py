@@ -412,7 +412,10 @@ class KdumpDump(Dump):
         cache = self._page_cache
         page = cache.get(pfn)
         if page is not None:
-            cache.move_to_end(pfn)
+            try:
+                cache.move_to_end(pfn)
+            except KeyError:
+                pass  # another thread evicted it meanwhile
             return page
         desc = self._descriptor(pfn)
         if desc is None:
@@ -421,7 +424,10 @@ class KdumpDump(Dump):
         page = self._page_data(part, pfn, offset, size, flags)
         cache[pfn] = page
         if len(cache) > PAGE_CACHE_PAGES:
-            cache.popitem(last=False)
+            try:
+                cache.popitem(last=False)
+            except KeyError:
+                pass
         return page
 
     def _page_data(self, part: _Part, pfn: int, offset: int, size: int, flags: int) -> bytes:
