@@ -159,3 +159,10 @@ def test_kernel_exception_and_stack_switch_rendering(session: Session) -> None:
     assert lines[-2].startswith("    ORIG_RAX: ffffffffffffffff  CS: 0010")
     # the interrupted function is only the [exception RIP] line; numbering goes on
     assert lines[-1].startswith(" #2 [ffffd18680043f18] kthread at ")
+
+
+@pytest.mark.parametrize("fixture", ["elf61", "flat61"])
+def test_bt_a_same_from_every_format(fixture: str, fx61: Path,
+                                     request: pytest.FixtureRequest) -> None:
+    session = Session(open_program(request.getfixturevalue(fixture)))
+    assert session.run_to_text("bt -a") == crash_text(fx61, "bt-a.txt")
