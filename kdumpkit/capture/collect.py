@@ -31,7 +31,12 @@ from typing import BinaryIO
 
 import numpy as np
 
-from kdumpkit.capture.filter import DL_EXCLUDE_ZERO, FilterResult, exclude_unnecessary_pages
+from kdumpkit.capture.filter import (
+    DL_EXCLUDE_ZERO,
+    FilterResult,
+    PageClass,
+    exclude_unnecessary_pages,
+)
 from kdumpkit.capture.save import SaveResult, save_dump
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
@@ -44,6 +49,14 @@ STAMP_RE = re.compile(r"^\d{12}$")
 #: user@host:/absolute/path with a conservative character set.
 _SSH_TARGET = re.compile(r"^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(/[^\0\n]*)$")
 Log = Callable[[str], None]
+CLASS_WORDS = {
+    PageClass.CACHE: "cache",
+    PageClass.CACHE_PRIVATE: "private cache",
+    PageClass.USER: "user",
+    PageClass.FREE: "free",
+    PageClass.HWPOISON: "hwpoison",
+    PageClass.OFFLINE: "offline",
+}
 
 
 class CollectError(DumpError):
@@ -265,11 +278,26 @@ def collect_local(
     os.rename(partial, dump_path)
     fsync_dir(directory)
     result.dump = str(dump_path)
-    log(f"saved the dump to {dump_path}")
+    log(f"saved the dump to {dump_path}: {summary(result.save)}")
     result.removed = prune_dumps(root, settings.keep, stamp)
     for path in result.removed:
         log(f"removed the old dump {path}")
     return result
+
+
+def summary(saved: SaveResult | None) -> str:
+    """One line: pages written, of how many, and the largest excluded classes."""
+    if saved is None:
+        return "nothing written"
+    filtered = saved.filter
+    parts = [f"{n} {CLASS_WORDS[cls]}" for cls, n in filtered.excluded.items() if n]
+    if saved.zero_pages:
+        parts.append(f"{saved.zero_pages} zero")
+    excluded = ", ".join(parts) or "none"
+    return (
+        f"{saved.remaining_pages} of {filtered.ram_pages} RAM pages, "
+        f"{saved.write.file_size >> 20} MiB (excluded: {excluded})"
+    )
 
 
 def _compression(settings: CollectSettings) -> str:
@@ -375,7 +403,7 @@ def collect_ssh(
         )
     _run_ssh(_ssh_argv(target, key, f"mv -f {partial} {final}"))
     result.dump = f"{result.directory}/dump.{stamp}"
-    log(f"saved the dump to {result.dump}")
+    log(f"saved the dump to {result.dump}: {summary(result.save)}")
     return result
 
 
