@@ -171,16 +171,20 @@ def test_ssh_target_streams_through_ssh(  # type: ignore[no-untyped-def]
     (bin_dir / "ssh").write_text(FAKE_SSH)
     (bin_dir / "ssh").chmod(0o755)
     remote = tmp_path / "remote dir; touch pwned"  # hostile-looking but valid path
+    for old in ("202401010000", "202501010000"):
+        (remote / old).mkdir(parents=True)
+    (remote / "keep-me").mkdir()
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
     env["FAKE_SSH_LOG"] = str(tmp_path / "ssh.log")
     run = _collect(
         "--vmcore", str(elf61), "--ssh", f"kdump@backup.example:{remote}",
-        "--config", str(empty_config), env=env,
+        "--config", str(empty_config), "--keep", "2", env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     directory = remote / STAMP
     assert sorted(p.name for p in directory.iterdir()) == [f"dmesg.{STAMP}", f"dump.{STAMP}"]
+    assert sorted(p.name for p in remote.iterdir()) == ["202501010000", STAMP, "keep-me"]
     assert (directory / f"dump.{STAMP}").read_bytes()[:12] == b"makedumpfile"  # flattened
     _check_saved(directory, kept_pages)
     destinations = set((tmp_path / "ssh.log").read_text().split())

@@ -11,7 +11,8 @@ directories.
 SSH target ``user@host:/dir``: both files are streamed through ``ssh`` (an argv
 list, never a local shell) into fixed remote commands whose only variable part
 is the validated, ``shlex.quote``-d path; the dump travels in the flattened
-format and is renamed by a second ``ssh`` call only after it was sent whole.
+format and is renamed by a second ``ssh`` call only after it was sent whole; ``keep``
+prunes old stamp directories there too.
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def _ssh_argv(target: SshTarget, key: str | None, remote_command: str) -> list[s
     return [*argv, "--", target.destination, remote_command]
 
 
-def _run_ssh(argv: list[str], data: bytes | None = None) -> None:
+def _run_ssh(argv: list[str], data: bytes | None = None) -> bytes:
     try:
         run = subprocess.run(argv, input=data or b"", capture_output=True, check=False)
     except FileNotFoundError:
@@ -341,6 +342,26 @@ def _run_ssh(argv: list[str], data: bytes | None = None) -> None:
     if run.returncode != 0:
         detail = run.stderr.decode(errors="replace").strip().splitlines()
         raise CollectError(f"ssh {argv[-2]} failed: {detail[-1] if detail else run.returncode}")
+    return run.stdout
+
+
+def prune_remote_dumps(target: SshTarget, key: str | None, keep: int, current: str) -> list[str]:
+    """Remove the oldest ``<stamp>`` directories on the ssh target beyond the newest ``keep``.
+
+    The listing is parsed here; only names of the stamp form are ever removed, each
+    quoted, under the validated directory.
+    """
+    if keep <= 0:
+        return []
+    listing = _run_ssh(_ssh_argv(target, key, f"ls -1 -- {shlex.quote(target.directory)}"))
+    stamps = sorted(
+        name for name in listing.decode(errors="replace").split() if STAMP_RE.fullmatch(name)
+    )
+    doomed = [name for name in stamps[: max(0, len(stamps) - keep)] if name != current]
+    if doomed:
+        paths = " ".join(shlex.quote(f"{target.directory}/{name}") for name in doomed)
+        _run_ssh(_ssh_argv(target, key, f"rm -rf -- {paths}"))
+    return [f"{target.destination}:{target.directory}/{name}" for name in doomed]
 
 
 def collect_ssh(
@@ -404,6 +425,9 @@ def collect_ssh(
     _run_ssh(_ssh_argv(target, key, f"mv -f {partial} {final}"))
     result.dump = f"{result.directory}/dump.{stamp}"
     log(f"saved the dump to {result.dump}: {summary(result.save)}")
+    result.removed = prune_remote_dumps(target, key, settings.keep, stamp)
+    for path in result.removed:
+        log(f"removed the old dump {path}")
     return result
 
 
