@@ -161,6 +161,30 @@ def test_kernel_exception_and_stack_switch_rendering(session: Session) -> None:
     assert lines[-1].startswith(" #2 [ffffd18680043f18] kthread at ")
 
 
+def test_nmi_exception_stack_rendering(session: Session) -> None:
+    # An NMI that interrupted kernel code (crash 9.0.2's layout, e.g. an idle CPU):
+    # after the banner the interrupted function is a frame at the interrupted RSP.
+    prog = session.prog
+    regs = dict.fromkeys(("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
+                          "rax", "rcx", "rdx", "rsi", "rdi", "eflags"), 0)
+    halt = prog.symbol("default_idle").address
+    regs.update(orig_rax=0xFFFFFFFFFFFFFFFF, rip=halt + 14, rsp=0xFFFFD186800C3E90,
+                cs=0x10, ss=0x18)
+    nmi = "NMI exception"
+    frames = [
+        Frame(0xFFFFFFFF8426058C, 0xFFFFFE0000048F08, "crash_nmi_callback", 60, stack=nmi),
+        Frame(0xFFFFFFFF84E015C3, 0xFFFFFE0000048F50, "asm_exc_nmi", 0x63, stack=nmi,
+              is_exception_frame=True, registers=regs),
+        Frame(halt + 14, 0xFFFFD186800C3E90, "default_idle", 14),
+        Frame(0xFFFFFFFF842EDD26, 0xFFFFD186800C3E98, "do_idle", 0x1A6),
+    ]
+    text = render_trace(prog, frames)
+    assert text[2] == "    [exception RIP: default_idle+14]"
+    assert text[-3] == "--- <NMI exception stack> ---"
+    assert text[-2].startswith(" #2 [ffffd186800c3e90] default_idle at ")
+    assert text[-1].startswith(" #3 [ffffd186800c3e98] do_idle at ")
+
+
 @pytest.mark.parametrize("fixture", ["elf61", "flat61"])
 def test_bt_a_same_from_every_format(fixture: str, fx61: Path,
                                      request: pytest.FixtureRequest) -> None:

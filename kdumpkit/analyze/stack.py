@@ -123,8 +123,8 @@ class Frame:
     #: The CPU's saved registers, not a frame of its own: crash prints only their
     #: register block (without ORIG_RAX) and numbers the frames from the next one.
     saved_state: bool = False
-    #: The code a kernel-mode exception interrupted: crash shows it only as the
-    #: previous frame's ``[exception RIP: ...]`` line.
+    #: The code a kernel-mode exception interrupted on the same stack: crash shows it
+    #: only as the previous frame's ``[exception RIP: ...]`` line.
     interrupted: bool = False
 
     @property
@@ -515,7 +515,9 @@ class _Unwinder:
             region = stacks.find(state.slot)
             frame = Frame(state.pc, state.slot, name, offset, module,
                           stack=region.name if region is not None else None)
-            if frames and frames[-1].is_exception_frame:
+            if frames and frames[-1].is_exception_frame and frames[-1].stack == frame.stack:
+                # crash lists the interrupted code as a frame of its own only after a
+                # stack switch (``--- <NMI exception stack> ---``).
                 frame.interrupted = True
             frames.append(frame)
             if not self.is_text(state.pc):
