@@ -379,10 +379,14 @@ class _Unwinder:
                 # crash_kexec(regs) after an oops saved the oops' pt_regs: the kexec
                 # path still sits on the stack below them.
                 callee = self._start_in(KEXEC_FUNCTION, regs, stacks)
-            return self.unwind(callee if callee is not None else start, stacks)
-        stopped = self._start_in(NMI_STOP_FUNCTION, regs, stacks)
-        if stopped is not None:
-            return self.unwind(stopped, stacks)
+            if callee is not None:
+                return self.unwind(callee, stacks)
+            if self.symbolize(start.pc, True)[0] in KEXEC_SAVERS:
+                return self.unwind(start, stacks)
+        else:
+            stopped = self._start_in(NMI_STOP_FUNCTION, regs, stacks)
+            if stopped is not None:
+                return self.unwind(stopped, stacks)
         if user:
             return [Frame(regs["rip"], regs["rsp"], None, 0, None, True, regs, True)]
         # Registers taken at an arbitrary point (a hypervisor dump): crash shows them as
