@@ -388,7 +388,8 @@ class _Unwinder:
             if stopped is not None:
                 return self.unwind(stopped, stacks)
         if user:
-            return [Frame(regs["rip"], regs["rsp"], None, 0, None, True, regs, True)]
+            return [Frame(regs["rip"], regs["rsp"], None, 0, None, True, regs, True,
+                          saved_state=True)]
         # Registers taken at an arbitrary point (a hypervisor dump): crash shows them as
         # a register block and the frames from the caller on.
         frames = self.unwind(start, stacks)
