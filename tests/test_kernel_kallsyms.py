@@ -5,10 +5,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdumpkit.dump.open import open_dump
-from kdumpkit.kernel.kallsyms import kallsyms
+from kdumpkit.dump.vmcoreinfo import VmcoreInfo
+from kdumpkit.kernel.kallsyms import (
+    MAX_EXPANDED_BYTES,
+    KallsymsError,
+    decode_names,
+    kallsyms,
+    kallsyms_addresses,
+    read_kallsyms,
+)
 from kdumpkit.kernel.x86_64 import address_space
 
 #: VMCOREINFO symbols that kallsyms does not list: macros (swapper_pg_dir is
@@ -82,7 +93,7 @@ def test_direct_map_and_vmemmap_through_kallsyms(dump, elf61: Path) -> None:
 def test_corrupt_tables_are_one_line_errors(elf61: Path, symbol, value, message) -> None:
     from test_dmesg import PatchedDump
 
-    from kdumpkit.kernel.kallsyms import KallsymsError, load_kallsyms
+    from kdumpkit.kernel.kallsyms import load_kallsyms
 
     with open_dump(elf61) as base:
         dump = PatchedDump(base)
@@ -94,3 +105,80 @@ def test_corrupt_tables_are_one_line_errors(elf61: Path, symbol, value, message)
         # The patched dump has no ELF segments and broken kallsyms: the page tables remain.
         assert space.page_offset_base == base.segments[1].vaddr - base.segments[1].paddr
         assert space.page_offset_source == "page tables"
+
+
+def test_absolute_addresses_layout(kdump61: Path) -> None:
+    """Without CONFIG_KALLSYMS_BASE_RELATIVE (before 6.11) VMCOREINFO gives a u64
+    kallsyms_addresses table: served here from the dump's own decoded offsets."""
+    with open_dump(kdump61) as dump:
+        space = address_space(dump)
+        info = dump.vmcoreinfo
+        count = space.read_u32(info.symbol("kallsyms_num_syms"))
+        table = kallsyms_addresses(info, space.read, count).astype("<u8").tobytes()
+        fake_at = 0x1000  # not kernel memory: only the fake reader knows it
+        text = re.sub(r"SYMBOL\(kallsyms_(offsets|relative_base)\)=\w+\n", "", info.text)
+        absolute = VmcoreInfo.parse(f"{text}SYMBOL(kallsyms_addresses)={fake_at:x}\n".encode())
+
+        def read(address: int, size: int) -> bytes:
+            if address == fake_at:
+                return table[:size]
+            return space.read(address, size)
+
+        decoded = read_kallsyms(absolute, read)
+        expected = kallsyms(dump)
+    assert decoded.names == expected.names
+    assert decoded.addresses.tolist() == expected.addresses
+    assert list(decoded.types.decode()) == expected.types
+
+
+def _tokens(*tokens: bytes) -> tuple[bytes, np.ndarray]:
+    """A token table of ``tokens`` followed by single-letter tokens up to 256."""
+    tokens = tokens + tuple(bytes([ord("A") + i % 26]) for i in range(256 - len(tokens)))
+    offsets = np.cumsum([0] + [len(token) + 1 for token in tokens[:-1]])
+    return b"".join(token + b"\0" for token in tokens), offsets.astype("<u2")
+
+
+def test_two_byte_lengths() -> None:
+    """Linux 6.1's big symbols: a length >= 128 takes two bytes, low 7 bits first."""
+    table, index = _tokens(b"T", b"x", b"t", b"short")
+    long_name = bytes([0]) + bytes([1]) * 299  # "T" then 299 "x": 300 tokens
+    blob = bytes([0x80 | (300 & 0x7F), 300 >> 7]) + long_name + bytes([2, 2, 3])
+    names, types = decode_names(blob, 2, table, index)
+    assert names == ["x" * 299, "short"] and types == b"Tt"
+
+
+def test_missing_tables_are_one_line_errors() -> None:
+    info = VmcoreInfo.parse(b"OSRELEASE=5.15.0\nSYMBOL(kallsyms_names)=ffffffff81000000\n")
+    with pytest.raises(KallsymsError, match="no kallsyms_num_syms, ") as exc:
+        read_kallsyms(info, lambda address, size: bytes(size))
+    assert "\n" not in str(exc.value) and "kallsyms_offsets" in str(exc.value)
+
+
+def test_huge_expansion_is_refused() -> None:
+    """Tokens of 60 kB each: the names would expand to gigabytes; refused up front."""
+    table = b"y" * 60_000 + b"\0"
+    index = np.zeros(256, dtype="<u2")
+    blob = bytes([127] + [0] * 127) * 1000
+    with pytest.raises(KallsymsError, match="expands to") as exc:
+        decode_names(blob, 1000, table, index)
+    assert "\n" not in str(exc.value) and 1000 * 127 * 60_000 > MAX_EXPANDED_BYTES
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    names=st.binary(min_size=0, max_size=600),
+    count=st.integers(1, 200),
+    table=st.binary(min_size=0, max_size=400),
+    index=st.binary(min_size=512, max_size=512),
+)
+def test_hostile_kallsyms_names_fail_cleanly(
+    names: bytes, count: int, table: bytes, index: bytes
+) -> None:
+    """Random kallsyms_names/token tables: names decoded, or one KallsymsError line."""
+    token_index = np.frombuffer(index, dtype="<u2") % 512
+    try:
+        decoded, letters = decode_names(names, count, table, token_index)
+    except KallsymsError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert len(decoded) == len(letters) == count

@@ -1,11 +1,9 @@
 """Kernel symbols without a vmlinux: kallsyms from memory, System.map or an ELF symtab.
 
-The kernel's own compressed symbol table is found through VMCOREINFO (Linux 6.0+
-exports ``kallsyms_names``, ``kallsyms_token_table``, ``kallsyms_token_index``,
-``kallsyms_offsets``, ``kallsyms_relative_base`` and ``kallsyms_num_syms``) and
-decoded here with numpy in a few bulk reads: each symbol's name is a run of
-token indices, each token a short string.  Older kernels need ``System.map`` or a
-vmlinux ELF symtab (:func:`load_system_map`, :func:`load_elf_symtab`).
+The kernel's own compressed symbol table is found through VMCOREINFO (Linux 6.0+)
+and decoded by :mod:`kdumpkit.kernel.kallsyms` through drgn's memory
+(:func:`load_vmcoreinfo_kallsyms`).  Older kernels need ``System.map`` or a vmlinux
+ELF symtab (:func:`load_system_map`, :func:`load_elf_symtab`).
 
 The result is a :class:`KernelSymbols` table that builds a ``drgn.SymbolIndex``.
 """
@@ -13,7 +11,6 @@ The result is a :class:`KernelSymbols` table that builds a ``drgn.SymbolIndex``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import drgn
@@ -21,19 +18,13 @@ import numpy as np
 
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
-
-#: Kernels have ~90k (cloud) to ~250k (allyesconfig) symbols.
-MAX_SYMBOLS = 2_000_000
-#: Bound on the bytes of kallsyms_names read at once.
-MAX_NAMES_BYTES = 64 << 20
-KALLSYMS_VMCOREINFO = (
-    "kallsyms_names",
-    "kallsyms_num_syms",
-    "kallsyms_token_table",
-    "kallsyms_token_index",
+from kdumpkit.kernel.kallsyms import (
+    KallsymsError,
+    ReadFn,
+    missing_kallsyms_symbols,
+    read_kallsyms,
 )
 
-ReadFn = Callable[[int, int], bytes]
 #: x86_64 kernel space starts here (the upper canonical half).
 KERNEL_SPACE_START = 0xFFFF800000000000
 
@@ -187,111 +178,19 @@ _GLOBAL_LETTERS = frozenset(ord(c) for c in "ABCDGRSTUVW")
 def load_vmcoreinfo_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> KernelSymbols:
     """Decode the kernel's kallsyms tables located by VMCOREINFO (Linux 6.0+).
 
-    ``read(vaddr, size)`` reads kernel virtual memory.
+    ``read(vaddr, size)`` reads kernel virtual memory (drgn's, for a Program).
     """
-    where = {name: vmcoreinfo.symbol(name) for name in KALLSYMS_VMCOREINFO}
-    missing = [name for name, addr in where.items() if addr is None]
+    missing = missing_kallsyms_symbols(vmcoreinfo)
     if missing:
         raise SymbolError(
             f"VMCOREINFO has no {', '.join(missing)} (kernel older than 6.0?): "
             "give a System.map or vmlinux"
         )
-    num_syms = int.from_bytes(read(where["kallsyms_num_syms"], 4), "little")
-    if not 0 < num_syms <= MAX_SYMBOLS:
-        raise SymbolError(f"kallsyms_num_syms is {num_syms}, not a plausible symbol count")
-    names_size = where["kallsyms_token_table"] - where["kallsyms_names"]  # type: ignore[operator]
-    if not 0 < names_size <= MAX_NAMES_BYTES:
-        # The linker script puts names, markers then the token table; anything else is odd.
-        names_size = min(MAX_NAMES_BYTES, num_syms * 64)
-    names_blob = read(where["kallsyms_names"], names_size)  # type: ignore[arg-type]
-    token_index = np.frombuffer(read(where["kallsyms_token_index"], 512), dtype="<u2")  # type: ignore[arg-type]
-    token_table_size = int(token_index.max()) + 256
-    token_table = read(where["kallsyms_token_table"], token_table_size)  # type: ignore[arg-type]
-    names, types = _decode_names(names_blob, num_syms, token_table, token_index)
-    addresses = _kallsyms_addresses(vmcoreinfo, read, num_syms)
+    try:
+        names, types, addresses = read_kallsyms(vmcoreinfo, read)
+    except KallsymsError as exc:
+        raise SymbolError(str(exc)) from None
     return KernelSymbols(names, addresses, types)
-
-
-def _decode_names(
-    blob: bytes, num_syms: int, token_table: bytes, token_index: np.ndarray
-) -> tuple[list[str], bytes]:
-    """Expand every compressed name at once; returns (names, nm type letters)."""
-    tokens = []
-    for start in token_index.tolist():
-        end = token_table.find(b"\0", start)
-        if start >= len(token_table) or end < 0:
-            raise SymbolError("kallsyms_token_table is truncated")
-        tokens.append(token_table[start:end])
-    # Walk the length prefixes (one byte, or two when the high bit is set: Linux 6.1's
-    # "kallsyms: support big kernel symbols"); a Python loop over ~100k ints is ~20 ms.
-    data = blob
-    starts_list: list[int] = []
-    lengths_list: list[int] = []
-    add_start, add_length = starts_list.append, lengths_list.append
-    pos = 0
-    limit = len(data)
-    for _ in range(num_syms):
-        if pos >= limit:
-            raise SymbolError(f"kallsyms_names ends after {len(starts_list)} of {num_syms} symbols")
-        length = data[pos]
-        if length & 0x80:
-            if pos + 1 >= limit:
-                raise SymbolError(f"kallsyms_names ends inside symbol {len(starts_list)}")
-            length = (length & 0x7F) | (data[pos + 1] << 7)
-            pos += 2
-        else:
-            pos += 1
-        add_start(pos)
-        add_length(length)
-        pos += length
-    if pos > limit:
-        raise SymbolError(f"kallsyms_names ends inside symbol {num_syms - 1}")
-    starts = np.array(starts_list, dtype=np.int64)
-    lengths = np.array(lengths_list, dtype=np.int64)
-    if (lengths == 0).any():
-        raise SymbolError("kallsyms_names has an empty name")
-    # Token indices of all names, concatenated; expand each to its token's bytes.
-    raw = np.frombuffer(data, dtype=np.uint8)
-    owner = np.repeat(np.arange(num_syms), lengths)
-    within = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    token_ids = raw[starts[owner] + within]
-    token_bytes = np.frombuffer(b"".join(tokens), dtype=np.uint8)
-    token_len = np.array([len(t) for t in tokens], dtype=np.int64)
-    token_start = np.cumsum(token_len) - token_len
-    piece_len = token_len[token_ids]
-    expanded_owner_len = np.bincount(owner, weights=piece_len, minlength=num_syms).astype(np.int64)
-    out_index = np.repeat(token_start[token_ids] - (np.cumsum(piece_len) - piece_len), piece_len)
-    out_index += np.arange(len(out_index))
-    text = token_bytes[out_index]
-    first = np.concatenate(([0], np.cumsum(expanded_owner_len)[:-1]))
-    if (expanded_owner_len == 0).any():
-        raise SymbolError("kallsyms_names has a name that expands to nothing")
-    # The first byte of each expanded name is its nm type letter; replace it with a
-    # separator so that one split yields every name.
-    types = text[first].tobytes()
-    text[first] = ord("\n")
-    names = text.tobytes().decode("latin-1").split("\n")[1:]
-    if len(names) != num_syms:
-        raise SymbolError("kallsyms_names has a name containing a newline")
-    return names, types
-
-
-def _kallsyms_addresses(vmcoreinfo: VmcoreInfo, read: ReadFn, num_syms: int) -> np.ndarray:
-    offsets_addr = vmcoreinfo.symbol("kallsyms_offsets")
-    base_addr = vmcoreinfo.symbol("kallsyms_relative_base")
-    if offsets_addr is not None and base_addr is not None:
-        offsets = np.frombuffer(read(offsets_addr, 4 * num_syms), dtype="<i4").astype(np.int64)
-        relative_base = np.uint64(int.from_bytes(read(base_addr, 8), "little"))
-        if (offsets < 0).any():
-            # CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86_64 SMP): non-negative entries are
-            # absolute (per-cpu offsets), negative ones count down from the base.
-            below_base = (-1 - offsets).astype(np.uint64)
-            return np.where(offsets >= 0, offsets.astype(np.uint64), relative_base + below_base)
-        return relative_base + offsets.astype(np.uint32).astype(np.uint64)
-    addresses_addr = vmcoreinfo.symbol("kallsyms_addresses")
-    if addresses_addr is None:
-        raise SymbolError("VMCOREINFO has neither kallsyms_offsets nor kallsyms_addresses")
-    return np.frombuffer(read(addresses_addr, 8 * num_syms), dtype="<u8").copy()
 
 
 #: __START_KERNEL_map: link-time addresses at or above it move with KASLR; per-cpu

@@ -15,31 +15,66 @@ addresses of the kallsyms tables in VMCOREINFO:
   ``relative_base - 1 - offset``; without it every offset is an unsigned
   distance from ``relative_base``.  The first layout is recognised by having
   negative offsets: the second never has any (the kernel is smaller than 2 GiB).
+  Without CONFIG_KALLSYMS_BASE_RELATIVE (gone in 6.11) VMCOREINFO gives
+  ``kallsyms_addresses`` (u64) instead.
+
+:func:`read_kallsyms` decodes the tables through any kernel virtual memory reader
+(this layer's :class:`~kdumpkit.kernel.x86_64.X86_64AddressSpace`, or drgn's memory
+for :mod:`kdumpkit.debuginfo.symbols`); :func:`kallsyms` is the dump's table for
+this layer's users.
 """
 
 from __future__ import annotations
 
 import bisect
 import weakref
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
-from kdumpkit.kernel.x86_64 import X86_64AddressSpace, address_space
+from kdumpkit.dump.vmcoreinfo import VmcoreInfo
+from kdumpkit.kernel.x86_64 import address_space
 
-#: More symbols than any kernel has; beyond it the count is corrupt.
+#: ``read(vaddr, size) -> bytes``: kernel virtual memory.
+ReadFn = Callable[[int, int], bytes]
+#: More symbols than any kernel has (~90k cloud, ~250k allyesconfig); beyond it the
+#: count is corrupt.
 MAX_SYMBOLS = 1 << 22
-#: kallsyms_names is read in chunks of this size, up to MAX_NAMES_BYTES.
-NAMES_CHUNK = 1 << 20
-MAX_NAMES_BYTES = 64 << 20
+#: Bounds on kallsyms_names and on the names it expands to (several times the
+#: largest kernel's), so that a corrupt table cannot take unbounded memory.
+MAX_NAMES_BYTES = 16 << 20
+MAX_EXPANDED_BYTES = 32 << 20
+#: Bytes of kallsyms_names read per symbol when the tables are not laid out as the
+#: linker script puts them (names before the token table).
+NAMES_BYTES_PER_SYMBOL = 64
 TOKEN_COUNT = 256
 TOKEN_TABLE_MAX = 1 << 16
+#: The VMCOREINFO symbols every layout needs.
+KALLSYMS_VMCOREINFO = (
+    "kallsyms_names",
+    "kallsyms_num_syms",
+    "kallsyms_token_table",
+    "kallsyms_token_index",
+)
 
 
 class KallsymsError(DumpError):
     """The kallsyms tables in the dump are corrupt."""
+
+
+class KallsymsArrays(NamedTuple):
+    """Every kallsyms symbol, sorted by address (stable: kernel order among equals)."""
+
+    names: list[str]
+    #: One ``nm`` type letter per symbol.
+    types: bytes
+    #: uint64 addresses (per-CPU symbols are offsets into the per-CPU area).
+    addresses: np.ndarray
 
 
 @dataclass
@@ -52,8 +87,9 @@ class KallsymsTable:
     _by_name: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        for index in range(len(self.names) - 1, -1, -1):
-            self._by_name[self.names[index]] = index  # the first of duplicate names wins
+        # Assigning in reverse keeps the first of duplicate names (built in C).
+        count = len(self.names)
+        self._by_name = dict(zip(reversed(self.names), range(count - 1, -1, -1), strict=True))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -82,105 +118,157 @@ class KallsymsTable:
         return self.names[index], address - self.addresses[index]
 
 
-def _extend_names(space: X86_64AddressSpace, start: int, data: bytearray) -> None:
-    if len(data) >= MAX_NAMES_BYTES:
-        raise KallsymsError(f"kallsyms_names is longer than {MAX_NAMES_BYTES} bytes")
-    data += space.read(start + len(data), NAMES_CHUNK, zero_missing=True)
+def missing_kallsyms_symbols(vmcoreinfo: VmcoreInfo) -> list[str]:
+    """The VMCOREINFO symbols that decoding kallsyms needs and ``vmcoreinfo`` lacks."""
+    missing = [name for name in KALLSYMS_VMCOREINFO if vmcoreinfo.symbol(name) is None]
+    relative = vmcoreinfo.symbol("kallsyms_offsets") is not None
+    relative = relative and vmcoreinfo.symbol("kallsyms_relative_base") is not None
+    if not relative and vmcoreinfo.symbol("kallsyms_addresses") is None:
+        missing.append("kallsyms_offsets")
+    return missing
 
 
-def _read_names(
-    space: X86_64AddressSpace, start: int, count: int, tokens: list[bytes]
-) -> tuple[list[str], list[str]]:
-    # Pass 1 (sequential, lengths only): where each entry's token numbers are.
-    data = bytearray()
-    length_bytes: list[int] = []  # positions of the length bytes, which are not tokens
-    entry_tokens: list[int] = []  # number of tokens of each entry
-    pos = 0
-    for entry in range(count):
-        while pos + 2 > len(data):
-            _extend_names(space, start, data)
-        length = data[pos]
-        length_bytes.append(pos)
-        pos += 1
-        if length & 0x80:  # Linux 6.1: two-byte lengths for "big" symbols
-            length = (length & 0x7F) | (data[pos] << 7)
-            length_bytes.append(pos)
-            pos += 1
-        if length == 0:
-            raise KallsymsError(f"kallsyms_names entry {entry} is empty")
-        entry_tokens.append(length)
-        pos += length
-    while pos > len(data):
-        _extend_names(space, start, data)
-    # Pass 2 (numpy): expand every token of every entry at once.
-    token_numbers = np.delete(np.frombuffer(bytes(data[:pos]), dtype=np.uint8), length_bytes)
-    table = np.frombuffer(b"".join(tokens), dtype=np.uint8)
-    token_len = np.array([len(t) for t in tokens], dtype=np.int64)
-    token_start = np.concatenate(([0], np.cumsum(token_len)[:-1]))
-    out_len = token_len[token_numbers]
-    out_start = np.concatenate(([0], np.cumsum(out_len)[:-1]))
-    within = np.arange(int(out_len.sum())) - np.repeat(out_start, out_len)
-    text = (
-        table[np.repeat(token_start[token_numbers], out_len) + within].tobytes().decode("latin-1")
-    )
-    first_token = np.concatenate(([0], np.cumsum(entry_tokens)[:-1]))
-    entry_len = np.add.reduceat(out_len, first_token)
-    bounds = np.concatenate(([0], np.cumsum(entry_len))).tolist()
-    types = [text[bounds[i] : bounds[i] + 1] for i in range(count)]
-    names = [text[bounds[i] + 1 : bounds[i + 1]] for i in range(count)]
-    return names, types
-
-
-def _read_tokens(space: X86_64AddressSpace, table: int, index: int) -> list[bytes]:
-    offsets = np.frombuffer(space.read(index, TOKEN_COUNT * 2), dtype="<u2")
-    size = int(offsets.max()) + 256
-    if size > TOKEN_TABLE_MAX:
-        raise KallsymsError(f"kallsyms_token_index points {size} bytes past the token table")
-    raw = space.read(table, size, zero_missing=True)
+def decode_tokens(token_table: bytes, token_index: np.ndarray) -> list[bytes]:
+    """The 256 tokens: NUL-terminated strings at the offsets of ``token_index``."""
+    if len(token_index) != TOKEN_COUNT:
+        raise KallsymsError(f"kallsyms_token_index has {len(token_index)} entries, not 256")
     tokens = []
-    for offset in offsets.tolist():
-        end = raw.find(b"\0", offset)
-        tokens.append(raw[offset : end if end >= 0 else len(raw)])
+    for start in token_index.tolist():
+        end = token_table.find(b"\0", start)
+        if start >= len(token_table) or end < 0:
+            raise KallsymsError("kallsyms_token_table is truncated")
+        tokens.append(token_table[start:end])
     return tokens
 
 
-def _addresses(space: X86_64AddressSpace, offsets_at: int, base_at: int, count: int) -> list[int]:
-    offsets = np.frombuffer(space.read(offsets_at, count * 4), dtype="<i4").astype(np.int64)
-    base = np.uint64(space.read_u64(base_at))
-    negative = offsets < 0
-    if negative.any():
-        # relative_base - 1 - offset, i.e. relative_base + (|offset| - 1), in unsigned 64 bits
-        addresses = np.where(
-            negative, base + (-offsets - 1).astype(np.uint64), offsets.astype(np.uint64)
-        )
-    else:
-        addresses = base + offsets.astype(np.uint64)
-    return addresses.tolist()
+def _walk_lengths(blob: bytes, count: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each entry's token count, the positions of the length bytes, and the end."""
+    lengths = array("q")
+    length_bytes = array("q")  # positions of the length bytes, which are not tokens
+    add_length, add_length_byte = lengths.append, length_bytes.append
+    pos = 0
+    limit = len(blob)
+    # A Python loop over ~100k entries takes ~20 ms; each entry's place depends on all
+    # the lengths before it, so numpy cannot do it at once.
+    for entry in range(count):
+        if pos >= limit:
+            raise KallsymsError(f"kallsyms_names ends after {entry} of {count} symbols")
+        length = blob[pos]
+        add_length_byte(pos)
+        pos += 1
+        if length & 0x80:  # Linux 6.1 "kallsyms: support big kernel symbols": two bytes
+            if pos >= limit:
+                raise KallsymsError(f"kallsyms_names ends inside symbol {entry}")
+            length = (length & 0x7F) | (blob[pos] << 7)
+            add_length_byte(pos)
+            pos += 1
+        if length == 0:
+            raise KallsymsError(f"kallsyms_names entry {entry} is empty")
+        add_length(length)
+        pos += length
+    if pos > limit:
+        raise KallsymsError(f"kallsyms_names ends inside symbol {count - 1}")
+    return np.frombuffer(lengths, dtype=np.int64), np.frombuffer(length_bytes, dtype=np.int64), pos
+
+
+def decode_names(
+    blob: bytes, count: int, token_table: bytes, token_index: np.ndarray
+) -> tuple[list[str], bytes]:
+    """Expand the first ``count`` compressed names of ``blob`` (kallsyms_names) at once.
+
+    Returns the names and their ``nm`` type letters (each name's first character).
+    """
+    tokens = decode_tokens(token_table, token_index)
+    lengths, length_bytes, end = _walk_lengths(blob, count)
+    # Every token number of every entry, in order, then each token's bytes.
+    is_token = np.ones(end, dtype=bool)
+    is_token[length_bytes] = False
+    token_ids = np.frombuffer(blob, dtype=np.uint8, count=end)[is_token]
+    token_bytes = np.frombuffer(b"".join(tokens), dtype=np.uint8)
+    token_len = np.array([len(token) for token in tokens], dtype=np.int64)
+    token_start = np.cumsum(token_len) - token_len
+    piece_len = token_len[token_ids]
+    first_piece = np.cumsum(lengths) - lengths
+    entry_len = np.add.reduceat(piece_len, first_piece)
+    total = int(entry_len.sum())
+    if total > MAX_EXPANDED_BYTES:
+        raise KallsymsError(f"kallsyms_names expands to {total} bytes, a corrupt token table")
+    if not entry_len.all():
+        raise KallsymsError("kallsyms_names has a name that expands to nothing")
+    piece_out = np.cumsum(piece_len) - piece_len
+    text = token_bytes[np.repeat(token_start[token_ids] - piece_out, piece_len) + np.arange(total)]
+    # The first byte of each expanded name is its nm type letter; replace it with a
+    # separator so that one split yields every name.
+    first = np.cumsum(entry_len) - entry_len
+    types = text[first].tobytes()
+    text[first] = ord("\n")
+    names = text.tobytes().decode("latin-1").split("\n")[1:]
+    if len(names) != count:
+        raise KallsymsError("kallsyms_names has a name containing a newline")
+    return names, types
+
+
+def kallsyms_addresses(vmcoreinfo: VmcoreInfo, read: ReadFn, count: int) -> np.ndarray:
+    """The ``count`` symbols' addresses, in kernel (name table) order."""
+    offsets_at = vmcoreinfo.symbol("kallsyms_offsets")
+    base_at = vmcoreinfo.symbol("kallsyms_relative_base")
+    if offsets_at is not None and base_at is not None:
+        offsets = np.frombuffer(read(offsets_at, 4 * count), dtype="<i4").astype(np.int64)
+        relative_base = np.uint64(int.from_bytes(read(base_at, 8), "little"))
+        if (offsets < 0).any():
+            # CONFIG_KALLSYMS_ABSOLUTE_PERCPU: non-negative entries are absolute
+            # (per-cpu offsets), negative ones count down from the base.
+            below_base = (-1 - offsets).astype(np.uint64)
+            return np.where(offsets >= 0, offsets.astype(np.uint64), relative_base + below_base)
+        return relative_base + offsets.astype(np.uint32).astype(np.uint64)
+    addresses_at = vmcoreinfo.symbol("kallsyms_addresses")
+    if addresses_at is None:
+        raise KallsymsError("VMCOREINFO has neither kallsyms_offsets nor kallsyms_addresses")
+    return np.frombuffer(read(addresses_at, 8 * count), dtype="<u8").copy()
+
+
+def read_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> KallsymsArrays:
+    """Decode the kallsyms tables that ``vmcoreinfo`` locates, reading them with ``read``.
+
+    Raises :class:`KallsymsError` when the tables are not located or are corrupt; a
+    read that fails raises what ``read`` raises.
+    """
+    missing = missing_kallsyms_symbols(vmcoreinfo)
+    if missing:
+        raise KallsymsError(f"VMCOREINFO has no {', '.join(missing)} (kernel older than 6.0?)")
+    names_at, count_at, table_at, index_at = (
+        vmcoreinfo.symbol(name) or 0 for name in KALLSYMS_VMCOREINFO
+    )
+    count = int.from_bytes(read(count_at, 4), "little")
+    if not 0 < count <= MAX_SYMBOLS:
+        raise KallsymsError(f"kallsyms_num_syms is {count}, outside 1..{MAX_SYMBOLS}")
+    token_index = np.frombuffer(read(index_at, TOKEN_COUNT * 2), dtype="<u2")
+    table_size = int(token_index.max()) + 256
+    if table_size > TOKEN_TABLE_MAX:
+        raise KallsymsError(f"kallsyms_token_index points {table_size} bytes past the token table")
+    token_table = read(table_at, table_size)
+    names_size = table_at - names_at
+    if not 0 < names_size <= MAX_NAMES_BYTES:
+        # The linker script puts names, markers then the token table; anything else is odd.
+        names_size = min(MAX_NAMES_BYTES, count * NAMES_BYTES_PER_SYMBOL)
+    names, types = decode_names(read(names_at, names_size), count, token_table, token_index)
+    addresses = kallsyms_addresses(vmcoreinfo, read, count)
+    # Absolute per-CPU symbols come first in the kernel's order: sort by address.
+    order = np.argsort(addresses, kind="stable")
+    sorted_types = np.frombuffer(types, dtype=np.uint8)[order].tobytes()
+    return KallsymsArrays([names[i] for i in order.tolist()], sorted_types, addresses[order])
 
 
 def load_kallsyms(dump: Dump) -> KallsymsTable | None:
     """Decode the dump's kallsyms tables, or None when VMCOREINFO does not locate them."""
     info = dump.vmcoreinfo
-    if info is None:
-        return None
-    keys = ("num_syms", "names", "token_table", "token_index", "offsets", "relative_base")
-    where = {key: info.symbol(f"kallsyms_{key}") for key in keys}
-    if any(value is None for value in where.values()):
+    if info is None or missing_kallsyms_symbols(info):
         return None  # before Linux 6.0, or CONFIG_KALLSYMS=n
-    at = {key: value for key, value in where.items() if value is not None}
-    space = address_space(dump)
-    count = space.read_u32(at["num_syms"])
-    if not 0 < count <= MAX_SYMBOLS:
-        raise KallsymsError(f"kallsyms_num_syms is {count}, outside 1..{MAX_SYMBOLS}")
-    tokens = _read_tokens(space, at["token_table"], at["token_index"])
-    names, types = _read_names(space, at["names"], count, tokens)
-    address_list = _addresses(space, at["offsets"], at["relative_base"], count)
-    # Absolute per-CPU symbols come first; sort everything by address for bisect.
-    order = sorted(range(count), key=address_list.__getitem__)
+    decoded = read_kallsyms(info, address_space(dump).read)
     return KallsymsTable(
-        names=[names[i] for i in order],
-        types=[types[i] for i in order],
-        addresses=[address_list[i] for i in order],
+        names=decoded.names,
+        types=list(decoded.types.decode("latin-1")),
+        addresses=decoded.addresses.tolist(),
     )
 
 
