@@ -13,19 +13,31 @@ meta_target() {  # the linux-image-<release> package a meta-package depends on
     apt-cache depends "$1" 2>/dev/null |
         sed -n "s/^ *Depends: linux-image-\(.*-$FLAVOUR\)\$/\1/p" | head -n1
 }
+newest_known() {  # newest linux-image-<series>.*-<flavour> package name apt knows, as a release
+    apt-cache pkgnames "linux-image-$series" 2>/dev/null |
+        grep -E "^linux-image-${series//./\\.}[.-][0-9.+a-z-]*[0-9]-$FLAVOUR\$" |
+        grep -v -- '-unsigned$' | sed 's/^linux-image-//' | sort -V | tail -n1
+}
 resolve_release() {
+    local kv
     case $series in
-        *-"$FLAVOUR") echo "$series" ;;
-        6.1) meta_target "linux-image-$FLAVOUR" | grep '^6\.1\.' || true ;;
-        *) meta_target "linux-image-$series-$FLAVOUR" ;;
+        *-"$FLAVOUR") echo "$series"; return ;;
+        6.1) kv=$(meta_target "linux-image-$FLAVOUR" | grep '^6\.1\.' || true) ;;
+        *) kv=$(meta_target "linux-image-$series-$FLAVOUR") ;;
     esac
+    [ -n "$kv" ] || kv=$(newest_known)   # e.g. a host whose default kernel is another series
+    echo "$kv"
 }
 cached_release() {  # newest unpacked release of the series
-    ls -1 "$KERNELS" 2>/dev/null | grep -E "^${series//./\\.}[.-].*-$FLAVOUR\$" | sort -V | tail -n1
+    ls -1 "$KERNELS" 2>/dev/null | grep -E "^${series//./\\.}[.-].*[0-9]-$FLAVOUR\$" | sort -V | tail -n1
 }
 
 tb_lock
 kv=$(resolve_release)
+if [ -z "$kv" ] && [ "$(id -u)" = 0 ] && [ ! -e "$CACHE/.apt-updated" ]; then
+    tb_log "apt knows no $series kernel: apt-get update (once)"
+    apt-get update -qq >&2 && touch "$CACHE/.apt-updated" && kv=$(resolve_release)
+fi
 if [ -z "$kv" ]; then
     kv=$(cached_release)
     [ -n "$kv" ] || tb_die "apt knows no Debian $series $FLAVOUR kernel and none is cached"
