@@ -257,3 +257,24 @@ def test_pt_regs_pointing_back_down_stops(prog: drgn.Program) -> None:
     frames = unwind_fake(prog, [entry_ret, *regs, *([0] * 64)], entry_ret)
     assert len(frames) <= MAX_FRAMES
     assert len(frames) < 4
+
+
+def test_corrupt_saved_registers_give_bounded_traces(prog: drgn.Program) -> None:
+    from kdumpkit.dump.notes import X86_64_PR_REG_NAMES, PrStatus
+
+    unwinder = _Unwinder(prog)
+    real = prog.cache["kdumpkit.dump"].prstatus[0].registers
+    rng = random.Random(3)
+    text = prog.symbol("_stext").address
+    for _ in range(60):
+        registers = {name: rng.getrandbits(64) for name in X86_64_PR_REG_NAMES}
+        registers["cs"] = rng.choice([0x10, 0x33])
+        choice = rng.random()
+        if choice < 0.4:  # a kernel pc with a random stack
+            registers["rip"] = text + rng.randrange(0xC00000)
+        elif choice < 0.8:  # the real stack with a random pc, or the reverse
+            registers["rsp"] = real["rsp"] + 8 * rng.randrange(-64, 64)
+            registers["rip"] = rng.choice([real["rip"], text + rng.randrange(0xC00000)])
+        unwinder.statuses = [PrStatus(0, 0, registers)]
+        frames = unwinder.cpu_trace(0)
+        assert len(frames) <= MAX_FRAMES

@@ -265,7 +265,7 @@ class _Unwinder:
         lookup = pc if exact else pc - 1
         try:
             symbol = self.prog.symbol(lookup)
-        except LookupError:
+        except (LookupError, OverflowError):
             return None, 0, self._module_of(pc)
         return symbol.name, pc - symbol.address, self._module_of(pc)
 
@@ -278,7 +278,7 @@ class _Unwinder:
     def _function_start(self, pc: int) -> int | None:
         try:
             return self.prog.symbol(pc).address
-        except LookupError:
+        except (LookupError, OverflowError):
             return None
 
     def is_text(self, address: int) -> bool:
