@@ -156,11 +156,12 @@ class Dump(ABC):
             yield pfn, self._read_present_page(pfn)
 
     def iter_page_chunks(
-        self, only: np.ndarray | None = None, max_pages: int = 256
+        self, only: np.ndarray | None = None, max_pages: int = 256, *, threads: int = 1
     ) -> Iterator[tuple[np.ndarray, bytes]]:
         """Pages with data in pfn order, in groups of up to ``max_pages``:
         ``(pfns, their bytes back to back)``.  Writers use it; formats that store
-        pages contiguously (ELF) override it to avoid per-page copies."""
+        pages contiguously (ELF) override it to avoid per-page copies; compressed
+        formats may decode in ``threads`` threads."""
         pfns: list[int] = []
         pages: list[bytes] = []
         for pfn, data in self.iter_pages(only):

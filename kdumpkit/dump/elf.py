@@ -266,7 +266,7 @@ class ElfDump(Dump):
                 pfn += n
 
     def iter_page_chunks(
-        self, only: np.ndarray | None = None, max_pages: int = 256
+        self, only: np.ndarray | None = None, max_pages: int = 256, *, threads: int = 1
     ) -> Iterator[tuple[np.ndarray, bytes]]:
         """Runs of consecutive pages (up to ``max_pages``) read in one piece each."""
         ps = self.page_size

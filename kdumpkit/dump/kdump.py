@@ -558,6 +558,31 @@ class KdumpDump(Dump):
         for pfn, offset, size, flags, part in self.iter_descriptors(only):
             yield pfn, self._page_data(part, pfn, offset, size, flags)
 
+    def iter_page_chunks(
+        self, only: np.ndarray | None = None, max_pages: int = 256, *, threads: int = 1
+    ) -> Iterator[tuple[np.ndarray, bytes]]:
+        """Pages in groups of up to ``max_pages``, decompressed in ``threads``
+        threads (the codecs release the GIL), in pfn order."""
+        from kdumpkit.dump.write_pages import ordered_map
+
+        def groups() -> Iterator[list[tuple[int, int, int, int, _Part]]]:
+            group: list[tuple[int, int, int, int, _Part]] = []
+            for desc in self.iter_descriptors(only):
+                group.append(desc)
+                if len(group) == max_pages:
+                    yield group
+                    group = []
+            if group:
+                yield group
+
+        def decode(group: list[tuple[int, int, int, int, _Part]]) -> tuple[np.ndarray, bytes]:
+            pfns = np.fromiter((d[0] for d in group), dtype=np.int64, count=len(group))
+            blob = b"".join(self._page_data(part, pfn, off, size, flags)
+                            for pfn, off, size, flags, part in group)  # fmt: skip
+            return pfns, blob
+
+        yield from ordered_map(decode, groups(), threads)
+
     def close(self) -> None:
         for src in self.sources:
             src.close()

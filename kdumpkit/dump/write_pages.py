@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from kdumpkit.dump.base import Dump
 from kdumpkit.dump.compress import Codec
 
 BATCH_PAGES = 256
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -33,9 +36,10 @@ class Batch:
     flags: list[int] | None = None
 
 
-def read_batches(src: Dump, keep: np.ndarray) -> Iterator[Batch]:
-    """Kept pages of ``src`` in batches of up to :data:`BATCH_PAGES`."""
-    for pfns, blob in src.iter_page_chunks(keep, BATCH_PAGES):
+def read_batches(src: Dump, keep: np.ndarray, threads: int = 1) -> Iterator[Batch]:
+    """Kept pages of ``src`` in batches of up to :data:`BATCH_PAGES` (compressed
+    sources decode in ``threads`` threads)."""
+    for pfns, blob in src.iter_page_chunks(keep, BATCH_PAGES, threads=threads):
         yield Batch(pfns, blob)
 
 
@@ -73,9 +77,7 @@ def compress_batch(batch: Batch, codec: Codec, page_size: int, find_zero: bool) 
     return batch
 
 
-def ordered_map(
-    work: Callable[[Batch], Batch], batches: Iterator[Batch], threads: int
-) -> Iterator[Batch]:
+def ordered_map(work: Callable[[T], R], batches: Iterator[T], threads: int) -> Iterator[R]:
     """``work`` applied to every batch, results in input order; with ``threads > 1``
     a thread pool works ahead by a fixed window."""
     if threads <= 1:
@@ -84,7 +86,7 @@ def ordered_map(
         return
     window = threads * 4
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kdumpkit-compress") as pool:
-        pending: deque[Future[Batch]] = deque()
+        pending: deque[Future[R]] = deque()
         try:
             for batch in batches:
                 pending.append(pool.submit(work, batch))

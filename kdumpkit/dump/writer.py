@@ -169,7 +169,7 @@ def _batches(
 ) -> Iterator[Batch]:
     ps = src.page_size
     return ordered_map(
-        lambda b: compress_batch(b, codec, ps, find_zero), read_batches(src, kept), threads
+        lambda b: compress_batch(b, codec, ps, find_zero), read_batches(src, kept, threads), threads
     )
 
 
@@ -230,6 +230,7 @@ def _write_elf_file(
     kept: np.ndarray,
     *,
     exclude_zero: bool,
+    threads: int,
     progress: Progress | None,
 ) -> WriteStats:
     """The ELF file; ``progress(done, total)`` counts the pages that go in it."""
@@ -238,7 +239,7 @@ def _write_elf_file(
     if exclude_zero:
         # The program headers depend on which pages are zero: one pass to find them.
         kept = kept.copy()
-        for batch in read_batches(src, kept):
+        for batch in read_batches(src, kept, threads):
             zero = zero_mask(batch.blob, ps)
             if zero.any():
                 kept[batch.pfns[zero]] = False
@@ -254,7 +255,7 @@ def _write_elf_file(
     try:
         pages, end = write_elf_pages(
             sink, data_offset, ps,
-            read_batches(src, kept),
+            read_batches(src, kept, threads),
             _progress_adapter(progress, int(np.count_nonzero(kept))),
         )  # fmt: skip
         sink.finish(end)
@@ -312,7 +313,8 @@ def write_dump(
             )  # fmt: skip
         else:
             stats = _write_elf_file(
-                src, output, kept, exclude_zero=exclude_zero, progress=progress,
+                src, output, kept, exclude_zero=exclude_zero, threads=threads,
+                progress=progress,
             )  # fmt: skip
     finally:
         output.close()
