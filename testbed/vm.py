@@ -133,8 +133,9 @@ class Guest:
                         )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TestbedError(f"timed out waiting for /{pattern}/; console: "
-                                       f"{self.console_path}")
+                    raise TestbedError(
+                        f"timed out waiting for /{pattern}/; console: {self.console_path}"
+                    )
                 self._changed.wait(min(remaining, 1.0))
 
     def wait_exit(self, deadline: float) -> int:
@@ -142,8 +143,9 @@ class Guest:
         try:
             return self.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired as exc:
-            raise TestbedError(f"QEMU still running at the deadline; console: "
-                               f"{self.console_path}") from exc
+            raise TestbedError(
+                f"QEMU still running at the deadline; console: {self.console_path}"
+            ) from exc
 
     def kill(self) -> None:
         """Stop QEMU (its whole process group) if it still runs."""
@@ -172,8 +174,9 @@ def qemu_command(kernel: Kernel, cmdline: str, extra: list[str]) -> list[str]:
 
 
 @contextmanager
-def running_guest(command: list[str], console_path: Path,
-                  timeout: float = CYCLE_TIMEOUT_S) -> Iterator[Guest]:
+def running_guest(
+    command: list[str], console_path: Path, timeout: float = CYCLE_TIMEOUT_S
+) -> Iterator[Guest]:
     """Start QEMU in its own process group; it is always killed when the block ends.
 
     It also runs under timeout(1), so even if this process is killed outright, QEMU is
@@ -222,9 +225,13 @@ def _field(line: str, name: str) -> str:
     return match.group(1) if match else "?"
 
 
-def run_kdump_cycle(kernel: Kernel, out_dir: Path, python: str | None = None,
-                    compress: str | None = "zlib",
-                    timeout: float = CYCLE_TIMEOUT_S) -> CycleResult:
+def run_kdump_cycle(
+    kernel: Kernel,
+    out_dir: Path,
+    python: str | None = None,
+    compress: str | None = "zlib",
+    timeout: float = CYCLE_TIMEOUT_S,
+) -> CycleResult:
     """Boot ``kernel``, arm kdump with kdumpkit, panic, collect into ``out_dir``, power off.
 
     ``python`` is the interpreter the guest runs (a host path; default: this one), with
@@ -248,16 +255,13 @@ def run_kdump_cycle(kernel: Kernel, out_dir: Path, python: str | None = None,
     with running_guest(qemu_command(kernel, cmdline, extra), console, timeout) as guest:
         i, t_up, _ = guest.wait_line(r"TESTBED: first kernel up", deadline)
         i, t_mounted, _ = guest.wait_line(r"TESTBED: host mounted", deadline, i)
-        i, t_checked, _ = guest.wait_line(r"TESTBED: (check before load done|FAIL)",
-                                          deadline, i)
+        i, t_checked, _ = guest.wait_line(r"TESTBED: (check before load done|FAIL)", deadline, i)
         i, t_loaded, load_line = guest.wait_line(r"TESTBED: (load done|FAIL)", deadline, i)
-        i, t_rechecked, _ = guest.wait_line(r"TESTBED: (check after load done|FAIL)",
-                                            deadline, i)
+        i, t_rechecked, _ = guest.wait_line(r"TESTBED: (check after load done|FAIL)", deadline, i)
         i, t_crash, _ = guest.wait_line(r"TESTBED: (crashing|FAIL)", deadline, i)
         i, t_capture, _ = guest.wait_line(r"TESTBED: (capture kernel up|FAIL)", deadline, i)
         i, t_cmounted, _ = guest.wait_line(r"TESTBED: (host mounted|FAIL)", deadline, i)
-        i, t_collected, collect_line = guest.wait_line(r"TESTBED: (collect done|FAIL)",
-                                                       deadline, i)
+        i, t_collected, collect_line = guest.wait_line(r"TESTBED: (collect done|FAIL)", deadline, i)
         guest.wait_exit(deadline)
         t_end = time.monotonic()
     for line in (load_line, collect_line):
@@ -286,9 +290,13 @@ def run_kdump_cycle(kernel: Kernel, out_dir: Path, python: str | None = None,
 QEMU_DUMP_FORMATS = {"elf": "vmcore.qemu.elf", "kdump-zlib": "vmcore.qemu.flat"}
 
 
-def run_qemu_dump(kernel: Kernel, out_dir: Path, vmcoreinfo: bool = True,
-                  formats: tuple[str, ...] = ("elf", "kdump-zlib"),
-                  timeout: float = CYCLE_TIMEOUT_S) -> dict[str, Path]:
+def run_qemu_dump(
+    kernel: Kernel,
+    out_dir: Path,
+    vmcoreinfo: bool = True,
+    formats: tuple[str, ...] = ("elf", "kdump-zlib"),
+    timeout: float = CYCLE_TIMEOUT_S,
+) -> dict[str, Path]:
     """Panic ``kernel`` with no kdump; QEMU pauses it and writes ``dump-guest-memory`` files.
 
     With ``vmcoreinfo`` the guest hands its VMCOREINFO to QEMU (``-device vmcoreinfo`` +
@@ -299,16 +307,24 @@ def run_qemu_dump(kernel: Kernel, out_dir: Path, vmcoreinfo: bool = True,
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kdtb-qmp-") as sockdir:
         sock = os.path.join(sockdir, "qmp.sock")
-        extra = ["-qmp", f"unix:{sock},server=on,wait=off", "-action", "panic=pause",
-                 "-device", "pvpanic"]
+        extra = [
+            "-qmp",
+            f"unix:{sock},server=on,wait=off",
+            "-action",
+            "panic=pause",
+            "-device",
+            "pvpanic",
+        ]
         if vmcoreinfo:
             extra += ["-device", "vmcoreinfo"]
-        cmdline = (f"console=ttyS0 quiet kdtb.stage=qmp kdtb.py={sys.executable} "
-                   f"kdtb.proj={PROJECT_DIR}")
+        cmdline = (
+            f"console=ttyS0 quiet kdtb.stage=qmp kdtb.py={sys.executable} kdtb.proj={PROJECT_DIR}"
+        )
         deadline = time.monotonic() + timeout
         written: dict[str, Path] = {}
-        with running_guest(qemu_command(kernel, cmdline, extra), out_dir / "console.log",
-                           timeout) as guest:
+        with running_guest(
+            qemu_command(kernel, cmdline, extra), out_dir / "console.log", timeout
+        ) as guest:
             guest.wait_line(r"TESTBED: first kernel up", deadline)  # QMP socket exists by now
             with QMPClient(sock) as qmp:
                 try:
@@ -318,8 +334,13 @@ def run_qemu_dump(kernel: Kernel, out_dir: Path, vmcoreinfo: bool = True,
                 for fmt in formats:
                     target = out_dir / QEMU_DUMP_FORMATS[fmt]
                     part = target.with_name(target.name + ".part")
-                    qmp.execute("dump-guest-memory", timeout=max(deadline - time.monotonic(), 1),
-                                paging=False, protocol=f"file:{part}", format=fmt)
+                    qmp.execute(
+                        "dump-guest-memory",
+                        timeout=max(deadline - time.monotonic(), 1),
+                        paging=False,
+                        protocol=f"file:{part}",
+                        format=fmt,
+                    )
                     if fmt == "elf":  # zero pages -> holes: ~1 GiB apparent, far less on disk
                         subprocess.run(["fallocate", "--dig-holes", str(part)], check=False)
                     part.rename(target)
@@ -348,8 +369,13 @@ def qemu_dumps_cached(kernel: Kernel) -> dict[str, Path]:
         if not kdump.exists() and shutil.which("makedumpfile"):
             part = folder / "vmcore.qemu.kdump.part"
             with files["kdump-zlib"].open("rb") as flat:
-                subprocess.run(["makedumpfile", "-R", str(part)], stdin=flat, check=True,
-                               capture_output=True, timeout=300)
+                subprocess.run(
+                    ["makedumpfile", "-R", str(part)],
+                    stdin=flat,
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
             part.rename(kdump)
         if kdump.exists():
             dumps[f"{variant}/kdump"] = kdump
@@ -362,8 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["cycle", "qemu-dump", "qemu-dumps"])
     parser.add_argument("series", nargs="?", default="6.1", help="6.1, 6.12 or a full release")
     parser.add_argument("--out", type=Path, help="output folder (default: under .cache/testbed)")
-    parser.add_argument("--no-vmcoreinfo", action="store_true",
-                        help="qemu-dump: without -device vmcoreinfo (no VMCOREINFO note)")
+    parser.add_argument(
+        "--no-vmcoreinfo",
+        action="store_true",
+        help="qemu-dump: without -device vmcoreinfo (no VMCOREINFO note)",
+    )
     args = parser.parse_args(argv)
 
     def stop(signum: int, _frame: object) -> None:  # unwind, so QEMU is killed on the way
@@ -377,8 +406,10 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or CACHE / "runs" / f"{kernel.release}-{time.strftime('%H%M%S')}"
             print(f"kdump cycle on {kernel.release} -> {out}", flush=True)
             result = run_kdump_cycle(kernel, out)
-            print(f"loader={result.loader} (rc {result.load_rc}), "
-                  f"collector={result.collector} (rc {result.collect_rc})")
+            print(
+                f"loader={result.loader} (rc {result.load_rc}), "
+                f"collector={result.collector} (rc {result.collect_rc})"
+            )
             print(result.timing_text())
             for folder in result.dump_dirs():
                 for path in sorted(folder.iterdir()):

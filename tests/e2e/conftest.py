@@ -61,8 +61,10 @@ def kdump_cycle(request: pytest.FixtureRequest) -> testbed.CycleResult:
     kernel = prepared_kernel(request.param)
     out = cycle_dir(request.param)
     result = testbed.run_kdump_cycle(kernel, out)
-    _timings.append(f"{kernel.release}: loader={result.loader} collector={result.collector}\n"
-                    f"{result.timing_text()}")
+    _timings.append(
+        f"{kernel.release}: loader={result.loader} collector={result.collector}\n"
+        f"{result.timing_text()}"
+    )
     return result
 
 

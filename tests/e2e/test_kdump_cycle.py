@@ -27,8 +27,13 @@ def has_verb(verb: str) -> bool:
 
 def kdumpkit(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m kdumpkit ARGS`` from the project, as a user would."""
-    return subprocess.run([sys.executable, "-m", "kdumpkit", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "kdumpkit", *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 def dump_files(result: testbed.CycleResult) -> tuple[Path, Path]:
@@ -85,8 +90,12 @@ def test_saved_dmesg_holds_the_panic(kdump_cycle: testbed.CycleResult) -> None:
 def test_makedumpfile_reads_dump(kdump_cycle: testbed.CycleResult, tmp_path: Path) -> None:
     dump, _ = dump_files(kdump_cycle)
     out = tmp_path / "dmesg.txt"
-    done = subprocess.run(["makedumpfile", "--dump-dmesg", str(dump), str(out)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["makedumpfile", "--dump-dmesg", str(dump), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert_crash_log(out.read_text(errors="replace"), kdump_cycle.release)
 
@@ -133,8 +142,9 @@ def test_testbed_tasks_and_their_stacks(kdump_cycle: testbed.CycleResult) -> Non
         pytest.skip("kdumpkit crash is not in the tree yet")
     dump, _ = dump_files(kdump_cycle)
     tasks = {row["comm"]: row for row in crash_json(dump, "ps")["ps"]}
-    crasher, sleeper, fifo = (tasks[name] for name in
-                              ("testbed_crasher", "testbed_sleeper", "testbed_fifo"))
+    crasher, sleeper, fifo = (
+        tasks[name] for name in ("testbed_crasher", "testbed_sleeper", "testbed_fifo")
+    )
     assert crasher["active"] and crasher["state"] == "RU"
     assert sleeper["state"] == "IN" and fifo["state"] == "IN"
     commands = [f"bt {task['pid']}" for task in (crasher, sleeper, fifo)]
