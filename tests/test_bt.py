@@ -105,6 +105,8 @@ def test_register_block_layout() -> None:
 def test_bt_errors(session: Session) -> None:
     assert session.run_to_text("bt 99999") == "bt: invalid task or pid value: 99999\n"
     assert session.run_to_text("bt -c 7") == "bt: invalid cpu number: 7\n"
+    assert session.run_to_text("bt -c 0-99999999") == (
+        "bt: invalid cpu specification: 0-99999999\n")
     assert session.run_to_text("foreach vm").startswith("foreach: vm: foreach runs only bt")
     assert session.run_to_text("foreach bt -x") == "foreach: foreach bt: unsupported option -x\n"
 

@@ -30,6 +30,8 @@ from kdumpkit.dump.errors import DumpError
 if TYPE_CHECKING:
     from drgn import Object, Program
 
+#: More CPUs than this in one ``-c`` range is a typing error.
+MAX_CPUS = 1 << 13
 #: crash's register block: (label, register) triples per line; labels are right-aligned.
 _REGISTER_ROWS = (
     (("RIP", "rip"), ("RSP", "rsp"), ("RFLAGS", "eflags")),
@@ -243,8 +245,10 @@ def _parse_cpus(values: list[str]) -> list[int]:
         for part in value.split(","):
             try:
                 if "-" in part:
-                    low, high = part.split("-", 1)
-                    cpus.extend(range(int(low), int(high) + 1))
+                    low, high = (int(x) for x in part.split("-", 1))
+                    if not 0 <= high - low < MAX_CPUS:
+                        raise ValueError(part)
+                    cpus.extend(range(low, high + 1))
                 else:
                     cpus.append(int(part))
             except ValueError:
