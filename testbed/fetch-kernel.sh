@@ -11,12 +11,12 @@ series=${1:?usage: fetch-kernel.sh SERIES}
 
 meta_target() {  # the linux-image-<release> package a meta-package depends on
     apt-cache depends "$1" 2>/dev/null |
-        sed -n "s/^ *Depends: linux-image-\(.*-$FLAVOUR\)\$/\1/p" | head -n1
+        sed -n "s/^ *Depends: linux-image-\(.*-$FLAVOUR\)\$/\1/p" | head -n1 || true
 }
 newest_known() {  # newest linux-image-<series>.*-<flavour> package name apt knows, as a release
     apt-cache pkgnames "linux-image-$series" 2>/dev/null |
         grep -E "^linux-image-${series//./\\.}[.-][0-9.+a-z-]*[0-9]-$FLAVOUR\$" |
-        grep -v -- '-unsigned$' | sed 's/^linux-image-//' | sort -V | tail -n1
+        grep -v -- '-unsigned$' | sed 's/^linux-image-//' | sort -V | tail -n1 || true
 }
 resolve_release() {
     local kv
@@ -29,7 +29,7 @@ resolve_release() {
     echo "$kv"
 }
 cached_release() {  # newest unpacked release of the series
-    ls -1 "$KERNELS" 2>/dev/null | grep -E "^${series//./\\.}[.-].*[0-9]-$FLAVOUR\$" | sort -V | tail -n1
+    ls -1 "$KERNELS" 2>/dev/null | grep -E "^${series//./\\.}[.-].*[0-9]-$FLAVOUR\$" | sort -V | tail -n1 || true
 }
 
 tb_lock
