@@ -101,3 +101,12 @@ def test_crash_json_records(kdump61: Path, capsys: pytest.CaptureFixture[str]) -
     assert records["ps 134"][0]["comm"] == "testbed_crasher"
     assert records["ps 134"][0]["rss_kb"] == 1108
     assert "invalid kernel virtual address" in records["rd 0"]["error"]
+
+
+def test_crash_input_file(kdump61: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "cmds"
+    script.write_text("# a comment\nsym panic\n\nsym ffffffff84bcd06e\nexit\nsym jiffies\n")
+    assert main(["crash", str(kdump61), "-i", str(script)]) == 0
+    assert capsys.readouterr().out == (
+        "ffffffff84bccf31 (T) panic\nffffffff84bcd06e (T) panic+317\n")

@@ -152,3 +152,18 @@ def test_shell_escape(session: Session, tmp_path: Path) -> None:
     assert session.run(f"!touch {marker}") == 0
     assert marker.exists()
     assert session.run("!false") == 1
+
+
+def test_long_output_goes_through_the_pager(session: Session, tmp_path: Path) -> None:
+    import io
+    import sys
+
+    paged = tmp_path / "paged.txt"
+    out = io.StringIO()
+    pager = [sys.executable, "-c",
+             f"import sys; open({str(paged)!r}, 'w').write(sys.stdin.read())"]
+    paging = Session(session.prog, out=out, pager=pager)
+    assert paging.run("sym panic") == 0  # short: printed
+    assert out.getvalue() == "ffffffff84bccf31 (T) panic\n"
+    assert paging.run("sym -q sysrq") == 0  # taller than a terminal: paged
+    assert paged.read_text().count("\n") > 24 and out.getvalue().count("\n") == 1

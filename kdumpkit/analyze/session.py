@@ -7,6 +7,7 @@ import argparse
 import importlib
 import pkgutil
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -112,10 +113,13 @@ def split_command_line(line: str) -> CommandLine:
 class Session:
     """A crash-like session on one program: the command registry and the task context."""
 
-    def __init__(self, prog: Program, out: IO[str] | None = None, err: IO[str] | None = None):
+    def __init__(self, prog: Program, out: IO[str] | None = None, err: IO[str] | None = None,
+                 pager: list[str] | None = None):
         self.prog = prog
         self.out = out
         self.err = err
+        #: a pager command for output taller than the terminal (crash's "scroll on")
+        self.pager = pager
         self.commands = load_commands()
 
     def execute(self, words: list[str]) -> Result:
@@ -208,6 +212,13 @@ class Session:
                 err.write(f"crash: {parsed.redirect}: {exc.strerror}\n")
                 return 1
             return status
+        if self.pager and text.count("\n") >= shutil.get_terminal_size().lines - 1:
+            out.flush()
+            try:
+                subprocess.run(self.pager, input=text, text=True, check=False)
+                return status
+            except OSError:
+                pass  # no such pager: print instead
         out.write(text)
         out.flush()
         return status

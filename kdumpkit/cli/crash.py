@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -32,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run this command and exit (repeatable); no banner unless --banner")
     parser.add_argument("-s", "--silent", action="store_true", help="no start-up banner")
     parser.add_argument("--banner", action="store_true", help="print the banner with -c too")
+    parser.add_argument("-i", dest="input", metavar="FILE",
+                        help="run the commands in FILE (one a line), then exit")
+    parser.add_argument("--no-pager", action="store_true",
+                        help="at the prompt, never page long output (default: $PAGER or less)")
     parser.add_argument("--json", action="store_true",
                         help="with -c: print each command's records as JSON instead of text")
 
@@ -86,7 +91,7 @@ class _Completer(Completer):
             yield Completion(name, start_position=-len(word))
 
 
-def interactive(session: Session) -> int:
+def interactive(session: Session, pager: bool = True) -> int:
     """The prompt, with history and completion, until ``exit`` or end of input."""
     if not sys.stdin.isatty():
         for line in sys.stdin:
@@ -98,6 +103,9 @@ def interactive(session: Session) -> int:
         return 0
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    if pager:
+        session.pager = shlex.split(os.environ.get("PAGER") or "less -FRX")
 
     try:
         history = FileHistory(HISTORY)
@@ -128,20 +136,24 @@ def run(args: argparse.Namespace) -> int:
 
     prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
     session = Session(prog)
-    show_banner = not args.silent and (args.banner or not args.commands)
+    show_banner = not args.silent and (args.banner or not (args.commands or args.input))
     if show_banner:
         sys.stdout.write(banner(prog))
         sys.stdout.flush()
+    if args.input:
+        with open(args.input, encoding="utf-8") as file:
+            args.commands += [line.strip() for line in file
+                              if line.strip() and not line.lstrip().startswith("#")]
     if args.json:
         return run_json(session, args.commands)
-    if args.commands:
+    if args.commands or args.input:
         status = 0
         for command in args.commands:
             if command.strip() in EXIT_WORDS:
                 break
             status |= session.run(command)
         return status
-    return interactive(session)
+    return interactive(session, pager=not args.no_pager)
 
 
 def run_json(session: Session, commands: list[str]) -> int:
