@@ -83,3 +83,16 @@ def test_bt_matches_crash(dump: Path, outputs: Path) -> None:
                                                             strict=True))
         assert matched == len(their_blocks), (
             f"{command}: {matched}/{len(their_blocks)} tasks equal to crash")
+
+
+VMLINUX_61 = (ORACLE / "kernels" / "6.1.0-56-cloud-amd64" / "usr" / "lib" / "debug" / "boot"
+              / "vmlinux-6.1.0-56-cloud-amd64")
+
+
+@pytest.mark.skipif(not VMLINUX_61.is_file(), reason=f"{VMLINUX_61} not present")
+def test_bt_with_a_dwarf_vmlinux_is_still_crash_text(kdump61: Path, fx61: Path) -> None:
+    # drgn names an address by the sized ELF symbol around it; crash (and kallsyms) by
+    # the nearest label: entry_SYSCALL_64_after_hwframe, secondary_startup_64_no_verify.
+    session = Session(open_program(kdump61, vmlinux=VMLINUX_61))
+    for command, filename in (("bt -a", "bt-a.txt"), ("foreach bt", "foreach-bt.txt")):
+        assert session.run_to_text(command) == (fx61 / "crash-9.0.2" / filename).read_text()

@@ -253,6 +253,8 @@ class _Unwinder:
         self.prog = prog
         self.statuses = saved_registers(prog)
         self.orc = OrcUnwindInfo(prog)
+        symbols = getattr(prog.cache.get("kdumpkit.debuginfo"), "symbols", None)
+        self._kallsyms = symbols if hasattr(symbols, "finder") else None
         self._stacks: dict[int, _CpuStacks] = {}
 
     # --- memory and symbols ---------------------------------------------------------
@@ -262,12 +264,24 @@ class _Unwinder:
 
     def symbolize(self, pc: int, exact: bool) -> tuple[str | None, int, str | None]:
         """(function, offset from its start to pc, module) for a pc."""
-        lookup = pc if exact else pc - 1
-        try:
-            symbol = self.prog.symbol(lookup)
-        except (LookupError, OverflowError):
+        symbol = self._symbol_at(pc if exact else pc - 1)
+        if symbol is None:
             return None, 0, self._module_of(pc)
         return symbol.name, pc - symbol.address, self._module_of(pc)
+
+    def _symbol_at(self, address: int) -> drgn.Symbol | None:
+        # In the kernel image, name the nearest symbol at or below the address, as
+        # crash and kallsyms do: with a vmlinux, drgn's ELF symbols would name the
+        # sized function around a label (entry_SYSCALL_64 for
+        # entry_SYSCALL_64_after_hwframe).
+        if self._kallsyms is not None and self.orc.vmlinux.covers(address):
+            found = self._kallsyms.finder(self.prog, None, address, True)
+            if found:
+                return found[0]
+        try:
+            return self.prog.symbol(address)
+        except (LookupError, OverflowError):
+            return None
 
     def _module_of(self, pc: int) -> str | None:
         if self.orc.vmlinux.covers(pc):
@@ -276,10 +290,8 @@ class _Unwinder:
         return table.module if table is not None else None
 
     def _function_start(self, pc: int) -> int | None:
-        try:
-            return self.prog.symbol(pc).address
-        except (LookupError, OverflowError):
-            return None
+        symbol = self._symbol_at(pc)
+        return symbol.address if symbol is not None else None
 
     def is_text(self, address: int) -> bool:
         return self.orc.table_for(address) is not None
