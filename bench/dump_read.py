@@ -6,7 +6,7 @@
 Prints, for vmcore.kdump, vmcore.flat and the decompressed vmcore.elf: open time,
 every present page read in pfn order (MB/s of page data), random 4 KiB reads
 per second; then reassembly of vmcore.flat against ``makedumpfile -R`` and
-write speed per codec.
+write speed per codec from vmcore.kdump and from the whole vmcore.elf.
 """
 
 from __future__ import annotations
@@ -77,17 +77,18 @@ def bench_reassemble(flat: Path) -> None:
         print(line)
 
 
-def bench_write(kdump: Path) -> None:
-    """kdump -> kdump with each codec, 1 and 2 threads."""
-    with open_dump(kdump) as src, tempfile.TemporaryDirectory() as tmp:
+def bench_write(source: Path, label: str) -> None:
+    """Every page of ``source`` rewritten with each codec, 1 and 2 threads."""
+    with open_dump(source) as src, tempfile.TemporaryDirectory() as tmp:
         for codec in ("zlib", "lzo", "snappy", "zstd", "none"):
             for threads in (1, 2):
                 out = Path(tmp) / f"o.{codec}"
                 stats = write_dump(src, out, compress=codec, threads=threads, exclude_zero=True)
                 mb = stats.pages_written * 4096 / 1e6
                 rate = mb / stats.seconds
-                print(f"write {codec:6} threads={threads}: {stats.seconds:5.2f} s "
-                      f"= {rate:6.1f} MB/s of pages, {stats.file_size} bytes")  # fmt: skip
+                print(f"write {label} -> kdump {codec:6} threads={threads}: "
+                      f"{stats.seconds:5.2f} s = {rate:6.1f} MB/s of pages, "
+                      f"{stats.file_size} bytes")  # fmt: skip
                 os.unlink(out)
 
 
@@ -100,7 +101,9 @@ def main() -> int:
         else:
             print(f"{path}: missing (run the tests once to decompress vmcore.elf.zst)")
     bench_reassemble(fixture / "vmcore.flat")
-    bench_write(fixture / "vmcore.kdump")
+    bench_write(fixture / "vmcore.kdump", "kdump")
+    if elf.exists():
+        bench_write(elf, "elf (all RAM)")
     return 0
 
 
