@@ -485,6 +485,12 @@ class _Unwinder:
             low = int(task.stack.value_())
         except (AttributeError, drgn.FaultError) as exc:
             raise UnwindError(f"cannot read the task's saved stack pointer: {exc}") from None
+        if not low:
+            # An exited task's stack is freed (put_task_stack() clears task->stack).
+            raise UnwindError("the task has no kernel stack (it has exited)")
+        if not low <= thread_sp < low + THREAD_SIZE:
+            raise UnwindError(f"the task's saved stack pointer {thread_sp:#x} is outside "
+                              f"its stack {low:#x}")
         stacks = _CpuStacks([StackRegion(None, low, low + THREAD_SIZE)])
         ret_offset, bp_offset = self._inactive_frame_layout()
         try:
