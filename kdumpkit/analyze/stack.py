@@ -65,7 +65,8 @@ if TYPE_CHECKING:
     from kdumpkit.dump.base import Dump
     from kdumpkit.dump.notes import PrStatus
 
-MAX_FRAMES = 64
+#: Deep kernel stacks (network and storage stacks under an IRQ) reach about 100 frames.
+MAX_FRAMES = 256
 MAX_STACK_SWITCHES = 6
 #: THREAD_SIZE and IRQ_STACK_SIZE on x86_64 without KASAN.
 THREAD_SIZE = 16 << 10
