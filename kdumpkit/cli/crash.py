@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import bisect
 import os
 import shlex
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
-
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
-from prompt_toolkit.document import Document
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -57,40 +52,6 @@ def banner(prog: Program) -> str:
     return head + sys_command.format_pairs(pairs) + "\n"
 
 
-class _Completer(Completer):
-    """prompt_toolkit completion: command names first, then kernel symbol names."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self._symbols: list[str] | None = None
-
-    def symbols(self) -> list[str]:
-        """Every symbol name, sorted, read once."""
-        if self._symbols is None:
-            names = {symbol.name for symbol in self.session.prog.symbols()}
-            self._symbols = sorted(names)
-        return self._symbols
-
-    def get_completions(self, document: Document,
-                        complete_event: CompleteEvent) -> Iterator[Completion]:
-        before = document.text_before_cursor
-        word = document.get_word_before_cursor(WORD=True)
-        if " " not in before.lstrip():
-            names = sorted(set(self.session.commands) | EXIT_WORDS | {"set"})
-            for name in names:
-                if name.startswith(word):
-                    yield Completion(name, start_position=-len(word))
-            return
-        if len(word) < 2:
-            return
-        symbols = self.symbols()
-        start = bisect.bisect_left(symbols, word)
-        for name in symbols[start : start + 200]:
-            if not name.startswith(word):
-                break
-            yield Completion(name, start_position=-len(word))
-
-
 def interactive(session: Session, pager: bool = True) -> int:
     """The prompt, with history and completion, until ``exit`` or end of input."""
     if not sys.stdin.isatty():
@@ -104,6 +65,8 @@ def interactive(session: Session, pager: bool = True) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
+    from kdumpkit.cli.crash_completion import CommandCompleter
+
     if pager:
         session.pager = shlex.split(os.environ.get("PAGER") or "less -FRX")
 
@@ -112,7 +75,7 @@ def interactive(session: Session, pager: bool = True) -> int:
     except OSError:
         history = InMemoryHistory()
     prompt: PromptSession[str] = PromptSession(
-        history=history, completer=_Completer(session), complete_while_typing=False)
+        history=history, completer=CommandCompleter(session), complete_while_typing=False)
     while True:
         try:
             line = prompt.prompt(PROMPT).strip()
