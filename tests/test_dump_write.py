@@ -261,6 +261,12 @@ def test_failed_write_is_marked_incomplete(
         assert all(reference[p] == h for p, h in got.items())
         lost = next(p for p in reference if p not in got)
         assert partial.page_state(lost) == PageState.LOST
+        # Rewriting an incomplete dump keeps the flag.
+        for fmt in ("kdump", "elf"):
+            again = tmp_path / f"again.{fmt}"
+            write_dump(partial, again, fmt=fmt, compress="none")
+            with open_dump(again) as copy:
+                assert copy.header.incomplete and _digests(copy) == got
 
 
 def test_failed_elf_write_is_marked_incomplete(

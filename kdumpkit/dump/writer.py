@@ -26,7 +26,9 @@ import numpy as np
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.compress import CODECS, Codec, get_codec
+from kdumpkit.dump.elf import DUMP_ELF_INCOMPLETE
 from kdumpkit.dump.errors import DumpError
+from kdumpkit.dump.kdump import STATUS_INCOMPLETE
 from kdumpkit.dump.write_elf import (
     elf_data_offset,
     elf_note_offset,
@@ -197,6 +199,9 @@ def _write_kdump_file(
     else:
         plan = plan_kdump(src, total, codec=codec)
         file_kept, first_index = kept, 0
+    if src.header.incomplete:
+        # Pages the source lost are missing here too: say so, as makedumpfile does.
+        plan.status |= STATUS_INCOMPLETE
     sink = output.sink
     header = encode_main_header(plan, utsname, timestamp, len(src.prstatus))
     sink.pwrite(0, header)
@@ -249,7 +254,9 @@ def _write_elf_file(
     data_offset = elf_data_offset(count, len(src.note_data), ps)
     segments = plan_segments(ram, kept, data_offset, ps)
     note_offset = elf_note_offset(len(segments))
-    headers = encode_headers(src, segments, note_offset, 0)
+    headers = encode_headers(
+        src, segments, note_offset, DUMP_ELF_INCOMPLETE if src.header.incomplete else 0
+    )
     sink = output.sink
     sink.pwrite(0, headers + src.note_data)
     try:
