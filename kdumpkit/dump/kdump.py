@@ -251,7 +251,6 @@ class KdumpDump(Dump):
         max_mapnr = first.max_mapnr
         self._load_bitmaps(parts, max_mapnr)
         self._part_starts = np.array([p.start_pfn for p in parts], dtype=np.int64)
-        self._lost_checked = False
         self._init_kdump_notes(parts[0])
         incomplete = any(p.hdr.status & STATUS_INCOMPLETE for p in parts)
         machine = first.utsname["machine"] or "unknown"
