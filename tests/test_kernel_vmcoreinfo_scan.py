@@ -163,6 +163,16 @@ def test_malformed_notes_are_ignored() -> None:
     assert dump.vmcoreinfo is None
 
 
+def test_memory_full_of_foreign_notes() -> None:
+    # Every page (and an unaligned spot in each) holds a note of another boot: all
+    # are judged and dropped, none is kept.
+    stale = note(vmcoreinfo_text("5.10.0-old"))
+    pieces = [(paddr, stale) for paddr in range(0, MEM_BYTES, PAGE) if paddr != 0x300000]
+    pieces += [(paddr + 0x800, stale) for paddr in range(0, MEM_BYTES, 16 * PAGE)]
+    dump = elf_core(memory(*pieces))
+    assert locate_vmcoreinfo(dump) is None
+
+
 def test_unverifiable_note_is_used_when_nothing_better() -> None:
     # init_uts_ns lies outside the dump: the note cannot be checked, but is still taken.
     text = vmcoreinfo_text(uts_vaddr=START_KERNEL_MAP + (64 << 20))

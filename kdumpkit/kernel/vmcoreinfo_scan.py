@@ -108,23 +108,30 @@ def locate_vmcoreinfo(
     kept the note in .bss).  Candidates are ranked at the end (see ``rank``).
     """
     clock = _Clock(dump.name, time_limit)
-    candidates: list[VmcoreinfoCandidate] = []
+    best: VmcoreinfoCandidate | None = None
     for kind, paddr in _aligned_hits(dump, clock):
         candidate = _candidate(dump, kind, paddr)
-        if candidate is None:
-            continue
-        if candidate.verified and kind == "note":
+        if candidate is not None and candidate.verified and kind == "note":
             return candidate
-        candidates.append(candidate)
-    if not any(c.verified for c in candidates):
-        seen = {c.paddr for c in candidates}
+        best = _better(best, candidate)
+    if best is None or not best.verified:
+        page_size = dump.page_size
         for paddr in _unaligned_note_hits(dump, clock):
-            candidate = None if paddr in seen else _candidate(dump, "note", paddr)
-            seen.add(paddr)
-            if candidate is not None:
-                candidates.append(candidate)
-    usable = [c for c in candidates if c.verified is not False]
-    return min(usable, key=lambda c: (c.rank, c.paddr)) if usable else None
+            if paddr % page_size:  # page-aligned ones were judged in the first pass
+                best = _better(best, _candidate(dump, "note", paddr))
+    return best
+
+
+def _better(
+    best: VmcoreinfoCandidate | None, candidate: VmcoreinfoCandidate | None
+) -> VmcoreinfoCandidate | None:
+    """The better of two candidates (only one is kept, however many memory holds);
+    a candidate from another boot (``verified`` False) is never taken."""
+    if candidate is None or candidate.verified is False:
+        return best
+    if best is None or (candidate.rank, candidate.paddr) < (best.rank, best.paddr):
+        return candidate
+    return best
 
 
 def ensure_vmcoreinfo(dump: Dump, *, time_limit: float | None = DEFAULT_TIME_LIMIT) -> bool:
