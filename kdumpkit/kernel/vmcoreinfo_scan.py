@@ -5,9 +5,9 @@ without the guest's ``qemu_fw_cfg`` driver) has no VMCOREINFO note, but the kern
 built one at boot (``crash_save_vmcoreinfo_init``) and it is still in memory:
 
 * ``vmcoreinfo_note``: an ELF note ``namesz=11, descsz, type=0, "VMCOREINFO\\0"``
-  followed by the text, which starts ``OSRELEASE=``.  Since Linux 4.13 (when the
-  note moved out of a static ``.bss`` array) it comes from ``alloc_pages_exact``, so
-  it is page-aligned;
+  followed by the text, which starts ``OSRELEASE=``.  Since Linux 4.13 ("kexec:
+  move vmcoreinfo out of the kernel's .bss section") it comes from
+  ``alloc_pages_exact``, so it is page-aligned; before, it was a ``.bss`` array;
 * ``vmcoreinfo_data``: the bare text, at the start of a zeroed page.
 
 Copies of the note also turn up elsewhere (unaligned, stale or from another boot),
