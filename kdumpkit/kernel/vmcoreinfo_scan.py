@@ -25,9 +25,11 @@ that reads ``dump.vmcoreinfo``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +38,7 @@ from kdumpkit.dump.base import Dump
 from kdumpkit.dump.elf import ElfDump
 from kdumpkit.dump.errors import DumpError, DumpFormatError
 from kdumpkit.dump.notes import Note
+from kdumpkit.dump.source import FileSource
 from kdumpkit.dump.vmcoreinfo import MAX_VMCOREINFO_BYTES, VmcoreInfo
 
 #: The note header fields before the name: namesz (len("VMCOREINFO") + 1), descsz, type.
@@ -262,13 +265,41 @@ def _elf_chunks(dump: ElfDump, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
     # PT_LOAD of /proc/vmcore repeats RAM that another segment has (a repeated hit
     # is a repeated candidate, harmless).
     page_size = dump.page_size
-    for seg in sorted(dump.segments, key=lambda s: s.paddr):
-        available = min(seg.filesz, max(0, dump.source.size - seg.offset))
-        pos = -seg.paddr % page_size  # start at a page boundary
-        while pos < available:
-            size = min(chunk_bytes, available - pos)
-            yield seg.paddr + pos, dump.source.pread(seg.offset + pos, size)
-            pos += size
+    with _plain_reader(dump) as pread:
+        for seg in sorted(dump.segments, key=lambda s: s.paddr):
+            available = min(seg.filesz, max(0, dump.source.size - seg.offset))
+            pos = -seg.paddr % page_size  # start at a page boundary
+            while pos < available:
+                size = min(chunk_bytes, available - pos)
+                yield seg.paddr + pos, pread(seg.offset + pos, size)
+                pos += size
+
+
+@contextlib.contextmanager
+def _plain_reader(dump: ElfDump) -> Iterator[Callable[[int, int], bytes]]:
+    """``pread(offset, size)`` on the dump file through its own descriptor: reading a
+    whole file through the source's memory map would leave all of it mapped into
+    this process (a 1 GiB resident set for a 1 GiB dump)."""
+    fd = -1
+    if isinstance(dump.source, FileSource):
+        try:
+            fd = os.open(dump.source.name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            fd = -1
+    if fd < 0:
+        yield dump.source.pread
+        return
+
+    def pread(offset: int, size: int) -> bytes:
+        data = os.pread(fd, size, offset)
+        if len(data) != size:
+            raise DumpFormatError(f"{dump.name}: short read at {offset:#x}")
+        return data
+
+    try:
+        yield pread
+    finally:
+        os.close(fd)
 
 
 # --- checking candidates ----------------------------------------------------------------
