@@ -154,6 +154,15 @@ def test_module_orc_tables(prog: drgn.Program, fx61: Path) -> None:
 # --- traces against crash ------------------------------------------------------------------
 
 
+def test_saved_registers_come_from_each_cpus_crash_notes(prog: drgn.Program) -> None:
+    from kdumpkit.analyze.stack import _crash_notes_registers
+
+    statuses = prog.cache["kdumpkit.dump"].prstatus
+    from_memory = _crash_notes_registers(prog)
+    assert from_memory == {status.cpu: status.registers for status in statuses}
+    assert from_memory[1]["cs"] == 0x33  # CPU 1 was stopped in user mode
+
+
 def test_panic_cpu_trace_matches_crash(prog: drgn.Program, fx61: Path) -> None:
     expected = crash_traces(fx61 / "crash-9.0.2" / "bt.txt")
     cpu = panic_cpu(prog)
@@ -260,7 +269,7 @@ def test_pt_regs_pointing_back_down_stops(prog: drgn.Program) -> None:
 
 
 def test_corrupt_saved_registers_give_bounded_traces(prog: drgn.Program) -> None:
-    from kdumpkit.dump.notes import X86_64_PR_REG_NAMES, PrStatus
+    from kdumpkit.dump.notes import X86_64_PR_REG_NAMES
 
     unwinder = _Unwinder(prog)
     real = prog.cache["kdumpkit.dump"].prstatus[0].registers
@@ -275,6 +284,6 @@ def test_corrupt_saved_registers_give_bounded_traces(prog: drgn.Program) -> None
         elif choice < 0.8:  # the real stack with a random pc, or the reverse
             registers["rsp"] = real["rsp"] + 8 * rng.randrange(-64, 64)
             registers["rip"] = rng.choice([real["rip"], text + rng.randrange(0xC00000)])
-        unwinder.statuses = [PrStatus(0, 0, registers)]
+        unwinder.cpu_registers = {0: registers}
         frames = unwinder.cpu_trace(0)
         assert len(frames) <= MAX_FRAMES

@@ -63,7 +63,6 @@ from kdumpkit.dump.errors import DumpError
 
 if TYPE_CHECKING:
     from kdumpkit.dump.base import Dump
-    from kdumpkit.dump.notes import PrStatus
 
 #: Deep kernel stacks (network and storage stacks under an IRQ) reach about 100 frames.
 MAX_FRAMES = 256
@@ -94,6 +93,8 @@ KEXEC_FUNCTION = "machine_kexec"
 #: The x86_64 module area (MODULES_VADDR .. MODULES_END with 4-level paging).
 MODULES_VADDR = 0xFFFFFFFFC0000000
 MODULES_END = 0xFFFFFFFFFF000000
+#: CONFIG_NR_CPUS's largest value on x86_64.
+MAX_CPUS = 8192
 
 
 class UnwindError(DumpError):
@@ -208,12 +209,12 @@ def panic_cpu(prog: drgn.Program) -> int:
                                                         signed=True)
     except drgn.FaultError:
         cpu = -1
-    statuses = saved_registers(prog)
-    if 0 <= cpu < len(statuses):
+    saved = saved_registers(prog)
+    if cpu in saved:
         return cpu
-    for status in statuses:
-        if status.registers and not status.registers["cs"] & 3:
-            return status.cpu
+    for saved_cpu, registers in sorted(saved.items()):
+        if not registers["cs"] & 3:
+            return saved_cpu
     return 0
 
 
@@ -243,16 +244,60 @@ def kernel_symbol(prog: drgn.Program, name: str) -> drgn.Symbol | None:
         return None
 
 
-def saved_registers(prog: drgn.Program) -> list[PrStatus]:
-    """Each CPU's registers saved in the dump (NT_PRSTATUS); none for a live kernel."""
-    dump: Dump | None = prog.cache.get("kdumpkit.dump")
-    return dump.prstatus if dump is not None else []
+def saved_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
+    """CPU number -> the registers the crash saved for it; none for a live kernel.
+
+    The kernel writes each CPU's NT_PRSTATUS into its per-cpu ``crash_notes`` buffer,
+    and /proc/vmcore lists only the CPUs that filled theirs, so the dump's notes are
+    numbered by CPU only when no CPU is missing.  The buffers in memory name the CPU
+    exactly; without them (a hypervisor dump) the dump's notes are taken in order.
+    """
+    cached = prog.cache.get("kdumpkit.cpu_registers")
+    if cached is None:
+        cached = _crash_notes_registers(prog)
+        if not cached:
+            dump: Dump | None = prog.cache.get("kdumpkit.dump")
+            statuses = dump.prstatus if dump is not None else []
+            cached = {status.cpu: status.registers for status in statuses if status.registers}
+        prog.cache["kdumpkit.cpu_registers"] = cached
+    return cached
+
+
+def _crash_notes_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
+    from kdumpkit.dump.notes import NT_PRSTATUS, X86_64_PRSTATUS_SIZE, Note, decode_prstatus
+
+    notes = kernel_symbol(prog, "crash_notes")
+    offsets = kernel_symbol(prog, "__per_cpu_offset")
+    count_symbol = kernel_symbol(prog, "nr_cpu_ids")
+    if notes is None or offsets is None or count_symbol is None:
+        return {}
+    found: dict[int, dict[str, int]] = {}
+    try:
+        base = prog.read_u64(notes.address)
+        count = min(int.from_bytes(prog.read(count_symbol.address, 4), "little"), MAX_CPUS)
+    except drgn.FaultError:
+        return {}
+    header = struct.Struct("<III8s")
+    for cpu in range(count):
+        try:
+            address = (base + prog.read_u64(offsets.address + 8 * cpu)) & (2**64 - 1)
+            data = prog.read(address, header.size + X86_64_PRSTATUS_SIZE)
+        except drgn.FaultError:
+            continue
+        namesz, descsz, note_type, name = header.unpack_from(data)
+        if (namesz, note_type, name[:5]) != (5, NT_PRSTATUS, b"CORE\0") or (
+                descsz < X86_64_PRSTATUS_SIZE):
+            continue
+        status = decode_prstatus(Note("CORE", NT_PRSTATUS, data[header.size:]), cpu)
+        if status.registers and any(status.registers.values()):
+            found[cpu] = status.registers
+    return found
 
 
 class _Unwinder:
     def __init__(self, prog: drgn.Program) -> None:
         self.prog = prog
-        self.statuses = saved_registers(prog)
+        self.cpu_registers = saved_registers(prog)
         self.orc = OrcUnwindInfo(prog)
         symbols = getattr(prog.cache.get("kdumpkit.debuginfo"), "symbols", None)
         self._kallsyms = symbols if hasattr(symbols, "finder") else None
@@ -372,10 +417,9 @@ class _Unwinder:
 
     def cpu_trace(self, cpu: int, task: drgn.Object | None = None) -> list[Frame]:
         """The trace of the task that was running on ``cpu`` at the crash."""
-        statuses = self.statuses
-        if not 0 <= cpu < len(statuses) or not statuses[cpu].registers:
+        if cpu not in self.cpu_registers:
             raise UnwindError(f"no saved registers for CPU {cpu}")
-        regs = dict(statuses[cpu].registers)
+        regs = dict(self.cpu_registers[cpu])
         task_stack = self.active_task_stack(cpu, task)
         regions = list(self.cpu_stacks(cpu).regions)
         user = bool(regs["cs"] & 3)
@@ -516,7 +560,7 @@ class _Unwinder:
 
         try:
             cpu = task_cpu(task)
-            if cpu < len(self.statuses) and cpu_curr(self.prog, cpu) == task:
+            if cpu in self.cpu_registers and cpu_curr(self.prog, cpu) == task:
                 return cpu
         except (LookupError, AttributeError, drgn.FaultError, ValueError):
             pass

@@ -180,9 +180,8 @@ def default_task(prog: Program) -> Object | None:
 def cpu_tasks(prog: Program) -> list[tuple[int, Object]]:
     """(cpu, task) for the task running on each CPU whose registers the dump saved
     (a CPU stopped by panic() is offline, yet its task is still the one it ran)."""
-    saved = len(saved_registers(prog))
     found: dict[int, Object] = {}
-    for cpu in range(saved):
+    for cpu in sorted(saved_registers(prog)):
         try:
             task = cpu_current_task(prog, cpu)
         except (DumpError, drgn.FaultError):

@@ -77,7 +77,7 @@ def all_tasks(prog: Program) -> list[Object]:
         pass
     for task in _tasks_from_task_list(prog):
         found.setdefault(task.value_(), task)
-    for cpu in range(len(saved_registers(prog))):
+    for cpu in sorted(saved_registers(prog)):
         try:
             current = cpu_current_task(prog, cpu)
         except (DumpError, drgn.FaultError):
