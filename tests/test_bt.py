@@ -78,6 +78,22 @@ def test_bt_f_shows_the_stack_between_frames(session: Session) -> None:
     assert lines[1].startswith(" #0 [ffffd186803fba00] __schedule at ")
 
 
+def test_bt_F_names_symbols_and_slab_objects(session: Session) -> None:
+    plain = session.run_to_text("bt -f 125").splitlines()
+    symbolic = session.run_to_text("bt -F 125").splitlines()
+    both = session.run_to_text("bt -FF 125").splitlines()
+    assert len(plain) == len(symbolic) == len(both)
+    task = "ffff8f0be1f46000"  # testbed_sleeper's own task_struct, saved by __schedule
+    row = next(i for i, line in enumerate(plain) if line.startswith("    ffffd186803fba28:"))
+    assert plain[row].split(": ")[1].split() == [f"{task}", f"{task}"]
+    assert symbolic[row].split(": ")[1].split() == ["[task_struct]", "[task_struct]"]
+    assert both[row].split(": ")[1].split() == [f"[{task}:task_struct]"] * 2
+    assert any("hrtimer_wakeup" in line.split(": ")[-1] for line in symbolic)
+    for ours, theirs in zip(plain, symbolic, strict=True):
+        if not ours.startswith("    ffff"):
+            assert ours == theirs  # frame lines and registers are unchanged
+
+
 def test_module_frames_are_named(session: Session) -> None:
     prog = session.prog
     address = prog.symbol("brd_submit_bio").address + 0x10

@@ -346,6 +346,9 @@ class _Unwinder:
         """Indices of the words that may be kernel or module text addresses."""
         vmlinux = self.orc.vmlinux
         in_kernel = (words >= np.uint64(vmlinux.start)) & (words < np.uint64(vmlinux.end))
+        if vmlinux.hole[1] > vmlinux.hole[0]:
+            in_kernel &= (words < np.uint64(vmlinux.hole[0])) | (
+                words >= np.uint64(vmlinux.hole[1]))
         in_modules = (words >= np.uint64(MODULES_VADDR)) & (words < np.uint64(MODULES_END))
         return np.flatnonzero(in_kernel | in_modules)
 

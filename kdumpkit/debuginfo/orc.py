@@ -137,13 +137,16 @@ class OrcTable:
         self.module = module
         self.start = int(ips[0]) if ips.shape[0] else 0
         self.end = text_end if text_end is not None else (int(ips[-1]) + 1 if ips.shape[0] else 0)
+        #: Addresses inside [start, end) that are not text (the kernel's data between
+        #: _etext and _sinittext).
+        self.hole = (0, 0)
 
     def __len__(self) -> int:
         return int(self.ips.shape[0])
 
     def covers(self, pc: int) -> bool:
         """Whether ``pc`` falls in the text this table describes."""
-        return self.start <= pc < self.end
+        return self.start <= pc < self.end and not self.hole[0] <= pc < self.hole[1]
 
     def find(self, pc: int) -> OrcEntry | None:
         """The entry that applies at ``pc`` (the last one whose ip is <= pc)."""
@@ -224,6 +227,7 @@ class LazyOrcTable:
         self.version = version
         self.start = stext
         self.end = text_end
+        self.hole = (0, 0)
         self._full: OrcTable | None = None
 
     def __len__(self) -> int:
@@ -231,13 +235,14 @@ class LazyOrcTable:
 
     def covers(self, pc: int) -> bool:
         """Whether ``pc`` falls in the text this table describes."""
-        return self.start <= pc < self.end
+        return self.start <= pc < self.end and not self.hole[0] <= pc < self.hole[1]
 
     def full(self) -> OrcTable:
         """The whole table, read once."""
         if self._full is None:
             self._full = read_orc_table(self.prog, self.ip_table, self.entry_table, self.count,
                                         self.version, False, text_end=self.end)
+            self._full.hole = self.hole
             self._full.start = min(self._full.start, self.start)
         return self._full
 
@@ -278,7 +283,17 @@ class LazyOrcTable:
 
 
 def load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
-    """The kernel image's ORC table, located by its section symbols in kallsyms."""
+    """The kernel image's ORC table, located by its section symbols in kallsyms: it
+    covers .text and .init.text, not the data between them."""
+    table = _load_vmlinux_orc(prog)
+    etext = _symbol_address(prog, "_etext")
+    sinittext = _symbol_address(prog, "_sinittext")
+    if etext is not None and sinittext is not None and etext < sinittext:
+        table.hole = (etext, sinittext)
+    return table
+
+
+def _load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
     import drgn
 
     start_ip = _symbol_address(prog, "__start_orc_unwind_ip")

@@ -19,6 +19,7 @@ from kdumpkit.analyze.commands.common import (
 from kdumpkit.analyze.stack import (
     Frame,
     UnwindError,
+    _unwinder,
     cpu_current_task,
     cpu_stack_trace,
     panic_cpu,
@@ -84,8 +85,10 @@ def frame_line(index: int, frame: Frame, with_offset: bool = False) -> str:
     return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {frame.pc:x}{module}"
 
 
-def frame_data_lines(prog: Program, frame: Frame, next_frame: Frame) -> list[str]:
-    """``bt -f``: the stack words between a frame's slot and the next frame's, two a line."""
+def frame_data_lines(prog: Program, frame: Frame, next_frame: Frame,
+                     symbolic: int = 0) -> list[str]:
+    """``bt -f``: the stack words between a frame's slot and the next frame's, two a
+    line; with ``symbolic`` (``-F``, ``-FF``) named as text symbols or slab objects."""
     start, end = frame.sp + 8, next_frame.sp
     if not 0 < end - start <= 1 << 16 or frame.registers is not None:
         return []
@@ -96,13 +99,49 @@ def frame_data_lines(prog: Program, frame: Frame, next_frame: Frame) -> list[str
     words = [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data), 8)]
     lines = []
     for i in range(0, len(words), 2):
-        cells = "".join(f"{word:016x} " for word in words[i : i + 2])
+        cells = "".join(f"{stack_word_text(prog, word, symbolic)} " for word in words[i : i + 2])
         lines.append(f"    {start + 8 * i:x}: {cells}")
     return lines
 
 
+#: Below this an address is not the kernel's (user space, or small numbers).
+KERNEL_SPACE_START = 0xFFFF800000000000
+#: __START_KERNEL_map: the kernel image and, above it, the modules.
+KERNEL_IMAGE_START = 0xFFFFFFFF80000000
+
+
+def stack_word_text(prog: Program, word: int, symbolic: int) -> str:
+    """A stack word as ``bt -f`` (hex) or ``bt -F`` (``func+off``, ``[slab cache]``,
+    ``[address:slab cache]`` with ``-FF``) shows it."""
+    if not symbolic or word < KERNEL_SPACE_START:
+        return f"{word:016x}"
+    unwinder = _unwinder(prog)
+    if word >= KERNEL_IMAGE_START or unwinder.is_text(word):
+        # The kernel image (text and data) and module text are named by symbol.
+        name, offset, _ = unwinder.symbolize(word, True)
+        if name is not None:
+            return f"{name}+{offset}" if offset else name
+    slab = _slab_object(prog, word)
+    if slab is not None:
+        address, cache = slab
+        return f"[{address:x}:{cache}]" if symbolic > 1 else f"[{cache}]"
+    return f"{word:016x}"
+
+
+def _slab_object(prog: Program, address: int) -> tuple[int, str] | None:
+    from drgn.helpers.linux.slab import slab_object_info
+
+    try:
+        info = slab_object_info(prog, address)
+        if info is None or not info.allocated:
+            return None
+        return info.address, info.slab_cache.name.string_().decode("latin-1", "replace")
+    except (LookupError, ValueError, drgn.FaultError, AttributeError):
+        return None
+
+
 def render_trace(prog: Program, frames: list[Frame], *, full: bool = False,
-                 with_offset: bool = False) -> list[str]:
+                 with_offset: bool = False, symbolic: int = 0) -> list[str]:
     """The frame lines of one trace, with exception registers and stack transitions."""
     lines: list[str] = []
     number = 0
@@ -111,8 +150,8 @@ def render_trace(prog: Program, frames: list[Frame], *, full: bool = False,
         if not (frame.saved_state or frame.interrupted):
             lines.append(frame_line(number, frame, with_offset))
             number += 1
-            if full and following is not None:
-                lines.extend(frame_data_lines(prog, frame, following))
+            if (full or symbolic) and following is not None:
+                lines.extend(frame_data_lines(prog, frame, following, symbolic))
         if frame.registers is not None:
             if not frame.user_mode:
                 lines.append(exception_rip_line(prog, frame.registers["rip"]))
@@ -140,7 +179,7 @@ def task_cpu_of(prog: Program, task: Object) -> int:
 
 
 def backtrace(prog: Program, task: Object, *, cpu: int | None = None, full: bool = False,
-              with_offset: bool = False) -> tuple[str, dict[str, Any]]:
+              with_offset: bool = False, symbolic: int = 0) -> tuple[str, dict[str, Any]]:
     """One task's ``bt`` block (header and frames) and its record."""
     on_cpu = cpu is not None
     if cpu is None:
@@ -154,7 +193,8 @@ def backtrace(prog: Program, task: Object, *, cpu: int | None = None, full: bool
         row["error"] = str(exc)
         return f"{header}\nbt: {exc}\n", row
     row["frames"] = [frame_row(i, frame) for i, frame in enumerate(frames)]
-    lines = [header, *render_trace(prog, frames, full=full, with_offset=with_offset)]
+    lines = [header, *render_trace(prog, frames, full=full, with_offset=with_offset,
+                                   symbolic=symbolic)]
     return "\n".join(lines) + "\n", row
 
 
@@ -206,6 +246,9 @@ class Bt(Command):
                             help="the active task on this CPU (repeatable, or 0,1)")
         parser.add_argument("-f", dest="full", action="store_true",
                             help="also show the stack data of each frame")
+        parser.add_argument("-F", dest="symbolic", action="count", default=0,
+                            help="like -f, with text symbols and [slab cache] names "
+                                 "(-FF: [address:slab cache])")
         parser.add_argument("-s", dest="with_offset", action="store_true",
                             help="show symbol+offset")
         parser.add_argument("targets", nargs="*", metavar="pid | taskp",
@@ -232,7 +275,7 @@ class Bt(Command):
         blocks, rows = [], []
         for task, cpu in work:
             text, row = backtrace(prog, task, cpu=cpu, full=args.full,
-                                  with_offset=args.with_offset)
+                                  with_offset=args.with_offset, symbolic=args.symbolic)
             blocks.append(text)
             rows.append(row)
         return Result("\n".join(blocks), rows)
