@@ -131,6 +131,8 @@ def test_foreach_filters(session: Session, fx61: Path) -> None:
     blocks = crash_text(fx61, "foreach-bt.txt").rstrip("\n").split("\n\n")
     by_comm = {block.split('"')[1]: block + "\n" for block in blocks}
     assert session.run_to_text("foreach testbed_fifo bt") == by_comm["testbed_fifo"]
+    assert (session.run_to_text("foreach testbed_fifo bt -FFs")
+            == session.run_to_text("bt -FFs 128"))
     active = session.run_to_text("foreach active bt")
     assert active == by_comm["testbed_spinner"] + "\n" + by_comm["testbed_crasher"]
     user = session.execute(["foreach", "user", "bt"]).rows

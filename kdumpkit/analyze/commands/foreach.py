@@ -163,16 +163,24 @@ class Foreach(Command):
             raise CommandError(f"{unknown or 'no command given'}: foreach runs only "
                                f"{', '.join(SUPPORTED)}")
         filters, command, flags = words[:index], words[index], words[index + 1 :]
-        full = with_offset = False
-        for flag in flags:
-            if flag not in ("-f", "-s"):
-                raise CommandError(f"foreach {command}: unsupported option {flag}")
-            full = full or flag == "-f"
-            with_offset = with_offset or flag == "-s"
+        options = _bt_options(command, flags)
         blocks: list[str] = []
         rows: list[dict[str, Any]] = []
         for task in select_tasks(prog, filters):
-            text, row = backtrace(prog, task, full=full, with_offset=with_offset)
+            text, row = backtrace(prog, task, **options)
             blocks.append(text)
             rows.append(row)
         return Result("\n".join(blocks), rows)
+
+
+def _bt_options(command: str, flags: list[str]) -> dict[str, Any]:
+    """``bt``'s per-task options given to foreach: -f, -F, -FF, -s (also combined, -fs)."""
+    options: dict[str, Any] = {"full": False, "with_offset": False, "symbolic": 0}
+    for flag in flags:
+        letters = flag[1:] if flag.startswith("-") and len(flag) > 1 else ""
+        if not letters or set(letters) - set("fFs"):
+            raise CommandError(f"foreach {command}: unsupported option {flag}")
+        options["full"] = options["full"] or "f" in letters
+        options["with_offset"] = options["with_offset"] or "s" in letters
+        options["symbolic"] = max(options["symbolic"], letters.count("F"))
+    return options
