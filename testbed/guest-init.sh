@@ -9,7 +9,7 @@
 #   kdtb.py=PYTHON kdtb.proj=PROJECT_DIR kdtb.out=OUTPUT_DIR (a writable 9p share)
 #   kdtb.kernel=VMLINUZ kdtb.initrd=INITRD (host paths for the capture kernel)
 #   kdtb.compress=zlib|... (the config's dump.compress; default: kdumpkit's own default)
-# kdumpkit is driven by a config file written from these (KDUMPKIT_CONFIG=/tmp/kdumpkit.toml):
+# kdumpkit is driven by a config file written from these (KDUMPKIT_CONFIG=/dev/shm/kdumpkit.toml):
 # dump.dir, dump.compress, kexec.kernel, kexec.initrd, kexec.cmdline_append.
 export PATH=/bin
 mount -t proc proc /proc
@@ -28,26 +28,27 @@ insmods() {  # load the modules listed in file $1 (dependencies first)
         insmod "/lib/modules/$(uname -r)/$m" 2>/dev/null || say "insmod $m failed"
     done < "$1"
 }
-mount_host() {  # modules, host root at /host (ro), proc/sys/dev/tmp inside it, output share rw
+mount_host() {  # modules, host root at /host (ro), proc/sys/dev/shm inside it, output share rw
     insmods /etc/modules
     mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 hostroot /host ||
         { say "FAIL: cannot mount the host root share"; stop; }
     mount -t proc proc /host/proc
     mount -t sysfs sysfs /host/sys
     mount -t devtmpfs devtmpfs /host/dev
-    mount -t tmpfs tmpfs /host/tmp
-    # After the tmpfs: the output folder may be under the host's /tmp (made here if so).
-    [ -z "$OUT" ] || mkdir -p "/host$OUT"
+    # The guest's scratch space. Not a tmpfs on /host/tmp: the kernel, initramfs and output
+    # folder may be under the host's /tmp and must stay visible.
+    mkdir -p /host/dev/shm
+    mount -t tmpfs tmpfs /host/dev/shm
     [ -z "$OUT" ] || mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 outdir "/host$OUT" ||
         { say "FAIL: cannot mount the output share on $OUT"; stop; }
 }
 inhost() {  # run a command chrooted in the host root with a clean environment
     chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PROJ" \
-        KDUMPKIT_CONFIG=/tmp/kdumpkit.toml "$@"
+        TMPDIR=/dev/shm KDUMPKIT_CONFIG=/dev/shm/kdumpkit.toml "$@"
 }
 kdumpkit() { inhost "$PY" -m kdumpkit "$@"; }
-write_config() {  # /etc/kdumpkit.toml's job, in the chroot's /tmp (a copy goes to the share)
+write_config() {  # /etc/kdumpkit.toml's job, in the chroot's /dev/shm (a copy goes to the share)
     local compress; compress=$(arg kdtb.compress)
     {
         echo "[dump]"
@@ -58,7 +59,7 @@ write_config() {  # /etc/kdumpkit.toml's job, in the chroot's /tmp (a copy goes 
         echo "initrd = \"$(arg kdtb.initrd)\""
         # kdumpkit load appends this to the running command line (crashkernel= dropped).
         echo "cmdline_append = \"panic=1 kdtb.stage=capture\""
-    } > /host/tmp/kdumpkit.toml
+    } > /host/dev/shm/kdumpkit.toml
 }
 
 if [ "$stage" = capture ] || [ -e /proc/vmcore ]; then
@@ -78,7 +79,7 @@ say "host mounted"
 echo 1 > /proc/sys/kernel/sysrq
 if [ "$stage" = first ]; then
     write_config
-    cp /host/tmp/kdumpkit.toml "/host$OUT/kdumpkit.toml"
+    cp /host/dev/shm/kdumpkit.toml "/host$OUT/kdumpkit.toml"
     # No kexec-tools in this guest: kdumpkit loads the capture kernel by itself.
     : > /tmp/no-kexec-tools
     for k in /host/usr/sbin/kexec /host/sbin/kexec; do
@@ -102,8 +103,8 @@ fi
 
 # Recognisable state for the dump: a sleeper in nanosleep, a task blocked opening a FIFO,
 # a marker line in the kernel log, and the crash from a shell named testbed_crasher.
-ln -s /usr/bin/sleep /host/tmp/testbed_sleeper
-chroot /host /tmp/testbed_sleeper 1000 &
+ln -s /usr/bin/sleep /host/dev/shm/testbed_sleeper
+chroot /host /dev/shm/testbed_sleeper 1000 &
 say "testbed_sleeper pid=$!"
 mkfifo /tmp/testbed.fifo
 ( printf testbed_fifo > /proc/self/comm; read -r _ < /tmp/testbed.fifo ) &

@@ -19,17 +19,13 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def dumps(qemu_dumps_61: dict[str, Path]) -> dict[str, Path]:
-    return qemu_dumps_61
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _only_when_asked_or_cached() -> None:
-    """Making them boots QEMU twice: done by `make e2e` (or testbed/vm.py qemu-dumps 6.1);
-    a plain `make test` uses them only when they are already cached."""
+def dumps(request: pytest.FixtureRequest) -> dict[str, Path]:
+    """The QEMU dumps. Making them boots QEMU twice: `make e2e` does (or
+    `python3 testbed/vm.py qemu-dumps 6.1`); a plain `make test` uses them only when cached."""
     cached = list((testbed.CACHE / "qemu-dumps").glob("6.1*-novmcoreinfo/vmcore.qemu.flat"))
     if not cached and "KDUMPKIT_E2E_KERNELS" not in os.environ:
         pytest.skip("QEMU dumps not cached: `make e2e` or `python3 testbed/vm.py qemu-dumps 6.1`")
+    return request.getfixturevalue("qemu_dumps_61")
 
 
 @pytest.mark.parametrize("form", ["elf", "flat", "kdump"])
