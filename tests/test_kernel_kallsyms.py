@@ -109,26 +109,32 @@ def test_corrupt_tables_are_one_line_errors(elf61: Path, symbol, value, message)
 
 def test_absolute_addresses_layout(kdump61: Path) -> None:
     """Without CONFIG_KALLSYMS_BASE_RELATIVE (before 6.11) VMCOREINFO gives a u64
-    kallsyms_addresses table: served here from the dump's own decoded offsets."""
+    kallsyms_addresses table: served here from the dump's own decoded offsets, as they
+    are (sorted, as scripts/kallsyms writes them) and reversed (sorted by the decoder)."""
     with open_dump(kdump61) as dump:
         space = address_space(dump)
         info = dump.vmcoreinfo
         count = space.read_u32(info.symbol("kallsyms_num_syms"))
-        table = kallsyms_addresses(info, space.read, count).astype("<u8").tobytes()
+        in_order = kallsyms_addresses(info, space.read, count)
+        # scripts/kallsyms writes them sorted: the table's names are in name-table order.
+        assert bool((in_order[1:] >= in_order[:-1]).all())
         fake_at = 0x1000  # not kernel memory: only the fake reader knows it
         text = re.sub(r"SYMBOL\(kallsyms_(offsets|relative_base)\)=\w+\n", "", info.text)
         absolute = VmcoreInfo.parse(f"{text}SYMBOL(kallsyms_addresses)={fake_at:x}\n".encode())
-
-        def read(address: int, size: int) -> bytes:
-            if address == fake_at:
-                return table[:size]
-            return space.read(address, size)
-
-        decoded = read_kallsyms(absolute, read)
         expected = kallsyms(dump)
-    assert decoded.names == expected.names
-    assert decoded.addresses.tolist() == expected.addresses
-    assert list(decoded.types.decode()) == expected.types
+        for addresses in (in_order, in_order[::-1]):
+            table = addresses.astype("<u8").tobytes()
+
+            def read(address: int, size: int, table: bytes = table) -> bytes:
+                return table[:size] if address == fake_at else space.read(address, size)
+
+            decoded = read_kallsyms(absolute, read)
+            # Python's stable sort of (name, type, address) in name-table order.
+            rows = zip(expected.names, expected.types, addresses.tolist(), strict=True)
+            names, types, values = zip(*sorted(rows, key=lambda row: row[2]), strict=True)
+            assert decoded.names == list(names)
+            assert decoded.addresses.tolist() == list(values)
+            assert decoded.types.decode() == "".join(types)
 
 
 def _tokens(*tokens: bytes) -> tuple[bytes, np.ndarray]:
