@@ -214,31 +214,61 @@ def test_real_dump_note_found_in_memory(elf61: Path, kdump61: Path) -> None:
             assert found.raw == expected
 
 
-def _oracle_dump(kver: str) -> Path:
-    path = ORACLE / f"qemu-{kver}-nofwcfg" / "vmcore.qemu.elf"
+def _oracle_dump(kver: str, variant: str, name: str) -> Path:
+    path = ORACLE / f"qemu-{kver}-{variant}" / name
     if not path.exists():
         pytest.skip(f"{path} not present (see .cache/oracle/README.txt)")
     return path
 
 
-@pytest.mark.parametrize("kver", ["6.1.0-56-cloud-amd64", "6.12.117+deb12-cloud-amd64"])
-def test_real_qemu_dump_without_vmcoreinfo(kver: str) -> None:
-    from kdumpkit.kernel.printk import get_printk_records
+KVERS = ["6.1.0-56-cloud-amd64", "6.12.117+deb12-cloud-amd64"]
+
+
+@pytest.mark.parametrize("name", ["vmcore.qemu.elf", "vmcore.qemu.kdump"])
+@pytest.mark.parametrize("kver", KVERS)
+def test_real_qemu_dump_without_vmcoreinfo(kver: str, name: str) -> None:
+    from kdumpkit.analyze.program import program_from_dump
+    from kdumpkit.kernel.printk import get_printk_records, render_dmesg
     from kdumpkit.kernel.x86_64 import address_space
 
-    with open_dump(_oracle_dump(kver)) as dump:
+    with open_dump(_oracle_dump(kver, "nofwcfg", name)) as dump:
         assert dump.vmcoreinfo is None
         assert ensure_vmcoreinfo(dump)
-        assert dump.vmcoreinfo.osrelease == kver
-        assert dump.vmcoreinfo.crashtime is None  # written at boot, never updated
+        info = dump.vmcoreinfo
+        assert info is not None and info.osrelease == kver
+        assert info.crashtime is None  # written at boot, never updated without kdump
         space = address_space(dump)
-        banner = space.read(dump.vmcoreinfo.symbol("init_uts_ns") + 130, 65)
-        assert banner.split(b"\0")[0].decode() == kver
-        texts = [r.text for r in get_printk_records(dump)]
+        name_at = info.symbol("init_uts_ns") + (info.offset("uts_namespace.name") or 0)
+        release = space.read(name_at + 2 * 65, 65)
+        assert release.split(b"\0")[0].decode() == kver
+        records = get_printk_records(dump)
+        texts = [r.text for r in records]
         assert any(b"TESTBED marker: hello from " + kver.encode() in t for t in texts)
         assert any(b"sysrq: Trigger a crash" in t for t in texts)
+        # the whole log, as crash 9.0.2 (with the DWARF vmlinux) prints it for this dump
+        crash_log = ORACLE / f"qemu-{kver}-nofwcfg" / "crash-9.0.2" / name / "log.txt"
+        if crash_log.exists():
+            assert render_dmesg(records, caller_id=False) == crash_log.read_bytes()
         # drgn accepts the dump's notes once they carry VMCOREINFO
-        from kdumpkit.analyze.program import program_from_dump
-
         prog = program_from_dump(dump)
         assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL
+
+
+@pytest.mark.parametrize("kver", KVERS)
+def test_real_note_has_the_keys_of_another_boots_vmcoreinfo(kver: str) -> None:
+    # The fwcfg dump (another boot of the same kernel) got VMCOREINFO from the guest:
+    # same keys; only KASLR-dependent values may differ.
+    with (
+        open_dump(_oracle_dump(kver, "nofwcfg", "vmcore.qemu.elf")) as found_in,
+        open_dump(_oracle_dump(kver, "fwcfg", "vmcore.qemu.elf")) as given_in,
+    ):
+        assert ensure_vmcoreinfo(found_in)
+        found, given = found_in.vmcoreinfo, given_in.vmcoreinfo
+        assert found is not None and given is not None
+        assert set(found) == set(given)
+        differing = {key for key in found if found[key] != given[key]}
+        assert differing <= {key for key in found if key.startswith("SYMBOL(")} | {
+            "KERNELOFFSET",
+            "NUMBER(phys_base)",
+            "NUMBER(VMALLOC_START)",
+        }
