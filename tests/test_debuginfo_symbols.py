@@ -56,12 +56,10 @@ def test_symbols_match_drgn_native_kallsyms(prog: drgn.Program, fx61: Path) -> N
 
 
 def test_symbolizes_crash_backtrace(prog: drgn.Program, fx61: Path) -> None:
-    frames = re.findall(
-        r"\] (\S+) at ([0-9a-f]{16})", (fx61 / "crash-9.0.2" / "bt.txt").read_text()
-    )
-    assert len(frames) == 11
-    for name, address in frames:
-        assert prog.symbol(int(address, 16)).name == name
+    from test_kernel_kallsyms import crash_bt_frames
+
+    for name, address in crash_bt_frames(fx61):
+        assert prog.symbol(address).name == name
 
 
 def test_module_symbols_equal_crash_mod(prog: drgn.Program, fx61: Path) -> None:
@@ -95,6 +93,31 @@ def test_system_map_round_trip(prog: drgn.Program, tmp_path: Path) -> None:
     loaded = load_system_map(_write_system_map(ours, kaslr, tmp_path / "System.map"), kaslr)
     assert loaded.names == ours.names
     assert (loaded.addresses == ours.addresses).all()
+
+
+def test_proc_kallsyms_listing(prog: drgn.Program, tmp_path: Path) -> None:
+    """/proc/kallsyms' format: runtime addresses, modules' symbols tagged and skipped;
+    zeros (not root) and a garbled line are one-line errors."""
+    from kdumpkit.debuginfo.symbols import load_proc_kallsyms
+
+    ours: KernelSymbols = prog.cache["kdumpkit.debuginfo"].symbols
+    rows = list(zip(ours.names, ours.addresses.tolist(), ours.types, strict=True))[-3000:]
+    lines = [f"{address:016x} {chr(letter)} {name}\n" for name, address, letter in rows]
+    lines.insert(10, "ffffffffc0a00000 t brd_probe\t[brd]\n")
+    listing = tmp_path / "kallsyms"
+    listing.write_text("".join(lines))
+    loaded = load_proc_kallsyms(listing)
+    assert loaded.source == "/proc/kallsyms"
+    assert loaded.names == [name for name, _, _ in rows]
+    assert loaded.addresses.tolist() == [address for _, address, _ in rows]
+    zeros = tmp_path / "zeros"
+    zeros.write_text("".join(f"{0:016x} T {name}\n" for name, _, _ in rows))
+    garbled = tmp_path / "garbled"
+    garbled.write_text("".join(lines[:2]) + "not-hex T x\n")
+    for path, message in ((zeros, "run as root"), (garbled, "garbled:3: not an")):
+        with pytest.raises(SymbolError, match=message) as info:
+            load_proc_kallsyms(path)
+        assert "\n" not in str(info.value)
 
 
 def test_program_with_system_map(prog: drgn.Program, kdump61: Path, tmp_path: Path) -> None:

@@ -17,7 +17,12 @@ from kdumpkit.debuginfo.btf import Btf, BtfError, check_blob_header
 from kdumpkit.debuginfo.btf_types import BtfTypes
 from kdumpkit.debuginfo.globals import KernelObjects
 from kdumpkit.debuginfo.modules import ModuleBtf, ModuleSymbols, load_module_btfs
-from kdumpkit.debuginfo.symbols import KernelSymbols, SymbolError, load_vmcoreinfo_kallsyms
+from kdumpkit.debuginfo.symbols import (
+    KernelSymbols,
+    SymbolError,
+    load_proc_kallsyms,
+    load_vmcoreinfo_kallsyms,
+)
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
 
 FINDER_NAME = "kdumpkit"
@@ -128,28 +133,5 @@ def load_live_debuginfo(prog: drgn.Program) -> DebugInfo:
             btf = Btf(file.read())
     except OSError as exc:
         raise BtfError(f"{path}: cannot read: {exc.strerror}") from None
-    symbols = _proc_kallsyms()
+    symbols = load_proc_kallsyms()
     return load_dump_debuginfo(prog, VmcoreInfo.parse(b""), symbols=symbols, btf=btf)
-
-
-def _proc_kallsyms() -> KernelSymbols:
-    import numpy as np
-
-    names: list[str] = []
-    addresses: list[int] = []
-    types = bytearray()
-    try:
-        with open("/proc/kallsyms", encoding="latin-1") as file:
-            for line in file:
-                fields = line.split()
-                if len(fields) >= 3 and len(fields) < 4:  # vmlinux only; modules have [mod]
-                    names.append(fields[2])
-                    addresses.append(int(fields[0], 16))
-                    types.append(ord(fields[1][:1]))
-    except OSError as exc:
-        raise SymbolError(f"/proc/kallsyms: cannot read: {exc.strerror}") from None
-    if not any(addresses):
-        raise SymbolError("/proc/kallsyms shows zero addresses: run as root")
-    return KernelSymbols(
-        names, np.array(addresses, dtype=np.uint64), bytes(types), "/proc/kallsyms"
-    )

@@ -205,8 +205,13 @@ def _relocate(addresses: np.ndarray, kaslr_offset: int) -> np.ndarray:
     return out
 
 
-def load_system_map(path: str | os.PathLike[str], kaslr_offset: int = 0) -> KernelSymbols:
-    """Symbols from a System.map (``address type name`` lines), shifted by KASLR."""
+def _read_nm_listing(path: str | os.PathLike[str]) -> KernelSymbols:
+    """Symbols from ``address type name`` lines (nm(1) output: System.map, /proc/kallsyms).
+
+    Lines with a fourth field (``[module]`` in /proc/kallsyms) are modules' symbols,
+    which :mod:`kdumpkit.debuginfo.modules` reads from the kernel; they are skipped.
+    """
+    name = os.fspath(path)
     names: list[str] = []
     addresses: list[int] = []
     types = bytearray()
@@ -214,25 +219,40 @@ def load_system_map(path: str | os.PathLike[str], kaslr_offset: int = 0) -> Kern
         with open(path, encoding="latin-1") as file:
             for line_no, line in enumerate(file, 1):
                 fields = line.split()
-                if len(fields) < 3:
+                if len(fields) != 3:
                     continue
                 try:
                     value = int(fields[0], 16)
                 except ValueError:
                     raise SymbolError(
-                        f"{os.fspath(path)}:{line_no}: not a System.map line"
+                        f"{name}:{line_no}: not an 'address type name' line"
                     ) from None
                 if value >= 1 << 64:
-                    raise SymbolError(f"{os.fspath(path)}:{line_no}: address out of range")
+                    raise SymbolError(f"{name}:{line_no}: address out of range")
                 names.append(fields[2])
                 addresses.append(value)
                 types.append(ord(fields[1][:1]))
     except OSError as exc:
-        raise SymbolError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
+        raise SymbolError(f"{name}: cannot read: {exc.strerror}") from None
     if not names:
-        raise SymbolError(f"{os.fspath(path)}: no symbols")
-    relocated = _relocate(np.array(addresses, dtype=np.uint64), kaslr_offset)
-    return KernelSymbols(names, relocated, bytes(types), "System.map")
+        raise SymbolError(f"{name}: no symbols")
+    return KernelSymbols(names, np.array(addresses, dtype=np.uint64), bytes(types), name)
+
+
+def load_system_map(path: str | os.PathLike[str], kaslr_offset: int = 0) -> KernelSymbols:
+    """Symbols from a System.map (``address type name`` lines), shifted by KASLR."""
+    listing = _read_nm_listing(path)
+    relocated = _relocate(listing.addresses, kaslr_offset)
+    return KernelSymbols(listing.names, relocated, listing.types, "System.map")
+
+
+def load_proc_kallsyms(path: str | os.PathLike[str] = "/proc/kallsyms") -> KernelSymbols:
+    """The running kernel's symbols (vmlinux only) from /proc/kallsyms."""
+    listing = _read_nm_listing(path)
+    if not listing.addresses.any():
+        raise SymbolError(f"{os.fspath(path)} shows zero addresses: run as root")
+    listing.source = "/proc/kallsyms"
+    return listing
 
 
 _ELF64_SYM = np.dtype(
