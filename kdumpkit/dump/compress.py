@@ -12,7 +12,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
 from kdumpkit.dump.errors import DumpError
 
@@ -22,6 +22,9 @@ FLAG_LZO = 0x2
 FLAG_SNAPPY = 0x4
 FLAG_ZSTD = 0x20
 CODEC_FLAGS = FLAG_ZLIB | FLAG_LZO | FLAG_SNAPPY | FLAG_ZSTD
+
+
+PageCompressor = Callable[[bytes | memoryview], bytes]
 
 
 class CodecUnavailableError(DumpError):
@@ -36,10 +39,24 @@ class Codec:
     flag: int
     compress: Callable[[bytes], bytes]
     decompress: Callable[[bytes, int], bytes]
+    #: Makes the fastest page compressor for the calling thread (reused objects,
+    #: buffer views accepted); None: :attr:`compress` is that already.
+    make_compressor: Callable[[], PageCompressor] | None = None
+
+    def page_compressor(self) -> PageCompressor:
+        """``compress`` for many pages in a row in this thread: a bytes-like page
+        (a memoryview slice of the input is fine) to its compressed bytes."""
+        if self.make_compressor is not None:
+            return self.make_compressor()
+        return self.compress  # type: ignore[return-value]
 
 
 def _zlib_compress(page: bytes) -> bytes:
     return zlib.compress(page, 1)
+
+
+def _zlib_page_compressor() -> PageCompressor:
+    return partial(zlib.compress, level=1)
 
 
 def _zlib_decompress(data: bytes, page_size: int) -> bytes:
@@ -63,6 +80,12 @@ def _lzo_module():  # type: ignore[no-untyped-def]
 def _lzo_compress(page: bytes) -> bytes:
     # level 1 = LZO1X-1, header=False: the bare lzo1x block makedumpfile writes.
     return _lzo_module().compress(page, 1, False)
+
+
+def _lzo_page_compressor() -> PageCompressor:
+    compress = _lzo_module().compress
+    # python-lzo takes bytes only (no buffer views): one 4 KiB copy per page.
+    return lambda page: compress(bytes(page), 1, False)
 
 
 def _lzo_decompress(data: bytes, page_size: int) -> bytes:
@@ -114,6 +137,10 @@ def _zstd_compress(page: bytes) -> bytes:
     return _zstd_contexts()[0].compress(page)
 
 
+def _zstd_page_compressor() -> PageCompressor:
+    return _zstd_contexts()[0].compress  # type: ignore[no-any-return]
+
+
 def _zstd_decompress(data: bytes, page_size: int) -> bytes:
     return _zstd_contexts()[1].decompress(data, max_output_size=page_size)
 
@@ -128,10 +155,10 @@ def _none_decompress(data: bytes, page_size: int) -> bytes:
 
 CODECS: dict[str, Codec] = {
     "none": Codec("none", 0, _none_compress, _none_decompress),
-    "zlib": Codec("zlib", FLAG_ZLIB, _zlib_compress, _zlib_decompress),
-    "lzo": Codec("lzo", FLAG_LZO, _lzo_compress, _lzo_decompress),
+    "zlib": Codec("zlib", FLAG_ZLIB, _zlib_compress, _zlib_decompress, _zlib_page_compressor),
+    "lzo": Codec("lzo", FLAG_LZO, _lzo_compress, _lzo_decompress, _lzo_page_compressor),
     "snappy": Codec("snappy", FLAG_SNAPPY, _snappy_compress, _snappy_decompress),
-    "zstd": Codec("zstd", FLAG_ZSTD, _zstd_compress, _zstd_decompress),
+    "zstd": Codec("zstd", FLAG_ZSTD, _zstd_compress, _zstd_decompress, _zstd_page_compressor),
 }
 CODEC_BY_FLAG: dict[int, Codec] = {c.flag: c for c in CODECS.values()}
 

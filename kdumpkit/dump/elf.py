@@ -267,8 +267,9 @@ class ElfDump(Dump):
 
     def iter_page_chunks(
         self, only: np.ndarray | None = None, max_pages: int = 256, *, threads: int = 1
-    ) -> Iterator[tuple[np.ndarray, bytes]]:
-        """Runs of consecutive pages (up to ``max_pages``) read in one piece each."""
+    ) -> Iterator[tuple[np.ndarray, bytes | memoryview]]:
+        """Runs of consecutive pages (up to ``max_pages``) read in one piece each:
+        a read-only view of the mapped file where it is mapped (valid until close)."""
         ps = self.page_size
         bits = self.present_bitmap()
         if only is not None:
@@ -277,11 +278,8 @@ class ElfDump(Dump):
             for pfn in range(start_pfn, end_pfn, max_pages):
                 n = min(end_pfn - pfn, max_pages)
                 mapped = self._mapped_span(pfn * ps, (pfn + n) * ps)
-                data = (
-                    bytes(mapped)
-                    if mapped is not None
-                    else self._read_span(pfn * ps, (pfn + n) * ps)
-                )
+                # A view of the mapped file where possible: no copy of the pages.
+                data = mapped if mapped is not None else self._read_span(pfn * ps, (pfn + n) * ps)
                 yield np.arange(pfn, pfn + n, dtype=np.int64), data
 
     def _mapped_span(self, start: int, end: int) -> memoryview | None:

@@ -129,6 +129,10 @@ def encode_sub_header(plan: KdumpPlan, src: Dump, phys_base: int, dump_level: in
     return (raw + src.note_data).ljust(plan.sub_hdr_size * bs, b"\0")
 
 
+#: Descriptors and data are gathered up to this many bytes before a write.
+WRITE_BUFFER = 512 << 10
+
+
 def write_kdump_pages(
     sink: Sink,
     plan: KdumpPlan,
@@ -141,8 +145,9 @@ def write_kdump_pages(
     """Write descriptors and data; returns (pages, zero pages, end of data).
 
     ``zero_page``: data starts with the shared zero page.  Zero pages of the
-    batches (``stored`` None) point at it; ``makedumpfile --reassemble`` also
-    expects it at the start of every split file's data."""
+    batches (size 0) point at it; ``makedumpfile --reassemble`` also expects it
+    at the start of every split file's data.  Writes are gathered into buffers
+    of about :data:`WRITE_BUFFER` bytes."""
     bs = plan.block_size
     dtype = PAGE_DESC if plan.order == "<" else PAGE_DESC.newbyteorder(">")
     data_pos = plan.data_offset
@@ -153,32 +158,67 @@ def write_kdump_pages(
         data_pos += bs
     index = first_desc_index
     pages = zeros = 0
+    out = _Gather(sink)
     for batch in batches:
-        assert batch.stored is not None and batch.flags is not None
-        descs = np.zeros(len(batch.stored), dtype=dtype)
-        chunks: list[bytes] = []
-        start_pos = data_pos
-        offsets = descs["offset"]
-        sizes = descs["size"]
-        for i, stored in enumerate(batch.stored):
-            if stored is None:
-                offsets[i], sizes[i] = zero_offset, bs
-                zeros += 1
-            else:
-                offsets[i], sizes[i] = data_pos, len(stored)
-                chunks.append(stored)
-                data_pos += len(stored)
-        descs["flags"] = batch.flags
-        # Data before its descriptors: in a dump cut short, a page whose descriptor
-        # was written always has its data (unwritten descriptors read as offset 0).
-        if chunks:
-            sink.pwrite(start_pos, b"".join(chunks))
-        sink.pwrite(plan.desc_offset + index * PAGE_DESC_SIZE, descs.tobytes())
+        sizes, flags = batch.sizes, batch.flags
+        assert sizes is not None and flags is not None
+        descs = np.zeros(len(sizes), dtype=dtype)
+        zero = sizes == 0
+        ends = np.cumsum(sizes) + data_pos
+        descs["offset"] = np.where(zero, zero_offset, ends - sizes)
+        descs["size"] = np.where(zero, bs, sizes)
+        descs["flags"] = flags
+        zeros += int(np.count_nonzero(zero))
+        out.data(data_pos, batch.data)
+        out.descs(plan.desc_offset + index * PAGE_DESC_SIZE, descs.tobytes())
+        data_pos = int(ends[-1]) if len(ends) else data_pos
         index += len(descs)
         pages += len(descs)
         if progress is not None:
             progress(pages)
+    out.flush()
     return pages, zeros, data_pos
+
+
+def _joined(chunks: list[bytes | memoryview]) -> bytes | memoryview:
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Gather:
+    """Consecutive data and descriptor writes gathered into large pwrites.
+
+    Data is written before the descriptors that point at it: in a dump cut
+    short, a page whose descriptor was written always has its data (unwritten
+    descriptors read as offset 0)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._data: list[bytes | memoryview] = []
+        self._data_at = self._data_len = 0
+        self._descs: list[bytes | memoryview] = []
+        self._descs_at = self._descs_len = 0
+
+    def data(self, offset: int, chunk: bytes | memoryview) -> None:
+        if not self._data:
+            self._data_at = offset
+        self._data.append(chunk)
+        self._data_len += len(chunk)
+
+    def descs(self, offset: int, chunk: bytes) -> None:
+        if not self._descs:
+            self._descs_at = offset
+        self._descs.append(chunk)
+        self._descs_len += len(chunk)
+        if self._data_len + self._descs_len >= WRITE_BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._data_len:
+            self.sink.pwrite(self._data_at, _joined(self._data))
+        if self._descs_len:
+            self.sink.pwrite(self._descs_at, _joined(self._descs))
+        self._data, self._descs = [], []
+        self._data_len = self._descs_len = 0
 
 
 def mark_incomplete(sink: Sink, plan: KdumpPlan, header: bytes) -> None:

@@ -2,21 +2,26 @@
 compress (in threads if asked) and hand batches back in pfn order.
 
 Memory is bounded: at most ``window`` batches of :data:`BATCH_PAGES` pages are
-in flight at once whatever the dump's size.
+in flight at once whatever the dump's size.  Page bytes are not copied on the
+way: a batch of an ELF source is a view of the mapped input, zero pages are
+found over the whole batch at once (a ``uint64`` row per page), and only the
+non-zero pages go through the codec, a slice of the view each.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.compress import Codec
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 BATCH_PAGES = 256
 T = TypeVar("T")
@@ -28,12 +33,21 @@ class Batch:
     """Kept pages in pfn order, and once compressed, their stored form."""
 
     pfns: np.ndarray
-    #: The pages' bytes back to back (emptied once compressed).
-    blob: bytes
-    #: Per page: the bytes to store (None for a zero page that is shared or dropped).
-    stored: list[bytes | None] | None = None
+    #: The pages' bytes back to back (a view of the input where it is mapped;
+    #: released once compressed).
+    blob: bytes | memoryview
+    #: Per page: bytes stored (0 for a zero page that is shared or dropped).
+    sizes: np.ndarray | None = None
     #: Per page: the page_desc codec flag (0 = stored raw).
-    flags: list[int] | None = None
+    flags: np.ndarray | None = None
+    #: The stored bytes of the non-zero pages, back to back in pfn order.
+    data: bytes | memoryview = b""
+
+    @property
+    def zero(self) -> np.ndarray:
+        """A bool per page: stored as (or dropped for being) a zero page."""
+        assert self.sizes is not None
+        return self.sizes == 0
 
 
 def read_batches(src: Dump, keep: np.ndarray, threads: int = 1) -> Iterator[Batch]:
@@ -43,37 +57,51 @@ def read_batches(src: Dump, keep: np.ndarray, threads: int = 1) -> Iterator[Batc
         yield Batch(pfns, blob)
 
 
-def zero_mask(blob: bytes, page_size: int) -> np.ndarray:
+def zero_mask(blob: bytes | memoryview, page_size: int) -> np.ndarray:
     """A bool per page of ``blob``: True where the page is all zeros (vectorised)."""
     words = np.frombuffer(blob, dtype=np.uint64).reshape(-1, page_size // 8)
     return ~words.any(axis=1)
 
 
 def compress_batch(batch: Batch, codec: Codec, page_size: int, find_zero: bool) -> Batch:
-    """Fill ``stored``/``flags``: each page compressed on its own, kept raw when
-    compression does not make it smaller (makedumpfile's rule); zero pages None."""
-    blob = batch.blob
-    count = len(blob) // page_size
-    zero = zero_mask(blob, page_size).tolist() if find_zero else [False] * count
-    stored: list[bytes | None] = []
-    flags: list[int] = []
-    compress, flag = codec.compress, codec.flag
-    for i in range(count):
-        if zero[i]:
-            stored.append(None)
-            flags.append(0)
-            continue
-        page = blob[i * page_size : (i + 1) * page_size]
-        if flag:
+    """Fill ``sizes``/``flags``/``data``: each page compressed on its own, kept raw
+    when compression does not make it smaller (makedumpfile's rule); zero pages
+    (with ``find_zero``) have size 0 and no data."""
+    view = memoryview(batch.blob).cast("B")
+    count = len(view) // page_size
+    sizes = np.full(count, page_size, dtype=np.int64)
+    flags = np.zeros(count, dtype=np.uint32)
+    nonzero: np.ndarray | None = None
+    if find_zero:
+        zero = zero_mask(view, page_size)
+        if zero.any():
+            sizes[zero] = 0
+            nonzero = np.flatnonzero(~zero)
+    if not codec.flag:
+        if nonzero is None:
+            data: bytes | memoryview = view
+        else:
+            rows = np.frombuffer(view, dtype=np.uint8).reshape(count, page_size)
+            data = rows[nonzero].tobytes()
+    else:
+        compress = codec.page_compressor()
+        stored: list[bytes | memoryview] = []
+        append = stored.append
+        for i in range(count) if nonzero is None else nonzero.tolist():
+            page = view[i * page_size : (i + 1) * page_size]
             packed = compress(page)
-            if len(packed) < page_size:
-                stored.append(packed)
-                flags.append(flag)
-                continue
-        stored.append(page)
-        flags.append(0)
-    batch.stored, batch.flags = stored, flags
-    batch.blob = b""  # the raw pages are no longer needed
+            append(packed if len(packed) < page_size else page)
+        lengths = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
+        packed_flags = np.where(lengths < page_size, codec.flag, 0).astype(np.uint32)
+        if nonzero is None:
+            sizes, flags = lengths, packed_flags
+        else:
+            sizes[nonzero] = lengths
+            flags[nonzero] = packed_flags
+        data = b"".join(stored)
+    batch.sizes, batch.flags, batch.data = sizes, flags, data
+    if codec.flag or nonzero is not None:
+        batch.blob = b""  # the raw pages are no longer needed
     return batch
 
 
@@ -84,6 +112,9 @@ def ordered_map(work: Callable[[T], R], batches: Iterator[T], threads: int) -> I
         for batch in batches:
             yield work(batch)
         return
+    # Imported here: the one-thread path (and start-up) does without it.
+    from concurrent.futures import ThreadPoolExecutor
+
     window = threads * 4
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kdumpkit-compress") as pool:
         pending: deque[Future[R]] = deque()
