@@ -17,6 +17,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "TESTBED: $* (uptime $(uptime_s)s)"; }
+# The value of kernel parameter $1; the greedy .* makes the last one win, as in the kernel.
 arg() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" /proc/cmdline | head -n1; }
 stop() { sync; poweroff -f; sleep 10; }   # poweroff -f doesn't return; sleep in case it fails
 
