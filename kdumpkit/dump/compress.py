@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 
+import numpy as np
+
 from kdumpkit.dump.errors import DumpError
 
 #: page_desc.flags / disk_dump_header.status bits naming a codec.
@@ -25,6 +27,7 @@ CODEC_FLAGS = FLAG_ZLIB | FLAG_LZO | FLAG_SNAPPY | FLAG_ZSTD
 
 
 PageCompressor = Callable[[bytes | memoryview], bytes]
+BatchCompressor = Callable[[memoryview, np.ndarray, int], tuple[np.ndarray, bytes]]
 
 
 class CodecUnavailableError(DumpError):
@@ -43,12 +46,41 @@ class Codec:
     #: buffer views accepted); None: :attr:`compress` is that already.
     make_compressor: Callable[[], PageCompressor] | None = None
 
+    #: Makes a compressor of many pages in one call for the calling thread;
+    #: None: a loop over :meth:`page_compressor`.
+    make_batch_compressor: Callable[[], BatchCompressor] | None = None
+
     def page_compressor(self) -> PageCompressor:
         """``compress`` for many pages in a row in this thread: a bytes-like page
         (a memoryview slice of the input is fine) to its compressed bytes."""
         if self.make_compressor is not None:
             return self.make_compressor()
         return self.compress  # type: ignore[return-value]
+
+    def batch_compressor(self) -> BatchCompressor:
+        """For this thread: ``(view, pages, page_size) -> (sizes, data)``, the pages
+        numbered ``pages`` of ``view`` each compressed on its own, a page that does
+        not get smaller stored raw (makedumpfile's rule), their stored bytes back
+        to back."""
+        if self.make_batch_compressor is not None:
+            return self.make_batch_compressor()
+        return _loop_batch_compressor(self.page_compressor())
+
+
+def _loop_batch_compressor(compress: PageCompressor) -> BatchCompressor:
+    def compress_pages(
+        view: memoryview, pages: np.ndarray, page_size: int
+    ) -> tuple[np.ndarray, bytes]:
+        stored: list[bytes | memoryview] = []
+        append = stored.append
+        for i in pages.tolist():
+            page = view[i * page_size : (i + 1) * page_size]
+            packed = compress(page)
+            append(packed if len(packed) < page_size else page)
+        sizes = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
+        return sizes, b"".join(stored)
+
+    return compress_pages
 
 
 def _zlib_compress(page: bytes) -> bytes:
@@ -141,6 +173,34 @@ def _zstd_page_compressor() -> PageCompressor:
     return _zstd_contexts()[0].compress  # type: ignore[no-any-return]
 
 
+def _zstd_batch_compressor() -> BatchCompressor:
+    # One call compresses the whole batch, a frame per page, with the GIL released
+    # once (per-page calls from several threads fight over the GIL).
+    zstd = _zstd_module()
+    cctx = _zstd_contexts()[0]
+
+    def compress_pages(
+        view: memoryview, pages: np.ndarray, page_size: int
+    ) -> tuple[np.ndarray, bytes]:
+        if not len(pages):
+            return np.zeros(0, dtype=np.int64), b""
+        segments = np.empty((len(pages), 2), dtype=np.uint64)
+        segments[:, 0] = pages.astype(np.uint64) * np.uint64(page_size)
+        segments[:, 1] = page_size
+        frames = cctx.multi_compress_to_buffer(
+            zstd.BufferWithSegments(view, segments.tobytes()), threads=1
+        )
+        stored: list[object] = list(frames)
+        sizes = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
+        for j in np.flatnonzero(sizes >= page_size).tolist():
+            start = int(pages[j]) * page_size
+            stored[j] = view[start : start + page_size]
+            sizes[j] = page_size
+        return sizes, b"".join(stored)  # type: ignore[arg-type]
+
+    return compress_pages
+
+
 def _zstd_decompress(data: bytes, page_size: int) -> bytes:
     return _zstd_contexts()[1].decompress(data, max_output_size=page_size)
 
@@ -158,7 +218,14 @@ CODECS: dict[str, Codec] = {
     "zlib": Codec("zlib", FLAG_ZLIB, _zlib_compress, _zlib_decompress, _zlib_page_compressor),
     "lzo": Codec("lzo", FLAG_LZO, _lzo_compress, _lzo_decompress, _lzo_page_compressor),
     "snappy": Codec("snappy", FLAG_SNAPPY, _snappy_compress, _snappy_decompress),
-    "zstd": Codec("zstd", FLAG_ZSTD, _zstd_compress, _zstd_decompress, _zstd_page_compressor),
+    "zstd": Codec(
+        "zstd",
+        FLAG_ZSTD,
+        _zstd_compress,
+        _zstd_decompress,
+        _zstd_page_compressor,
+        _zstd_batch_compressor,
+    ),
 }
 CODEC_BY_FLAG: dict[int, Codec] = {c.flag: c for c in CODECS.values()}
 

@@ -84,21 +84,14 @@ def compress_batch(batch: Batch, codec: Codec, page_size: int, find_zero: bool) 
             rows = np.frombuffer(view, dtype=np.uint8).reshape(count, page_size)
             data = rows[nonzero].tobytes()
     else:
-        compress = codec.page_compressor()
-        stored: list[bytes | memoryview] = []
-        append = stored.append
-        for i in range(count) if nonzero is None else nonzero.tolist():
-            page = view[i * page_size : (i + 1) * page_size]
-            packed = compress(page)
-            append(packed if len(packed) < page_size else page)
-        lengths = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
+        pages = np.arange(count) if nonzero is None else nonzero
+        lengths, data = codec.batch_compressor()(view, pages, page_size)
         packed_flags = np.where(lengths < page_size, codec.flag, 0).astype(np.uint32)
         if nonzero is None:
             sizes, flags = lengths, packed_flags
         else:
             sizes[nonzero] = lengths
             flags[nonzero] = packed_flags
-        data = b"".join(stored)
     batch.sizes, batch.flags, batch.data = sizes, flags, data
     if codec.flag or nonzero is not None:
         batch.blob = b""  # the raw pages are no longer needed
