@@ -58,6 +58,33 @@ def test_kdump_from_elf_is_makedumpfiles_bytes(kdump61: Path, elf61: Path, tmp_p
     assert out.read_bytes() == kdump61.read_bytes()
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_zlib_is_makedumpfiles_bytes(
+    threads: int, kdump61: Path, elf61: Path, tmp_path: Path
+) -> None:
+    # zlib in worker processes, pages read as views of the mapped ELF: same bytes.
+    out = tmp_path / "ours.kdump"
+    with open_dump(kdump61) as ref, open_dump(elf61) as src:
+        write_dump(
+            src, out, compress="zlib", keep=ref.present_bitmap(), exclude_zero=True,
+            dump_level=31, utsname=ref.header.utsname, threads=threads,
+        )  # fmt: skip
+    assert out.read_bytes() == kdump61.read_bytes()
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lzo", "snappy", "none"])
+def test_threads_do_not_change_the_output(codec: str, kdump61: Path, tmp_path: Path) -> None:
+    outs = []
+    for threads in (1, 2):
+        out = tmp_path / f"ours.{threads}"
+        with open_dump(kdump61) as src:
+            write_dump(src, out, compress=codec, exclude_zero=True, threads=threads)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    with open_dump(tmp_path / "ours.2") as back, open_dump(kdump61) as ref:
+        assert _digests(back) == _digests(ref)
+
+
 @pytest.mark.parametrize("codec", list(CODECS))
 def test_codec_round_trip(
     codec: str, kdump61: Path, reference: dict[int, bytes], tmp_path: Path

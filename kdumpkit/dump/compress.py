@@ -49,6 +49,9 @@ class Codec:
     #: Makes a compressor of many pages in one call for the calling thread;
     #: None: a loop over :meth:`page_compressor`.
     make_batch_compressor: Callable[[], BatchCompressor] | None = None
+    #: Slow enough (zlib: ~40 us a page) that worker processes pay for the copies
+    #: to them; the fast codecs gain less than that costs.
+    worth_processes: bool = False
 
     def page_compressor(self) -> PageCompressor:
         """``compress`` for many pages in a row in this thread: a bytes-like page
@@ -215,7 +218,14 @@ def _none_decompress(data: bytes, page_size: int) -> bytes:
 
 CODECS: dict[str, Codec] = {
     "none": Codec("none", 0, _none_compress, _none_decompress),
-    "zlib": Codec("zlib", FLAG_ZLIB, _zlib_compress, _zlib_decompress, _zlib_page_compressor),
+    "zlib": Codec(
+        "zlib",
+        FLAG_ZLIB,
+        _zlib_compress,
+        _zlib_decompress,
+        _zlib_page_compressor,
+        worth_processes=True,
+    ),
     "lzo": Codec("lzo", FLAG_LZO, _lzo_compress, _lzo_decompress, _lzo_page_compressor),
     "snappy": Codec("snappy", FLAG_SNAPPY, _snappy_compress, _snappy_decompress),
     "zstd": Codec(

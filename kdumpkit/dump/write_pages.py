@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from kdumpkit.dump.base import Dump
-from kdumpkit.dump.compress import Codec
+from kdumpkit.dump.compress import CODECS, Codec
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Executor, Future
 
 BATCH_PAGES = 256
 T = TypeVar("T")
@@ -63,39 +63,102 @@ def zero_mask(blob: bytes | memoryview, page_size: int) -> np.ndarray:
     return ~words.any(axis=1)
 
 
+def _split_zero(batch: Batch, page_size: int, find_zero: bool) -> tuple[memoryview, np.ndarray]:
+    """The batch as bytes, and the numbers of its pages to store; ``sizes`` set
+    to 0 for zero pages (with ``find_zero``), to the page size for the others."""
+    view = memoryview(batch.blob).cast("B")
+    count = len(view) // page_size
+    batch.sizes = np.full(count, page_size, dtype=np.int64)
+    batch.flags = np.zeros(count, dtype=np.uint32)
+    if find_zero:
+        zero = zero_mask(view, page_size)
+        if zero.any():
+            batch.sizes[zero] = 0
+            return view, np.flatnonzero(~zero)
+    return view, np.arange(count)
+
+
+def _set_stored(
+    batch: Batch, pages: np.ndarray, lengths: np.ndarray, data: bytes, codec: Codec, page_size: int
+) -> Batch:
+    assert batch.sizes is not None and batch.flags is not None
+    batch.sizes[pages] = lengths
+    batch.flags[pages] = np.where(lengths < page_size, codec.flag, 0)
+    batch.data = data
+    batch.blob = b""  # the raw pages are no longer needed
+    return batch
+
+
 def compress_batch(batch: Batch, codec: Codec, page_size: int, find_zero: bool) -> Batch:
     """Fill ``sizes``/``flags``/``data``: each page compressed on its own, kept raw
     when compression does not make it smaller (makedumpfile's rule); zero pages
     (with ``find_zero``) have size 0 and no data."""
-    view = memoryview(batch.blob).cast("B")
-    count = len(view) // page_size
-    sizes = np.full(count, page_size, dtype=np.int64)
-    flags = np.zeros(count, dtype=np.uint32)
-    nonzero: np.ndarray | None = None
-    if find_zero:
-        zero = zero_mask(view, page_size)
-        if zero.any():
-            sizes[zero] = 0
-            nonzero = np.flatnonzero(~zero)
+    view, pages = _split_zero(batch, page_size, find_zero)
     if not codec.flag:
-        if nonzero is None:
-            data: bytes | memoryview = view
+        if len(pages) == len(batch.pfns):
+            batch.data = view  # stored as read: no copy
         else:
-            rows = np.frombuffer(view, dtype=np.uint8).reshape(count, page_size)
-            data = rows[nonzero].tobytes()
-    else:
-        pages = np.arange(count) if nonzero is None else nonzero
-        lengths, data = codec.batch_compressor()(view, pages, page_size)
-        packed_flags = np.where(lengths < page_size, codec.flag, 0).astype(np.uint32)
-        if nonzero is None:
-            sizes, flags = lengths, packed_flags
-        else:
-            sizes[nonzero] = lengths
-            flags[nonzero] = packed_flags
-    batch.sizes, batch.flags, batch.data = sizes, flags, data
-    if codec.flag or nonzero is not None:
-        batch.blob = b""  # the raw pages are no longer needed
-    return batch
+            rows = np.frombuffer(view, dtype=np.uint8).reshape(-1, page_size)
+            batch.data = rows[pages].tobytes()
+            batch.blob = b""
+        return batch
+    lengths, data = codec.batch_compressor()(view, pages, page_size)
+    return _set_stored(batch, pages, lengths, data, codec, page_size)
+
+
+def _compress_pages_in_worker(
+    codec_name: str, page_size: int, pages: bytes
+) -> tuple[np.ndarray, bytes]:
+    codec = CODECS[codec_name]
+    count = len(pages) // page_size
+    return codec.batch_compressor()(memoryview(pages), np.arange(count), page_size)
+
+
+def _start_workers(pool: Executor) -> None:
+    # Fork every worker now, before the source starts threads of its own.
+    pool.submit(int).result()
+
+
+def compress_in_processes(
+    batches: Iterator[Batch], codec: Codec, page_size: int, find_zero: bool, workers: int
+) -> Iterator[Batch]:
+    """:func:`compress_batch` over ``batches`` in ``workers`` processes, in order.
+
+    For codecs that compress a page per call (zlib, lzo, snappy): threads making
+    a call per 4 KiB page spend their time handing the GIL over, processes do
+    not.  The non-zero pages of a batch are copied to the worker; at most
+    ``workers * 4`` batches are in flight."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork")
+    window = workers * 4
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        _start_workers(pool)
+        pending: deque[tuple[Batch, np.ndarray, Future[tuple[np.ndarray, bytes]]]] = deque()
+
+        def finish() -> Batch:
+            batch, pages, future = pending.popleft()
+            lengths, data = future.result()
+            return _set_stored(batch, pages, lengths, data, codec, page_size)
+
+        try:
+            for batch in batches:
+                view, pages = _split_zero(batch, page_size, find_zero)
+                if len(pages) == len(batch.pfns):
+                    raw = view.tobytes()
+                else:
+                    raw = np.frombuffer(view, np.uint8).reshape(-1, page_size)[pages].tobytes()
+                batch.blob = b""
+                job = pool.submit(_compress_pages_in_worker, codec.name, page_size, raw)
+                pending.append((batch, pages, job))
+                if len(pending) >= window:
+                    yield finish()
+            while pending:
+                yield finish()
+        finally:
+            for _, _, job in pending:
+                job.cancel()
 
 
 def ordered_map(work: Callable[[T], R], batches: Iterator[T], threads: int) -> Iterator[R]:

@@ -45,7 +45,14 @@ from kdumpkit.dump.write_kdump import (
     plan_kdump,
     write_kdump_pages,
 )
-from kdumpkit.dump.write_pages import Batch, compress_batch, ordered_map, read_batches, zero_mask
+from kdumpkit.dump.write_pages import (
+    Batch,
+    compress_batch,
+    compress_in_processes,
+    ordered_map,
+    read_batches,
+    zero_mask,
+)
 from kdumpkit.dump.write_sink import FileSink, FlatSink, Sink, is_seekable_file
 
 FORMATS = ("kdump", "elf")
@@ -170,9 +177,14 @@ def _batches(
     src: Dump, kept: np.ndarray, codec: Codec, find_zero: bool, threads: int
 ) -> Iterator[Batch]:
     ps = src.page_size
-    return ordered_map(
-        lambda b: compress_batch(b, codec, ps, find_zero), read_batches(src, kept, threads), threads
-    )
+    batches = read_batches(src, kept, threads)
+    if threads > 1 and codec.worth_processes:
+        return compress_in_processes(batches, codec, ps, find_zero, threads)
+    if codec.flag and codec.make_batch_compressor is None:
+        # A call per page from several threads: they would spend the time handing
+        # the GIL over (measured slower than one thread for lzo and snappy).
+        threads = 1
+    return ordered_map(lambda b: compress_batch(b, codec, ps, find_zero), batches, threads)
 
 
 def _write_kdump_file(
