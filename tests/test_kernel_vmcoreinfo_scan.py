@@ -272,3 +272,35 @@ def test_real_note_has_the_keys_of_another_boots_vmcoreinfo(kver: str) -> None:
             "NUMBER(phys_base)",
             "NUMBER(VMALLOC_START)",
         }
+
+
+def test_verbs_recover_vmcoreinfo_of_a_dump_without_the_note(
+    kdump61: Path, fx61: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """info, dmesg and save on a copy of the fixture whose notes lack VMCOREINFO."""
+    from kdumpkit.cli.main import main
+    from kdumpkit.dump.writer import write_dump
+
+    bare = tmp_path / "no-vmcoreinfo.kdump"
+    with open_dump(kdump61) as dump:
+        kept = [n for n in dump.notes if n.name != "VMCOREINFO"]
+        dump.notes, dump.note_data = kept, b"".join(
+            struct.pack("<III", len(n.name) + 1, len(n.desc), n.type)
+            + (n.name.encode() + b"\0").ljust((len(n.name) + 4) & ~3, b"\0")
+            + n.desc.ljust((len(n.desc) + 3) & ~3, b"\0")
+            for n in kept
+        )
+        dump.vmcoreinfo = None
+        write_dump(dump, bare, fmt="kdump", compress="zlib")
+    with open_dump(bare) as dump:
+        assert dump.vmcoreinfo is None
+
+    assert main(["info", str(bare)]) == 0
+    assert "found in memory" in capsys.readouterr().out
+    log = tmp_path / "dmesg.txt"
+    assert main(["dmesg", str(bare), str(log)]) == 0
+    assert log.read_bytes() == (fx61 / "makedumpfile" / "dump-dmesg-1.7.8.txt").read_bytes()
+    saved = tmp_path / "resaved.kdump"
+    assert main(["save", "-q", "-d", "31", "--compress", "zlib", str(bare), str(saved)]) == 0
+    with open_dump(saved) as dump:
+        assert dump.vmcoreinfo is not None  # the recovered note travels with the dump

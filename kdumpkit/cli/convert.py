@@ -8,8 +8,8 @@ import sys
 import tempfile
 
 from kdumpkit.dump.errors import DumpError
-from kdumpkit.dump.open import open_dump
 from kdumpkit.dump.writer import WriteStats, write_dump, write_split
+from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
 
 HELP = "convert a dump between ELF, kdump-compressed and flattened"
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise DumpError("--threads must be at least 1")
     progress = _progress(sys.stderr)
-    with open_dump(ins if len(ins) > 1 else ins[0]) as src:
+    with open_kernel_dump(ins if len(ins) > 1 else ins[0]) as src:
         options = {
             "fmt": fmt, "compress": args.compress, "exclude_zero": args.exclude_zero,
             "threads": args.threads, "progress": progress,

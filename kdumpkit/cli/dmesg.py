@@ -7,8 +7,8 @@ import os
 import sys
 import tempfile
 
-from kdumpkit.dump.open import open_dump
 from kdumpkit.kernel.printk import get_printk_records, render_dmesg
+from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
 
 HELP = "print the kernel log saved in a dump"
 
@@ -48,7 +48,7 @@ def write_atomically(path: str, data: bytes) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the log from the dump and write it."""
-    with open_dump(args.dump) as dump:
+    with open_kernel_dump(args.dump) as dump:
         text = render_dmesg(get_printk_records(dump), caller_id=args.caller_id)
     if args.out is None or args.out == "-":
         sys.stdout.buffer.write(text)

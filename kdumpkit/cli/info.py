@@ -12,7 +12,7 @@ import numpy as np
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpFormatError
-from kdumpkit.dump.open import open_dump
+from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
 
 HELP = "describe a dump: format, kernel, CPUs, pages, VMCOREINFO"
 MAIN_REGISTERS = ("rip", "rsp", "rbp", "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "cs", "eflags")
@@ -134,7 +134,11 @@ def _format_text(info: dict[str, Any]) -> str:
     if vmci is None:
         lines.append("  VMCOREINFO: none")
     else:
-        lines.append(f"  VMCOREINFO: {len(vmci)} keys")
+        where = info["header"].get("vmcoreinfo_source")
+        found = (
+            f", found in {where} at {info['header']['vmcoreinfo_paddr']:#x}" if where else ""
+        )
+        lines.append(f"  VMCOREINFO: {len(vmci)} keys{found}")
         for key in SUMMARY_KEYS:
             if key in vmci:
                 value = vmci[key]
@@ -147,14 +151,14 @@ def _open_all(paths: list[str]) -> list[Dump]:
     """One dump per file, except that the files of a --split set open as one dump."""
     if len(paths) > 1:
         try:
-            return [open_dump(paths)]
+            return [open_kernel_dump(paths)]
         except DumpFormatError as exc:
             if "not a --split set" not in str(exc) and "no KDUMP signature" not in str(exc):
                 raise
     dumps: list[Dump] = []
     try:
         for path in paths:
-            dumps.append(open_dump(path))
+            dumps.append(open_kernel_dump(path))
     except BaseException:
         for dump in dumps:
             dump.close()

@@ -18,7 +18,7 @@ from kdumpkit.capture.save import (
     report_text,
     save_dump,
 )
-from kdumpkit.dump.open import open_dump
+from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
 
 HELP = "filter, compress and write a dump (makedumpfile's job)"
 
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     outs = _check_args(args)
     compress = args.compress or ("none" if args.fmt == "elf" else "zstd")
     tty = sys.stderr.isatty() and not args.quiet
-    with open_dump(args.vmcore) as src:
+    with open_kernel_dump(args.vmcore) as src:
         if args.dmesg:
             from kdumpkit.capture.collect import write_dmesg
 

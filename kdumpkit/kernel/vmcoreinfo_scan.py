@@ -369,3 +369,20 @@ def _release_matches(dump: Dump, info: VmcoreInfo) -> bool | None:
     except (DumpError, ValueError):
         return None
     return field.split(b"\0", 1)[0] == release.encode("latin-1")
+
+
+def open_kernel_dump(path: str | os.PathLike[str] | list[str]) -> Dump:
+    """:func:`kdumpkit.dump.open_dump`, then VMCOREINFO from memory if the dump has no note.
+
+    The entry point for every verb that interprets the dumped kernel (its log, its
+    pages, its header facts): hypervisor dumps then work like kdump's own.
+    """
+    from kdumpkit.dump.open import open_dump
+
+    dump = open_dump(path)
+    try:
+        ensure_vmcoreinfo(dump)
+    except BaseException:
+        dump.close()
+        raise
+    return dump
