@@ -1,12 +1,16 @@
 # kdumpkit — the two set-up commands are `make demo` and `make test`; both install what they need.
 PY := .venv/bin/python
 
-.PHONY: setup test test-fast lint demo e2e bench clean
+.PHONY: setup oracles test test-fast lint demo e2e bench clean
 
 setup:
 	@scripts/install-deps.sh
 
-test: setup
+# Debian sid's makedumpfile/crash and the fixture kernel's DWARF vmlinux, cached in .cache/oracle
+oracles:
+	@scripts/fetch-oracles.sh
+
+test: setup oracles
 	$(PY) -m ruff check kdumpkit tests bench
 	$(PY) -m pytest -q -ra
 
@@ -23,7 +27,7 @@ demo: setup
 e2e: setup
 	KDUMPKIT_E2E_KERNELS="6.1 6.12" $(PY) -m pytest -q -ra -m e2e tests/e2e
 
-bench: setup
+bench: setup oracles
 	$(PY) bench/run.py
 
 clean:
