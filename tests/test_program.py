@@ -280,3 +280,41 @@ def test_kernel_6_12_equals_crash() -> None:
     panic_pid = int((crash_dir / "bt.txt").read_text().split()[1])
     assert prog.crashed_thread().tid == panic_pid
     assert prog.cache["kdumpkit.debuginfo"].objects.check_table() == {}
+
+
+def test_drgn_plugin_names_of_an_entry_points_txt() -> None:
+    from kdumpkit.analyze.program import drgn_plugin_names
+
+    text = ("[console_scripts]\ndrgn = drgn.cli:_main\n\n[drgn.plugins]\n"
+            "crash_commands = drgn.commands._crash\nmine = my.plugin\n\n[other]\nx = y\n")
+    assert drgn_plugin_names(text) == {"crash_commands", "mine"}
+    assert drgn_plugin_names("[other]\nx = y\n") == set()
+
+
+def test_plugin_scan_skipped_only_without_user_plugins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from kdumpkit.analyze.program import drgn_plugin_scan_skipped, third_party_drgn_plugins
+
+    monkeypatch.delenv("DRGN_PLUGINS", raising=False)
+    monkeypatch.delenv("DRGN_DISABLE_PLUGINS", raising=False)
+    if third_party_drgn_plugins() != set():
+        pytest.skip("this machine has drgn plugins of its own")
+    with drgn_plugin_scan_skipped():
+        assert os.environ["DRGN_DISABLE_PLUGINS"] == "*"
+    assert "DRGN_DISABLE_PLUGINS" not in os.environ  # pipes' shells do not inherit it
+    # A user's plugin on sys.path: drgn loads plugins as usual.
+    dist = tmp_path / "userplugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "entry_points.txt").write_text("[drgn.plugins]\nmine = userplugin\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert third_party_drgn_plugins() == {"mine"}
+    with drgn_plugin_scan_skipped():
+        assert "DRGN_DISABLE_PLUGINS" not in os.environ
+    # A user's own choice is kept as it is.
+    monkeypatch.setattr(sys, "path", sys.path[1:])
+    monkeypatch.setenv("DRGN_DISABLE_PLUGINS", "mine")
+    with drgn_plugin_scan_skipped():
+        assert os.environ["DRGN_DISABLE_PLUGINS"] == "mine"

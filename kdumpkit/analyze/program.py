@@ -16,10 +16,12 @@ A dump of any format is read by :func:`kdumpkit.dump.open_dump`; drgn gets
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import drgn
 
@@ -38,6 +40,10 @@ LIVE_PATHS = ("/proc/kcore",)
 #: Decompressed pages kept for drgn's many small reads (16 MiB of 4 KiB pages).
 PAGE_CACHE_PAGES = 4096
 EM_X86_64 = 62
+#: drgn's own plugins (drgn 0.3.0's dist-info): they only register drgn's commands
+#: on import, which kdumpkit's drgn pass-through does itself when it needs them.
+DRGN_OWN_PLUGINS = frozenset({"builtin_commands", "crash_commands"})
+PLUGIN_GROUP = "[drgn.plugins]"
 
 
 class PhysicalMemory:
@@ -122,6 +128,70 @@ def notes_core(note_data: bytes, machine: int = EM_X86_64) -> int:
     return fd
 
 
+def third_party_drgn_plugins() -> set[str] | None:
+    """The names of the ``drgn.plugins`` entry points other than drgn's own, found by
+    reading each installed distribution's entry_points.txt; None when ``sys.path``
+    holds something this quick look cannot read (a zip), so that drgn must look."""
+    found: set[str] = set()
+    for entry in sys.path:
+        try:
+            listing = os.scandir(entry or ".")
+        except NotADirectoryError:
+            return None
+        except OSError:
+            continue  # a missing directory holds no plugin
+        with listing:
+            for item in listing:
+                if not item.name.endswith((".dist-info", ".egg-info")):
+                    continue
+                try:
+                    with open(os.path.join(item.path, "entry_points.txt"), "rb") as file:
+                        text = file.read().decode("utf-8", "replace")
+                except NotADirectoryError:
+                    return None  # an egg-info file: let drgn read it
+                except OSError:
+                    continue
+                found |= drgn_plugin_names(text)
+    return found - DRGN_OWN_PLUGINS
+
+
+def drgn_plugin_names(entry_points_txt: str) -> set[str]:
+    """The entry point names of the ``[drgn.plugins]`` section of an entry_points.txt."""
+    names: set[str] = set()
+    in_group = False
+    for line in entry_points_txt.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            in_group = line == PLUGIN_GROUP
+        elif in_group and "=" in line:
+            names.add(line.partition("=")[0].strip())
+    return names
+
+
+@contextlib.contextmanager
+def drgn_plugin_scan_skipped() -> Iterator[None]:
+    """Skip drgn's plugin loading while drgn sets a program up, when it would only import
+    drgn's own command modules (~0.1 s: an importlib.metadata scan plus the imports).
+
+    A user's own plugins (any other ``drgn.plugins`` entry point) and a user's
+    ``DRGN_PLUGINS`` / ``DRGN_DISABLE_PLUGINS`` choice are left to drgn as they are.
+    Otherwise ``DRGN_DISABLE_PLUGINS=*``, drgn's documented switch, is set for the
+    call only, so that the shell commands that a session pipes to do not inherit it.
+    """
+    if (
+        "DRGN_PLUGINS" in os.environ
+        or "DRGN_DISABLE_PLUGINS" in os.environ
+        or third_party_drgn_plugins() != set()
+    ):
+        yield
+        return
+    os.environ["DRGN_DISABLE_PLUGINS"] = "*"
+    try:
+        yield
+    finally:
+        os.environ.pop("DRGN_DISABLE_PLUGINS", None)
+
+
 def program_from_dump(dump: Dump) -> drgn.Program:
     """A drgn Program over an opened dump, without any debug information yet."""
     if dump.header.machine != "x86_64":
@@ -142,7 +212,8 @@ def program_from_dump(dump: Dump) -> drgn.Program:
     prog = drgn.Program()
     fd = notes_core(note_data)
     try:
-        prog.set_core_dump(fd)  # drgn owns the fd from here on
+        with drgn_plugin_scan_skipped():
+            prog.set_core_dump(fd)  # drgn owns the fd from here on
     except (ValueError, OSError) as exc:
         os.close(fd)
         raise DumpFormatError(f"{dump.name}: drgn refused the dump's notes: {exc}") from None
@@ -236,7 +307,8 @@ def open_program(
 def _open_live(vmlinux: PathArg | None) -> drgn.Program:
     prog = drgn.Program()
     try:
-        prog.set_kernel()
+        with drgn_plugin_scan_skipped():
+            prog.set_kernel()
     except (PermissionError, OSError, ValueError) as exc:
         raise DumpFormatError(f"/proc/kcore: cannot open the live kernel: {exc}") from None
     if vmlinux is not None:

@@ -26,7 +26,10 @@ class PassThroughParser(argparse.ArgumentParser):
 
 def run_drgn_crash_command(prog: Program, words: Sequence[str]) -> str:
     """Run ``crash WORDS`` through drgn.commands and return what it printed."""
+    # drgn.commands._crash registers drgn's "crash" command: kdumpkit.analyze.program
+    # skips drgn's plugin loading, which would otherwise have imported it.
     import drgn.commands
+    import drgn.commands._crash
 
     line = "crash " + " ".join(shlex.quote(word) for word in words)
     out = io.StringIO()
