@@ -166,3 +166,50 @@ def test_qemu_dumps_agree(folder: Path) -> None:
         for pfn in pfns[:: max(1, len(pfns) // 2000)].tolist():
             page = kd.read_page(pfn)
             assert fl.read_page(pfn) == page and elf.read_page(pfn) == page
+
+
+def test_packed_bitmap_matches_bool_arrays() -> None:
+    from kdumpkit.dump import base
+    from kdumpkit.dump.base import Bitmap, bitmap_runs
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        size = int(rng.integers(1, 400))
+        ref = rng.random(size) < 0.6
+        bits = Bitmap.from_bool(ref)
+        assert np.array_equal(bits.to_bool(), ref) and bits.count() == ref.sum()
+        lo = int(rng.integers(0, size))
+        hi = int(rng.integers(lo, size + 9))
+        assert np.array_equal(bits.window(lo, hi), ref[lo:hi])
+        assert bits.count(lo, hi) == ref[lo:hi].sum()
+        value = bool(rng.integers(0, 2))
+        bits.fill(lo, hi, value)
+        ref[lo:hi] = value
+        assert np.array_equal(bits.to_bool(), ref)
+        at = int(rng.integers(0, size)) & ~7
+        new = rng.random(int(rng.integers(0, size - at + 1))) < 0.5
+        bits.set_window(at, new)
+        ref[at : at + len(new)] = new
+        assert np.array_equal(bits.to_bool(), ref)
+        assert np.array_equal(Bitmap.from_runs(size, bitmap_runs(ref)).to_bool(), ref)
+    # Runs come a window at a time: pieces meet at window boundaries.
+    ref = np.ones(3 * base.BITMAP_WINDOW + 5, dtype=bool)
+    ref[10] = False
+    pieces = list(Bitmap.from_bool(ref).runs())
+    assert pieces[0] == (0, 10) and pieces[-1][1] == ref.size
+    assert sum(b - a for a, b in pieces) == ref.sum()
+
+
+def test_elf_packed_bitmaps_match_the_bool_ones(elf61: Path, kdump61: Path) -> None:
+    from kdumpkit.dump.base import Bitmap
+
+    with open_dump(elf61) as elf, open_dump(kdump61) as kd:
+        assert np.array_equal(elf.present_bits().to_bool(), elf.present_bitmap())
+        assert np.array_equal(elf.ram_bits().to_bool(), elf.ram_bitmap())
+        keep = Bitmap.from_bool(np.pad(kd.present_bitmap(), (0, elf.max_pfn - kd.max_pfn)))
+        chunks = list(elf.iter_kept_chunks(keep))
+        pfns = np.concatenate([p for p, _ in chunks])
+        assert np.array_equal(pfns, np.flatnonzero(kd.present_bitmap()))
+        for chunk_pfns, data in chunks[:: max(1, len(chunks) // 20)]:
+            for i, pfn in enumerate(chunk_pfns.tolist()):
+                assert bytes(data[i * 4096 : (i + 1) * 4096]) == kd.read_page(pfn)

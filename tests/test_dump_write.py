@@ -264,6 +264,20 @@ def test_split_ranges_balance_pages() -> None:
     assert sum(counts) == 30000 and max(counts) - min(counts) <= 2 * 1024
 
 
+def test_split_of_a_packed_bitmap_cuts_where_the_bool_one_does() -> None:
+    from kdumpkit.dump.base import Bitmap
+    from kdumpkit.dump.writer import split_bitmap_ranges
+
+    rng = np.random.default_rng(3)
+    for density in (0.001, 0.3, 0.9):
+        for size in (5000, 100_000, 333_333):
+            kept = rng.random(size) < density
+            for parts in (1, 2, 3, 7):
+                assert split_bitmap_ranges(Bitmap.from_bool(kept), parts) == split_ranges(
+                    kept, parts
+                )
+
+
 def test_failed_write_is_marked_incomplete(
     kdump61: Path, reference: dict[int, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,8 +16,8 @@ are skipped.  Zero pages (bit 1) are found by content at write time.  Kernel
 differences are decided by which VMCOREINFO keys exist, never by version.
 
 The scan reads struct pages in fixed windows of :data:`WINDOW` pfns and decides
-each window with numpy, so memory stays bounded whatever the RAM size (the keep
-bitmap itself is one byte per pfn).
+each window with numpy, so memory stays bounded whatever the RAM size; the keep
+bitmap is packed, a bit per pfn, and unpacked a window at a time.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kdumpkit.dump.base import Dump
+from kdumpkit.dump.base import Bitmap, Dump
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.kernel.memmap import PageLayout, SparseMem
 
@@ -150,8 +150,8 @@ class FilterResult:
     """The pages to keep and why the others were dropped."""
 
     dump_level: int
-    #: bool per pfn: write this page
-    keep: np.ndarray
+    #: a bit per pfn: write this page (packed: 32 MiB for 1 TiB of RAM)
+    keep_bits: Bitmap
     #: pages excluded per class (pages already absent from the input not counted)
     excluded: dict[PageClass, int] = field(default_factory=dict)
     #: pages with data in the input
@@ -163,8 +163,13 @@ class FilterResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def keep(self) -> np.ndarray:
+        """The keep bitmap unpacked, a bool per pfn (a byte per pfn: for small dumps)."""
+        return self.keep_bits.to_bool()
+
+    @property
     def kept_pages(self) -> int:
-        return int(np.count_nonzero(self.keep))
+        return self.keep_bits.count()
 
 
 def _column(buf: bytes | bytearray, count: int, stride: int, offset: int, dtype: str) -> np.ndarray:
@@ -303,18 +308,37 @@ def needs_scan(dump_level: int, rules: PageRules | None) -> bool:
 
 
 class _Excluder:
-    """Applies exclusion ranges in pfn order, as makedumpfile's sequential loop would."""
+    """Applies exclusion ranges in pfn order, as makedumpfile's sequential loop would.
 
-    def __init__(self, keep: np.ndarray) -> None:
+    The packed keep bitmap is worked on a window at a time: :meth:`apply` takes
+    the window's bits unpacked (``block``) and changes them in place."""
+
+    def __init__(self, keep: Bitmap) -> None:
         self.keep = keep
         self.counts = np.zeros(len(PageClass), dtype=np.int64)
         #: heads below this pfn were swallowed by an earlier range and are not looked at
         self.covered_until = 0
+        #: the unpacked window being decided: (first pfn, bits)
+        self.block: tuple[int, np.ndarray] | None = None
 
     def exclude(self, start: int, end: int, page_class: int) -> None:
-        window = self.keep[start:end]
-        self.counts[page_class] += int(np.count_nonzero(window))
-        window[:] = False
+        """Clear ``[start, end)``, in the unpacked window where it lies there."""
+        if self.block is not None:
+            first, bits = self.block
+            lo, hi = max(start, first), min(end, first + len(bits))
+            if lo < hi:
+                self.counts[page_class] += int(np.count_nonzero(bits[lo - first : hi - first]))
+                bits[lo - first : hi - first] = False
+            before_end = min(end, first)
+            if start < before_end:
+                self._exclude_packed(start, before_end, page_class)
+            start = max(start, first + len(bits))
+        if start < end:
+            self._exclude_packed(start, end, page_class)
+
+    def _exclude_packed(self, start: int, end: int, page_class: int) -> None:
+        self.counts[page_class] += self.keep.count(start, end)
+        self.keep.fill(start, end, False)
 
     def apply(
         self, first_pfn: int, cls: np.ndarray, order: np.ndarray, candidates: np.ndarray
@@ -338,13 +362,14 @@ class _Excluder:
         np.add.at(delta, starts - first_pfn, classes.astype(np.int16))
         np.add.at(delta, local_end, -classes.astype(np.int16))
         painted = np.cumsum(delta[:n]).astype(np.uint8)
-        block = self.keep[first_pfn : first_pfn + n]
+        assert self.block is not None and self.block[0] == first_pfn
+        block = self.block[1][:n]
         newly = block & (painted != 0)
         self.counts += np.bincount(painted[newly], minlength=len(PageClass))[: len(PageClass)]
         block &= painted == 0
         beyond = ends > first_pfn + n  # ranges past the window (1 GiB hugetlb pages)
         for e, c in zip(ends[beyond].tolist(), classes[beyond].tolist(), strict=True):
-            self.exclude(first_pfn + n, min(e, len(self.keep)), c)
+            self.exclude(first_pfn + n, min(e, self.keep.size), c)
         self.covered_until = max(self.covered_until, int(ends.max()))
 
     def _apply_sequentially(
@@ -353,7 +378,7 @@ class _Excluder:
         for s, e, c in zip(starts.tolist(), ends.tolist(), classes.tolist(), strict=True):
             if s < self.covered_until:
                 continue
-            self.exclude(s, min(e, len(self.keep)), c)
+            self.exclude(s, min(e, self.keep.size), c)
             self.covered_until = e
 
 
@@ -373,13 +398,12 @@ def exclude_unnecessary_pages(
         raise FilterError(f"dump level {dump_level} is outside 0..{MAX_DUMP_LEVEL}")
     if window <= 0 or window % PGMM_CACHED:
         raise FilterError(f"window {window} is not a positive multiple of {PGMM_CACHED}")
-    present = dump.present_bitmap()
-    keep = present.copy()
+    keep = dump.present_bits().copy()
     result = FilterResult(
         dump_level=dump_level,
-        keep=keep,
-        input_pages=int(np.count_nonzero(present)),
-        ram_pages=int(np.count_nonzero(dump.ram_bitmap())),
+        keep_bits=keep,
+        input_pages=keep.count(),
+        ram_pages=dump.ram_bits().count(),
         max_pfn=dump.max_pfn,
         page_size=dump.page_size,
     )
@@ -393,7 +417,7 @@ def exclude_unnecessary_pages(
     if not needs_scan(dump_level, rules):
         return result
     memmap = SparseMem(dump)
-    ram = dump.ram_bitmap()
+    ram = dump.ram_bits()
     excluder = _Excluder(keep)
     total = sum(end - start for start, end, _ in memmap.ranges())
     done = 0
@@ -411,7 +435,13 @@ def exclude_unnecessary_pages(
             cls, order, evaluated = classify_struct_pages(
                 buf, pfn, count, memmap.layout, rules, dump_level
             )
-            excluder.apply(pfn, cls, order, evaluated & ram[pfn:stop])
+            # The keep bits of the window, unpacked from its first whole byte.
+            first = pfn & ~7
+            bits = keep.window(first, stop).copy()
+            excluder.block = (pfn, bits[pfn - first :])
+            excluder.apply(pfn, cls, order, evaluated & ram.window(pfn, stop))
+            excluder.block = None
+            keep.set_window(first, bits)
             done += count
             pfn = stop
             if progress is not None:

@@ -105,7 +105,7 @@ def save_dump(
     result = filtered or exclude_unnecessary_pages(src, dump_level, progress=filter_progress)
     options = dict(
         compress=compress,
-        keep=result.keep,
+        keep=result.keep_bits,
         exclude_zero=bool(dump_level & DL_EXCLUDE_ZERO),
         dump_level=dump_level,
         threads=threads or default_threads(),

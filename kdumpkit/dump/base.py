@@ -89,6 +89,15 @@ class Dump(ABC):
         """A bool array of length ``max_pfn``: True where a page is RAM (present or excluded)."""
         return self.present_bitmap()
 
+    def present_bits(self) -> Bitmap:
+        """:meth:`present_bitmap` packed, a bit per pfn (formats that know their
+        ranges build it without the byte-per-pfn array)."""
+        return Bitmap.from_bool(self.present_bitmap())
+
+    def ram_bits(self) -> Bitmap:
+        """:meth:`ram_bitmap` packed, a bit per pfn."""
+        return Bitmap.from_bool(self.ram_bitmap())
+
     def close(self) -> None:  # noqa: B027 - optional for subclasses
         """Release files and maps."""
 
@@ -173,6 +182,14 @@ class Dump(ABC):
         if pfns:
             yield np.array(pfns, dtype=np.int64), b"".join(pages)
 
+    def iter_kept_chunks(
+        self, keep: Bitmap, max_pages: int = 256, *, threads: int = 1
+    ) -> Iterator[tuple[np.ndarray, bytes | memoryview]]:
+        """:meth:`iter_page_chunks` of the pages set in a packed ``keep``.  Formats
+        that read runs of pfns directly (ELF) go a window at a time; the others
+        unpack ``keep`` whole."""
+        return self.iter_page_chunks(keep.to_bool(), max_pages, threads=threads)
+
     def present_ranges(self) -> list[tuple[int, int]]:
         """Runs ``[start, end)`` of consecutive pfns that have data."""
         return bitmap_runs(self.present_bitmap())
@@ -185,6 +202,111 @@ class Dump(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: pfns a :class:`Bitmap` user unpacks at a time (1 MiB of bools, 4 GiB of 4 KiB pages).
+BITMAP_WINDOW = 1 << 20
+#: Set bits of every byte value.
+POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+class Bitmap:
+    """A bit per pfn, packed: bit N in byte N >> 3, least significant bit first
+    (the kdump bitmap layout).  1 TiB of 4 KiB pages takes 32 MiB, not the
+    256 MiB of a bool array; users unpack a window of it at a time."""
+
+    def __init__(self, size: int, packed: np.ndarray | None = None) -> None:
+        self.size = size
+        nbytes = (size + 7) // 8
+        self.packed = np.zeros(nbytes, dtype=np.uint8) if packed is None else packed
+        if self.packed.shape != (nbytes,) or self.packed.dtype != np.uint8:
+            raise ValueError(f"a bitmap of {size} bits takes {nbytes} bytes")
+
+    @classmethod
+    def from_bool(cls, bits: np.ndarray) -> Bitmap:
+        """Pack a bool array."""
+        return cls(len(bits), np.packbits(np.asarray(bits, dtype=bool), bitorder="little"))
+
+    @classmethod
+    def from_runs(cls, size: int, runs: list[tuple[int, int]]) -> Bitmap:
+        """Bits set over every ``[start, end)`` of ``runs``."""
+        bitmap = cls(size)
+        for start, end in runs:
+            bitmap.fill(start, min(end, size), True)
+        return bitmap
+
+    def copy(self) -> Bitmap:
+        return Bitmap(self.size, self.packed.copy())
+
+    def window(self, start: int, end: int) -> np.ndarray:
+        """Bits ``[start, end)`` as a bool array."""
+        end = min(end, self.size)
+        if end <= start:
+            return np.zeros(0, dtype=bool)
+        first, last = start >> 3, (end + 7) >> 3
+        bits = np.unpackbits(self.packed[first:last], bitorder="little").view(bool)
+        return bits[start - (first << 3) : end - (first << 3)]
+
+    def set_window(self, start: int, bits: np.ndarray) -> None:
+        """Overwrite bits ``[start, start + len(bits))``; ``start`` a multiple of 8."""
+        if start & 7:
+            raise ValueError("a bitmap window starts at a multiple of 8")
+        end = min(start + len(bits), self.size)
+        bits = bits[: end - start]
+        first, whole = start >> 3, (end - start) >> 3
+        self.packed[first : first + whole] = np.packbits(bits[: whole * 8], bitorder="little")
+        rest = (end - start) & 7
+        if rest:  # a last partial byte keeps its other bits
+            lo = start + whole * 8
+            merged = np.zeros(8, dtype=bool)
+            old = self.window(lo, lo + 8)
+            merged[: len(old)] = old
+            merged[:rest] = bits[whole * 8 :]
+            self.packed[first + whole] = np.packbits(merged, bitorder="little")[0]
+
+    def fill(self, start: int, end: int, value: bool) -> None:
+        """Set (or clear) bits ``[start, end)``."""
+        end = min(end, self.size)
+        if end <= start:
+            return
+        head_end = min(end, (start + 7) & ~7)
+        tail_start = max(head_end, end & ~7)
+        for pfn in (*range(start, head_end), *range(tail_start, end)):
+            if value:
+                self.packed[pfn >> 3] |= np.uint8(1 << (pfn & 7))
+            else:
+                self.packed[pfn >> 3] &= np.uint8(~(1 << (pfn & 7)) & 0xFF)
+        if tail_start > head_end:
+            self.packed[head_end >> 3 : tail_start >> 3] = 0xFF if value else 0
+
+    def count(self, start: int = 0, end: int | None = None) -> int:
+        """Set bits in ``[start, end)`` (the whole bitmap by default)."""
+        end = self.size if end is None else min(end, self.size)
+        if start == 0 and end == self.size:
+            return int(POPCOUNT[self.packed].sum(dtype=np.int64))
+        total = 0
+        for lo in range(start, end, BITMAP_WINDOW):
+            total += int(np.count_nonzero(self.window(lo, min(end, lo + BITMAP_WINDOW))))
+        return total
+
+    def to_bool(self) -> np.ndarray:
+        """The whole bitmap as a bool array (a byte per bit: small bitmaps only)."""
+        return self.window(0, self.size)
+
+    def __and__(self, other: Bitmap) -> Bitmap:
+        return Bitmap(self.size, self.packed & other.packed)
+
+    def __or__(self, other: Bitmap) -> Bitmap:
+        return Bitmap(self.size, self.packed | other.packed)
+
+    def runs(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
+        """Runs ``[start, end)`` of set bits, found a window at a time (a run that
+        crosses a window boundary comes in pieces)."""
+        end = self.size if end is None else min(end, self.size)
+        for lo in range(start, end, BITMAP_WINDOW):
+            hi = min(end, lo + BITMAP_WINDOW)
+            for a, b in bitmap_runs(self.window(lo, hi)):
+                yield lo + a, lo + b
 
 
 def bitmap_runs(bits: np.ndarray) -> list[tuple[int, int]]:

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdumpkit.dump.base import Dump, DumpHeader, PageState, bitmap_runs, check_count
+from kdumpkit.dump.base import (
+    BITMAP_WINDOW,
+    Bitmap,
+    Dump,
+    DumpHeader,
+    PageState,
+    bitmap_runs,
+    check_count,
+)
 from kdumpkit.dump.errors import DumpFormatError
 from kdumpkit.dump.notes import parse_notes
 from kdumpkit.dump.source import ByteSource
@@ -154,6 +162,8 @@ class ElfDump(Dump):
         )
         self._present: np.ndarray | None = None
         self._ram: np.ndarray | None = None
+        self._present_bits: Bitmap | None = None
+        self._ram_bits: Bitmap | None = None
 
     def _extended_phnum(self, end: str, e_shoff: int) -> int:
         # With more than 0xfffe program headers, the real count is section 0's sh_info.
@@ -246,6 +256,26 @@ class ElfDump(Dump):
     def present_bitmap(self) -> np.ndarray:
         return self._bitmaps()[0]
 
+    def _runs(self, *, ram: bool) -> list[tuple[int, int]]:
+        ps = self.page_size
+        return [
+            (ext.start // ps, ((ext.mem_end if ram else ext.lost_from) + ps - 1) // ps)
+            for ext in self._extents
+            if ram or ext.lost_from > ext.start
+        ]
+
+    def present_bits(self) -> Bitmap:
+        """Packed straight from the segments (no byte-per-pfn array); cached."""
+        if self._present_bits is None:
+            self._present_bits = Bitmap.from_runs(self.max_pfn, self._runs(ram=False))
+        return self._present_bits
+
+    def ram_bits(self) -> Bitmap:
+        """Packed straight from the segments (no byte-per-pfn array); cached."""
+        if self._ram_bits is None:
+            self._ram_bits = Bitmap.from_runs(self.max_pfn, self._runs(ram=True))
+        return self._ram_bits
+
     def ram_bitmap(self) -> np.ndarray:
         return self._bitmaps()[1]
 
@@ -281,6 +311,23 @@ class ElfDump(Dump):
                 # A view of the mapped file where possible: no copy of the pages.
                 data = mapped if mapped is not None else self._read_span(pfn * ps, (pfn + n) * ps)
                 yield np.arange(pfn, pfn + n, dtype=np.int64), data
+
+    def iter_kept_chunks(
+        self, keep: Bitmap, max_pages: int = 256, *, threads: int = 1
+    ) -> Iterator[tuple[np.ndarray, bytes | memoryview]]:
+        """Runs of kept present pages, a window of the bitmaps at a time."""
+        ps = self.page_size
+        present = self.present_bits()
+        for lo in range(0, self.max_pfn, BITMAP_WINDOW):
+            hi = min(self.max_pfn, lo + BITMAP_WINDOW)
+            bits = keep.window(lo, hi) & present.window(lo, hi)
+            for run_start, run_end in bitmap_runs(bits):
+                for pfn in range(lo + run_start, lo + run_end, max_pages):
+                    n = min(lo + run_end - pfn, max_pages)
+                    start, end = pfn * ps, (pfn + n) * ps
+                    mapped = self._mapped_span(start, end)
+                    data = mapped if mapped is not None else self._read_span(start, end)
+                    yield np.arange(pfn, pfn + n, dtype=np.int64), data
 
     def _mapped_span(self, start: int, end: int) -> memoryview | None:
         """[start, end) without a copy when one extent holds it all and the file is mapped."""

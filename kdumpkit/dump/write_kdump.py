@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdumpkit.dump.base import Dump
+from kdumpkit.dump.base import Bitmap, Dump
 from kdumpkit.dump.compress import Codec
 from kdumpkit.dump.kdump import (
     LAYOUT_LP64,
@@ -54,11 +54,14 @@ class KdumpPlan:
     order: str
 
 
-def bitmap_bytes(bits: np.ndarray, block_size: int) -> bytes:
-    """A bool array as a kdump bitmap (bit N of byte N>>3, LSB first), padded to blocks."""
-    packed = np.packbits(bits, bitorder="little").tobytes()
+def bitmap_bytes(bits: np.ndarray | Bitmap, block_size: int) -> bytes:
+    """A bitmap (bool array or packed) as a kdump bitmap (bit N of byte N>>3, LSB
+    first), padded to blocks."""
+    packed = bits.packed if isinstance(bits, Bitmap) else np.packbits(bits, bitorder="little")
     size = max(1, -(-len(packed) // block_size)) * block_size
-    return packed.ljust(size, b"\0")
+    out = np.zeros(size, dtype=np.uint8)
+    out[: len(packed)] = packed
+    return out.tobytes()
 
 
 def plan_kdump(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from kdumpkit.dump.base import Dump
+from kdumpkit.dump.base import Bitmap, Dump
 from kdumpkit.dump.compress import CODECS, Codec
 
 if TYPE_CHECKING:
@@ -50,10 +50,10 @@ class Batch:
         return self.sizes == 0
 
 
-def read_batches(src: Dump, keep: np.ndarray, threads: int = 1) -> Iterator[Batch]:
+def read_batches(src: Dump, keep: Bitmap, threads: int = 1) -> Iterator[Batch]:
     """Kept pages of ``src`` in batches of up to :data:`BATCH_PAGES` (compressed
     sources decode in ``threads`` threads)."""
-    for pfns, blob in src.iter_page_chunks(keep, BATCH_PAGES, threads=threads):
+    for pfns, blob in src.iter_kept_chunks(keep, BATCH_PAGES, threads=threads):
         yield Batch(pfns, blob)
 
 

@@ -4,9 +4,12 @@ This is the one API the capture layer and ``kdumpkit convert`` call::
 
     stats = write_dump(src, "out.kdump", compress="zstd", keep=bitmap, exclude_zero=True)
 
-``keep`` is a bool array of length ``src.max_pfn`` (None: every page the source
-has).  Pages are read in pfn order, compressed independently (in a thread
-pool with ``threads > 1``, a fixed window of batches in flight) and written at
+``keep`` is a bool array of length ``src.max_pfn`` or a packed
+:class:`~kdumpkit.dump.base.Bitmap` (None: every page the source has).  The
+kdump writer keeps it packed and reads ELF sources a window of it at a time, so
+its memory is a bit per pfn plus a fixed window of pages.  Pages are read in
+pfn order, compressed independently (with ``threads > 1`` in a thread pool, or
+worker processes for zlib; a fixed window of batches in flight) and written at
 their final offsets; to a pipe or with ``flattened=True`` those writes become
 makedumpfile's flattened records.  A failed write raises, after setting the
 format's incomplete flag in the output where it can.
@@ -24,7 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from kdumpkit.dump.base import Dump
+from kdumpkit.dump.base import POPCOUNT, Bitmap, Dump
 from kdumpkit.dump.compress import CODECS, Codec, get_codec
 from kdumpkit.dump.elf import DUMP_ELF_INCOMPLETE
 from kdumpkit.dump.errors import DumpError
@@ -132,12 +135,18 @@ class _Output:
         self._close = None
 
 
-def _kept_pages(src: Dump, keep: np.ndarray | None) -> np.ndarray:
-    present = src.present_bitmap()
+def _kept_pages(src: Dump, keep: np.ndarray | Bitmap | None) -> Bitmap:
+    present = src.present_bits()
     if keep is None:
         return present.copy()
-    keep = np.asarray(keep, dtype=bool)
-    if keep.shape != (src.max_pfn,):
+    if not isinstance(keep, Bitmap):
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (src.max_pfn,):
+            raise DumpError(
+                f"keep bitmap has {keep.size} entries, the dump has {src.max_pfn} pages"
+            )
+        keep = Bitmap.from_bool(keep)
+    elif keep.size != src.max_pfn:
         raise DumpError(f"keep bitmap has {keep.size} entries, the dump has {src.max_pfn} pages")
     return keep & present
 
@@ -174,7 +183,7 @@ def _defaults(
 
 
 def _batches(
-    src: Dump, kept: np.ndarray, codec: Codec, find_zero: bool, threads: int
+    src: Dump, kept: Bitmap, codec: Codec, find_zero: bool, threads: int
 ) -> Iterator[Batch]:
     ps = src.page_size
     batches = read_batches(src, kept, threads)
@@ -190,7 +199,7 @@ def _batches(
 def _write_kdump_file(
     src: Dump,
     output: _Output,
-    kept: np.ndarray,
+    kept: Bitmap,
     codec: Codec,
     *,
     exclude_zero: bool,
@@ -202,12 +211,13 @@ def _write_kdump_file(
     """One kdump file; ``split`` = (start_pfn, end_pfn, total dumpable, first index):
     a split file's descriptors fill its table from the start (index 0)."""
     utsname, timestamp, phys_base, dump_level = facts
-    total = int(np.count_nonzero(kept))
+    total = kept.count()
     if split:
         start, end, total, first_index = split
         plan = plan_kdump(src, total, codec=codec, start_pfn=start, end_pfn=end, split=True)
-        file_kept = np.zeros_like(kept)
-        file_kept[start:end] = kept[start:end]
+        file_kept = kept.copy()
+        file_kept.fill(0, start, False)
+        file_kept.fill(end, kept.size, False)
     else:
         plan = plan_kdump(src, total, codec=codec)
         file_kept, first_index = kept, 0
@@ -219,9 +229,10 @@ def _write_kdump_file(
     sink.pwrite(0, header)
     try:
         sink.pwrite(plan.block_size, encode_sub_header(plan, src, phys_base, dump_level))
-        ram = src.ram_bitmap() | kept
-        sink.pwrite((1 + plan.sub_hdr_size) * plan.block_size, bitmap_bytes(ram, plan.block_size)
-                    + bitmap_bytes(kept, plan.block_size))  # fmt: skip
+        bitmap_at = (1 + plan.sub_hdr_size) * plan.block_size
+        sink.pwrite(bitmap_at, bitmap_bytes(src.ram_bits() | kept, plan.block_size))
+        sink.pwrite(bitmap_at + plan.bitmap_blocks // 2 * plan.block_size,
+                    bitmap_bytes(kept, plan.block_size))  # fmt: skip
         pages, zeros, end_of_data = write_kdump_pages(
             sink, plan,
             _batches(src, file_kept, codec, exclude_zero, threads),
@@ -244,7 +255,7 @@ def _write_kdump_file(
 def _write_elf_file(
     src: Dump,
     output: _Output,
-    kept: np.ndarray,
+    kept_bits: Bitmap,
     *,
     exclude_zero: bool,
     threads: int,
@@ -253,10 +264,12 @@ def _write_elf_file(
     """The ELF file; ``progress(done, total)`` counts the pages that go in it."""
     ps = src.page_size
     zeros = 0
+    # The program headers list the runs of kept pages: this writer works on the
+    # whole bitmap unpacked (a byte per pfn), unlike the kdump writer.
+    kept = kept_bits.to_bool()
     if exclude_zero:
         # The program headers depend on which pages are zero: one pass to find them.
-        kept = kept.copy()
-        for batch in read_batches(src, kept, threads):
+        for batch in read_batches(src, kept_bits, threads):
             zero = zero_mask(batch.blob, ps)
             if zero.any():
                 kept[batch.pfns[zero]] = False
@@ -274,7 +287,7 @@ def _write_elf_file(
     try:
         pages, end = write_elf_pages(
             sink, data_offset, ps,
-            read_batches(src, kept, threads),
+            read_batches(src, Bitmap.from_bool(kept), threads),
             _progress_adapter(progress, int(np.count_nonzero(kept))),
         )  # fmt: skip
         sink.finish(end)
@@ -299,7 +312,7 @@ def write_dump(
     *,
     fmt: str = "kdump",
     compress: str = "zstd",
-    keep: np.ndarray | None = None,
+    keep: np.ndarray | Bitmap | None = None,
     exclude_zero: bool = False,
     dump_level: int | None = None,
     flattened: bool = False,
@@ -321,7 +334,7 @@ def write_dump(
     codec = get_codec(compress) if fmt == "kdump" else CODECS["none"]
     started = time.monotonic()
     kept = _kept_pages(src, keep)
-    total = int(np.count_nonzero(kept))
+    total = kept.count()
     facts = _defaults(src, utsname, timestamp, phys_base, dump_level, exclude_zero)
     output = _Output(out, flattened)
     try:
@@ -337,7 +350,7 @@ def write_dump(
             )  # fmt: skip
     finally:
         output.close()
-    stats.excluded_pages = int(np.count_nonzero(src.ram_bitmap())) - total
+    stats.excluded_pages = src.ram_bits().count() - total
     stats.seconds = time.monotonic() - started
     return stats
 
@@ -359,6 +372,33 @@ def split_ranges(kept: np.ndarray, parts: int) -> list[tuple[int, int]]:
     for k in range(1, parts):
         target = total * k // parts
         cut = int(np.searchsorted(counts, target, side="left")) + 1
+        cut = round(cut / SPLIT_ALIGN_PFNS) * SPLIT_ALIGN_PFNS
+        bounds.append(min(max(bounds[-1], cut), max_pfn))
+    bounds.append(max_pfn)
+    return list(itertools.pairwise(bounds))
+
+
+def split_bitmap_ranges(kept: Bitmap, parts: int) -> list[tuple[int, int]]:
+    """:func:`split_ranges` of a packed bitmap, without a count per pfn: kept pages
+    are counted per block of :data:`SPLIT_ALIGN_PFNS`, then within the one block
+    where a cut falls."""
+    max_pfn = kept.size
+    block_bytes = SPLIT_ALIGN_PFNS // 8
+    packed = kept.packed
+    padded = np.zeros(-(-len(packed) // block_bytes) * block_bytes, dtype=np.uint8)
+    padded[: len(packed)] = packed
+    per_block = POPCOUNT[padded].reshape(-1, block_bytes).sum(axis=1, dtype=np.int64)
+    block_counts = np.cumsum(per_block)
+    total = int(block_counts[-1]) if len(block_counts) else 0
+    bounds = [0]
+    for k in range(1, parts):
+        target = total * k // parts
+        block = int(np.searchsorted(block_counts, target, side="left"))
+        first = block * SPLIT_ALIGN_PFNS
+        before = int(block_counts[block - 1]) if block else 0
+        inside = np.cumsum(kept.window(first, first + SPLIT_ALIGN_PFNS), dtype=np.int64)
+        # The first pfn where the running count reaches the target, as split_ranges finds.
+        cut = first + int(np.searchsorted(inside + before, target, side="left")) + 1
         cut = round(cut / SPLIT_ALIGN_PFNS) * SPLIT_ALIGN_PFNS
         bounds.append(min(max(bounds[-1], cut), max_pfn))
     bounds.append(max_pfn)
@@ -392,10 +432,10 @@ def write_split(
         raise TypeError(f"unknown options {', '.join(options)}")
     started = time.monotonic()
     kept = _kept_pages(src, keep)
-    total = int(np.count_nonzero(kept))
+    total = kept.count()
     stats = WriteStats(format="kdump", compression=codec.name, files=len(outs))
     done_before = 0
-    for path, (start, end) in zip(outs, split_ranges(kept, len(outs)), strict=True):
+    for path, (start, end) in zip(outs, split_bitmap_ranges(kept, len(outs)), strict=True):
         output = _Output(path, False)
         if output.flattened:
             output.close()
@@ -411,6 +451,6 @@ def write_split(
             output.close()
         stats.add(part)
         done_before += part.pages_written
-    stats.excluded_pages = int(np.count_nonzero(src.ram_bitmap())) - total
+    stats.excluded_pages = src.ram_bits().count() - total
     stats.seconds = time.monotonic() - started
     return stats
