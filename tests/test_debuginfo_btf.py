@@ -330,3 +330,24 @@ def test_mutated_blobs_parse_or_fail_cleanly(data: st.DataObject) -> None:
         btf.ids_by_name("thing")
     except BtfError as exc:
         assert "\n" not in str(exc)
+
+
+def test_name_search_equals_name_index(prog: drgn.Program) -> None:
+    """The first lookups search the strings; later ones use the dict and sorted index:
+    both give the same ids, repeated strings included."""
+    import kdumpkit.debuginfo.btf as btf_module
+
+    blob, _ids = _every_kind()
+    names = ["task_struct", "list_head", "pt_regs", "init_task", "runqueues", "int",
+             "no_such_type_here", "", "é", "later", "thing", "colour"]
+    symbols = prog.cache["kdumpkit.debuginfo"].symbols
+    start, stop = symbols.address("__start_BTF"), symbols.address("__stop_BTF")
+    for data in (blob, prog.read(start, stop - start)):
+        searched, indexed = Btf(data), Btf(data)
+        indexed._searches = btf_module.NAME_SEARCHES_BEFORE_INDEX
+        for name in names:
+            assert searched.ids_by_name(name) == indexed.ids_by_name(name), name
+        assert indexed._string_offsets is not None and searched._string_offsets is None
+    # the test blob names a FWD and a UNION "later" with two equal strings
+    later = Btf(blob)
+    assert [later.kind_of(i) for i in later.ids_by_name("later")] == [Kind.FWD, Kind.UNION]

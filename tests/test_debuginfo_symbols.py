@@ -289,3 +289,24 @@ def test_offsets_and_direct_map_are_not_symbolized(prog: drgn.Program) -> None:
         with pytest.raises(LookupError):
             prog.symbol(address)
     assert "__per_cpu_end" not in str(prog["init_task"].tasks)
+
+
+def test_name_search_equals_name_index(prog: drgn.Program) -> None:
+    """The first lookups search the joined names; later ones use the dict: both give
+    every position of a name, duplicated names included."""
+    import kdumpkit.debuginfo.symbols as symbols_module
+
+    symbols = prog.cache["kdumpkit.debuginfo"].symbols
+    searched = KernelSymbols(list(symbols.names), symbols.addresses.copy(), symbols.types)
+    indexed = KernelSymbols(list(symbols.names), symbols.addresses.copy(), symbols.types)
+    indexed._searches = symbols_module.NAME_SEARCHES_BEFORE_INDEX
+    counts: dict[str, int] = {}
+    for name in symbols.names:
+        counts[name] = counts.get(name, 0) + 1
+    shared = [name for name, count in counts.items() if count > 1][:20]
+    assert len(shared) == 20  # a 6.1 kernel has ~900 names used by several symbols
+    for name in [*shared, "init_task", "__start_BTF", "_stext", "no_such_symbol", "", "a\nb"]:
+        assert searched.positions(name) == indexed.positions(name), name
+        assert searched.address(name) == indexed.address(name), name
+    assert len(searched.positions(shared[0])) == counts[shared[0]]
+    assert searched._by_name is None and indexed._by_name is not None
