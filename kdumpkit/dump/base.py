@@ -210,6 +210,20 @@ BITMAP_WINDOW = 1 << 20
 POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
+def _popcount(packed: np.ndarray) -> int:
+    """Set bits of a uint8 array, a word at a time."""
+    whole = len(packed) & ~7
+    words = packed[:whole].view(np.uint64)
+    if hasattr(np, "bitwise_count"):  # numpy 2.0+
+        total = int(np.bitwise_count(words).sum(dtype=np.int64))
+    else:
+        total = sum(
+            int(POPCOUNT[packed[i : i + (1 << 20)]].sum(dtype=np.int64))
+            for i in range(0, whole, 1 << 20)
+        )
+    return total + int(POPCOUNT[packed[whole:]].sum(dtype=np.int64))
+
+
 class Bitmap:
     """A bit per pfn, packed: bit N in byte N >> 3, least significant bit first
     (the kdump bitmap layout).  1 TiB of 4 KiB pages takes 32 MiB, not the
@@ -283,7 +297,7 @@ class Bitmap:
         """Set bits in ``[start, end)`` (the whole bitmap by default)."""
         end = self.size if end is None else min(end, self.size)
         if start == 0 and end == self.size:
-            return int(POPCOUNT[self.packed].sum(dtype=np.int64))
+            return _popcount(self.packed)
         total = 0
         for lo in range(start, end, BITMAP_WINDOW):
             total += int(np.count_nonzero(self.window(lo, min(end, lo + BITMAP_WINDOW))))

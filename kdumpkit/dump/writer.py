@@ -41,11 +41,11 @@ from kdumpkit.dump.write_elf import (
     write_elf_pages,
 )
 from kdumpkit.dump.write_kdump import (
-    bitmap_bytes,
     encode_main_header,
     encode_sub_header,
     mark_incomplete,
     plan_kdump,
+    write_bitmaps,
     write_kdump_pages,
 )
 from kdumpkit.dump.write_pages import (
@@ -229,10 +229,7 @@ def _write_kdump_file(
     sink.pwrite(0, header)
     try:
         sink.pwrite(plan.block_size, encode_sub_header(plan, src, phys_base, dump_level))
-        bitmap_at = (1 + plan.sub_hdr_size) * plan.block_size
-        sink.pwrite(bitmap_at, bitmap_bytes(src.ram_bits() | kept, plan.block_size))
-        sink.pwrite(bitmap_at + plan.bitmap_blocks // 2 * plan.block_size,
-                    bitmap_bytes(kept, plan.block_size))  # fmt: skip
+        write_bitmaps(sink, plan, src.ram_bits(), kept)
         pages, zeros, end_of_data = write_kdump_pages(
             sink, plan,
             _batches(src, file_kept, codec, exclude_zero, threads),
