@@ -1,12 +1,19 @@
 """``kdumpkit save`` side by side with makedumpfile on the same input.
 
 For every codec makedumpfile has (``-c`` zlib, ``-l`` lzo, ``-z`` zstd) at dump
-levels 31 and 1: the wall time and output size of makedumpfile (Debian's 1.7.2,
-and 1.7.8 when unpacked under .cache/ as testbed/15-fetch-newer-tools.sh does),
-of ``kdumpkit save`` with one and two threads, the ratios, and our peak RSS.
-Each figure is the best of ``--repeat`` runs (the machine is shared).
+levels 31 and 1: the wall time, CPU time (user + system of the process and its
+children: the fair figure on a shared machine) and output size of makedumpfile
+(Debian's 1.7.2, and 1.7.8 when unpacked under .cache/ as
+testbed/15-fetch-newer-tools.sh does) and of ``kdumpkit save`` with one and two
+threads, the ratios ours/theirs, and our peak anonymous RSS (the mapped input
+not counted).  Wall and CPU are each the best of ``--repeat`` runs.
 
-    python3 bench/capture.py [--input vmcore.elf] [--repeat 2] [--json out.json]
+Our runs get their bytecode cached (in a temporary PYTHONPYCACHEPREFIX, after
+a warm-up run) as an installed package has it, even where the environment sets
+PYTHONDONTWRITEBYTECODE.
+
+    python3 bench/capture.py [--input vmcore.elf] [--repeat 3] [--levels 31,1]
+                             [--codecs zlib,lzo,zstd] [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ LEVELS = (31, 1)
 
 @dataclass
 class Run:
-    """One measured command."""
+    """One measured command: best wall and best CPU of its runs, peak memory."""
 
     seconds: float
     size: int
@@ -60,6 +67,14 @@ class Row:
     @property
     def time_ratio_2(self) -> float:
         return self.ours_2.seconds / self.theirs.seconds
+
+    @property
+    def cpu_ratio_1(self) -> float:
+        return self.ours_1.cpu / self.theirs.cpu
+
+    @property
+    def cpu_ratio_2(self) -> float:
+        return self.ours_2.cpu / self.theirs.cpu
 
     @property
     def size_ratio(self) -> float:
@@ -106,14 +121,17 @@ def _sample_anon(pid: int, peak: list[float], stop: threading.Event) -> None:
         stop.wait(0.01)
 
 
-def measure(argv: list[str], output: Path, repeat: int) -> Run:
-    """Best wall time of ``repeat`` runs, the output's size and the child's peak RSS."""
+def measure(
+    argv: list[str], output: Path, repeat: int, env: dict[str, str] | None = None
+) -> Run:
+    """Best wall time and best CPU time of ``repeat`` runs, the output's size and
+    the child's peak RSS."""
     best: Run | None = None
     for _ in range(repeat):
         output.unlink(missing_ok=True)
         started = time.monotonic()
         proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env
         )
         peak, stop = [0.0], threading.Event()
         sampler = threading.Thread(target=_sample_anon, args=(proc.pid, peak, stop))
@@ -127,13 +145,15 @@ def measure(argv: list[str], output: Path, repeat: int) -> Run:
             raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}")
         cpu = usage.ru_utime + usage.ru_stime
         run = Run(seconds, output.stat().st_size, usage.ru_maxrss / 1024, peak[0], cpu)
-        if best is None or run.seconds < best.seconds:
+        if best is None:
+            best = run
+        else:
             best = Run(
-                run.seconds,
+                min(run.seconds, best.seconds),
                 run.size,
-                max(run.max_rss_mb, best.max_rss_mb if best else 0),
-                max(run.max_anon_mb, best.max_anon_mb if best else 0),
-                run.cpu,
+                max(run.max_rss_mb, best.max_rss_mb),
+                max(run.max_anon_mb, best.max_anon_mb),
+                min(run.cpu, best.cpu),
             )
     assert best is not None
     output.unlink(missing_ok=True)
@@ -148,7 +168,16 @@ def our_argv(vmcore: Path, out: Path, level: int, codec: str, threads: int) -> l
     ]  # fmt: skip
 
 
-def bench(vmcore: Path, repeat: int) -> list[Row]:
+def our_env(pycache: Path) -> dict[str, str]:
+    """The environment of our runs: bytecode cached under ``pycache``."""
+    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(pycache))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def bench(
+    vmcore: Path, repeat: int, levels: tuple[int, ...], codecs: tuple[str, ...]
+) -> list[Row]:
     """Every (makedumpfile build, codec, level) row."""
     rows = []
     tools = makedumpfiles()
@@ -156,18 +185,20 @@ def bench(vmcore: Path, repeat: int) -> list[Row]:
         raise SystemExit("makedumpfile is not installed")
     with tempfile.TemporaryDirectory(prefix="kdumpkit-bench-") as tmp:
         out = Path(tmp) / "out"
+        env = our_env(Path(tmp) / "pycache")
+        measure(our_argv(vmcore, out, 31, "lzo", 1), out, 1, env)  # warm-up: bytecode
         ours_cache: dict[tuple[str, int], tuple[Run, Run]] = {}
         for tool, argv in tools.items():
             for flag, codec in CODECS.items():
-                if not supports(argv, flag):
+                if codec not in codecs or not supports(argv, flag):
                     continue
-                for level in LEVELS:
+                for level in levels:
                     theirs = measure([*argv, flag, "-d", str(level), str(vmcore), str(out)], out,
                                      repeat)  # fmt: skip
                     if (codec, level) not in ours_cache:
                         ours_cache[(codec, level)] = (
-                            measure(our_argv(vmcore, out, level, codec, 1), out, repeat),
-                            measure(our_argv(vmcore, out, level, codec, 2), out, repeat),
+                            measure(our_argv(vmcore, out, level, codec, 1), out, repeat, env),
+                            measure(our_argv(vmcore, out, level, codec, 2), out, repeat, env),
                         )
                     ours_1, ours_2 = ours_cache[(codec, level)]
                     rows.append(Row(tool, codec, level, theirs, ours_1, ours_2))
@@ -176,21 +207,22 @@ def bench(vmcore: Path, repeat: int) -> list[Row]:
 
 
 HEADER = (
-    f"{'tool':<19} {'codec':<5} {'-d':>3} {'theirs s':>9} {'ours 1t':>8} {'ours 2t':>8} "
-    f"{'t1/th':>6} {'t2/th':>6} {'their MB':>9} {'our MB':>8} {'size':>6} {'RSS MB':>7} "
-    f"{'anon MB':>7} {'th RSS':>6} {'th cpu':>6} {'our cpu':>7}"
+    f"{'tool':<19} {'codec':<5} {'-d':>3} | {'wall s: th':>10} {'1t':>5} {'2t':>5} "
+    f"{'1t/th':>6} {'2t/th':>6} | {'cpu s: th':>9} {'1t':>5} {'2t':>5} {'1t/th':>6} "
+    f"{'2t/th':>6} | {'MB: th':>7} {'ours':>6} {'ratio':>6} | {'anon MB':>7} {'RSS MB':>6}"
 )
 
 
 def format_row(row: Row) -> str:
-    """One line of the table."""
+    """One line of the table: ratios are ours / makedumpfile's (below 1: we are faster)."""
     return (
-        f"{row.tool:<19} {row.codec:<5} {row.level:>3} {row.theirs.seconds:>9.2f} "
-        f"{row.ours_1.seconds:>8.2f} {row.ours_2.seconds:>8.2f} {row.time_ratio_1:>6.2f} "
-        f"{row.time_ratio_2:>6.2f} {row.theirs.size / 1e6:>9.2f} {row.ours_1.size / 1e6:>8.2f} "
-        f"{row.size_ratio:>6.3f} {max(row.ours_1.max_rss_mb, row.ours_2.max_rss_mb):>7.1f} "
+        f"{row.tool:<19} {row.codec:<5} {row.level:>3} | {row.theirs.seconds:>10.2f} "
+        f"{row.ours_1.seconds:>5.2f} {row.ours_2.seconds:>5.2f} {row.time_ratio_1:>6.2f} "
+        f"{row.time_ratio_2:>6.2f} | {row.theirs.cpu:>9.2f} {row.ours_1.cpu:>5.2f} "
+        f"{row.ours_2.cpu:>5.2f} {row.cpu_ratio_1:>6.2f} {row.cpu_ratio_2:>6.2f} | "
+        f"{row.theirs.size / 1e6:>7.2f} {row.ours_1.size / 1e6:>6.2f} {row.size_ratio:>6.3f} | "
         f"{max(row.ours_1.max_anon_mb, row.ours_2.max_anon_mb):>7.1f} "
-        f"{row.theirs.max_rss_mb:>6.1f} {row.theirs.cpu:>6.2f} {row.ours_1.cpu:>7.2f}"
+        f"{max(row.ours_1.max_rss_mb, row.ours_2.max_rss_mb):>6.1f}"
     )
 
 
@@ -215,7 +247,9 @@ def main() -> int:
     """Run the benchmark and print the table (and JSON if asked)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--levels", default="31,1", help="dump levels, comma-separated")
+    parser.add_argument("--codecs", default="zlib,lzo,zstd", help="codecs, comma-separated")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not args.input.exists():
@@ -224,11 +258,14 @@ def main() -> int:
     print(f"input {args.input} ({args.input.stat().st_size / 1e6:.0f} MB), best of {args.repeat}")
     print(filter_rate(args.input, args.repeat), flush=True)
     print(HEADER, flush=True)
-    rows = bench(args.input, args.repeat)
+    levels = tuple(int(level) for level in args.levels.split(","))
+    rows = bench(args.input, args.repeat, levels, tuple(args.codecs.split(",")))
+    print("ratios are ours / makedumpfile's: below 1 we are faster or smaller; anon MB is our "
+          "peak RssAnon, RSS MB includes the mapped input")  # fmt: skip
     if args.json:
         records = [
             dict(asdict(r), time_ratio_1=r.time_ratio_1, time_ratio_2=r.time_ratio_2,
-                 size_ratio=r.size_ratio)
+                 cpu_ratio_1=r.cpu_ratio_1, cpu_ratio_2=r.cpu_ratio_2, size_ratio=r.size_ratio)
             for r in rows
         ]  # fmt: skip
         args.json.write_text(json.dumps(records, indent=1))

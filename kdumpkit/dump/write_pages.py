@@ -60,7 +60,7 @@ def read_batches(src: Dump, keep: Bitmap, threads: int = 1) -> Iterator[Batch]:
 def zero_mask(blob: bytes | memoryview, page_size: int) -> np.ndarray:
     """A bool per page of ``blob``: True where the page is all zeros (vectorised)."""
     words = np.frombuffer(blob, dtype=np.uint64).reshape(-1, page_size // 8)
-    return ~words.any(axis=1)
+    return words.max(axis=1, initial=0) == 0  # max vectorises better than any()
 
 
 def _split_zero(batch: Batch, page_size: int, find_zero: bool) -> tuple[memoryview, np.ndarray]:
