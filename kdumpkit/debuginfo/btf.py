@@ -23,10 +23,11 @@ BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")
 #: A BTF blob larger than this is not a kernel's.
 MAX_BTF_BYTES = 256 << 20
-#: Lookups by name answered by searching the string section and comparing every
-#: type's name offset (~0.1 ms each) before the dict of every string and the sorted
-#: name index are built (~40 ms for vmlinux): ``bt`` needs a handful, ``ps`` ~150.
-NAME_SEARCHES_BEFORE_INDEX = 256
+#: Names looked up by searching the string section and comparing every type's name
+#: offset (~0.7 ms each: a scan of vmlinux's 1.7 MB of strings) before the dict of
+#: every string and the sorted name index are built (~30 ms): ``bt`` looks up 5
+#: names, ``ps`` 15, ``report`` ~20; a long session pays for the index once.
+NAME_SEARCHES_BEFORE_INDEX = 32
 
 
 class BtfError(DumpError):
@@ -186,8 +187,9 @@ class Btf:
         self.end_id = self.start_id + len(self._offsets)
         self._name_index: tuple[np.ndarray, np.ndarray] | None = None
         self._name_offsets: np.ndarray | None = None
-        self._string_offsets: dict[str, int] | None = None
-        self._searches = 0
+        self._string_offsets: dict[str, list[int]] | None = None
+        #: name -> this blob's ids, for the names looked up before the index is built
+        self._searched: dict[str, list[int]] = {}
         self._enumerators: dict[str, int] | None = None
         self._decoded: dict[int, BtfType] = {}
 
@@ -276,10 +278,13 @@ class Btf:
         found = []
         if strings.startswith(raw + b"\0"):  # split BTF need not start with ""
             found.append(self.str_start)
-        needle = b"\0" + raw + b"\0"
-        at = strings.find(needle)
+        # The search skips ahead on the needle's last bytes: only the frequent NUL
+        # goes last, and a match must also follow a NUL (not end a longer string).
+        needle = raw + b"\0"
+        at = strings.find(needle, 1)
         while at >= 0:
-            found.append(self.str_start + at + 1)
+            if strings[at - 1] == 0:
+                found.append(self.str_start + at)
             at = strings.find(needle, at + 1)
         return found
 
@@ -303,13 +308,18 @@ class Btf:
     def ids_by_name(self, name: str) -> list[int]:
         """Ids of the types (and VARs, FUNCs, DATASECs) named ``name``, this blob then bases."""
         out: list[int] = []
-        if self._string_offsets is None and self._searches < NAME_SEARCHES_BEFORE_INDEX:
-            # A few lookups: no dict of ~100k strings, no sort of ~100k offsets.
-            self._searches += 1
+        searched = self._searched.get(name)
+        if searched is not None:
+            out.extend(searched)
+        elif self._string_offsets is None and len(self._searched) < NAME_SEARCHES_BEFORE_INDEX:
+            # A few names: no dict of ~100k strings, no sort of ~100k offsets.
             offsets = self._search_string(name)
+            found: list[int] = []
             if offsets:
-                found = np.flatnonzero(np.isin(self._type_name_offsets(), offsets))
-                out.extend((found + self.start_id).tolist())
+                at = np.flatnonzero(np.isin(self._type_name_offsets(), offsets))
+                found = (at + self.start_id).tolist()
+            self._searched[name] = found
+            out.extend(found)
         else:
             offsets = self._strings_by_name().get(name, [])
             if offsets:
