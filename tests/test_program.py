@@ -318,3 +318,21 @@ def test_plugin_scan_skipped_only_without_user_plugins(
     monkeypatch.setenv("DRGN_DISABLE_PLUGINS", "mine")
     with drgn_plugin_scan_skipped():
         assert os.environ["DRGN_DISABLE_PLUGINS"] == "mine"
+
+
+def test_numpy_without_blas_threads() -> None:
+    """Importing the analysis leaves no OpenBLAS threads (~0.1 s CPU each start) and no
+    OPENBLAS_NUM_THREADS for the shells it pipes to; a user's own setting is kept."""
+    import subprocess
+    import sys
+
+    probe = ("import os, kdumpkit.analyze.program, numpy; "
+             "print(len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["1", "None"]
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[1] == "2"
