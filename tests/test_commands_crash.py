@@ -161,3 +161,35 @@ def test_bad_task_and_cpu_arguments(session: Session) -> None:
     assert session.run_to_text("runq -c 99") == "runq: invalid cpu specification: 99\n"
     assert session.run_to_text("set ffffffff85c1aa40").splitlines()[0] == "    PID: 0"
     session.run_to_text("set -p")
+
+
+def test_each_namesake_module_defines_its_command() -> None:
+    """find_command imports only ``<name>.py`` for command ``name``: that module's class
+    must be the one the full registry holds, whatever the import order."""
+    from kdumpkit.analyze.commands import command_module_names, load_all_commands
+
+    registry = load_all_commands()
+    namesakes = [name for name in command_module_names() if name in registry]
+    assert {"bt", "ps", "log", "sys"} <= set(namesakes)
+    for name in namesakes:
+        assert registry[name].__module__ == f"kdumpkit.analyze.commands.{name}", name
+
+
+def test_bt_imports_only_its_own_command_module(kdump61: Path) -> None:
+    """A fresh ``crash -c bt`` imports bt.py, not the other commands; ``help`` first still
+    lists every command (crash's help.txt names are all there)."""
+    import ast
+    import subprocess
+    import sys
+
+    probe = ("import sys; from kdumpkit.cli.main import main; main(sys.argv[1:]); "
+             "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules "
+             "if m.startswith('kdumpkit.analyze.commands.')), file=sys.stderr)")
+    run = subprocess.run([sys.executable, "-c", probe, "crash", str(kdump61), "-c", "bt"],
+                         capture_output=True, text=True, check=True)
+    loaded = ast.literal_eval(run.stderr.strip().splitlines()[-1])
+    assert "bt" in loaded and not {"ps", "log", "kmem", "help"} & set(loaded), loaded
+    run = subprocess.run([sys.executable, "-m", "kdumpkit", "crash", str(kdump61), "-c", "help"],
+                         capture_output=True, text=True, check=True)
+    for name in ("bt", "ps", "log", "kmem", "mount", "struct", "vtop"):
+        assert f" {name} " in f" {' '.join(run.stdout.split())} ", name

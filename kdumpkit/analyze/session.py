@@ -4,8 +4,6 @@ parse the command's arguments, dispatch, and print errors the way crash prints t
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import shlex
 import shutil
 import subprocess
@@ -15,7 +13,8 @@ from typing import IO, TYPE_CHECKING, NoReturn
 
 import drgn
 
-from kdumpkit.analyze.commands.base import COMMANDS, Command, CommandError, Result
+from kdumpkit.analyze.commands import find_command, load_all_commands
+from kdumpkit.analyze.commands.base import Command, CommandError, Result
 from kdumpkit.dump.errors import DumpError
 
 if TYPE_CHECKING:
@@ -41,17 +40,7 @@ def open_for_analysis(path: str, vmlinux: str | None = None) -> Program:
 
 def load_commands() -> dict[str, type[Command]]:
     """Import every command module so that each registers itself; return the registry."""
-    import kdumpkit.analyze.commands as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name in ("base", "common") or info.name.startswith("_"):
-            continue
-        try:
-            importlib.import_module(f"{package.__name__}.{info.name}")
-        except ImportError:
-            # A module whose optional dependency is missing only loses its commands.
-            continue
-    return COMMANDS
+    return load_all_commands()
 
 
 #: the commands drgn 0.3.0's crash layer implements (drgn/commands/_crash)
@@ -120,12 +109,16 @@ class Session:
         self.err = err
         #: a pager command for output taller than the terminal (crash's "scroll on")
         self.pager = pager
-        self.commands = load_commands()
+
+    @property
+    def commands(self) -> dict[str, type[Command]]:
+        """Every command by name and alias (imports every command module)."""
+        return load_all_commands()
 
     def execute(self, words: list[str]) -> Result:
         """Run one command given as words; raise CommandError on any failure."""
         name, argv = words[0], words[1:]
-        command_cls = self.commands.get(name)
+        command_cls = find_command(name)
         if command_cls is None:
             raise CommandError(f"command not found: {name}")
         command = command_cls()
