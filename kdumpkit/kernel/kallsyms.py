@@ -188,18 +188,30 @@ def decode_names(
     is_token[second_byte] = False
     token_ids = raw[:end][is_token]
     token_bytes = np.frombuffer(b"".join(tokens), dtype=np.uint8)
-    token_len = np.array([len(token) for token in tokens], dtype=np.int64)
-    token_start = np.cumsum(token_len) - token_len
+    # int32 throughout: the expansion is bounded by MAX_EXPANDED_BYTES, and halving the
+    # temporaries (several MB each) is most of the speed.
+    token_len = np.array([len(token) for token in tokens], dtype=np.int32)
+    token_start = np.cumsum(token_len, dtype=np.int32) - token_len
     piece_len = token_len[token_ids]
     first_piece = np.cumsum(lengths) - lengths
     entry_len = np.add.reduceat(piece_len, first_piece)
-    total = int(entry_len.sum())
+    total = int(entry_len.sum(dtype=np.int64))
     if total > MAX_EXPANDED_BYTES:
         raise KallsymsError(f"kallsyms_names expands to {total} bytes, a corrupt token table")
     if not entry_len.all():
         raise KallsymsError("kallsyms_names has a name that expands to nothing")
-    piece_out = np.cumsum(piece_len) - piece_len
-    text = token_bytes[np.repeat(token_start[token_ids] - piece_out, piece_len) + np.arange(total)]
+    if not token_len.all():
+        token_ids = token_ids[piece_len > 0]  # empty tokens add nothing (and would collide)
+        piece_len = token_len[token_ids]
+    # The byte k of the text is token_bytes[source[k]]: within a piece source grows by
+    # one per byte, and it jumps where each piece starts, so it is a running sum.
+    piece_out = np.cumsum(piece_len, dtype=np.int32) - piece_len
+    jump = token_start[token_ids]
+    jump[1:] -= token_start[token_ids[:-1]] + piece_len[:-1] - 1
+    source = np.ones(total, dtype=np.int32)
+    source[piece_out] = jump
+    np.cumsum(source, out=source)
+    text = token_bytes[source]
     # The first byte of each expanded name is its nm type letter; replace it with a
     # separator so that one split yields every name.
     first = np.cumsum(entry_len) - entry_len
