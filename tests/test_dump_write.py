@@ -428,3 +428,31 @@ def test_makedumpfile_178_reads_our_zstd(kdump61: Path, fx61: Path, tmp_path: Pa
     subprocess.run([*mdf, "--dump-dmesg", str(ours), str(text)], check=True, capture_output=True)
     # The same text 1.7.8 printed from /proc/vmcore in the capture kernel.
     assert text.read_bytes() == (fx61 / "makedumpfile" / "dump-dmesg-1.7.8.txt").read_bytes()
+
+
+def test_keep_beyond_the_source_is_cut_to_its_pages(
+    kdump61: Path, elf61: Path, tmp_path: Path
+) -> None:
+    # A keep bitmap asking for every pfn (holes and excluded pages too) writes what a
+    # keep of just the source's pages writes, whether given as bools or packed.
+    from kdumpkit.dump.base import Bitmap
+
+    outs = []
+    with open_dump(kdump61) as ref, open_dump(elf61) as src:
+        wanted = np.pad(ref.present_bitmap(), (0, src.max_pfn - ref.max_pfn))
+        wanted[: 1 << 16] = True  # pages of the first 256 MiB, present or not
+        for keep in (wanted, Bitmap.from_bool(wanted), wanted & src.present_bitmap()):
+            out = tmp_path / f"ours.{len(outs)}"
+            write_dump(src, out, compress="zstd", keep=keep, exclude_zero=True, dump_level=31)
+            outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_elf_windows_match_the_whole_bitmaps(elf61: Path) -> None:
+    with open_dump(elf61) as src:
+        present, ram = src.present_bitmap(), src.ram_bitmap()
+        for lo, hi in ((0, 100), (150, 70_000), (src.max_pfn - 9, src.max_pfn + 5)):
+            assert np.array_equal(src.present_window(lo, hi), present[lo:hi])
+            assert np.array_equal(src.ram_window(lo, hi), ram[lo:hi])
+        assert src.count_windows(ram=True) == int(ram.sum())
+        assert src.count_windows(ram=False) == int(present.sum())

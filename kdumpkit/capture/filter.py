@@ -398,12 +398,12 @@ def exclude_unnecessary_pages(
         raise FilterError(f"dump level {dump_level} is outside 0..{MAX_DUMP_LEVEL}")
     if window <= 0 or window % PGMM_CACHED:
         raise FilterError(f"window {window} is not a positive multiple of {PGMM_CACHED}")
-    keep = dump.present_bits().copy()
+    keep = dump.present_bits()  # a new bitmap, ours to change
     result = FilterResult(
         dump_level=dump_level,
         keep_bits=keep,
         input_pages=keep.count(),
-        ram_pages=dump.ram_bits().count(),
+        ram_pages=dump.count_windows(ram=True),
         max_pfn=dump.max_pfn,
         page_size=dump.page_size,
     )
@@ -417,7 +417,6 @@ def exclude_unnecessary_pages(
     if not needs_scan(dump_level, rules):
         return result
     memmap = SparseMem(dump)
-    ram = dump.ram_bits()
     excluder = _Excluder(keep)
     total = sum(end - start for start, end, _ in memmap.ranges())
     done = 0
@@ -439,7 +438,7 @@ def exclude_unnecessary_pages(
             first = pfn & ~7
             bits = keep.window(first, stop).copy()
             excluder.block = (pfn, bits[pfn - first :])
-            excluder.apply(pfn, cls, order, evaluated & ram.window(pfn, stop))
+            excluder.apply(pfn, cls, order, evaluated & dump.ram_window(pfn, stop))
             excluder.block = None
             keep.set_window(first, bits)
             done += count

@@ -90,13 +90,40 @@ class Dump(ABC):
         return self.present_bitmap()
 
     def present_bits(self) -> Bitmap:
-        """:meth:`present_bitmap` packed, a bit per pfn (formats that know their
-        ranges build it without the byte-per-pfn array)."""
+        """:meth:`present_bitmap` packed, a bit per pfn: a new bitmap, the caller's
+        to change (formats that know their ranges build it without the
+        byte-per-pfn array)."""
         return Bitmap.from_bool(self.present_bitmap())
 
     def ram_bits(self) -> Bitmap:
-        """:meth:`ram_bitmap` packed, a bit per pfn."""
+        """:meth:`ram_bitmap` packed, a bit per pfn: a new bitmap, the caller's."""
         return Bitmap.from_bool(self.ram_bitmap())
+
+    def present_window(self, start: int, end: int) -> np.ndarray:
+        """:meth:`present_bitmap` ``[start, end)`` (formats that know their ranges
+        make just the window; here the whole bitmap is made once and kept)."""
+        return self._whole_bitmap("present")[start:end]
+
+    def ram_window(self, start: int, end: int) -> np.ndarray:
+        """:meth:`ram_bitmap` ``[start, end)`` (the whole bitmap made once and kept)."""
+        return self._whole_bitmap("ram")[start:end]
+
+    def _whole_bitmap(self, which: str) -> np.ndarray:
+        # Some formats make their bitmaps anew at every call: windows use one copy.
+        key = f"_window_{which}"
+        bits = self.__dict__.get(key)
+        if bits is None:
+            bits = self.present_bitmap() if which == "present" else self.ram_bitmap()
+            self.__dict__[key] = bits
+        return bits
+
+    def count_windows(self, *, ram: bool) -> int:
+        """Pages present (or RAM), counted a window at a time."""
+        window = self.ram_window if ram else self.present_window
+        return sum(
+            int(np.count_nonzero(window(lo, lo + BITMAP_WINDOW)))
+            for lo in range(0, self.max_pfn, BITMAP_WINDOW)
+        )
 
     def close(self) -> None:  # noqa: B027 - optional for subclasses
         """Release files and maps."""
@@ -210,18 +237,29 @@ BITMAP_WINDOW = 1 << 20
 POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
+def _zeros(nbytes: int) -> np.ndarray:
+    """A zeroed uint8 array; large ones in an anonymous map of their own, so that
+    pages never written take no memory and freeing gives it all back (a large
+    heap block freed stays in the heap once glibc has raised its mmap threshold)."""
+    if nbytes < 1 << 20:
+        return np.zeros(nbytes, dtype=np.uint8)
+    import mmap
+
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
+
+
 def _popcount(packed: np.ndarray) -> int:
-    """Set bits of a uint8 array, a word at a time."""
+    """Set bits of a uint8 array, a word at a time, 1 MiB at a time (temporaries
+    as large as the bitmap would stay in the heap once freed)."""
     whole = len(packed) & ~7
-    words = packed[:whole].view(np.uint64)
-    if hasattr(np, "bitwise_count"):  # numpy 2.0+
-        total = int(np.bitwise_count(words).sum(dtype=np.int64))
-    else:
-        total = sum(
-            int(POPCOUNT[packed[i : i + (1 << 20)]].sum(dtype=np.int64))
-            for i in range(0, whole, 1 << 20)
-        )
-    return total + int(POPCOUNT[packed[whole:]].sum(dtype=np.int64))
+    total = int(POPCOUNT[packed[whole:]].sum(dtype=np.int64))
+    for i in range(0, whole, 1 << 20):
+        chunk = packed[i : min(whole, i + (1 << 20))]
+        if hasattr(np, "bitwise_count"):  # numpy 2.0+
+            total += int(np.bitwise_count(chunk.view(np.uint64)).sum(dtype=np.int64))
+        else:
+            total += int(POPCOUNT[chunk].sum(dtype=np.int64))
+    return total
 
 
 class Bitmap:
@@ -232,7 +270,7 @@ class Bitmap:
     def __init__(self, size: int, packed: np.ndarray | None = None) -> None:
         self.size = size
         nbytes = (size + 7) // 8
-        self.packed = np.zeros(nbytes, dtype=np.uint8) if packed is None else packed
+        self.packed = _zeros(nbytes) if packed is None else packed
         if self.packed.shape != (nbytes,) or self.packed.dtype != np.uint8:
             raise ValueError(f"a bitmap of {size} bits takes {nbytes} bytes")
 
@@ -250,7 +288,9 @@ class Bitmap:
         return bitmap
 
     def copy(self) -> Bitmap:
-        return Bitmap(self.size, self.packed.copy())
+        packed = _zeros(len(self.packed))
+        packed[:] = self.packed
+        return Bitmap(self.size, packed)
 
     def window(self, start: int, end: int) -> np.ndarray:
         """Bits ``[start, end)`` as a bool array."""
@@ -307,11 +347,23 @@ class Bitmap:
         """The whole bitmap as a bool array (a byte per bit: small bitmaps only)."""
         return self.window(0, self.size)
 
+    def is_subset_of(self, other: Bitmap) -> bool:
+        """Whether every bit set here is set in ``other`` (checked a chunk at a time)."""
+        step = BITMAP_WINDOW // 8
+        return not any(
+            np.any(self.packed[i : i + step] & ~other.packed[i : i + step])
+            for i in range(0, len(self.packed), step)
+        )
+
     def __and__(self, other: Bitmap) -> Bitmap:
-        return Bitmap(self.size, self.packed & other.packed)
+        return Bitmap(
+            self.size, np.bitwise_and(self.packed, other.packed, out=_zeros(len(self.packed)))
+        )
 
     def __or__(self, other: Bitmap) -> Bitmap:
-        return Bitmap(self.size, self.packed | other.packed)
+        return Bitmap(
+            self.size, np.bitwise_or(self.packed, other.packed, out=_zeros(len(self.packed)))
+        )
 
     def runs(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
         """Runs ``[start, end)`` of set bits, found a window at a time (a run that

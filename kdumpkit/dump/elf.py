@@ -162,8 +162,6 @@ class ElfDump(Dump):
         )
         self._present: np.ndarray | None = None
         self._ram: np.ndarray | None = None
-        self._present_bits: Bitmap | None = None
-        self._ram_bits: Bitmap | None = None
 
     def _extended_phnum(self, end: str, e_shoff: int) -> int:
         # With more than 0xfffe program headers, the real count is section 0's sh_info.
@@ -264,17 +262,31 @@ class ElfDump(Dump):
             if ram or ext.lost_from > ext.start
         ]
 
+    def _window(self, start: int, end: int, *, ram: bool) -> np.ndarray:
+        end = min(end, self.max_pfn)
+        bits = np.zeros(max(0, end - start), dtype=bool)
+        for a, b in self._runs(ram=ram):
+            if a < end and b > start:
+                bits[max(a, start) - start : min(b, end) - start] = True
+        return bits
+
+    def present_window(self, start: int, end: int) -> np.ndarray:
+        """Painted from the segments: no bitmap of the whole dump."""
+        return self._window(start, end, ram=False)
+
+    def ram_window(self, start: int, end: int) -> np.ndarray:
+        """Painted from the segments: no bitmap of the whole dump."""
+        return self._window(start, end, ram=True)
+
+    # Not cached: built in a few ms, and a capture kernel should not hold 32 MiB
+    # per TiB of RAM for each of them for the whole run.
     def present_bits(self) -> Bitmap:
-        """Packed straight from the segments (no byte-per-pfn array); cached."""
-        if self._present_bits is None:
-            self._present_bits = Bitmap.from_runs(self.max_pfn, self._runs(ram=False))
-        return self._present_bits
+        """Packed straight from the segments (no byte-per-pfn array)."""
+        return Bitmap.from_runs(self.max_pfn, self._runs(ram=False))
 
     def ram_bits(self) -> Bitmap:
-        """Packed straight from the segments (no byte-per-pfn array); cached."""
-        if self._ram_bits is None:
-            self._ram_bits = Bitmap.from_runs(self.max_pfn, self._runs(ram=True))
-        return self._ram_bits
+        """Packed straight from the segments (no byte-per-pfn array)."""
+        return Bitmap.from_runs(self.max_pfn, self._runs(ram=True))
 
     def ram_bitmap(self) -> np.ndarray:
         return self._bitmaps()[1]
@@ -317,10 +329,9 @@ class ElfDump(Dump):
     ) -> Iterator[tuple[np.ndarray, bytes | memoryview]]:
         """Runs of kept present pages, a window of the bitmaps at a time."""
         ps = self.page_size
-        present = self.present_bits()
         for lo in range(0, self.max_pfn, BITMAP_WINDOW):
             hi = min(self.max_pfn, lo + BITMAP_WINDOW)
-            bits = keep.window(lo, hi) & present.window(lo, hi)
+            bits = keep.window(lo, hi) & self.present_window(lo, hi)
             for run_start, run_end in bitmap_runs(bits):
                 for pfn in range(lo + run_start, lo + run_end, max_pages):
                     n = min(lo + run_end - pfn, max_pages)

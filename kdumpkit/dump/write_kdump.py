@@ -68,15 +68,17 @@ def bitmap_bytes(bits: np.ndarray | Bitmap, block_size: int) -> bytes:
 BITMAP_CHUNK = 1 << 20
 
 
-def write_bitmaps(sink: Sink, plan: KdumpPlan, ram: Bitmap, dumpable: Bitmap) -> None:
-    """The 1st bitmap (RAM, and every dumpable page) and the 2nd (dumpable), a
-    chunk at a time: no copy of the whole bitmaps."""
+def write_bitmaps(sink: Sink, plan: KdumpPlan, src: Dump, dumpable: Bitmap) -> None:
+    """The 1st bitmap (RAM of ``src``, and every dumpable page) and the 2nd
+    (dumpable), a chunk at a time: no copy of the whole bitmaps."""
     at = (1 + plan.sub_hdr_size) * plan.block_size
     one = plan.bitmap_blocks // 2 * plan.block_size
     for pos in range(0, len(dumpable.packed), BITMAP_CHUNK):
-        piece = slice(pos, pos + BITMAP_CHUNK)
-        sink.pwrite(at + pos, (ram.packed[piece] | dumpable.packed[piece]).tobytes())
-        sink.pwrite(at + one + pos, dumpable.packed[piece].tobytes())
+        piece = dumpable.packed[pos : pos + BITMAP_CHUNK]
+        ram = np.packbits(src.ram_window(pos * 8, (pos + len(piece)) * 8), bitorder="little")
+        ram.resize(len(piece))
+        sink.pwrite(at + pos, (ram | piece).tobytes())
+        sink.pwrite(at + one + pos, piece.tobytes())
     # The padding to whole blocks is zeros (the file may not be new).
     pad = one - len(dumpable.packed)
     if pad:

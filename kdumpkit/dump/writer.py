@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from kdumpkit.dump.base import POPCOUNT, Bitmap, Dump
+from kdumpkit.dump.base import BITMAP_WINDOW, POPCOUNT, Bitmap, Dump
 from kdumpkit.dump.compress import CODECS, Codec, get_codec
 from kdumpkit.dump.elf import DUMP_ELF_INCOMPLETE
 from kdumpkit.dump.errors import DumpError
@@ -136,9 +136,8 @@ class _Output:
 
 
 def _kept_pages(src: Dump, keep: np.ndarray | Bitmap | None) -> Bitmap:
-    present = src.present_bits()
     if keep is None:
-        return present.copy()
+        return src.present_bits()
     if not isinstance(keep, Bitmap):
         keep = np.asarray(keep, dtype=bool)
         if keep.shape != (src.max_pfn,):
@@ -148,7 +147,16 @@ def _kept_pages(src: Dump, keep: np.ndarray | Bitmap | None) -> Bitmap:
         keep = Bitmap.from_bool(keep)
     elif keep.size != src.max_pfn:
         raise DumpError(f"keep bitmap has {keep.size} entries, the dump has {src.max_pfn} pages")
-    return keep & present
+    # Pages the source does not have are not kept, a window at a time; a filter's
+    # result has none of them and is used as it is.
+    kept: Bitmap | None = None
+    for lo in range(0, src.max_pfn, BITMAP_WINDOW):
+        bits = keep.window(lo, lo + BITMAP_WINDOW)
+        absent = bits & ~src.present_window(lo, lo + BITMAP_WINDOW)
+        if absent.any():
+            kept = kept or keep.copy()
+            kept.set_window(lo, bits & ~absent)
+    return kept or keep
 
 
 def _defaults(
@@ -229,7 +237,7 @@ def _write_kdump_file(
     sink.pwrite(0, header)
     try:
         sink.pwrite(plan.block_size, encode_sub_header(plan, src, phys_base, dump_level))
-        write_bitmaps(sink, plan, src.ram_bits(), kept)
+        write_bitmaps(sink, plan, src, kept)
         pages, zeros, end_of_data = write_kdump_pages(
             sink, plan,
             _batches(src, file_kept, codec, exclude_zero, threads),
@@ -347,7 +355,7 @@ def write_dump(
             )  # fmt: skip
     finally:
         output.close()
-    stats.excluded_pages = src.ram_bits().count() - total
+    stats.excluded_pages = src.count_windows(ram=True) - total
     stats.seconds = time.monotonic() - started
     return stats
 
@@ -448,6 +456,6 @@ def write_split(
             output.close()
         stats.add(part)
         done_before += part.pages_written
-    stats.excluded_pages = src.ram_bits().count() - total
+    stats.excluded_pages = src.count_windows(ram=True) - total
     stats.seconds = time.monotonic() - started
     return stats
