@@ -25,6 +25,7 @@ from kdumpkit.analyze.stack import (
     panic_cpu,
     saved_registers,
     stack_trace,
+    task_cpu,
 )
 from kdumpkit.dump.errors import DumpError
 
@@ -173,8 +174,6 @@ def frame_row(index: int, frame: Frame) -> dict[str, Any]:
 
 def task_cpu_of(prog: Program, task: Object) -> int:
     """The CPU crash shows for a task: where it runs or last ran."""
-    from drgn.helpers.linux.sched import task_cpu
-
     return task_cpu(task)
 
 
