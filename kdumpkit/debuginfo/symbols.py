@@ -27,13 +27,6 @@ from kdumpkit.kernel.kallsyms import (
 
 #: x86_64 kernel space starts here (the upper canonical half).
 KERNEL_SPACE_START = 0xFFFF800000000000
-#: Names looked up by searching the joined names (~0.5 ms each: a scan of 1.5 MB;
-#: ~3 ms to set up) before a dict of every name is built (~20 ms for 90k names, with
-#: the duplicated ones): ``bt`` looks up 23 names, ``ps`` 12; a long session pays for
-#: the dict once.
-NAME_SEARCHES_BEFORE_INDEX = 32
-
-
 class SymbolError(DumpError):
     """The kernel's symbol table cannot be found or is corrupt."""
 
@@ -57,82 +50,46 @@ class KernelSymbols:
             self.types = bytes(np.frombuffer(self.types, dtype=np.uint8)[order].tobytes())
             if self.explicit_sizes is not None:
                 self.explicit_sizes = self.explicit_sizes[order]
-        self._by_name: dict[str, int] | None = None
-        self._dups: dict[str, list[int]] | None = None
         self._sizes: np.ndarray | None = self.explicit_sizes
-        #: "\n" + every name + "\n" between them, and where each name's "\n" is.
-        self._joined: tuple[str, np.ndarray] | None = None
-        #: name -> positions, for the names looked up before the dict is built
-        self._searched: dict[str, list[int]] = {}
+        self._lengths: np.ndarray | None = None
+        #: name length -> (the names of that length end to end, their positions)
+        self._cells: dict[int, tuple[str, list[int]]] = {}
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def _name_index(self) -> dict[str, int]:
-        """Name -> first position, built in C (assigning in reverse keeps the first)."""
-        if self._by_name is None:
+    def _names_of_length(self, length: int) -> tuple[str, list[int]]:
+        """The names of one length end to end (fixed-width cells) and their positions,
+        built the first time a name of that length is looked up (~0.5 ms each)."""
+        cells = self._cells.get(length)
+        if cells is None:
             names = self.names
-            self._by_name = dict(zip(reversed(names), range(len(names) - 1, -1, -1), strict=True))
-        return self._by_name
-
-    def _joined_names(self) -> tuple[str, np.ndarray] | None:
-        """The names joined by newlines, and the offset of the newline before each; None
-        when a name holds a newline itself (then only the dict can answer)."""
-        if self._joined is None:
-            names = self.names
-            text = "\n" + "\n".join(names) + "\n"
-            if text.count("\n") != len(names) + 1:
-                return None
-            spans = np.fromiter(map(len, names), dtype=np.int64, count=len(names)) + 1
-            self._joined = (text, np.cumsum(spans) - spans)
-        return self._joined
-
-    def _search_positions(self, name: str) -> list[int] | None:
-        """Positions of the symbols called ``name``, found by a text search (no dict)."""
-        joined = self._joined_names()
-        if joined is None:
-            return None
-        if not name or "\n" in name:
-            return []
-        text, starts = joined
-        # The search skips ahead on the needle's last characters, so the frequent "\n"
-        # goes last only; a match must also follow a "\n" (not end a longer name).
-        needle = f"{name}\n"
-        found = []
-        at = text.find(needle, 1)
-        while at >= 0:
-            if text[at - 1] == "\n":
-                found.append(at - 1)
-            at = text.find(needle, at + 1)
-        return np.searchsorted(starts, found).tolist() if found else []
+            if self._lengths is None:
+                self._lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
+            where = np.flatnonzero(self._lengths == length).tolist()
+            cells = self._cells[length] = ("".join(map(names.__getitem__, where)), where)
+        return cells
 
     def positions(self, name: str) -> list[int]:
-        """Positions of every symbol called ``name`` (ascending)."""
-        if self._by_name is None:
-            searched = self._searched.get(name)
-            if searched is None and len(self._searched) < NAME_SEARCHES_BEFORE_INDEX:
-                searched = self._search_positions(name)
-                if searched is not None:
-                    self._searched[name] = searched
-            if searched is not None:
-                return list(searched)
-        first = self._name_index().get(name)
-        if first is None:
-            return []
-        if self._dups is None:
-            self._dups = self._duplicates()
-        return self._dups.get(name) or [first]
+        """Positions of every symbol called ``name`` (ascending).
 
-    def _duplicates(self) -> dict[str, list[int]]:
-        """Name -> every position, for the names that several symbols share."""
-        index = self._name_index()
-        names = self.names
-        dups: dict[str, list[int]] = {}
-        if len(index) < len(names):
-            firsts = np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
-            for i in np.flatnonzero(firsts != np.arange(len(names))).tolist():
-                dups.setdefault(names[i], [index[names[i]]]).append(i)
-        return dups
+        A search among the names of the same length, no dict of every name: building
+        one costs ~20 ms for 90k names, more than all the lookups of a ``bt`` together.
+        """
+        length = len(name)
+        text, where = self._names_of_length(length)
+        if length == 0:
+            return list(where)
+        found = []
+        at = text.find(name)
+        while at >= 0:
+            index, misaligned = divmod(at, length)
+            if misaligned:
+                at = text.find(name, at + 1)
+            else:
+                found.append(where[index])
+                at = text.find(name, at + length)
+        return found
 
     def address(self, name: str) -> int | None:
         """Address of the first symbol called ``name``, or None."""
