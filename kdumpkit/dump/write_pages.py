@@ -119,29 +119,48 @@ def _start_workers(pool: Executor) -> None:
     pool.submit(int).result()
 
 
+#: Pages sent to a worker process per job (several batches: fewer round trips).
+JOB_PAGES = 512
+
+
 def compress_in_processes(
     batches: Iterator[Batch], codec: Codec, page_size: int, find_zero: bool, workers: int
 ) -> Iterator[Batch]:
     """:func:`compress_batch` over ``batches`` in ``workers`` processes, in order.
 
-    For codecs that compress a page per call (zlib, lzo, snappy): threads making
-    a call per 4 KiB page spend their time handing the GIL over, processes do
-    not.  The non-zero pages of a batch are copied to the worker; at most
-    ``workers * 4`` batches are in flight."""
+    For codecs that compress a page per call (zlib): threads making a call per
+    4 KiB page spend their time handing the GIL over, processes do not.  Zero
+    pages are found here; the others are copied to a worker, about
+    :data:`JOB_PAGES` at a time; at most ``workers * 2`` jobs are in flight."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    Group = list[tuple[Batch, np.ndarray, bytes]]
     context = multiprocessing.get_context("fork")
-    window = workers * 4
+    window = workers * 2
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         _start_workers(pool)
-        pending: deque[tuple[Batch, np.ndarray, Future[tuple[np.ndarray, bytes]]]] = deque()
+        pending: deque[tuple[Group, Future[tuple[np.ndarray, bytes]]]] = deque()
 
-        def finish() -> Batch:
-            batch, pages, future = pending.popleft()
+        def submit(group: Group) -> None:
+            raw = b"".join(r for _, _, r in group)
+            pending.append((group, pool.submit(_compress_pages_in_worker, codec.name,
+                                               page_size, raw)))  # fmt: skip
+
+        def finish() -> Iterator[Batch]:
+            group, future = pending.popleft()
             lengths, data = future.result()
-            return _set_stored(batch, pages, lengths, data, codec, page_size)
+            view = memoryview(data)
+            first = pos = 0
+            for batch, pages, _ in group:
+                mine = lengths[first : first + len(pages)]
+                size = int(mine.sum())
+                yield _set_stored(batch, pages, mine, view[pos : pos + size], codec, page_size)
+                first += len(pages)
+                pos += size
 
+        group: Group = []
+        grouped = 0
         try:
             for batch in batches:
                 view, pages = _split_zero(batch, page_size, find_zero)
@@ -150,14 +169,19 @@ def compress_in_processes(
                 else:
                     raw = np.frombuffer(view, np.uint8).reshape(-1, page_size)[pages].tobytes()
                 batch.blob = b""
-                job = pool.submit(_compress_pages_in_worker, codec.name, page_size, raw)
-                pending.append((batch, pages, job))
-                if len(pending) >= window:
-                    yield finish()
+                group.append((batch, pages, raw))
+                grouped += len(pages)
+                if grouped >= JOB_PAGES or len(group) >= JOB_PAGES // 16:
+                    submit(group)
+                    group, grouped = [], 0
+                    if len(pending) >= window:
+                        yield from finish()
+            if group:
+                submit(group)
             while pending:
-                yield finish()
+                yield from finish()
         finally:
-            for _, _, job in pending:
+            for _, job in pending:
                 job.cancel()
 
 
