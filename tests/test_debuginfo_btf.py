@@ -350,3 +350,21 @@ def test_name_search_equals_name_index(prog: drgn.Program) -> None:
     # the test blob names a FWD and a UNION "later" with two equal strings
     later = Btf(blob)
     assert [later.kind_of(i) for i in later.ids_by_name("later")] == [Kind.FWD, Kind.UNION]
+
+
+def test_enumerator_search_equals_enumerator_index(prog: drgn.Program) -> None:
+    """An enumerator found by searching for its name's offset among the enums' items is
+    the one the index of every enum's items gives (first enum by id)."""
+    symbols = prog.cache["kdumpkit.debuginfo"].symbols
+    start, stop = symbols.address("__start_BTF"), symbols.address("__stop_BTF")
+    blob, _ids = _every_kind()
+    for data in (blob, prog.read(start, stop - start)):
+        indexed = Btf(data)
+        index = indexed._enumerator_index()
+        searched = Btf(data)
+        names = [*list(index)[::53], "RED", "BLUE", "HUGE", "N_ONLINE", "LOG_CONT",
+                 "task_struct", "pid", "no_such_enumerator", "counter", "thing"]
+        for name in names:
+            assert searched._find_enumerator(name) == index.get(name), name
+            assert searched.enumerator(name) == indexed.enumerator(name), name
+    assert Btf(blob).enumerator("RED") == (_ids["enum"], -1)

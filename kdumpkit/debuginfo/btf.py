@@ -191,6 +191,8 @@ class Btf:
         #: name -> this blob's ids, for the names looked up before the index is built
         self._searched: dict[str, list[int]] = {}
         self._enumerators: dict[str, int] | None = None
+        #: enumerator name -> type id (or None), for the names looked up before the index
+        self._enumerators_found: dict[str, int | None] = {}
         self._decoded: dict[int, BtfType] = {}
 
     def _walk(self, words: memoryview) -> np.ndarray:
@@ -335,21 +337,57 @@ class Btf:
 
     def enumerator(self, name: str) -> tuple[int, int] | None:
         """(enum type id, value) of an enumerator named ``name``, or None."""
-        if self._enumerators is None:
-            self._enumerators = {}
-            words = np.frombuffer(self._words, dtype=np.uint32)
-            kinds = (words[self._offsets + 1] >> 24) & 0x1F
-            for idx in np.flatnonzero((kinds == Kind.ENUM) | (kinds == Kind.ENUM64)).tolist():
-                btype = self.type(self.start_id + idx)
-                for item in btype.items:
-                    self._enumerators.setdefault(item.name, btype.id)
-        type_id = self._enumerators.get(name)
+        if self._enumerators is None and len(self._enumerators_found) < NAME_SEARCHES_BEFORE_INDEX:
+            if name not in self._enumerators_found:
+                self._enumerators_found[name] = self._find_enumerator(name)
+            type_id = self._enumerators_found[name]
+        else:
+            type_id = self._enumerator_index().get(name)
         if type_id is None:
             return self.base.enumerator(name) if self.base is not None else None
         for item in self.type(type_id).items:
             if item.name == name:
                 return type_id, item.value
         return None
+
+    def _enumerator_index(self) -> dict[str, int]:
+        """Enumerator name -> the first ENUM/ENUM64 type that has it (decodes every enum)."""
+        if self._enumerators is None:
+            self._enumerators = {}
+            kinds = self._kinds()
+            for idx in np.flatnonzero((kinds == Kind.ENUM) | (kinds == Kind.ENUM64)).tolist():
+                btype = self.type(self.start_id + idx)
+                for item in btype.items:
+                    self._enumerators.setdefault(item.name, btype.id)
+        return self._enumerators
+
+    def _kinds(self) -> np.ndarray:
+        """Each type's kind, in id order."""
+        words = np.frombuffer(self._words, dtype=np.uint32)
+        return (words[self._offsets + 1] >> 24) & 0x1F
+
+    def _find_enumerator(self, name: str) -> int | None:
+        """The first ENUM/ENUM64 type of this blob with an enumerator ``name``: the words
+        equal to the name's string offset that are the name of an enum's item (~1 ms)."""
+        if self._string_offsets is not None:
+            offsets = self._string_offsets.get(name, [])
+        else:
+            offsets = self._search_string(name)
+        if not offsets:
+            return None
+        words = np.frombuffer(self._words, dtype=np.uint32)
+        at = np.flatnonzero(np.isin(words, offsets))
+        record = np.searchsorted(self._offsets, at, side="right") - 1
+        at, record = at[record >= 0], record[record >= 0]
+        start = self._offsets[record]
+        info = words[start + 1]
+        kind = (info >> 24) & 0x1F
+        item_words = np.where(kind == Kind.ENUM, 2, np.where(kind == Kind.ENUM64, 3, 0))
+        item = (at - start - 3) // np.maximum(item_words, 1)
+        is_name = (item_words > 0) & (at >= start + 3) & (item < (info & 0xFFFF))
+        is_name &= (at - start - 3) % np.maximum(item_words, 1) == 0
+        found = record[is_name]
+        return int(found.min()) + self.start_id if len(found) else None
 
     def kind_of(self, type_id: int) -> Kind:
         """The kind of ``type_id`` without decoding the record."""
