@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -67,6 +68,34 @@ def best_wall(command: list[str], repeat: int, stdin: str | None = None) -> floa
             return None
         best = elapsed if best is None else min(best, elapsed)
     return best
+
+
+#: the command lines a user types, timed as fresh processes (wall and user+sys CPU)
+CLI_RUNS = (("crash -c bt", ["crash", "{dump}", "-c", "bt"]),
+            ("report", ["report", "{dump}"]),
+            ("crash -c ps", ["crash", "{dump}", "-c", "ps"]))
+
+
+def best_cli(argv: list[str], repeat: int) -> tuple[float, float] | None:
+    """``python -m kdumpkit ARGV``: the best wall time over ``repeat`` runs, and the
+    user+sys CPU of the run with the least CPU (the machine may be shared)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    best_wall_time = best_cpu = None
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "kdumpkit", *argv], capture_output=True,
+                              env=env, check=False, timeout=600)
+        elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            print(f"  kdumpkit {' '.join(argv)} failed", file=sys.stderr)
+            return None
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        best_wall_time = elapsed if best_wall_time is None else min(best_wall_time, elapsed)
+        best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
+    assert best_wall_time is not None and best_cpu is not None
+    return best_wall_time, best_cpu
 
 
 def in_process(dump: Path, vmlinux: str | None, repeat: int) -> dict[str, float]:
@@ -130,6 +159,10 @@ def main() -> int:
     vmlinux = args.vmlinux or ""
     python = sys.executable
     results: dict[str, float | str | None] = {}
+    for name, argv in CLI_RUNS:
+        measured = best_cli([arg.format(dump=args.dump) for arg in argv], args.repeat)
+        results[f"kdumpkit {name}, wall (fresh process)"] = measured and measured[0]
+        results[f"kdumpkit {name}, user+sys CPU"] = measured and measured[1]
     results["kdumpkit open+bt, BTF (fresh process)"] = best_wall(
         [python, "-c", OURS_BT, str(args.dump), ""], args.repeat)
     results["kdumpkit open+report, BTF (fresh process)"] = best_wall(
