@@ -347,24 +347,6 @@ class Bitmap:
         """The whole bitmap as a bool array (a byte per bit: small bitmaps only)."""
         return self.window(0, self.size)
 
-    def is_subset_of(self, other: Bitmap) -> bool:
-        """Whether every bit set here is set in ``other`` (checked a chunk at a time)."""
-        step = BITMAP_WINDOW // 8
-        return not any(
-            np.any(self.packed[i : i + step] & ~other.packed[i : i + step])
-            for i in range(0, len(self.packed), step)
-        )
-
-    def __and__(self, other: Bitmap) -> Bitmap:
-        return Bitmap(
-            self.size, np.bitwise_and(self.packed, other.packed, out=_zeros(len(self.packed)))
-        )
-
-    def __or__(self, other: Bitmap) -> Bitmap:
-        return Bitmap(
-            self.size, np.bitwise_or(self.packed, other.packed, out=_zeros(len(self.packed)))
-        )
-
     def runs(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
         """Runs ``[start, end)`` of set bits, found a window at a time (a run that
         crosses a window boundary comes in pieces)."""

@@ -54,16 +54,6 @@ class KdumpPlan:
     order: str
 
 
-def bitmap_bytes(bits: np.ndarray | Bitmap, block_size: int) -> bytes:
-    """A bitmap (bool array or packed) as a kdump bitmap (bit N of byte N>>3, LSB
-    first), padded to blocks."""
-    packed = bits.packed if isinstance(bits, Bitmap) else np.packbits(bits, bitorder="little")
-    size = max(1, -(-len(packed) // block_size)) * block_size
-    out = np.zeros(size, dtype=np.uint8)
-    out[: len(packed)] = packed
-    return out.tobytes()
-
-
 #: Bitmap bytes written per pwrite.
 BITMAP_CHUNK = 1 << 20
 
