@@ -248,3 +248,15 @@ def test_linux_6_12_page_types_match_crash_kmem(tmp_path: Path) -> None:
         result = exclude_unnecessary_pages(dump, 31)
     assert result.excluded[PageClass.FREE] == expected["FREE"]
     assert result.excluded[PageClass.CACHE] == expected["CACHED"]
+
+
+def test_kept_sample_picks_as_flatnonzero_does(elf61: Path) -> None:
+    # The packed keep bitmap gives the same spread of sample pfns as the bool array
+    # (collect's size estimate), without an array of every kept pfn.
+    with open_dump(elf61) as dump:
+        result = exclude_unnecessary_pages(dump, 31)
+    kept = np.flatnonzero(result.keep)
+    assert result.kept_pages == kept.size > 0
+    for count in (1, 512, kept.size + 10):
+        expected = kept[np.linspace(0, kept.size - 1, min(count, kept.size)).astype(np.int64)]
+        assert np.array_equal(result.kept_sample(count), expected)

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 from kdumpkit.capture.filter import (
     DL_EXCLUDE_ZERO,
     FilterResult,
@@ -185,10 +183,10 @@ def estimate_dump_bytes(
     from kdumpkit.dump.compress import get_codec
 
     page_size = filtered.page_size
-    kept = np.flatnonzero(filtered.keep)
-    if kept.size == 0:
+    kept_pages = filtered.kept_pages
+    if kept_pages == 0:
         return 2 * page_size
-    picks = kept[np.linspace(0, kept.size - 1, min(samples, kept.size)).astype(np.int64)]
+    picks = filtered.kept_sample(samples)  # no array of every kept pfn
     compressing = dump_format != "elf" and compress != "none"
     codec = get_codec(compress) if compressing else None
     drop_zero = bool(filtered.dump_level & DL_EXCLUDE_ZERO)
@@ -198,8 +196,8 @@ def estimate_dump_bytes(
         if drop_zero and not any(page):
             continue
         total += min(len(codec.compress(page)), page_size) if codec else page_size
-    data = total * kept.size // len(picks)
-    overhead = 24 * kept.size + filtered.max_pfn // 4 + 64 * page_size
+    data = total * kept_pages // len(picks)
+    overhead = 24 * kept_pages + filtered.max_pfn // 4 + 64 * page_size
     return int((data + overhead) * 1.1)
 
 

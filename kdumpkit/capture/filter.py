@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kdumpkit.dump.base import Bitmap, Dump
+from kdumpkit.dump.base import BITMAP_WINDOW, Bitmap, Dump
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.kernel.memmap import PageLayout, SparseMem
 
@@ -170,6 +170,23 @@ class FilterResult:
     @property
     def kept_pages(self) -> int:
         return self.keep_bits.count()
+
+    def kept_sample(self, count: int) -> np.ndarray:
+        """Up to ``count`` kept pfns spread evenly over the kept pages (by rank, as
+        ``flatnonzero(keep)[linspace(...)]`` picks them), found a window of the
+        packed bitmap at a time."""
+        total = self.kept_pages
+        if total == 0 or count <= 0:
+            return np.zeros(0, dtype=np.int64)
+        ranks = np.linspace(0, total - 1, min(count, total)).astype(np.int64)
+        picks = []
+        seen = 0
+        for lo in range(0, self.keep_bits.size, BITMAP_WINDOW):
+            pfns = np.flatnonzero(self.keep_bits.window(lo, lo + BITMAP_WINDOW))
+            mine = ranks[(ranks >= seen) & (ranks < seen + len(pfns))]
+            picks.append(pfns[mine - seen].astype(np.int64) + lo)
+            seen += len(pfns)
+        return np.concatenate(picks)
 
 
 def _column(buf: bytes | bytearray, count: int, stride: int, offset: int, dtype: str) -> np.ndarray:
