@@ -368,3 +368,43 @@ def test_enumerator_search_equals_enumerator_index(prog: drgn.Program) -> None:
             assert searched._find_enumerator(name) == index.get(name), name
             assert searched.enumerator(name) == indexed.enumerator(name), name
     assert Btf(blob).enumerator("RED") == (_ids["enum"], -1)
+
+
+def _both_walks(btf: Btf) -> tuple[list[int] | None, list[int] | str]:
+    from kdumpkit.debuginfo.btf import _walk_vectorised
+
+    quick = _walk_vectorised(btf._words)
+    try:
+        exact: list[int] | str = btf._walk_one_by_one(btf._words).tolist()
+    except BtfError as exc:
+        exact = str(exc)
+    return (None if quick is None else quick.tolist()), exact
+
+
+def test_vectorised_walk_equals_record_by_record(prog: drgn.Program) -> None:
+    """The record offsets found all at once are those of the record-by-record walk, for
+    vmlinux's BTF and every module's split BTF."""
+    info = prog.cache["kdumpkit.debuginfo"]
+    blobs = [info.btf, *(module.btf for module in info.load_modules(prog))]
+    assert len(blobs) > 10
+    for btf in blobs:
+        quick, exact = _both_walks(btf)
+        assert quick is not None and quick == exact, btf.name
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_vectorised_walk_on_mutated_blobs(data: st.DataObject) -> None:
+    """Flipped bytes: the quick walk gives the exact offsets or leaves the blob to the
+    record-by-record walk (never other offsets, never a blob that walk rejects)."""
+    blob, _ = _every_kind()
+    mutated = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    try:
+        btf = Btf(bytes(mutated), name="fuzz")
+    except BtfError:
+        return
+    quick, exact = _both_walks(btf)
+    assert quick is None or quick == exact

@@ -87,6 +87,14 @@ _PER_ITEM = [-1] * 32  # -1: unknown kind
 for _k, (_f, _p) in _EXTRA_WORDS.items():
     _FIXED[_k], _PER_ITEM[_k] = _f, _p
 
+_FIXED_WORDS = np.array(_FIXED, dtype=np.int64)
+_ITEM_WORDS = np.array(_PER_ITEM, dtype=np.int64)
+#: info bits that are zero in every valid type record (between vlen and kind, and
+#: between kind and kind_flag)
+_INFO_UNUSED_BITS = 0x60FF0000
+#: rounds of :func:`_walk_vectorised` before it leaves the blob to the record-by-record walk
+_WALK_ROUNDS = 64
+
 INT_SIGNED = 1
 INT_CHAR = 2
 INT_BOOL = 4
@@ -149,6 +157,47 @@ class BtfType:
         return self.kind_flag
 
 
+def _walk_vectorised(words: memoryview) -> np.ndarray | None:
+    """Word offset of each type record, found without walking them one by one (~5 ms
+    instead of ~25 ms for vmlinux); None when the blob needs the record-by-record walk
+    (corrupt, or a shape this method does not settle).
+
+    Every word that could be a record's info word (a known kind, the unused bits zero)
+    gives a candidate record and the offset where the next one would start.  The true
+    records form the one chain from offset 0, and a true record is only ever followed
+    by a true one; so candidates that no candidate (nor the start) leads to are false,
+    and dropping them round after round leaves exactly the chain, which is checked.
+    """
+    all_words = np.frombuffer(words, dtype=np.uint32)
+    count = len(all_words)
+    if count < 3:
+        return None
+    info = all_words[1:].astype(np.int64)  # info[i]: the info word of a record at i
+    kind = (info >> 24) & 0x1F
+    item_words = _ITEM_WORDS[kind]
+    candidates = np.flatnonzero((item_words >= 0) & (kind != Kind.UNKN)
+                                & ((info & _INFO_UNUSED_BITS) == 0))
+    following = (candidates + 3 + _FIXED_WORDS[kind[candidates]]
+                 + item_words[candidates] * (info[candidates] & 0xFFFF))
+    fits = following <= count
+    candidates, following = candidates[fits], following[fits]
+    reached = np.zeros(count + 1, dtype=bool)
+    for _ in range(_WALK_ROUNDS):
+        reached[:] = False
+        reached[following] = True
+        reached[0] = True
+        kept = reached[candidates]
+        if kept.all():
+            break
+        candidates, following = candidates[kept], following[kept]
+    else:
+        return None
+    if (not len(candidates) or candidates[0] != 0 or following[-1] != count
+            or bool((following[:-1] != candidates[1:]).any())):
+        return None
+    return candidates
+
+
 class Btf:
     """A parsed BTF blob (vmlinux's, or a module's split on top of ``base``)."""
 
@@ -197,6 +246,12 @@ class Btf:
 
     def _walk(self, words: memoryview) -> np.ndarray:
         """Word offset of each type record, checking that each fits."""
+        offsets = _walk_vectorised(words)
+        return offsets if offsets is not None else self._walk_one_by_one(words)
+
+    def _walk_one_by_one(self, words: memoryview) -> np.ndarray:
+        """:meth:`_walk` record after record (~25 ms for vmlinux), with the error that
+        says where a corrupt blob goes wrong."""
         offsets = []
         append = offsets.append
         fixed, per_item = _FIXED, _PER_ITEM
