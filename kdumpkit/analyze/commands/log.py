@@ -67,9 +67,9 @@ def format_record(record: dict[str, Any], *, timestamps: bool = True, level: boo
         prefix = f"[{seconds:>5}.{nanos // 1000:06d}] "
     if caller:
         if record["caller_tid"] is not None:
-            prefix += f"[{'T' + str(record['caller_tid']):>8}] "
+            prefix += f"[{'T' + str(record['caller_tid']):>6}] "
         elif record["caller_cpu"] is not None:
-            prefix += f"[{'C' + str(record['caller_cpu']):>8}] "
+            prefix += f"[{'C' + str(record['caller_cpu']):>6}] "
     if level:
         prefix += f"<{record['level']}>"
     # A record's continuation lines are indented under its text, as crash does.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+import drgn
+
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
 from kdumpkit.analyze.commands.common import (
     active_tasks,
@@ -24,7 +26,8 @@ _STATE_NAMES = ("TASK_RUNNING", "TASK_INTERRUPTIBLE", "TASK_UNINTERRUPTIBLE", "T
 
 
 def state_name(task: Object) -> str:
-    """``TASK_RUNNING``, ``TASK_INTERRUPTIBLE``..., plus ``(PANIC)`` or ``(ACTIVE)``."""
+    """``TASK_RUNNING``, ``TASK_INTERRUPTIBLE``..., plus ``(PANIC)``, ``(SYSRQ)`` or
+    ``(ACTIVE)``."""
     from kdumpkit.analyze.commands.ps import TASK_IDLE, TASK_REPORT, task_state_raw
 
     state = task_state_raw(task)
@@ -35,10 +38,35 @@ def state_name(task: Object) -> str:
         name = _STATE_NAMES[bits.bit_length()] if bits else "TASK_RUNNING"
     panicked = panic_task(task.prog_)
     if panicked is not None and panicked.value_() == task.value_():
-        return f"{name} (PANIC)"
+        return f"{name} ({panic_kind(task)})"
     if task.value_() in active_tasks(task.prog_):
         return f"{name} (ACTIVE)"
-    return name
+    return f"{name} "  # crash leaves the space before the (absent) annotation
+
+
+def written_by_kdump(prog: Program) -> bool:
+    """Whether the dump was captured through kdump: ``__crash_kexec`` stamps CRASHTIME
+    into VMCOREINFO; a hypervisor's dump of a panicked guest has none."""
+    dump = prog.cache.get("kdumpkit.dump")
+    vmcoreinfo = getattr(dump, "vmcoreinfo", None)
+    return vmcoreinfo is None or vmcoreinfo.crashtime is not None
+
+
+def panic_kind(task: Object) -> str:
+    """``PANIC``, or ``SYSRQ`` as crash says when it had to find the panic task itself
+    (no kdump) and its stack runs through sysrq's crash handler."""
+    prog = task.prog_
+    if written_by_kdump(prog):
+        return "PANIC"
+    from kdumpkit.analyze.stack import stack_trace
+
+    try:
+        frames = stack_trace(prog, task)
+    except (drgn.FaultError, LookupError, ValueError):
+        return "PANIC"
+    if any(frame.function == "sysrq_handle_crash" for frame in frames):
+        return "SYSRQ"
+    return "PANIC"
 
 
 def context_block(task: Object) -> str:
