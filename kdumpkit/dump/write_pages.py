@@ -6,6 +6,11 @@ in flight at once whatever the dump's size.  Page bytes are not copied on the
 way: a batch of an ELF source is a view of the mapped input, zero pages are
 found over the whole batch at once (a ``uint64`` row per page), and only the
 non-zero pages go through the codec, a slice of the view each.
+
+Parallel compression: zstd compresses a whole batch per call (the GIL released
+once), so threads scale; zlib, lzo and snappy take a call per page, and threads
+doing that spend their time handing the GIL to each other, so zlib (slow enough
+to be worth it) goes to worker processes and lzo/snappy stay on one thread.
 """
 
 from __future__ import annotations
@@ -42,12 +47,6 @@ class Batch:
     flags: np.ndarray | None = None
     #: The stored bytes of the non-zero pages, back to back in pfn order.
     data: bytes | memoryview = b""
-
-    @property
-    def zero(self) -> np.ndarray:
-        """A bool per page: stored as (or dropped for being) a zero page."""
-        assert self.sizes is not None
-        return self.sizes == 0
 
 
 def read_batches(src: Dump, keep: Bitmap, threads: int = 1) -> Iterator[Batch]:
