@@ -8,6 +8,7 @@ import hashlib
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -456,3 +457,59 @@ def test_elf_windows_match_the_whole_bitmaps(elf61: Path) -> None:
             assert np.array_equal(src.ram_window(lo, hi), ram[lo:hi])
         assert src.count_windows(ram=True) == int(ram.sum())
         assert src.count_windows(ram=False) == int(present.sum())
+
+
+def _sparse_tib_elf(path: Path, data_pages: int) -> None:
+    """An ELF core with ``data_pages`` of RAM at 0 and as many just below 1 TiB."""
+    ps = 4096
+    phnum = 2
+    data_at = ps
+    ehdr = struct.pack(
+        "<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), 4, 62, 1, 0, 64, 0, 0,
+        64, 56, phnum, 0, 0, 0,
+    )  # fmt: skip
+    size = data_pages * ps
+    far = (1 << 40) - size
+    phdrs = b"".join(
+        struct.pack("<IIQQQQQQ", 1, 7, data_at + i * size, 0, paddr, size, size, 0)
+        for i, paddr in enumerate((0, far))
+    )
+    rng = np.random.default_rng(5)
+    pages = rng.integers(0, 4, size=(2 * data_pages, ps), dtype=np.uint8)
+    pages[::3] = 0  # some zero pages
+    with path.open("wb") as f:
+        f.write((ehdr + phdrs).ljust(data_at, b"\0"))
+        f.write(pages.tobytes())
+
+
+def test_writer_memory_does_not_grow_with_the_address_space(tmp_path: Path) -> None:
+    # 2^28 pfns (1 TiB) of address space, 8 MiB of pages: the keep bitmap is packed
+    # and read a window at a time (a byte per pfn would be 256 MiB per bitmap).
+    src = tmp_path / "tib.elf"
+    _sparse_tib_elf(src, 1024)
+    script = (
+        "import resource, sys\n"
+        "from kdumpkit.dump import open_dump\n"
+        "from kdumpkit.dump.writer import write_dump\n"
+        "with open_dump(sys.argv[1]) as d:\n"
+        "    s = write_dump(d, sys.argv[2], compress='zstd', exclude_zero=True)\n"
+        "print(d.max_pfn, s.pages_written, s.zero_pages,\n"
+        "      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = tmp_path / "tib.kdump"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(src), str(out)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    max_pfn, written, zeros, max_rss_kib = map(int, done.stdout.split())
+    assert max_pfn == 1 << 28 and written == 2048 and zeros == 2048 // 3 + 1
+    assert max_rss_kib < 160 * 1024, f"peak RSS {max_rss_kib} KiB"
+    with open_dump(out) as back:
+        assert back.max_pfn == 1 << 28 and back.count_present() == 2048
+        assert back.read_page((1 << 28) - 1) == bytes(_page_of(src, 2047))
+
+
+def _page_of(path: Path, index: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(4096 + index * 4096)
+        return f.read(4096)
