@@ -40,6 +40,8 @@ PathArg = str | os.PathLike[str]
 LIVE_PATHS = ("/proc/kcore",)
 #: Decompressed pages kept for drgn's many small reads (16 MiB of 4 KiB pages).
 PAGE_CACHE_PAGES = 4096
+#: Reads larger than this bypass the page cache.
+BULK_READ_BYTES = 256 << 10
 EM_X86_64 = 62
 #: drgn's own plugins (drgn 0.3.0's dist-info): they only register drgn's commands
 #: on import, which kdumpkit's drgn pass-through does itself when it needs them.
@@ -62,18 +64,21 @@ class PhysicalMemory:
         if data is not None:
             cache.move_to_end(pfn)
             return data
+        data = self._read_page(pfn)
+        cache[pfn] = data
+        if len(cache) > PAGE_CACHE_PAGES:
+            cache.popitem(last=False)
+        return data
+
+    def _read_page(self, pfn: int) -> bytes:
         try:
-            data = self.dump.read_page(pfn)
+            return self.dump.read_page(pfn)
         except PageNotPresentError as exc:
             raise drgn.FaultError(
                 f"page not in dump ({exc.reason})", pfn * self.page_size
             ) from None
         except DumpError as exc:
             raise drgn.FaultError(str(exc), pfn * self.page_size) from None
-        cache[pfn] = data
-        if len(cache) > PAGE_CACHE_PAGES:
-            cache.popitem(last=False)
-        return data
 
     def read(self, address: int, count: int, offset: int, physical: bool) -> bytes:
         """``add_memory_segment`` callback: ``count`` bytes of physical memory at ``address``."""
@@ -82,15 +87,22 @@ class PhysicalMemory:
         if start + count <= page_size:
             data = self.page(pfn)
             return data[start : start + count]
+        # A bulk read (kallsyms, BTF: megabytes read once) does not fill the cache,
+        # which is for the structures and stacks that drgn and the unwinder re-read.
+        bulk = count > BULK_READ_BYTES
         parts = []
         end = address + count
         while address < end:
             pfn, start = divmod(address, page_size)
             chunk = min(page_size - start, end - address)
             try:
-                parts.append(self.page(pfn)[start : start + chunk])
+                if bulk:
+                    data = self._cache.get(pfn) or self._read_page(pfn)
+                else:
+                    data = self.page(pfn)
             except drgn.FaultError as exc:
                 raise drgn.FaultError(exc.message, address) from None
+            parts.append(data[start : start + chunk])
             address += chunk
         return b"".join(parts)
 
