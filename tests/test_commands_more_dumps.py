@@ -143,6 +143,9 @@ CRASH_FILES = {
     "ps -A": "ps-A.txt", "ps 1": "ps-1.txt", "log -t": "log-t.txt", "log -m": "log-m.txt",
     "log -c": "log-c.txt", "sys -t": "sys-t.txt", "mod -t": "mod-t.txt",
     "runq -c 1": "runq-c1.txt", "set": "set.txt", "set -p": "set-p.txt", "set 1": "set-1.txt",
+    "ps -G": "ps-G.txt", "ps -y 0": "ps-y0.txt", "ps -S": "ps-S.txt", "ps -p 1": "ps-p1.txt",
+    "ps -c 1": "ps-c1.txt", "ps -l": "ps-l.txt", "ps -m": "ps-m.txt", "ps -u -k": "ps-uk.txt",
+    "ps swapper/0": "ps-swapper.txt", "ps -k -A": "ps-kA.txt", "runq -T": "runq-T.txt",
 }
 #: On makedumpfile 1.7.2's 6.12 files crash loses the 22 tasks behind the task in a
 #: dropped page, we lose only that one (test_ps_recovers_tasks_around_missing_pages):

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import drgn
 
-from kdumpkit.analyze.commands.base import Command, Result, register
+from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
 from kdumpkit.analyze.commands.common import (
+    MAX_TASKS,
     active_tasks,
     for_each_task_with_idle,
     is_kernel_thread,
@@ -115,6 +116,9 @@ def task_row(task: Object, active: dict[int, int], total_pages: int,
         "comm": task_comm(task),
         "kernel_thread": is_kernel_thread(task) or not mm,
         "active": active.get(address) == task_cpu(task),
+        "policy": task.policy.value_(),
+        "group_leader": task.group_leader.value_() == address,
+        "last_arrival": task.sched_info.last_arrival.value_(),
     }
 
 
@@ -145,9 +149,90 @@ def process_table(prog: Program) -> list[dict[str, Any]]:
     return rows
 
 
+#: scheduling policies by crash's names for ``ps -y`` (include/uapi/linux/sched.h)
+SCHED_POLICIES = {"normal": 0, "fifo": 1, "rr": 2, "batch": 3, "iso": 4, "idle": 5,
+                  "deadline": 6}
+#: ``ps -S`` counts states in this order (the TASK_REPORT bits, then ID)
+_SUMMARY_ORDER = ("RU", "IN", "UN", "ST", "TR", "DE", "ZO", "PA", "ID")
+
+
+def task_header(task: Object) -> str:
+    """crash's one-line task header: ``PID: 1        TASK: ...  CPU: 0    COMMAND: "init"``."""
+    from drgn.helpers.linux.sched import task_cpu
+
+    return (f"PID: {task.pid.value_():<8} TASK: {task.value_():x}  CPU: {task_cpu(task):<3}  "
+            f'COMMAND: "{task_comm(task)}"')
+
+
+def _row_header(row: dict[str, Any]) -> str:
+    return (f"PID: {row['pid']:<8} TASK: {row['task']:x}  CPU: {row['cpu']:<3}  "
+            f'COMMAND: "{row["comm"]}"')
+
+
+def render_parents(task: Object) -> str:
+    """``ps -p``: the task's ancestry from the idle task down, one more space a level."""
+    chain = [task]
+    while chain[-1].pid.value_() and len(chain) < MAX_TASKS:
+        chain.append(chain[-1].real_parent.read_())
+    return "".join(" " * depth + task_header(t) + "\n"
+                   for depth, t in enumerate(reversed(chain))) + "\n"
+
+
+def render_children(task: Object) -> str:
+    """``ps -c``: the task, then its children indented."""
+    from drgn.helpers.linux.list import list_for_each_entry
+
+    children = list_for_each_entry("struct task_struct", task.children.address_of_(), "sibling")
+    return task_header(task) + "\n" + "".join(
+        "  " + task_header(child) + "\n" for child in children) + "\n"
+
+
+def render_last_arrival(prog: Program, rows: list[dict[str, Any]], elapsed: bool) -> str:
+    """``ps -l`` (each task's last_arrival, latest first) and ``ps -m`` (the time since,
+    against its CPU's run-queue clock)."""
+    from drgn.helpers.linux.sched import cpu_rq
+
+    from kdumpkit.analyze.commands.common import for_each_cpu_in_dump
+
+    ordered = sorted(rows, key=lambda row: -row["last_arrival"])
+    if elapsed:
+        clocks = {cpu: cpu_rq(prog, cpu).clock.value_() for cpu in for_each_cpu_in_dump(prog)}
+        stamps = [_duration(max(clocks[row["cpu"]] - row["last_arrival"], 0))
+                  for row in ordered]
+    else:
+        stamps = [str(row["last_arrival"]) for row in ordered]
+    width = max((len(stamp) for stamp in stamps), default=0)
+    return "".join(f"[{stamp:>{width}}] [{row['state']}]  {_row_header(row)}\n"
+                   for stamp, row in zip(stamps, ordered, strict=True))
+
+
+def _duration(nanoseconds: int) -> str:
+    """``D HH:MM:SS.mmm``."""
+    days, rest = divmod(nanoseconds, 86400 * 10**9)
+    hours, rest = divmod(rest, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds, rest = divmod(rest, 10**9)
+    return f"{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{rest // 10**6:03d}"
+
+
+def parse_policies(text: str) -> set[int]:
+    """``ps -y``'s comma-separated policies, by number or name."""
+    policies = set()
+    for word in text.split(","):
+        word = word.strip().lower()
+        if word.isdigit():
+            policies.add(int(word))
+        elif word in SCHED_POLICIES:
+            policies.add(SCHED_POLICIES[word])
+        else:
+            raise CommandError(f"invalid scheduling policy: {word}")
+    return policies
+
+
 @register
 class Ps(Command):
-    """crash's ``ps`` (-k, -u, -A and filters; other options through drgn)."""
+    """crash's ``ps`` (-k, -u, -A, -G, -y, -S, -p, -c, -l, -m and filters; other options
+    through drgn)."""
 
     name = "ps"
     help = "display process status information"
@@ -157,10 +242,26 @@ class Ps(Command):
         parser.add_argument("-u", dest="user", action="store_true", help="user tasks only")
         parser.add_argument("-A", dest="active", action="store_true",
                             help="only the task active on each CPU")
+        parser.add_argument("-G", dest="leaders", action="store_true",
+                            help="only thread group leaders")
+        parser.add_argument("-y", dest="policy", metavar="policy",
+                            help="only tasks of these scheduling policies (number or name)")
+        parser.add_argument("-S", dest="summary", action="store_true",
+                            help="the number of tasks in each state")
+        parser.add_argument("-p", dest="parents", action="store_true",
+                            help="each task's parental hierarchy")
+        parser.add_argument("-c", dest="children", action="store_true",
+                            help="each task's children")
+        parser.add_argument("-l", dest="last_arrival", action="store_true",
+                            help="last_arrival timestamps, latest first")
+        parser.add_argument("-m", dest="since_arrival", action="store_true",
+                            help="time since last_arrival, most recent first")
         parser.add_argument("targets", nargs="*", metavar="pid | task | command",
                             help="restrict to these PIDs, task addresses or command names")
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        if args.kernel and args.user:
+            raise CommandError("-u and -k are mutually exclusive")
         rows = process_table(prog)
         if args.kernel:
             rows = [r for r in rows if r["kernel_thread"]]
@@ -168,9 +269,24 @@ class Ps(Command):
             rows = [r for r in rows if not r["kernel_thread"]]
         if args.active:
             rows = [r for r in rows if r["active"]]
+        if args.leaders:
+            rows = [r for r in rows if r["group_leader"]]
+        if args.policy:
+            policies = parse_policies(args.policy)
+            rows = [r for r in rows if r["policy"] in policies]
         if args.targets:
             rows = [r for r in rows if any(_matches(r, t) for t in args.targets)]
-        text = HEADER + "\n" + "".join(render_row(r) + "\n" for r in rows)
+        if args.summary:
+            counts = {code: sum(r["state"] == code for r in rows) for code in _SUMMARY_ORDER}
+            text = "".join(f"  {code}: {n}\n" for code, n in counts.items() if n)
+        elif args.parents or args.children:
+            render = render_parents if args.parents else render_children
+            text = "".join(render(drgn.Object(prog, "struct task_struct *", r["task"]))
+                           for r in rows)
+        elif args.last_arrival or args.since_arrival:
+            text = render_last_arrival(prog, rows, args.since_arrival)
+        else:
+            text = HEADER + "\n" + "".join(render_row(r) + "\n" for r in rows)
         return Result(text, rows)
 
 
