@@ -197,7 +197,7 @@ def render_last_arrival(prog: Program, rows: list[dict[str, Any]], elapsed: bool
     ordered = sorted(rows, key=lambda row: -row["last_arrival"])
     if elapsed:
         clocks = {cpu: cpu_rq(prog, cpu).clock.value_() for cpu in for_each_cpu_in_dump(prog)}
-        stamps = [_duration(max(clocks[row["cpu"]] - row["last_arrival"], 0))
+        stamps = [elapsed_text(max(clocks[row["cpu"]] - row["last_arrival"], 0))
                   for row in ordered]
     else:
         stamps = [str(row["last_arrival"]) for row in ordered]
@@ -206,7 +206,7 @@ def render_last_arrival(prog: Program, rows: list[dict[str, Any]], elapsed: bool
                    for stamp, row in zip(stamps, ordered, strict=True))
 
 
-def _duration(nanoseconds: int) -> str:
+def elapsed_text(nanoseconds: int) -> str:
     """``D HH:MM:SS.mmm``."""
     days, rest = divmod(nanoseconds, 86400 * 10**9)
     hours, rest = divmod(rest, 3600 * 10**9)

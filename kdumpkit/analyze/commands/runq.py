@@ -133,15 +133,88 @@ def render_run_queue(row: dict[str, Any]) -> str:
             + f"  CFS RB_ROOT: {row['cfs_root']:x}\n" + _queued(row["cfs"]))
 
 
+def _cpu_label(cpu: int) -> str:
+    """`` CPU 3`` / ``CPU 12``: crash pads single-digit CPUs by one space."""
+    return f"{' ' if cpu < 10 else ''}CPU {cpu}"
+
+
+def _task_line(task: Object) -> str:
+    return f'PID: {task.pid.value_():<6} TASK: {task.value_():x}  COMMAND: "{task_comm(task)}"'
+
+
+def render_timestamps(prog: Program, cpus: list[int], elapsed: bool) -> str:
+    """``runq -t``: each run queue's clock and its current task's last_arrival;
+    ``runq -m``: the time between the two."""
+    from drgn.helpers.linux.sched import cpu_rq
+
+    from kdumpkit.analyze.commands.ps import elapsed_text
+
+    lines = []
+    for cpu in cpus:
+        rq = cpu_rq(prog, cpu)
+        curr = rq.curr.read_()
+        clock, arrival = rq.clock.value_(), curr.sched_info.last_arrival.value_()
+        if elapsed:
+            lines.append(f"{_cpu_label(cpu)}: [{elapsed_text(max(clock - arrival, 0))}]  "
+                         f"{_task_line(curr)}\n")
+        else:
+            lines.append(f"{_cpu_label(cpu)}: {clock}\n        {arrival}  {_task_line(curr)}\n")
+    return "".join(lines)
+
+
+def _task_group_line(cfs_rq: Object, depth: int) -> str:
+    from drgn.helpers.linux.cgroup import cgroup_name
+
+    tg = cfs_rq.tg.read_()
+    try:
+        name = cgroup_name(tg.css.cgroup).decode("utf-8", "replace")
+    except (AttributeError, LookupError, drgn.FaultError):
+        name = ""
+    throttled = " (THROTTLED)" if getattr(cfs_rq, "throttled", 0) else ""
+    return (" " * (2 + 3 * depth) + f"TASK_GROUP: {tg.value_():x}  CFS_RQ: {cfs_rq.value_():x}"
+            + (f"  <{name}>" if name else "") + throttled + "\n")
+
+
+def render_task_groups(prog: Program, cpus: list[int]) -> str:
+    """``runq -g``: each CPU's CFS entities under the root task group, groups nested, the
+    running entity marked [CURRENT]."""
+    from drgn.helpers.linux.sched import cfs_rq_for_each_entity, cpu_rq, sched_entity_to_task
+
+    root = prog["root_task_group"].address_
+    blocks = []
+    for cpu in cpus:
+        rq = cpu_rq(prog, cpu)
+        cfs_rq = rq.cfs.address_of_()
+        lines = [f"CPU {cpu}\n", f"  CURRENT: {_task_line(rq.curr.read_())}\n",
+                 f"  ROOT_TASK_GROUP: {root:x}  CFS_RQ: {cfs_rq.value_():x}\n"]
+        for entity, depth, is_curr, is_task in cfs_rq_for_each_entity(cfs_rq):
+            if is_task:
+                task = sched_entity_to_task(entity)
+                lines.append(" " * (5 + 3 * depth) + f"[{task.prio.value_():3d}] "
+                             + _task_line(task) + (" [CURRENT]" if is_curr else "") + "\n")
+            else:
+                lines.append(_task_group_line(entity.my_q.read_(), depth + 1))
+        if len(lines) == 3:
+            lines.append("     [no tasks queued]\n")
+        blocks.append("".join(lines))
+    return "\n".join(blocks)
+
+
 @register
 class Runq(Command):
-    """crash's ``runq`` (and ``-c CPUS``)."""
+    """crash's ``runq`` (and ``-c CPUS``, ``-t``, ``-m``, ``-g``)."""
 
     name = "runq"
     help = "run queue"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-c", dest="cpus", metavar="cpu", help="only these CPUs (e.g. 0,2)")
+        parser.add_argument("-t", dest="timestamps", action="store_true",
+                            help="run-queue clock and the current task's last_arrival")
+        parser.add_argument("-m", dest="elapsed", action="store_true",
+                            help="how long each CPU's current task has been running")
+        parser.add_argument("-g", dest="groups", action="store_true",
+                            help="CFS entities by task group")
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         cpus = for_each_cpu_in_dump(prog)
@@ -153,5 +226,11 @@ class Runq(Command):
             if not wanted <= set(cpus):
                 raise CommandError(f"invalid cpu specification: {args.cpus}")
             cpus = [c for c in cpus if c in wanted]
+        if args.timestamps or args.elapsed:
+            text = render_timestamps(prog, cpus, elapsed=args.elapsed)
+            return Result(text, [{"text": text}])
+        if args.groups:
+            text = render_task_groups(prog, cpus)
+            return Result(text, [{"text": text}])
         rows = [run_queue(prog, cpu) for cpu in cpus]
         return Result("\n".join(render_run_queue(r) for r in rows), rows)
