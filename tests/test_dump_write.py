@@ -16,6 +16,7 @@ import pytest
 
 from kdumpkit.dump import PageState, open_dump
 from kdumpkit.dump.compress import CODECS
+from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.write_sink import FileSink
 from kdumpkit.dump.writer import split_ranges, write_dump, write_split
 
@@ -482,30 +483,38 @@ def _sparse_tib_elf(path: Path, data_pages: int) -> None:
         f.write(pages.tobytes())
 
 
-def test_writer_memory_does_not_grow_with_the_address_space(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("fmt", "codec"), [("kdump", "zstd"), ("elf", "none")])
+def test_writer_memory_does_not_grow_with_the_address_space(
+    fmt: str, codec: str, tmp_path: Path
+) -> None:
     # 2^28 pfns (1 TiB) of address space, 8 MiB of pages: the keep bitmap is packed
     # and read a window at a time (a byte per pfn would be 256 MiB per bitmap).
     src = tmp_path / "tib.elf"
     _sparse_tib_elf(src, 1024)
+    # VmHWM: the peak of this process image (ru_maxrss would carry over the peak of
+    # the forking pytest process across exec).
     script = (
-        "import resource, sys\n"
+        "import sys\n"
         "from kdumpkit.dump import open_dump\n"
         "from kdumpkit.dump.writer import write_dump\n"
         "with open_dump(sys.argv[1]) as d:\n"
-        "    s = write_dump(d, sys.argv[2], compress='zstd', exclude_zero=True)\n"
-        "print(d.max_pfn, s.pages_written, s.zero_pages,\n"
-        "      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "    s = write_dump(d, sys.argv[2], fmt=sys.argv[3], compress=sys.argv[4],\n"
+        "                   exclude_zero=True)\n"
+        "hwm = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+        "print(d.max_pfn, s.pages_written, s.zero_pages, hwm)\n"
     )
-    out = tmp_path / "tib.kdump"
+    out = tmp_path / f"out.{fmt}"
     done = subprocess.run(
-        [sys.executable, "-c", script, str(src), str(out)],
+        [sys.executable, "-c", script, str(src), str(out), fmt, codec],
         capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
     max_pfn, written, zeros, max_rss_kib = map(int, done.stdout.split())
-    assert max_pfn == 1 << 28 and written == 2048 and zeros == 2048 // 3 + 1
+    zero_pages = 2048 // 3 + 1
+    stored = 2048 if fmt == "kdump" else 2048 - zero_pages  # ELF drops zero pages
+    assert max_pfn == 1 << 28 and written == stored and zeros == zero_pages
     assert max_rss_kib < 160 * 1024, f"peak RSS {max_rss_kib} KiB"
     with open_dump(out) as back:
-        assert back.max_pfn == 1 << 28 and back.count_present() == 2048
+        assert back.max_pfn == 1 << 28 and back.count_present() == stored
         assert back.read_page((1 << 28) - 1) == bytes(_page_of(src, 2047))
 
 
@@ -513,3 +522,14 @@ def _page_of(path: Path, index: int) -> bytes:
     with path.open("rb") as f:
         f.seek(4096 + index * 4096)
         return f.read(4096)
+
+
+def test_writing_over_the_input_is_refused(kdump61: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "in.kdump"
+    shutil.copyfile(kdump61, copy)
+    with open_dump(copy) as src:
+        with pytest.raises(DumpError, match="is the dump being read"):
+            write_dump(src, copy, compress="zlib")
+        with pytest.raises(DumpError, match="is the dump being read"):
+            write_split(src, [tmp_path / "a", copy])
+    assert copy.read_bytes() == kdump61.read_bytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,6 +347,12 @@ class Bitmap:
         """The whole bitmap as a bool array (a byte per bit: small bitmaps only)."""
         return self.window(0, self.size)
 
+    def clear_bits(self, pfns: np.ndarray) -> None:
+        """Clear the bits of ``pfns`` (an integer array)."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        masks = (~(np.left_shift(1, pfns & 7))).astype(np.uint8)
+        np.bitwise_and.at(self.packed, pfns >> 3, masks)
+
     def runs(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
         """Runs ``[start, end)`` of set bits, found a window at a time (a run that
         crosses a window boundary comes in pieces)."""
@@ -355,6 +361,21 @@ class Bitmap:
             hi = min(end, lo + BITMAP_WINDOW)
             for a, b in bitmap_runs(self.window(lo, hi)):
                 yield lo + a, lo + b
+
+
+def merged_runs(runs: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Runs in increasing order with the ones that touch joined (windowed runs
+    come in pieces at window boundaries)."""
+    current: tuple[int, int] | None = None
+    for start, end in runs:
+        if current is not None and start == current[1]:
+            current = (current[0], end)
+            continue
+        if current is not None:
+            yield current
+        current = (start, end)
+    if current is not None:
+        yield current
 
 
 def bitmap_runs(bits: np.ndarray) -> list[tuple[int, int]]:

@@ -47,11 +47,20 @@ def plan_segments(
     ram: np.ndarray, kept: np.ndarray, data_offset: int, page_size: int
 ) -> list[LoadSegment]:
     """PT_LOADs covering every RAM page: kept pages as data, the rest as memsz only."""
-    data_runs = bitmap_runs(kept)
+    return plan_segments_of_runs(bitmap_runs(ram), bitmap_runs(kept), data_offset, page_size)
+
+
+def plan_segments_of_runs(
+    ram_runs: list[tuple[int, int]],
+    data_runs: list[tuple[int, int]],
+    data_offset: int,
+    page_size: int,
+) -> list[LoadSegment]:
+    """:func:`plan_segments` from the runs ``[start, end)`` of RAM and of kept pages."""
     segments: list[LoadSegment] = []
     offset = data_offset
     j = 0
-    for ram_start, ram_end in bitmap_runs(ram):
+    for ram_start, ram_end in ram_runs:
         runs: list[tuple[int, int]] = []
         while j < len(data_runs) and data_runs[j][0] < ram_end:
             runs.append(data_runs[j])

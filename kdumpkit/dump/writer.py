@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from kdumpkit.dump.base import BITMAP_WINDOW, POPCOUNT, Bitmap, Dump
+from kdumpkit.dump.base import BITMAP_WINDOW, POPCOUNT, Bitmap, Dump, bitmap_runs, merged_runs
 from kdumpkit.dump.compress import CODECS, Codec, get_codec
 from kdumpkit.dump.elf import DUMP_ELF_INCOMPLETE
 from kdumpkit.dump.errors import DumpError
@@ -37,7 +37,7 @@ from kdumpkit.dump.write_elf import (
     elf_note_offset,
     encode_headers,
     mark_elf_incomplete,
-    plan_segments,
+    plan_segments_of_runs,
     write_elf_pages,
 )
 from kdumpkit.dump.write_kdump import (
@@ -133,6 +133,18 @@ class _Output:
         elif self._close is not None:
             self._close.close()
         self._close = None
+
+
+def _refuse_input_as_output(src: Dump, out: object) -> None:
+    """Writing over the file being read would truncate it under its own map."""
+    if not isinstance(out, (str, os.PathLike)):
+        return
+    try:
+        same = os.path.samefile(os.fspath(out), src.name)
+    except (OSError, TypeError, ValueError):
+        return
+    if same:
+        raise DumpError(f"{os.fspath(out)}: is the dump being read")
 
 
 def _kept_pages(src: Dump, keep: np.ndarray | Bitmap | None) -> Bitmap:
@@ -269,20 +281,27 @@ def _write_elf_file(
     """The ELF file; ``progress(done, total)`` counts the pages that go in it."""
     ps = src.page_size
     zeros = 0
-    # The program headers list the runs of kept pages: this writer works on the
-    # whole bitmap unpacked (a byte per pfn), unlike the kdump writer.
-    kept = kept_bits.to_bool()
+    kept = kept_bits
     if exclude_zero:
         # The program headers depend on which pages are zero: one pass to find them.
+        kept = kept_bits.copy()
         for batch in read_batches(src, kept_bits, threads):
             zero = zero_mask(batch.blob, ps)
             if zero.any():
-                kept[batch.pfns[zero]] = False
+                kept.clear_bits(batch.pfns[zero])
                 zeros += int(np.count_nonzero(zero))
-    ram = src.ram_bitmap() | kept
-    count = len(plan_segments(ram, kept, 0, ps))
+    # Runs found a window at a time: memory grows with the number of segments the
+    # headers list, not with the pfn range.
+    ram_runs = list(merged_runs(
+        (lo + a, lo + b)
+        for lo in range(0, src.max_pfn, BITMAP_WINDOW)
+        for a, b in bitmap_runs(src.ram_window(lo, lo + BITMAP_WINDOW)
+                                | kept.window(lo, lo + BITMAP_WINDOW))
+    ))  # fmt: skip
+    data_runs = list(merged_runs(kept.runs()))
+    count = len(plan_segments_of_runs(ram_runs, data_runs, 0, ps))
     data_offset = elf_data_offset(count, len(src.note_data), ps)
-    segments = plan_segments(ram, kept, data_offset, ps)
+    segments = plan_segments_of_runs(ram_runs, data_runs, data_offset, ps)
     note_offset = elf_note_offset(len(segments))
     headers = encode_headers(
         src, segments, note_offset, DUMP_ELF_INCOMPLETE if src.header.incomplete else 0
@@ -292,8 +311,8 @@ def _write_elf_file(
     try:
         pages, end = write_elf_pages(
             sink, data_offset, ps,
-            read_batches(src, Bitmap.from_bool(kept), threads),
-            _progress_adapter(progress, int(np.count_nonzero(kept))),
+            read_batches(src, kept, threads),
+            _progress_adapter(progress, kept.count()),
         )  # fmt: skip
         sink.finish(end)
     except BaseException:
@@ -338,6 +357,7 @@ def write_dump(
         raise DumpError(f"unknown dump format {fmt!r} (one of {', '.join(FORMATS)})")
     codec = get_codec(compress) if fmt == "kdump" else CODECS["none"]
     started = time.monotonic()
+    _refuse_input_as_output(src, out)
     kept = _kept_pages(src, keep)
     total = kept.count()
     facts = _defaults(src, utsname, timestamp, phys_base, dump_level, exclude_zero)
@@ -440,6 +460,8 @@ def write_split(
     total = kept.count()
     stats = WriteStats(format="kdump", compression=codec.name, files=len(outs))
     done_before = 0
+    for path in outs:
+        _refuse_input_as_output(src, path)
     for path, (start, end) in zip(outs, split_bitmap_ranges(kept, len(outs)), strict=True):
         output = _Output(path, False)
         if output.flattened:
