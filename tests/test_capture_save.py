@@ -158,3 +158,22 @@ def test_crash_9_reads_our_dump_like_makedumpfiles(elf61: Path, fx61: Path, tmp_
     assert "[PARTIAL DUMP]" in sys_text.splitlines()[1]
     assert bt_text == (fx61 / "crash-9.0.2" / "bt.txt").read_text()
     assert kmem_text == (fx61 / "crash-9.0.2" / "kmem-i.txt").read_text()
+
+
+@pytest.mark.parametrize(("flag", "codec", "threads"), [("-z", "zstd", 2), ("-l", "lzo", 1)])
+def test_save_is_makedumpfile_178s_bytes(
+    flag: str, codec: str, threads: int, elf61: Path, tmp_path: Path
+) -> None:
+    # The whole capture path (filter, zero pages, codec, layout) on the raw
+    # /proc/vmcore writes exactly what makedumpfile 1.7.8 writes, threads or not.
+    from test_dump_write import _makedumpfile_178
+
+    theirs = tmp_path / "theirs"
+    subprocess.run(
+        [*_makedumpfile_178(), flag, "-d", "31", str(elf61), str(theirs)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    ours = tmp_path / "ours"
+    with open_dump(elf61) as src:
+        save_dump(src, ours, dump_level=31, compress=codec, threads=threads)
+    assert ours.read_bytes() == theirs.read_bytes()
