@@ -187,6 +187,27 @@ def render_children(task: Object) -> str:
         "  " + task_header(child) + "\n" for child in children) + "\n"
 
 
+def render_times(prog: Program, rows: list[dict[str, Any]], by_start: bool) -> str:
+    """``ps -t``: run time, start time, user and system time of each task (all tasks:
+    oldest first; named ones: in table order).  crash takes the run time as the uptime
+    less the start time's whole seconds (a task started at 3.2 s of a 5.08 s uptime has
+    run "2 s"), in jiffies at the kernel's HZ."""
+    from kdumpkit.analyze.commands.sys import uptime_jiffies, uptime_text
+
+    uptime, hz = uptime_jiffies(prog)
+    tasks = [drgn.Object(prog, "struct task_struct *", row["task"]) for row in rows]
+    starts = [task.start_time.value_() for task in tasks]
+    order = sorted(range(len(rows)), key=starts.__getitem__) if by_start else range(len(rows))
+    blocks = []
+    for index in order:
+        row, task, start = rows[index], tasks[index], starts[index]
+        run = max(uptime - start // 1_000_000_000 * hz, 0) // hz
+        blocks.append(f"{_row_header(row)}\n    RUN TIME: {uptime_text(run)}\n"
+                      f"  START TIME: {start}\n       UTIME: {task.utime.value_()}\n"
+                      f"       STIME: {task.stime.value_()}\n\n")
+    return "".join(blocks)
+
+
 def render_last_arrival(prog: Program, rows: list[dict[str, Any]], elapsed: bool) -> str:
     """``ps -l`` (each task's last_arrival, latest first) and ``ps -m`` (the time since,
     against its CPU's run-queue clock)."""
@@ -231,7 +252,7 @@ def parse_policies(text: str) -> set[int]:
 
 @register
 class Ps(Command):
-    """crash's ``ps`` (-k, -u, -A, -G, -y, -S, -p, -c, -l, -m and filters; other options
+    """crash's ``ps`` (-k, -u, -A, -G, -y, -S, -p, -c, -t, -l, -m and filters; other options
     through drgn)."""
 
     name = "ps"
@@ -252,6 +273,8 @@ class Ps(Command):
                             help="each task's parental hierarchy")
         parser.add_argument("-c", dest="children", action="store_true",
                             help="each task's children")
+        parser.add_argument("-t", dest="times", action="store_true",
+                            help="run time, start time, user and system time")
         parser.add_argument("-l", dest="last_arrival", action="store_true",
                             help="last_arrival timestamps, latest first")
         parser.add_argument("-m", dest="since_arrival", action="store_true",
@@ -283,6 +306,8 @@ class Ps(Command):
             render = render_parents if args.parents else render_children
             text = "".join(render(drgn.Object(prog, "struct task_struct *", r["task"]))
                            for r in rows)
+        elif args.times:
+            text = render_times(prog, rows, by_start=not args.targets)
         elif args.last_arrival or args.since_arrival:
             text = render_last_arrival(prog, rows, args.since_arrival)
         else:

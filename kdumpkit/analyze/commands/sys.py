@@ -100,18 +100,24 @@ def jiffies_hz(prog: Program) -> int:
     return round(1_000_000_000 / tick_nsec)
 
 
+def uptime_jiffies(prog: Program) -> tuple[int, int]:
+    """(jiffies since boot at the crash, HZ)."""
+    hz = jiffies_hz(prog)
+    jiffies = read_global_int(prog, "jiffies_64", 8)
+    # INITIAL_JIFFIES: jiffies start 5 minutes before they wrap (include/linux/jiffies.h).
+    initial = (-300 * hz) & 0xFFFFFFFF
+    return (jiffies - initial) & 0xFFFFFFFFFFFFFFFF, hz
+
+
 def uptime_seconds(prog: Program) -> int:
     """Seconds since boot at the crash, from jiffies as crash counts them."""
     try:
-        hz = jiffies_hz(prog)
-        jiffies = read_global_int(prog, "jiffies_64", 8)
+        jiffies, hz = uptime_jiffies(prog)
     except (LookupError, ValueError, drgn.FaultError):
         from drgn.helpers.linux.timekeeping import ktime_get_boottime_seconds
 
         return ktime_get_boottime_seconds(prog).value_()
-    # INITIAL_JIFFIES: jiffies start 5 minutes before they wrap (include/linux/jiffies.h).
-    initial = (-300 * hz) & 0xFFFFFFFF
-    return ((jiffies - initial) & 0xFFFFFFFFFFFFFFFF) // hz
+    return jiffies // hz
 
 
 def uptime_text(seconds: int) -> str:
