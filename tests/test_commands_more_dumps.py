@@ -147,7 +147,7 @@ CRASH_FILES = {
     "ps -c 1": "ps-c1.txt", "ps -l": "ps-l.txt", "ps -m": "ps-m.txt", "ps -u -k": "ps-uk.txt",
     "ps swapper/0": "ps-swapper.txt", "ps -k -A": "ps-kA.txt", "runq -T": "runq-T.txt",
     "runq -t": "runq-t.txt", "runq -m": "runq-m.txt", "runq -g": "runq-g.txt",
-    "ps -t": "ps-t.txt", "ps -t 1": "ps-t1.txt",
+    "ps -t": "ps-t.txt", "ps -t 1": "ps-t1.txt", "ps -a": "ps-a.txt", "ps -a 1": "ps-a1.txt",
 }
 #: On makedumpfile 1.7.2's 6.12 files crash loses the 22 tasks behind the task in a
 #: dropped page, we lose only that one (test_ps_recovers_tasks_around_missing_pages):

@@ -187,6 +187,43 @@ def render_children(task: Object) -> str:
         "  " + task_header(child) + "\n" for child in children) + "\n"
 
 
+#: more argument/environment bytes than exec accepts (MAX_ARG_STRLEN * 32): corrupt
+MAX_ARG_BYTES = 4 << 20
+
+
+def _user_bytes(mm: Object, start: int, end: int) -> bytes:
+    from drgn.helpers.linux.mm import access_remote_vm
+
+    if not 0 <= end - start <= MAX_ARG_BYTES:
+        raise drgn.FaultError("corrupt argument area", start)
+    return access_remote_vm(mm, start, end - start) if end > start else b""
+
+
+def render_arguments(prog: Program, rows: list[dict[str, Any]]) -> str:
+    """``ps -a``: each task's command line and environment, from its user memory."""
+    blocks = []
+    for row in rows:
+        task = drgn.Object(prog, "struct task_struct *", row["task"])
+        block = _row_header(row) + "\n"
+        mm = task.mm.read_()
+        if not mm:
+            block += "ps: no user stack\n"
+        else:
+            arg_start = mm.arg_start.value_()
+            try:
+                args = _user_bytes(mm, arg_start, mm.arg_end.value_())
+                env = _user_bytes(mm, mm.env_start.value_(), mm.env_end.value_())
+            except drgn.FaultError:
+                block += f"ps: cannot access user stack address: {arg_start:x}\n"
+            else:
+                block += "ARG: " + args.replace(b"\0", b" ").decode("utf-8", "replace") + "\n"
+                variables = [v.decode("utf-8", "replace") for v in env.split(b"\0") if v]
+                block += "".join(("ENV: " if i == 0 else "     ") + v + "\n"
+                                 for i, v in enumerate(variables))
+        blocks.append(block + "\n")
+    return "".join(blocks)
+
+
 def render_times(prog: Program, rows: list[dict[str, Any]], by_start: bool) -> str:
     """``ps -t``: run time, start time, user and system time of each task (all tasks:
     oldest first; named ones: in table order).  crash takes the run time as the uptime
@@ -252,7 +289,7 @@ def parse_policies(text: str) -> set[int]:
 
 @register
 class Ps(Command):
-    """crash's ``ps`` (-k, -u, -A, -G, -y, -S, -p, -c, -t, -l, -m and filters; other options
+    """crash's ``ps`` (-k, -u, -A, -G, -y, -S, -p, -c, -a, -t, -l, -m and filters; other options
     through drgn)."""
 
     name = "ps"
@@ -273,6 +310,8 @@ class Ps(Command):
                             help="each task's parental hierarchy")
         parser.add_argument("-c", dest="children", action="store_true",
                             help="each task's children")
+        parser.add_argument("-a", dest="arguments", action="store_true",
+                            help="command line arguments and environment")
         parser.add_argument("-t", dest="times", action="store_true",
                             help="run time, start time, user and system time")
         parser.add_argument("-l", dest="last_arrival", action="store_true",
@@ -306,6 +345,8 @@ class Ps(Command):
             render = render_parents if args.parents else render_children
             text = "".join(render(drgn.Object(prog, "struct task_struct *", r["task"]))
                            for r in rows)
+        elif args.arguments:
+            text = render_arguments(prog, rows)
         elif args.times:
             text = render_times(prog, rows, by_start=not args.targets)
         elif args.last_arrival or args.since_arrival:
