@@ -336,3 +336,20 @@ def test_numpy_without_blas_threads() -> None:
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[1] == "2"
+
+
+def test_open_pauses_garbage_collection_only_while_opening(kdump61: Path) -> None:
+    import gc
+
+    assert gc.isenabled()
+    open_program(kdump61)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        open_program(kdump61)
+        assert not gc.isenabled()  # the caller's choice is kept
+    finally:
+        gc.enable()
+    with pytest.raises(DumpError):
+        open_program(kdump61.parent / "no-such-dump")
+    assert gc.isenabled()
