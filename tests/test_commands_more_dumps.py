@@ -148,6 +148,9 @@ CRASH_FILES = {
     "ps swapper/0": "ps-swapper.txt", "ps -k -A": "ps-kA.txt", "runq -T": "runq-T.txt",
     "runq -t": "runq-t.txt", "runq -m": "runq-m.txt", "runq -g": "runq-g.txt",
     "ps -t": "ps-t.txt", "ps -t 1": "ps-t1.txt", "ps -a": "ps-a.txt", "ps -a 1": "ps-a1.txt",
+    "ps 99999": "ps-99999.txt", "ps 1 99999": "ps-1-99999.txt", "ps nosuchcmd": "ps-nosuchcmd.txt",
+    "ps init": "ps-init.txt", "ps -k 1": "ps-k1.txt", "runq -c 7": "runq-c7.txt",
+    "runq -c 1,0": "runq-c10.txt", "ps -y fifo": "ps-yfifo.txt", "ps -G -u": "ps-Gu.txt",
 }
 #: On makedumpfile 1.7.2's 6.12 files crash loses the 22 tasks behind the task in a
 #: dropped page, we lose only that one (test_ps_recovers_tasks_around_missing_pages):

@@ -325,6 +325,10 @@ class Ps(Command):
         if args.kernel and args.user:
             raise CommandError("-u and -k are mutually exclusive")
         rows = process_table(prog)
+        # crash reports a PID no task has, then goes on with the others
+        unknown = "".join(f"ps: invalid task or pid value: {target}\n\n"
+                          for target in args.targets
+                          if target.isdigit() and not any(r["pid"] == int(target) for r in rows))
         if args.kernel:
             rows = [r for r in rows if r["kernel_thread"]]
         if args.user:
@@ -353,7 +357,7 @@ class Ps(Command):
             text = render_last_arrival(prog, rows, args.since_arrival)
         else:
             text = HEADER + "\n" + "".join(render_row(r) + "\n" for r in rows)
-        return Result(text, rows)
+        return Result(unknown + text, rows)
 
 
 def _matches(row: dict[str, Any], target: str) -> bool:
