@@ -78,7 +78,7 @@ def format_record(record: dict[str, Any], *, timestamps: bool = True, level: boo
 
 @register
 class Log(Command):
-    """crash's ``log`` (-t, -m, -c; -T through drgn)."""
+    """crash's ``log`` (-t, -m, -c, -T)."""
 
     name = "log"
     help = "dump system message buffer"
@@ -91,17 +91,34 @@ class Log(Command):
         parser.add_argument("-c", dest="caller", action="store_true",
                             help="show the caller (thread or CPU id)")
         parser.add_argument("-T", dest="human", action="store_true",
-                            help="human-readable timestamps (drgn's rendering)")
+                            help="human-readable timestamps")
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
-        if args.human:
-            from kdumpkit.analyze.commands.drgn_crash import run_drgn_crash_command
-
-            text = run_drgn_crash_command(prog, ["log", "-T"])
-            return Result(text, [{"text": text}])
         records = log_records(prog)
+        if args.human:
+            boot = boot_seconds(prog)
+            text = "".join(f"[{date_text(boot + r['timestamp_ns'] // 1_000_000_000)}] "
+                           + format_record(r, timestamps=False, level=args.level,
+                                           caller=args.caller).replace("\n", "\n" + " " * 31)
+                           + "\n" for r in records)
+            return Result(text, records)
         text = "".join(
             format_record(r, timestamps=not args.no_timestamps, level=args.level,
                           caller=args.caller) + "\n"
             for r in records)
         return Result(text, records)
+
+
+def boot_seconds(prog: Program) -> int:
+    """The wall-clock second of boot as crash counts it for ``log -T``: the crash's
+    DATE less the whole seconds of UPTIME (each record then adds its whole seconds)."""
+    from kdumpkit.analyze.commands.sys import crash_time, uptime_seconds
+
+    return crash_time(prog) - uptime_seconds(prog)
+
+
+def date_text(timestamp: int) -> str:
+    """``Thu Nov 26 08:41:23 UTC 2026``, as sys prints DATE."""
+    from kdumpkit.analyze.commands.sys import date_text as sys_date_text
+
+    return sys_date_text(timestamp)
