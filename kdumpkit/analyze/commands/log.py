@@ -32,6 +32,7 @@ def _records_from_vmcoreinfo(prog: Program) -> list[dict[str, Any]]:
             "caller_tid": caller if caller is not None and not caller & CALLER_IS_CPU else None,
             "caller_cpu": caller & ~CALLER_IS_CPU if caller and caller & CALLER_IS_CPU else None,
             "text": record.text.decode("utf-8", "replace"),
+            "dict": dict(record.dict),
         })
     return records
 
@@ -54,13 +55,16 @@ def log_records(prog: Program) -> list[dict[str, Any]]:
             "caller_tid": record.caller_tid,
             "caller_cpu": record.caller_cpu,
             "text": record.text.decode("utf-8", "replace"),
+            "dict": {key.decode("utf-8", "replace"): value.decode("utf-8", "replace")
+                     for key, value in record.context.items()},
         })
     return records
 
 
 def format_record(record: dict[str, Any], *, timestamps: bool = True, level: bool = False,
-                  caller: bool = False) -> str:
-    """``[    5.273271] text`` with crash's optional level and caller prefixes."""
+                  caller: bool = False, dictionary: bool = False) -> str:
+    """``[    5.273271] text`` with crash's optional level and caller prefixes, and with
+    ``dictionary`` the record's KEY=value lines (SUBSYSTEM=, DEVICE=) under its text."""
     prefix = ""
     if timestamps:
         seconds, nanos = divmod(record["timestamp_ns"], 1_000_000_000)
@@ -73,12 +77,16 @@ def format_record(record: dict[str, Any], *, timestamps: bool = True, level: boo
     if level:
         prefix += f"<{record['level']}>"
     # A record's continuation lines are indented under its text, as crash does.
-    return prefix + record["text"].replace("\n", "\n" + " " * len(prefix))
+    text = prefix + record["text"].replace("\n", "\n" + " " * len(prefix))
+    if dictionary:
+        text += "".join(f"\n{' ' * len(prefix)}{key}={value}"
+                        for key, value in record.get("dict", {}).items())
+    return text
 
 
 @register
 class Log(Command):
-    """crash's ``log`` (-t, -m, -c, -T)."""
+    """crash's ``log`` (-t, -m, -c, -d, -T)."""
 
     name = "log"
     help = "dump system message buffer"
@@ -90,6 +98,8 @@ class Log(Command):
                             help="show each message's log level")
         parser.add_argument("-c", dest="caller", action="store_true",
                             help="show the caller (thread or CPU id)")
+        parser.add_argument("-d", dest="dictionary", action="store_true",
+                            help="each record's dictionary (SUBSYSTEM=, DEVICE=)")
         parser.add_argument("-T", dest="human", action="store_true",
                             help="human-readable timestamps")
 
@@ -104,7 +114,7 @@ class Log(Command):
             return Result(text, records)
         text = "".join(
             format_record(r, timestamps=not args.no_timestamps, level=args.level,
-                          caller=args.caller) + "\n"
+                          caller=args.caller, dictionary=args.dictionary) + "\n"
             for r in records)
         return Result(text, records)
 
