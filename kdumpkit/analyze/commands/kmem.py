@@ -145,14 +145,61 @@ def render_meminfo(info: dict[str, int]) -> str:
     ])
 
 
+def _stat_names(prog: Program, enum: str, terminator: str) -> list[str]:
+    """The enum's names by value, below its ``NR_..._ITEMS`` terminator; of two names
+    for one value (``NR_ZONE_LRU_BASE``, ``NR_ZONE_INACTIVE_ANON``) the later, as crash."""
+    names: dict[int, str] = {}
+    for enumerator in prog.type(enum).enumerators:
+        if enumerator.name == terminator:
+            break
+        names[enumerator.value] = enumerator.name
+    return [names[value] for value in sorted(names)]
+
+
+def vm_stats(prog: Program) -> dict[str, list[tuple[str, int]]]:
+    """The global zone and node counters and every CPU's event counters summed."""
+    from drgn.helpers.linux.percpu import per_cpu
+
+    from kdumpkit.analyze.commands.common import for_each_cpu_in_dump
+
+    zone = prog["vm_zone_stat"]
+    node = prog["vm_node_stat"]
+    zone_names = _stat_names(prog, "enum zone_stat_item", "NR_VM_ZONE_STAT_ITEMS")
+    node_names = _stat_names(prog, "enum node_stat_item", "NR_VM_NODE_STAT_ITEMS")
+    event_names = _stat_names(prog, "enum vm_event_item", "NR_VM_EVENT_ITEMS")
+    events = [0] * len(event_names)
+    for cpu in for_each_cpu_in_dump(prog):
+        counts = per_cpu(prog["vm_event_states"], cpu).event.read_().value_()
+        events = [total + count for total, count in zip(events, counts, strict=False)]
+    return {
+        "VM_ZONE_STAT": [(name, zone[i].counter.value_()) for i, name in enumerate(zone_names)],
+        "VM_NODE_STAT": [(name, node[i].counter.value_()) for i, name in enumerate(node_names)],
+        "VM_EVENT_STATES": list(zip(event_names, events, strict=True)),
+    }
+
+
+def render_vm_stats(stats: dict[str, list[tuple[str, int]]]) -> str:
+    """crash's ``kmem -V``: zone and node counters share one name width, events another."""
+    counters = stats["VM_ZONE_STAT"] + stats["VM_NODE_STAT"]
+    widths = {"VM_ZONE_STAT": max(len(n) for n, _ in counters),
+              "VM_NODE_STAT": max(len(n) for n, _ in counters),
+              "VM_EVENT_STATES": max(len(n) for n, _ in stats["VM_EVENT_STATES"])}
+    return "\n".join(f"  {title}:\n" + "".join(f"{name:>{widths[title]}}: {value}\n"
+                                               for name, value in rows)
+                     for title, rows in stats.items())
+
+
 @register
 class Kmem(DrgnCrashCommand):
-    """``kmem -i`` is ours; the other options (-s, -V, -p, ...) are drgn's."""
+    """``kmem -i`` and ``kmem -V`` are ours; the other options (-s, -p, ...) are drgn's."""
 
     name = "kmem"
-    help = "kernel memory (-i summary; -s slab, -V vm_stat... through drgn)"
+    help = "kernel memory (-i summary, -V vm_stat; -s slab... through drgn)"
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        if args.argv == ["-V"]:
+            stats = vm_stats(prog)
+            return Result(render_vm_stats(stats), [stats])
         if args.argv != ["-i"]:
             return super().run(prog, args)
         info = meminfo(prog)
