@@ -152,7 +152,7 @@ CRASH_FILES = {
     "ps init": "ps-init.txt", "ps -k 1": "ps-k1.txt", "runq -c 7": "runq-c7.txt",
     "runq -c 1,0": "runq-c10.txt", "ps -y fifo": "ps-yfifo.txt", "ps -G -u": "ps-Gu.txt",
     "log -T": "log-T.txt", "log -t -m": "log-tm.txt", "log -d": "log-d.txt",
-    "kmem -V": "kmem-V.txt",
+    "kmem -V": "kmem-V.txt", "kmem -z": "kmem-z.txt", "kmem -h": "kmem-h.txt",
 }
 #: On makedumpfile 1.7.2's 6.12 files crash loses the 22 tasks behind the task in a
 #: dropped page, we lose only that one (test_ps_recovers_tasks_around_missing_pages):

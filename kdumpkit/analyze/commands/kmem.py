@@ -189,14 +189,60 @@ def render_vm_stats(stats: dict[str, list[tuple[str, int]]]) -> str:
                      for title, rows in stats.items())
 
 
+def render_zones(prog: Program) -> str:
+    """crash's ``kmem -z``: each node's zones, their size, watermarks and counters."""
+    from drgn.helpers.linux.mmzone import for_each_online_pgdat
+
+    names = _stat_names(prog, "enum zone_stat_item", "NR_VM_ZONE_STAT_ITEMS")
+    width = max(len(name) for name in names)
+    blocks = []
+    for pgdat in for_each_online_pgdat(prog):
+        node = pgdat.node_id.value_()
+        for index, zone in enumerate(pgdat.node_zones):
+            head = (f"NODE: {node}  ZONE: {index}  ADDR: {zone.address_of_().value_():x}  "
+                    f'NAME: "{zone.name.string_().decode()}"\n')
+            spanned, present = zone.spanned_pages.value_(), zone.present_pages.value_()
+            if not spanned:
+                blocks.append(head + "  [unpopulated]\n")
+                continue
+            low, mid, high = (zone._watermark[i].value_() for i in range(3))
+            # crash names PRESENT only where holes make it differ from the span
+            size = f"SIZE: {spanned}" + (f"  PRESENT: {present}" if present != spanned else "")
+            counters = "".join(f"{name:>{width}}: {zone.vm_stat[i].counter.value_()}\n"
+                               for i, name in enumerate(names))
+            blocks.append(head + f"  {size}  MIN/LOW/HIGH: {low}/{mid}/{high}\n"
+                          + "  VM_STAT:\n" + counters + "\n")
+    return "\n".join(blocks) + "\n"
+
+
+def render_hstates(prog: Program) -> str:
+    """crash's ``kmem -h``: each huge page size's free and total pages."""
+    lines = ["     HSTATE        SIZE    FREE   TOTAL  NAME\n"]
+    hstates = prog["hstates"]
+    for index in range(prog["hugetlb_max_hstate"].value_()):
+        hstate = hstates[index]
+        kib = prog["PAGE_SIZE"].value_() // 1024 << hstate.order.value_()
+        size = f"{kib >> 20}GB" if kib >= 1 << 20 else f"{kib >> 10}MB"
+        lines.append(f"{hstate.address_of_().value_():x}{size:>7}"
+                     f"{hstate.free_huge_pages.value_():>8}{hstate.nr_huge_pages.value_():>8}"
+                     f"  {hstate.name.string_().decode()}\n")
+    return "".join(lines)
+
+
 @register
 class Kmem(DrgnCrashCommand):
-    """``kmem -i`` and ``kmem -V`` are ours; the other options (-s, -p, ...) are drgn's."""
+    """``kmem -i``, ``-V``, ``-z`` and ``-h`` are ours; the others (-s, -p, ...) drgn's."""
 
     name = "kmem"
-    help = "kernel memory (-i summary, -V vm_stat; -s slab... through drgn)"
+    help = "kernel memory (-i summary, -V vm_stat, -z zones, -h hugepages; -s slab... drgn)"
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        if args.argv == ["-z"]:
+            text = render_zones(prog)
+            return Result(text, [{"text": text}])
+        if args.argv == ["-h"]:
+            text = render_hstates(prog)
+            return Result(text, [{"text": text}])
         if args.argv == ["-V"]:
             stats = vm_stats(prog)
             return Result(render_vm_stats(stats), [stats])
