@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 
 import drgn
 
-import kdumpkit.analyze.numpy_setup  # noqa: F401  (before anything imports numpy)
+import kdumpkit.numpy_setup  # noqa: F401  (before anything imports numpy)
 from kdumpkit.debuginfo.loader import (
     load_dump_debuginfo,
     load_dwarf_companions,

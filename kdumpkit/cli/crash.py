@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import atexit
-import gc
 import os
 import shlex
 import sys
@@ -98,12 +96,6 @@ def interactive(session: Session, pager: bool = True) -> int:
 def run(args: argparse.Namespace) -> int:
     """Open the dump, then run the -c commands or the prompt."""
     from kdumpkit.analyze.session import Session, open_for_analysis
-
-    # The interpreter's last garbage collection at exit walks every object the session
-    # made (~30 ms after a bt, a tenth of the run) only to free memory the OS reclaims
-    # anyway: freeze them instead.  Registered once, whatever the number of runs.
-    atexit.unregister(gc.freeze)
-    atexit.register(gc.freeze)
 
     prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
     session = Session(prog)

@@ -8,10 +8,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-# Before numpy loads: saving does no linear algebra, and OpenBLAS's start-up of
-# a thread per CPU costs ~0.05 CPU s a run for nothing.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 from kdumpkit.capture.filter import MAX_DUMP_LEVEL
 from kdumpkit.capture.save import (
     COMPRESSIONS,
