@@ -11,7 +11,7 @@ import pytest
 
 from kdumpkit.dump.base import Dump, DumpHeader, PageState
 from kdumpkit.dump.elf import ElfDump
-from kdumpkit.dump.notes import Note, find_vmcoreinfo_note, parse_notes
+from kdumpkit.dump.notes import Note, encode_notes, find_vmcoreinfo_note, parse_notes
 from kdumpkit.dump.open import open_dump
 from kdumpkit.dump.source import BytesSource
 from kdumpkit.kernel import vmcoreinfo_scan
@@ -284,12 +284,7 @@ def test_verbs_recover_vmcoreinfo_of_a_dump_without_the_note(
     bare = tmp_path / "no-vmcoreinfo.kdump"
     with open_dump(kdump61) as dump:
         kept = [n for n in dump.notes if n.name != "VMCOREINFO"]
-        dump.notes, dump.note_data = kept, b"".join(
-            struct.pack("<III", len(n.name) + 1, len(n.desc), n.type)
-            + (n.name.encode() + b"\0").ljust((len(n.name) + 4) & ~3, b"\0")
-            + n.desc.ljust((len(n.desc) + 3) & ~3, b"\0")
-            for n in kept
-        )
+        dump.notes, dump.note_data = encode_notes(kept)
         dump.vmcoreinfo = None
         write_dump(dump, bare, fmt="kdump", compress="zlib")
     with open_dump(bare) as dump:

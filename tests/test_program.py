@@ -243,14 +243,14 @@ def test_live_debuginfo_from_sys_and_proc() -> None:
 
 def test_dump_without_vmcoreinfo_note(kdump61: Path) -> None:
     """Like QEMU's dump-guest-memory without vmcoreinfo: the note comes from memory."""
-    from kdumpkit.analyze.program import pack_note, program_from_dump
+    from kdumpkit.analyze.program import program_from_dump
     from kdumpkit.debuginfo.loader import load_dump_debuginfo
+    from kdumpkit.dump.notes import encode_notes
     from kdumpkit.dump.open import open_dump
 
     with open_dump(kdump61) as dump:
         kept = [note for note in dump.notes if note.name != "VMCOREINFO"]
-        dump.note_data = b"".join(pack_note(n.name, n.type, n.desc) for n in kept)
-        dump.notes = kept
+        dump.notes, dump.note_data = encode_notes(kept)
         dump.vmcoreinfo = None
         prog = program_from_dump(dump)
         assert dump.vmcoreinfo is not None and dump.vmcoreinfo.osrelease == "6.1.0-56-cloud-amd64"

@@ -108,27 +108,6 @@ class PhysicalMemory:
         return b"".join(parts)
 
 
-def pack_note(name: str, note_type: int, desc: bytes) -> bytes:
-    """One ELF note: header, NUL-terminated name and descriptor, each padded to 4 bytes."""
-    raw_name = name.encode() + b"\0"
-    return (
-        struct.pack("<III", len(raw_name), len(desc), note_type)
-        + raw_name.ljust((len(raw_name) + 3) & ~3, b"\0")
-        + desc.ljust((len(desc) + 3) & ~3, b"\0")
-    )
-
-
-def strip_terminator(note_data: bytes) -> bytes:
-    """The notes without the all-zero header the kernel ends its note list with."""
-    pos = 0
-    while pos + 12 <= len(note_data):
-        namesz, descsz, note_type = struct.unpack_from("<III", note_data, pos)
-        if namesz == descsz == note_type == 0:
-            return note_data[:pos]
-        pos += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
-    return note_data[:pos]
-
-
 def notes_core(note_data: bytes, machine: int = EM_X86_64) -> int:
     """A memfd holding an ELF64 core with one PT_NOTE (the dump's notes) and no memory."""
     ehdr = struct.pack(
@@ -210,7 +189,6 @@ def program_from_dump(dump: Dump) -> drgn.Program:
     """A drgn Program over an opened dump, without any debug information yet."""
     if dump.header.machine != "x86_64":
         raise DumpFormatError(f"{dump.name}: {dump.header.machine} dumps are not supported")
-    note_data = dump.note_data
     if dump.vmcoreinfo is None:
         # QEMU's dump-guest-memory without a vmcoreinfo device, or a stripped core:
         # the kernel keeps its VMCOREINFO note in memory too.
@@ -221,15 +199,13 @@ def program_from_dump(dump: Dump) -> drgn.Program:
                 f"{dump.name}: no VMCOREINFO note, and none found in memory; "
                 "cannot analyse the kernel"
             )
-        assert dump.vmcoreinfo is not None
-        note_data = strip_terminator(note_data) + pack_note("VMCOREINFO", 0, dump.vmcoreinfo.raw)
     prog = drgn.Program()
-    fd = notes_core(note_data)
+    # ensure_vmcoreinfo added the note it found to dump.note_data, as writers want too.
+    fd = notes_core(dump.note_data)
     try:
         with drgn_plugin_scan_skipped():
-            prog.set_core_dump(fd)  # drgn owns the fd from here on
+            prog.set_core_dump(fd)  # drgn owns the fd from here on, even when it fails
     except (ValueError, OSError) as exc:
-        os.close(fd)
         raise DumpFormatError(f"{dump.name}: drgn refused the dump's notes: {exc}") from None
     memory = PhysicalMemory(dump)
     prog.add_memory_segment(0, max(dump.max_pfn, 1) * dump.page_size, memory.read, physical=True)

@@ -21,7 +21,7 @@ import numpy as np
 from kdumpkit.dump.base import Dump, DumpHeader, PageState
 from kdumpkit.dump.compress import CODEC_BY_FLAG, CODEC_FLAGS, codec_name_of_status
 from kdumpkit.dump.errors import DumpError, DumpFormatError, PageNotPresentError
-from kdumpkit.dump.notes import Note, parse_notes
+from kdumpkit.dump.notes import Note, pack_note, parse_notes
 from kdumpkit.dump.source import ByteSource
 
 SIGNATURES = (b"KDUMP   ", b"DISKDUMP")
@@ -194,12 +194,7 @@ def _validate(hdr: KdumpFileHeader, source: ByteSource) -> None:
 
 def _vmcoreinfo_note(desc: bytes) -> bytes:
     """An ELF note carrying VMCOREINFO text (for version-3 files that have no notes)."""
-    name = b"VMCOREINFO\0"
-    return (
-        struct.pack("<III", len(name), len(desc), 0)
-        + name.ljust((len(name) + 3) & ~3, b"\0")
-        + desc.ljust((len(desc) + 3) & ~3, b"\0")
-    )
+    return pack_note("VMCOREINFO", 0, desc)
 
 
 class _Part:

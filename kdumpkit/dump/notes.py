@@ -87,6 +87,30 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
+def pack_note(name: str, note_type: int, desc: bytes) -> bytes:
+    """One little-endian ELF note: header, NUL-terminated name and descriptor, each
+    padded to 4 bytes."""
+    raw_name = name.encode("latin-1") + b"\0"
+    return (
+        _NHDR.pack(len(raw_name), len(desc), note_type)
+        + raw_name.ljust(_align4(len(raw_name)), b"\0")
+        + desc.ljust(_align4(len(desc)), b"\0")
+    )
+
+
+def encode_notes(notes: list[Note]) -> tuple[list[Note], bytes]:
+    """A PT_NOTE segment holding ``notes``, and the notes with their descriptor offsets
+    in it."""
+    out: list[Note] = []
+    data = bytearray()
+    for note in notes:
+        packed = pack_note(note.name, note.type, note.desc)
+        desc_offset = len(data) + _NHDR.size + _align4(len(note.name.encode("latin-1")) + 1)
+        out.append(Note(note.name, note.type, note.desc, desc_offset))
+        data += packed
+    return out, bytes(data)
+
+
 def decode_prstatus(note: Note, cpu: int) -> PrStatus:
     """Decode an x86_64 NT_PRSTATUS note; other layouts keep only the raw bytes."""
     desc = note.desc

@@ -37,7 +37,7 @@ import numpy as np
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.elf import ElfDump
 from kdumpkit.dump.errors import DumpError, DumpFormatError
-from kdumpkit.dump.notes import Note
+from kdumpkit.dump.notes import Note, encode_notes
 from kdumpkit.dump.source import FileSource
 from kdumpkit.dump.vmcoreinfo import MAX_VMCOREINFO_BYTES, VmcoreInfo
 
@@ -160,15 +160,7 @@ def ensure_vmcoreinfo(dump: Dump, *, time_limit: float | None = DEFAULT_TIME_LIM
 
 def with_vmcoreinfo_note(notes: list[Note], vmcoreinfo: bytes) -> tuple[list[Note], bytes]:
     """``notes`` plus a VMCOREINFO note, and the PT_NOTE segment that encodes them all."""
-    out: list[Note] = []
-    data = bytearray()
-    for note in [*notes, Note(VMCOREINFO_NOTE_NAME, NOTE_TYPE, vmcoreinfo)]:
-        name = note.name.encode("latin-1") + b"\0"
-        data += struct.pack("<III", len(name), len(note.desc), note.type)
-        data += name.ljust(_align4(len(name)), b"\0")
-        out.append(Note(note.name, note.type, note.desc, len(data)))
-        data += note.desc.ljust(_align4(len(note.desc)), b"\0")
-    return out, bytes(data)
+    return encode_notes([*notes, Note(VMCOREINFO_NOTE_NAME, NOTE_TYPE, vmcoreinfo)])
 
 
 def _align4(n: int) -> int:
