@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 
+from kdumpkit.cli.output import replaced_on_success
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.writer import WriteStats, write_dump, write_split
 from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
@@ -52,13 +51,6 @@ def _progress(stream: object) -> object:
     return report
 
 
-def _temporary(path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    return tmp
-
-
 def _summary(stats: WriteStats, where: str) -> str:
     return (
         f"{where}: {stats.format}{' (flattened)' if stats.flattened else ''}, "
@@ -90,23 +82,13 @@ def run(args: argparse.Namespace) -> int:
             stats = write_dump(src, sys.stdout.buffer, flattened=True, **options)
             print(_summary(stats, "stdout"), file=sys.stderr)
             return 0
-        temps = [_temporary(o) for o in outs]
-        try:
+        with replaced_on_success(outs) as temps:
             if split:
                 if args.format != "kdump":
                     raise DumpError("a split set is kdump-compressed only")
                 stats = write_split(src, list(temps), **options)
             else:
                 stats = write_dump(src, temps[0], flattened=flattened, **options)
-            for tmp, out in zip(temps, outs, strict=True):
-                os.replace(tmp, out)
-        except BaseException:
-            for tmp in temps:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-            raise
     if progress is not None:
         print(file=sys.stderr)
     print(_summary(stats, ", ".join(outs)))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 
+from kdumpkit.cli.output import replaced_on_success
 from kdumpkit.kernel.printk import get_printk_records, render_dmesg
 from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
 
@@ -30,22 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     """Read the log from the dump and write it."""
     with open_kernel_dump(args.dump) as dump:
@@ -54,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(text)
         sys.stdout.buffer.flush()
     else:
-        write_atomically(args.out, text)
+        with replaced_on_success([args.out]) as (tmp,), open(tmp, "wb") as out:
+            out.write(text)
     return 0

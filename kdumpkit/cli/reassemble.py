@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
+from kdumpkit.cli.output import replaced_on_success
 from kdumpkit.dump.flat import reassemble, reassemble_stream
 
 HELP = "turn a flattened dump into a kdump-compressed file"
@@ -21,25 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the records into a temporary file, then rename it to OUT."""
-    folder = os.path.dirname(os.path.abspath(args.out))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(args.out)}.", suffix=".tmp")
     started = time.monotonic()
-    try:
+    with replaced_on_success([args.out], mode=0o644) as (tmp,):
         if args.flat == "-":
+            fd = os.open(tmp, os.O_WRONLY)
             try:
                 size = reassemble_stream(sys.stdin.buffer, fd, "<stdin>")
             finally:
                 os.close(fd)
         else:
-            os.close(fd)
             size = reassemble(args.flat, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, args.out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     print(f"{args.out}: {size} bytes in {time.monotonic() - started:.1f} s")
     return 0
