@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracles import crash_9, makedumpfile_178
 from test_capture_filter import ROOT, makedumpfile_reference
 
 from kdumpkit.capture.filter import PageClass, exclude_unnecessary_pages
@@ -128,23 +129,11 @@ def test_save_of_a_truncated_dump_is_one_line(tmp_path: Path, elf61: Path, capsy
     assert err.count("\n") == 1 and err.startswith("kdumpkit save: ")
 
 
-def _crash_9() -> tuple[list[str], Path]:
-    """argv of the crash 9.0.2 unpacked by the testbed, and the 6.1 DWARF vmlinux, or skip."""
-    for tools in sorted((ROOT / ".cache").glob("*/tools-sid")):
-        loader, crash = tools / "usr/lib64/ld-linux-x86-64.so.2", tools / "usr/bin/crash"
-        vmlinux = (
-            tools.parent / "kernels/6.1.0-56-cloud-amd64/usr/lib/debug/boot"
-            / "vmlinux-6.1.0-56-cloud-amd64"
-        )  # fmt: skip
-        if loader.exists() and crash.exists() and vmlinux.exists():
-            libs = tools / "usr/lib/x86_64-linux-gnu"
-            return [str(loader), "--library-path", str(libs), str(crash)], vmlinux
-    pytest.skip("crash 9.0.2 and the 6.1 -dbg vmlinux are not unpacked under .cache/")
 
 
 @pytest.mark.slow
 def test_crash_9_reads_our_dump_like_makedumpfiles(elf61: Path, fx61: Path, tmp_path: Path) -> None:
-    crash, vmlinux = _crash_9()
+    crash, vmlinux = crash_9()
     out = tmp_path / "dump.kdump"
     assert main(["save", str(elf61), str(out), "-q"]) == 0  # -d 31, zstd
     run = subprocess.run(
@@ -166,11 +155,10 @@ def test_save_is_makedumpfile_178s_bytes(
 ) -> None:
     # The whole capture path (filter, zero pages, codec, layout) on the raw
     # /proc/vmcore writes exactly what makedumpfile 1.7.8 writes, threads or not.
-    from test_dump_write import _makedumpfile_178
 
     theirs = tmp_path / "theirs"
     subprocess.run(
-        [*_makedumpfile_178(), flag, "-d", "31", str(elf61), str(theirs)],
+        [*makedumpfile_178(), flag, "-d", "31", str(elf61), str(theirs)],
         check=True, capture_output=True,
     )  # fmt: skip
     ours = tmp_path / "ours"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracles import crash_9, makedumpfile_178
 
 from kdumpkit.dump import PageState, open_dump
 from kdumpkit.dump.compress import CODECS
@@ -370,23 +371,12 @@ def test_drgn_reads_our_output(fmt: str, codec: str, kdump61: Path, tmp_path: Pa
             assert prog.read(pfn * 4096, 4096, True) == src.read_page(pfn)
 
 
-def _crash_9() -> tuple[list[str], Path]:
-    """argv of the crash 9.0.2 the testbed unpacked under .cache/, and the 6.1 DWARF vmlinux."""
-    root = Path(__file__).resolve().parent.parent
-    for tools in sorted((root / ".cache").glob("*/tools-sid")):
-        loader, crash = tools / "usr/lib64/ld-linux-x86-64.so.2", tools / "usr/bin/crash"
-        vmlinux = (tools.parent / "kernels/6.1.0-56-cloud-amd64/usr/lib/debug/boot"
-                   / "vmlinux-6.1.0-56-cloud-amd64")  # fmt: skip
-        if loader.exists() and crash.exists() and vmlinux.exists():
-            libs = tools / "usr/lib/x86_64-linux-gnu"
-            return [str(loader), "--library-path", str(libs), str(crash)], vmlinux
-    pytest.skip("crash 9.0.2 and the 6.1 -dbg vmlinux are not unpacked under .cache/")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["elf", "split"])
 def test_crash_reads_our_output(form: str, kdump61: Path, fx61: Path, tmp_path: Path) -> None:
-    crash, vmlinux = _crash_9()
+    crash, vmlinux = crash_9()
     with open_dump(kdump61) as src:
         if form == "elf":
             files = [tmp_path / "ours.elf"]
@@ -407,23 +397,10 @@ def test_crash_reads_our_output(form: str, kdump61: Path, fx61: Path, tmp_path: 
     assert log_text == (fx61 / "crash-9.0.2" / "log.txt").read_text()
 
 
-def _makedumpfile_178() -> list[str]:
-    """argv of sid's makedumpfile 1.7.8 (zstd support) unpacked under .cache/, or skip."""
-    root = Path(__file__).resolve().parent.parent
-    for tools in sorted((root / ".cache").glob("*/tools-sid")):
-        loader, mdf = tools / "usr/lib64/ld-linux-x86-64.so.2", tools / "usr/bin/makedumpfile"
-        if loader.exists() and mdf.exists():
-            return [
-                str(loader),
-                "--library-path",
-                str(tools / "usr/lib/x86_64-linux-gnu"),
-                str(mdf),
-            ]
-    pytest.skip("makedumpfile 1.7.8 is not unpacked under .cache/")
 
 
 def test_makedumpfile_178_reads_our_zstd(kdump61: Path, fx61: Path, tmp_path: Path) -> None:
-    mdf = _makedumpfile_178()
+    mdf = makedumpfile_178()
     ours, text = tmp_path / "ours.kdump", tmp_path / "dmesg.txt"
     with open_dump(kdump61) as src:
         write_dump(src, ours, compress="zstd", exclude_zero=True)
