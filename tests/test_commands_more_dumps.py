@@ -157,7 +157,7 @@ FIXTURE_61 = Path(os.environ.get("KDUMPKIT_FIXTURES", ROOT.parent / "shared" / "
 def dump_output_folders() -> list[tuple[Path, list[Path]]]:
     """(dump file, folders holding crash's outputs on it) for every dump crash ran on."""
     found = []
-    fixture_extra = ORACLE / f"fixture-{FIXTURE_61.name}" / "crash-9.0.2" / "vmcore.kdump"
+    fixture_extra = ORACLE / "fixture-6.1.0-56-cloud-amd64-kdump" / "crash-9.0.2" / "vmcore.kdump"
     if (FIXTURE_61 / "vmcore.kdump").is_file() and fixture_extra.is_dir():
         found.append((FIXTURE_61 / "vmcore.kdump", [FIXTURE_61 / "crash-9.0.2", fixture_extra]))
     if ORACLE.is_dir():
