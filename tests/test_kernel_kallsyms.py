@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,61 @@ def test_hostile_kallsyms_names_fail_cleanly(
         assert "\n" not in str(exc)
     else:
         assert len(decoded) == len(letters) == count
+
+
+def test_place_relative_offsets_layout(kdump61: Path) -> None:
+    """"kallsyms: Get rid of kallsyms relative base" (Debian's 7.3): VMCOREINFO has
+    kallsyms_offsets and no kallsyms_relative_base; entry i is the symbol's distance
+    from &kallsyms_offsets[i].  Served here from the 6.1 dump's own addresses, encoded
+    that way at a fake table address, and decoded back."""
+    with open_dump(kdump61) as dump:
+        space = address_space(dump)
+        info = dump.vmcoreinfo
+        count = space.read_u32(info.symbol("kallsyms_num_syms"))
+        in_order = kallsyms_addresses(info, space.read, count)
+        # 6.1's per-cpu symbols are offsets near 0, out of a PC32 entry's reach: moved
+        # to __START_KERNEL_map + offset (still sorted, below the kernel's text).
+        in_order = np.where(in_order < np.uint64(1 << 32),
+                            in_order + np.uint64(0xFFFFFFFF80000000), in_order)
+        fake_at = 0xFFFFFFFF81000000 + 0x1000  # the table sits in the kernel image
+        places = fake_at + 4 * np.arange(count, dtype=object)
+        rel = [int(address) - place for address, place in zip(in_order.tolist(), places,
+                                                               strict=True)]
+        table = np.array(rel, dtype="<i4").tobytes()
+        text = re.sub(r"SYMBOL\(kallsyms_(offsets|relative_base)\)=\w+\n", "", info.text)
+        place_relative = VmcoreInfo.parse(f"{text}SYMBOL(kallsyms_offsets)={fake_at:x}\n".encode())
+
+        def read(address: int, size: int) -> bytes:
+            return table[:size] if address == fake_at else space.read(address, size)
+
+        assert kallsyms_addresses(place_relative, read, count).tolist() == in_order.tolist()
+        decoded = read_kallsyms(place_relative, read)
+        assert decoded.names == kallsyms(dump).names
+        assert decoded.addresses.tolist() == in_order.tolist()
+
+
+ORACLE_73 = Path(__file__).resolve().parent.parent / ".cache" / "oracle"
+KVER_73 = "7.3.4+deb13-cloud-amd64"
+
+
+def test_place_relative_offsets_on_73_dump() -> None:
+    """On a real 7.3.4 kdump (no kallsyms_relative_base in VMCOREINFO), every symbol
+    found once in both is where the -dbg vmlinux's .symtab, moved by KERNELOFFSET, puts it."""
+    from kdumpkit.debuginfo.symbols import load_elf_symtab
+
+    vmcore = ORACLE_73 / f"kdump-{KVER_73}-load" / "vmcore.elf"
+    vmlinux = ORACLE_73 / "kernels" / KVER_73 / "usr/lib/debug/boot" / f"vmlinux-{KVER_73}"
+    if not vmcore.is_file() or not vmlinux.is_file():
+        pytest.skip(f"the 7.3 testbed dump or vmlinux is not in {ORACLE_73}")
+    with open_dump(vmcore) as dump:
+        assert dump.vmcoreinfo.symbol("kallsyms_relative_base") is None
+        table = kallsyms(dump)
+        symtab = load_elf_symtab(vmlinux, dump.vmcoreinfo.kerneloffset)
+    assert len(table) == 197553  # drgn 0.3.0's load_vmlinux_kallsyms on this kernel
+    once = {name for name, seen in Counter(table.names).items() if seen == 1}
+    compared = 0
+    for name in table.names[::53]:
+        if len(symtab.positions(name)) == 1 and name in once:
+            assert symtab.address(name) == table.lookup(name), name
+            compared += 1
+    assert compared > 1000

@@ -16,7 +16,11 @@ addresses of the kallsyms tables in VMCOREINFO:
   distance from ``relative_base``.  The first layout is recognised by having
   negative offsets: the second never has any (the kernel is smaller than 2 GiB).
   Without CONFIG_KALLSYMS_BASE_RELATIVE (gone in 6.11) VMCOREINFO gives
-  ``kallsyms_addresses`` (u64) instead.
+  ``kallsyms_addresses`` (u64) instead.  Ard Biesheuvel's "kallsyms: Get rid of
+  kallsyms relative base" (2026, in Debian's 7.3) dropped ``kallsyms_relative_base``
+  from the kernel and from VMCOREINFO: each offset is place-relative (``_text - . +
+  n``, a PC32 relocation), so a symbol's address is ``&kallsyms_offsets[i] +
+  kallsyms_offsets[i]``, relocated with the table itself.
 
 :func:`read_kallsyms` decodes the tables through any kernel virtual memory reader
 (this layer's :class:`~kdumpkit.kernel.x86_64.X86_64AddressSpace`, or drgn's memory
@@ -123,8 +127,8 @@ class KallsymsTable:
 def missing_kallsyms_symbols(vmcoreinfo: VmcoreInfo) -> list[str]:
     """The VMCOREINFO symbols that decoding kallsyms needs and ``vmcoreinfo`` lacks."""
     missing = [name for name in KALLSYMS_VMCOREINFO if vmcoreinfo.symbol(name) is None]
+    # kallsyms_offsets alone is the place-relative layout (no relative base).
     relative = vmcoreinfo.symbol("kallsyms_offsets") is not None
-    relative = relative and vmcoreinfo.symbol("kallsyms_relative_base") is not None
     if not relative and vmcoreinfo.symbol("kallsyms_addresses") is None:
         missing.append("kallsyms_offsets")
     return missing
@@ -247,6 +251,12 @@ def kallsyms_addresses(vmcoreinfo: VmcoreInfo, read: ReadFn, count: int) -> np.n
     """The ``count`` symbols' addresses, in kernel (name table) order."""
     offsets_at = vmcoreinfo.symbol("kallsyms_offsets")
     base_at = vmcoreinfo.symbol("kallsyms_relative_base")
+    if offsets_at is not None and base_at is None:
+        # "kallsyms: Get rid of kallsyms relative base": each entry is relative to
+        # its own address, as the ORC ip table is.
+        offsets = np.frombuffer(read(offsets_at, 4 * count), dtype="<i4").astype(np.int64)
+        places = np.arange(count, dtype=np.int64) * 4 + offsets
+        return np.uint64(offsets_at) + places.astype(np.uint64)
     if offsets_at is not None and base_at is not None:
         offsets = np.frombuffer(read(offsets_at, 4 * count), dtype="<i4").astype(np.int64)
         relative_base = np.uint64(int.from_bytes(read(base_at, 8), "little"))
