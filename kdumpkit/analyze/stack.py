@@ -278,6 +278,17 @@ def saved_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
     return cached
 
 
+def _percpu_address(per_cpu_offset: int, address: int) -> int:
+    """``per_cpu_ptr()``: a per-cpu symbol's address for one CPU, modulo 2**64.
+
+    Before Linux 6.15 x86_64 per-cpu symbols are offsets near 0 (zero-based
+    .data..percpu); since "x86/percpu/64: Use relative percpu offsets" they are
+    kernel-image addresses and ``__per_cpu_offset[cpu]`` is a negative distance to
+    the CPU's area, so the sum wraps.
+    """
+    return (per_cpu_offset + address) & 0xFFFF_FFFF_FFFF_FFFF
+
+
 def _crash_notes_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
     from kdumpkit.dump.notes import NT_PRSTATUS, X86_64_PRSTATUS_SIZE, Note, decode_prstatus
 
@@ -375,7 +386,8 @@ class _Unwinder:
         if offsets is None or symbol is None:
             return None
         try:
-            return self.read_u64(self.read_u64(offsets.address + 8 * cpu) + symbol.address)
+            return self.read_u64(
+                _percpu_address(self.read_u64(offsets.address + 8 * cpu), symbol.address))
         except drgn.FaultError:
             return None
 
@@ -590,7 +602,8 @@ class _Unwinder:
         if offsets is None or runqueues is None:
             return None
         curr = drgn.offsetof(self.prog.type("struct rq"), "curr")
-        return self.read_u64(self.read_u64(offsets.address + 8 * cpu) + runqueues.address + curr)
+        base = self.read_u64(offsets.address + 8 * cpu)
+        return self.read_u64(_percpu_address(base, runqueues.address + curr))
 
     # --- the unwinder -----------------------------------------------------------------
 

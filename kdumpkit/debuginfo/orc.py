@@ -19,9 +19,18 @@ The meaning of the ``flags`` bits changed twice (the version numbers are ours):
   ``.orc_header`` (commit b9f174c811e3), whose ``__start_orc_header`` symbol tells
   version 3 apart.
 
+* version 4 (Linux 7.1): the version-3 layout with the registers renumbered
+  (``orc_types.h``: UNDEFINED=0, AX=1, DX=2, SP=3, BP=4, DI=5, R10=6, R13=7,
+  PREV_SP=8, SP_INDIRECT=9, BP_INDIRECT=10; seen in Debian's 7.3.4 headers).  Its
+  ``.orc_header`` -- the SHA-1 of the ``ORC_REG``/``ORC_TYPE`` defines and ``struct
+  orc_entry`` (scripts/orc_hash.sh) -- is :data:`ORC_HASH_V4`; 6.4 .. 7.0 have
+  :data:`ORC_HASH_V3`.  Another hash is told by the data: nearly every entry's CFA
+  is based on SP, 5 before and 3 after the renumbering.
+
 Without a header, version 2 is told from version 1 by the data: bit 11 (``end`` in
 version 2) is never set in version 1, and the entry code always has end-of-stack
-entries.  Entries are normalised to the version-3 meaning.
+entries.  Entries are normalised to the version-3 meaning, registers to the
+numbering before 7.1 (the ``ORC_REG_*`` constants here).
 """
 
 from __future__ import annotations
@@ -48,6 +57,20 @@ ORC_REG_R10 = 6
 ORC_REG_R13 = 7
 ORC_REG_BP_INDIRECT = 8
 ORC_REG_SP_INDIRECT = 9
+#: Only in the 7.1 numbering (its 1); 10 is free in the older one.
+ORC_REG_AX = 10
+
+#: Linux 7.1's register numbers -> the ORC_REG_* constants above.
+_V4_REGS = (ORC_REG_UNDEFINED, ORC_REG_AX, ORC_REG_DX, ORC_REG_SP, ORC_REG_BP, ORC_REG_DI,
+            ORC_REG_R10, ORC_REG_R13, ORC_REG_PREV_SP, ORC_REG_SP_INDIRECT,
+            ORC_REG_BP_INDIRECT, 11, 12, 13, 14, 15)
+
+#: ``.orc_header`` of Linux 6.4 .. 7.0 (version 3) and of 7.1+ (version 4).
+ORC_HASH_V3 = bytes.fromhex("fe5d32bf581bd63b2ca9a5c65ba5a625eab3fe24")
+ORC_HASH_V4 = bytes.fromhex("137c36ad7627c4dd55932176bb0ecdbd5041fc82")
+ORC_HEADER_SIZE = 20
+#: Entries read to tell version 3 from 4 when the header hash is unknown.
+SAMPLE_ENTRIES = 1 << 14
 
 ORC_TYPE_UNDEFINED = 0
 ORC_TYPE_END_OF_STACK = 1
@@ -92,6 +115,8 @@ def decode_orc_flags(sp_offset: int, bp_offset: int, flags: int, version: int) -
     """Decode one entry's ``flags`` word of the given format version."""
     sp_reg = flags & 0xF
     bp_reg = (flags >> 4) & 0xF
+    if version >= 4:
+        sp_reg, bp_reg = _V4_REGS[sp_reg], _V4_REGS[bp_reg]
     if version >= 3:
         orc_type = (flags >> 8) & 0x7
         signal = bool(flags & 0x800)
@@ -111,13 +136,24 @@ def decode_orc_flags(sp_offset: int, bp_offset: int, flags: int, version: int) -
     return OrcEntry(sp_offset, bp_offset, sp_reg, bp_reg, orc_type, signal)
 
 
-def orc_format_version(flags: np.ndarray, has_orc_header: bool) -> int:
-    """The ORC format version of a table (see the module docstring)."""
+def orc_format_version(flags: np.ndarray, has_orc_header: bool,
+                       header: bytes | None = None) -> int:
+    """The ORC format version of a table (see the module docstring), from its
+    ``.orc_header`` hash when known, else from the entries' ``flags``."""
     if has_orc_header:
-        # TODO(7.1): Linux 7.1 renumbered the ORC registers; its .orc_header hash
-        # differs.  Tell it apart once a 7.1 dump is at hand.
-        return 3
+        if header == ORC_HASH_V4:
+            return 4
+        if header == ORC_HASH_V3:
+            return 3
+        return orc_register_numbering(flags)
     return 2 if bool(np.any(flags & 0x800)) else 1
+
+
+def orc_register_numbering(flags: np.ndarray) -> int:
+    """3 or 4 for a table with a header: whether the CFA register most entries use is
+    SP numbered as before Linux 7.1 (5) or after (3)."""
+    sp_regs = np.bincount(flags & 0xF, minlength=16)
+    return 4 if sp_regs[3] > sp_regs[ORC_REG_SP] else 3
 
 
 class OrcTable:
@@ -162,7 +198,7 @@ class OrcTable:
 
 def read_orc_table(prog: drgn.Program, ip_table: int, entry_table: int, count: int,
                    version: int | None, has_orc_header: bool, *, module: str | None = None,
-                   text_end: int | None = None) -> OrcTable:
+                   text_end: int | None = None, header: bytes | None = None) -> OrcTable:
     """Read ``count`` ORC entries from memory into an :class:`OrcTable`."""
     import drgn
 
@@ -181,7 +217,7 @@ def read_orc_table(prog: drgn.Program, ip_table: int, entry_table: int, count: i
     ips = (np.uint64(ip_table) + (np.arange(count, dtype=np.int64) * 4 + rel).astype(np.uint64))
     entries = np.frombuffer(raw_entries, dtype=ORC_DTYPE)
     if version is None:
-        version = orc_format_version(entries["flags"], has_orc_header)
+        version = orc_format_version(entries["flags"], has_orc_header, header)
     return OrcTable(ips, entries, version, module, text_end)
 
 
@@ -306,7 +342,9 @@ def _load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
     if size < 0 or size % 4 or size // 4 > MAX_ORC_ENTRIES:
         raise OrcError(f"ORC ip table has a bad size {size:#x}")
     count = size // 4
-    has_header = _symbol_address(prog, "__start_orc_header") is not None
+    header_at = _symbol_address(prog, "__start_orc_header")
+    has_header = header_at is not None
+    header = _read_orc_header(prog, header_at)
     # The table also covers .init.text (freed after boot, but a boot CPU's idle task
     # still has start_kernel() frames on its stack).
     stext = _symbol_address(prog, "_stext")
@@ -317,11 +355,14 @@ def _load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
     blocks_at = _symbol_address(prog, "lookup_num_blocks")
     if lookup is None or blocks_at is None or stext is None or etext is None:
         return read_orc_table(prog, start_ip, start_orc, count, None, has_header,
-                              text_end=text_end)
-    version = 3 if has_header else _entry_text_version(prog, start_orc, count, lookup, stext)
+                              text_end=text_end, header=header)
+    if has_header:
+        version = _header_version(prog, header, start_orc, count)
+    else:
+        version = _entry_text_version(prog, start_orc, count, lookup, stext)
     if version is None or text_end is None:
         return read_orc_table(prog, start_ip, start_orc, count, None, has_header,
-                              text_end=text_end)
+                              text_end=text_end, header=header)
     try:
         blocks = struct.unpack("<I", prog.read(blocks_at, 4))[0]
     except drgn.FaultError:
@@ -331,6 +372,33 @@ def _load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
                               text_end=text_end)
     return LazyOrcTable(prog, start_ip, start_orc, count, lookup, blocks, stext, etext,
                         text_end, version)
+
+
+def _read_orc_header(prog: drgn.Program, address: int | None) -> bytes | None:
+    """The 20-byte ``.orc_header`` hash (Linux 6.4+), or None."""
+    import drgn
+
+    if address is None:
+        return None
+    try:
+        return prog.read(address, ORC_HEADER_SIZE)
+    except drgn.FaultError:
+        return None
+
+
+def _header_version(prog: drgn.Program, header: bytes | None, entry_table: int,
+                    count: int) -> int | None:
+    """Version 3 or 4 of a table with a header: by its hash, else by the registers of
+    its first entries; None if they cannot be read."""
+    import drgn
+
+    if header in (ORC_HASH_V3, ORC_HASH_V4):
+        return orc_format_version(np.zeros(0, dtype=np.uint16), True, header)
+    try:
+        raw = prog.read(entry_table, ORC_DTYPE.itemsize * min(count, SAMPLE_ENTRIES))
+    except drgn.FaultError:
+        return None
+    return orc_register_numbering(np.frombuffer(raw, dtype=ORC_DTYPE)["flags"])
 
 
 def _entry_text_version(prog: drgn.Program, entry_table: int, count: int, lookup: int,
