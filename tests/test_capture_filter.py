@@ -260,3 +260,45 @@ def test_kept_sample_picks_as_flatnonzero_does(elf61: Path) -> None:
     for count in (1, 512, kept.size + 10):
         expected = kept[np.linspace(0, kept.size - 1, min(count, kept.size)).astype(np.int64)]
         assert np.array_equal(result.kept_sample(count), expected)
+
+
+def test_linux_7_3_compound_info_keeps_whole_compound_pages() -> None:
+    """Debian's 7.3.4 exports the tail pages' head word as OFFSET(page.compound_info)
+    (no page.compound_head).  makedumpfile 1.7.8 does not know it and judges each tail
+    page alone: on the testbed kdump it drops 319 slab tail pages (the crashing task's
+    task_struct among them: drgn then fails with 'Excluded page').  Ours keeps a tail
+    page exactly when its head is kept, and a superset of makedumpfile's pages.
+    (Here the word is no pointer but a mask, ``~(folio bytes of struct pages - 1) | 1``:
+    only its tail bit is used.)"""
+    folder = CACHE / "oracle" / "kdump-7.3.4+deb13-cloud-amd64-load"
+    if not (folder / "vmcore.elf").is_file() or not (folder / "vmcore.mdf-1.7.8.kdump").is_file():
+        pytest.skip(f"the 7.3 testbed kdump is not in {folder}")
+    with open_dump(folder / "vmcore.elf") as dump:
+        assert dump.vmcoreinfo.offset("page.compound_head") is None
+        memmap = SparseMem(dump)
+        assert memmap.layout.compound_head == dump.vmcoreinfo.offset("page.compound_info") == 8
+        keep = exclude_unnecessary_pages(dump, 31).keep
+        tails = 0
+        for start, end, mem_map in memmap.ranges():
+            size = memmap.layout.size
+            buf = memmap.read_struct_pages(mem_map, end - start)
+            info = np.frombuffer(buf, dtype="<u8").reshape(-1, size // 8)[:, 1]
+            tail = np.flatnonzero(info & 1)
+            # With a power-of-2 struct page, 7.x stores a mask (head = page & mask: the
+            # folio's size in struct-page bytes), not the head's address.
+            mask = info[tail] & ~np.uint64(1)
+            assert bool(((~mask + np.uint64(1)) & ~mask == 0).all())  # ~(2**k - 1) each
+            addresses = np.uint64(mem_map) + tail.astype(np.uint64) * np.uint64(size)
+            heads = ((addresses & mask) - np.uint64(mem_map)) // np.uint64(size)
+            heads = heads.astype(np.int64)
+            inside = (heads >= 0) & (heads < end - start)
+            assert bool(inside.all())
+            # Every tail page is kept exactly when its head page is.
+            assert np.array_equal(keep[start + tail], keep[start + heads])
+            tails += int(tail.size)
+        assert tails > 1000
+    with open_dump(folder / "vmcore.mdf-1.7.8.kdump") as theirs:
+        kept_by_them = theirs.present_bitmap()
+    n = min(keep.size, kept_by_them.size)
+    assert not bool((kept_by_them[:n] & ~keep[:n]).any())
+    assert int((keep[:n] & ~kept_by_them[:n]).sum()) == 319

@@ -125,8 +125,10 @@ def page_layout(dump: Dump) -> PageLayout:
 
 
 def _compound_head_offset(info) -> int | None:  # type: ignore[no-untyped-def]
-    # Newer kernels export the tail page's head word as page.compound_info;
-    # makedumpfile reads either and takes bit 0 as "tail page", and so do we.
+    # Linux 7.x exports the tail page's head word as page.compound_info; bit 0 still
+    # marks a tail page, the rest is the head's address or (Debian's 7.3.4, 64-byte
+    # struct page) a mask: head = page & ~(folio's struct-page bytes - 1).  Only the
+    # tail bit is read here; makedumpfile 1.7.8 reads only page.compound_head.
     offset = info.offset("page.compound_head")
     return offset if offset is not None else info.offset("page.compound_info")
 
