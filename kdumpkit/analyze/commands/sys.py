@@ -92,12 +92,36 @@ def date_text(timestamp: int) -> str:
     return when.strftime("%a %b %e %H:%M:%S UTC %Y")
 
 
+#: The HZ values x86_64 can be built with (CONFIG_HZ_100/250/300/1000).
+HZ_CHOICES = (100, 250, 300, 1000)
+
+
 def jiffies_hz(prog: Program) -> int:
-    """HZ, from tick_nsec (NSEC_PER_SEC / HZ, adjusted slightly by NTP)."""
-    tick_nsec = read_global_int(prog, "tick_nsec", 8)
+    """HZ, from tick_nsec (NSEC_PER_SEC / HZ, adjusted slightly by NTP); without it
+    (Debian's 7.3.4 has no tick_nsec), the HZ whose jiffies since boot best match
+    the timekeeper's boot time."""
+    try:
+        tick_nsec = read_global_int(prog, "tick_nsec", 8)
+    except LookupError:
+        return hz_from_boottime(prog)
     if not tick_nsec:
         raise ValueError("tick_nsec is 0")
     return round(1_000_000_000 / tick_nsec)
+
+
+def hz_from_boottime(prog: Program) -> int:
+    """The HZ for which ``(jiffies_64 - INITIAL_JIFFIES) / HZ`` is nearest the boot time
+    (INITIAL_JIFFIES depends on HZ, so the wrong ones are minutes off)."""
+    from drgn.helpers.linux.timekeeping import ktime_get_boottime_seconds
+
+    boot = ktime_get_boottime_seconds(prog).value_()
+    jiffies = read_global_int(prog, "jiffies_64", 8)
+
+    def error(hz: int) -> int:
+        since_boot = (jiffies - ((-300 * hz) & 0xFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
+        return abs(since_boot // hz - boot)
+
+    return min(HZ_CHOICES, key=error)
 
 
 def uptime_jiffies(prog: Program) -> tuple[int, int]:
