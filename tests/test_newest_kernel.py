@@ -5,6 +5,8 @@ DWARF vmlinux.  Without the dump these tests skip; the HZ rule is also checked o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from pathlib import Path
 
@@ -67,3 +69,24 @@ def test_73_saved_dump_keeps_what_analysis_needs(tmp_path: Path) -> None:
     for command in ("ps", "foreach bt", "mod", "log", "kmem -i"):
         assert ours.run_to_text(command) == raw.run_to_text(command), command
     assert ours.run_to_text("ps") == (CRASH / "ps.txt").read_text()
+
+
+def test_73_irq_equals_drgn_with_dwarf() -> None:
+    """7.2 renamed nr_irqs to total_nr_irqs: typed from our globals table, drgn 0.3.0's
+    ``irq`` prints what it prints with the -dbg vmlinux."""
+    import drgn
+    import drgn.commands
+    import drgn.commands._crash  # registers drgn's crash command
+
+    vmcore = dump_73()
+    vmlinux = ROOT / ".cache/oracle/kernels" / KVER / "usr/lib/debug/boot" / f"vmlinux-{KVER}"
+    if not vmlinux.is_file():
+        pytest.skip(f"{vmlinux} is not cached")
+    reference = drgn.Program()
+    reference.set_core_dump(str(vmcore))
+    reference.load_debug_info([str(vmlinux)])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        drgn.commands.run_command(reference, "crash irq", globals={})
+    ours = Session(open_program(vmcore)).run_to_text("irq")
+    assert ours == out.getvalue() and ours.count("\n") > 400

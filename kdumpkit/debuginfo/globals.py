@@ -190,6 +190,9 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "irq_desc_tree": GlobalType(("struct xarray", "struct radix_tree_root")),
     "btf_modules": GlobalType(("struct list_head",)),
     "nr_irqs": GlobalType(("int",)),
+    # Linux kernel commit b99dc723b12e ("genirq: Expose nr_irqs in core code") (in
+    # v7.2) renamed it; drgn 0.3.0's irq_get_nr_irqs() reads the new name first.
+    "total_nr_irqs": GlobalType(("unsigned int",)),
     "block_class": GlobalType(("const struct class", "struct class")),
     "major_names": GlobalType(("struct blk_major_name *[]",), _length_from_symbol),
     "uidhash_table": GlobalType(("struct hlist_head []",), _length_from_symbol),
