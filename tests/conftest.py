@@ -59,3 +59,15 @@ def kdump61(fx61: Path) -> Path:
 @pytest.fixture(scope="session")
 def flat61(fx61: Path) -> Path:
     return fx61 / "vmcore.flat"
+
+
+@pytest.fixture(params=["elf61", "kdump61", "flat61"])
+def dump(request: pytest.FixtureRequest):
+    """The 6.1 fixture opened, once in each of its formats (ELF, kdump-compressed, flattened)."""
+    from kdumpkit.dump.open import open_dump
+
+    path: Path = request.getfixturevalue(request.param)
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    with open_dump(path) as opened:
+        yield opened

@@ -309,15 +309,21 @@ def test_host_kernel_btf_builds_completely() -> None:
     assert drgn.offsetof(prog.type("struct list_head"), "prev") == 8
 
 
+def _flip_bytes(data: st.DataObject, blob: bytes) -> bytearray:
+    """``blob`` with 1 to 8 bytes set to values hypothesis draws."""
+    mutated = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    return mutated
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_mutated_blobs_parse_or_fail_cleanly(data: st.DataObject) -> None:
     """Random byte flips anywhere in a valid blob: BtfError or a working parse, nothing else."""
     blob, _ = _every_kind()
-    mutated = bytearray(blob)
-    for _ in range(data.draw(st.integers(1, 8))):
-        position = data.draw(st.integers(0, len(mutated) - 1))
-        mutated[position] = data.draw(st.integers(0, 255))
+    mutated = _flip_bytes(data, blob)
     try:
         btf = Btf(bytes(mutated), name="fuzz")
         types = BtfTypes(drgn.Program(drgn.Platform(drgn.Architecture.X86_64)), btf)
@@ -398,10 +404,7 @@ def test_vectorised_walk_on_mutated_blobs(data: st.DataObject) -> None:
     """Flipped bytes: the quick walk gives the exact offsets or leaves the blob to the
     record-by-record walk (never other offsets, never a blob that walk rejects)."""
     blob, _ = _every_kind()
-    mutated = bytearray(blob)
-    for _ in range(data.draw(st.integers(1, 8))):
-        position = data.draw(st.integers(0, len(mutated) - 1))
-        mutated[position] = data.draw(st.integers(0, 255))
+    mutated = _flip_bytes(data, blob)
     try:
         btf = Btf(bytes(mutated), name="fuzz")
     except BtfError:

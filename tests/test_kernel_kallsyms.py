@@ -29,15 +29,6 @@ from kdumpkit.kernel.x86_64 import address_space
 NOT_IN_KALLSYMS = {"swapper_pg_dir", "node_online_map", "mem_section"}
 
 
-@pytest.fixture(params=["elf61", "kdump61", "flat61"])
-def dump(request: pytest.FixtureRequest):
-    path: Path = request.getfixturevalue(request.param)
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    with open_dump(path) as opened:
-        yield opened
-
-
 def test_matches_drgn_kallsyms(dump, fx61: Path) -> None:
     table = kallsyms(dump)
     assert table is kallsyms(dump)

@@ -11,17 +11,6 @@ from kdumpkit.dump.open import open_dump
 from kdumpkit.kernel.info import utsname
 from kdumpkit.kernel.x86_64 import START_KERNEL_MAP, TranslationError, address_space
 
-FORMATS = ["elf61", "kdump61", "flat61"]
-
-
-@pytest.fixture(params=FORMATS)
-def dump(request: pytest.FixtureRequest):
-    path: Path = request.getfixturevalue(request.param)
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    with open_dump(path) as opened:
-        yield opened
-
 
 def test_bases_match_drgn_and_elf(dump, elf61: Path, fx61: Path) -> None:
     space = address_space(dump)
