@@ -510,3 +510,31 @@ def test_writing_over_the_input_is_refused(kdump61: Path, tmp_path: Path) -> Non
         with pytest.raises(DumpError, match="is the dump being read"):
             write_split(src, [tmp_path / "a", copy])
     assert copy.read_bytes() == kdump61.read_bytes()
+
+
+def test_output_that_refuses_mapped_pages_gets_copies(
+    elf61: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem that pins the writer's pages (9p zero-copy, O_DIRECT) fails with EFAULT
+    on pages mapped from /proc/vmcore (VM_PFNMAP); seen on a 4 GiB testbed guest saving
+    an uncompressed ELF dump to 9p. The sink then writes copies, and the file is whole."""
+    import os
+
+    real_pwrite = os.pwrite
+    refused = {"n": 0}
+
+    def pinning_pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if isinstance(data, memoryview) and not isinstance(data.obj, bytes):
+            refused["n"] += 1
+            raise OSError(errno.EFAULT, "Bad address")
+        return real_pwrite(fd, data, offset)
+
+    expected = tmp_path / "expected.elf"
+    with open_dump(elf61) as src:
+        write_dump(src, expected, fmt="elf", compress="none", dump_level=0)
+    monkeypatch.setattr("kdumpkit.dump.write_sink.os.pwrite", pinning_pwrite)
+    out = tmp_path / "copied.elf"
+    with open_dump(elf61) as src:
+        write_dump(src, out, fmt="elf", compress="none", dump_level=0)
+    assert refused["n"] == 1  # refused once, then copies only
+    assert out.read_bytes() == expected.read_bytes()

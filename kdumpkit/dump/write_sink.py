@@ -8,6 +8,7 @@ or ``kdumpkit reassemble`` turns back into the file.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -36,17 +37,39 @@ class Sink(Protocol):
         ...
 
 
+#: Bytes copied at a time when the output refuses memory mapped from the input.
+COPY_CHUNK = 1 << 20
+
+
+def _refuses_mapped_input(exc: OSError) -> bool:
+    """Whether a write failed because the kernel could not pin the caller's pages.
+
+    Writers pass pages of a memory-mapped /proc/vmcore straight to the output. Such a
+    mapping is VM_PFNMAP; filesystems that pin user pages instead of copying them (9p's
+    zero-copy path, O_DIRECT, FUSE) fail on it with EFAULT, though the read succeeds.
+    """
+    return exc.errno == errno.EFAULT
+
+
 class FileSink:
     """A seekable regular file written with pwrite; holes stay sparse."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._written = 0
+        self._copy = False
 
     def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         while view:
-            n = os.pwrite(self.fd, view, offset)
+            piece = bytes(view[:COPY_CHUNK]) if self._copy else view
+            try:
+                n = os.pwrite(self.fd, piece, offset)
+            except OSError as exc:
+                if self._copy or not _refuses_mapped_input(exc):
+                    raise
+                self._copy = True  # from now on, through a copy of our own
+                continue
             view = view[n:]
             offset += n
             self._written += n
@@ -66,12 +89,20 @@ class FlatSink:
         self.stream = stream
         header = FLAT_SIGNATURE + struct.pack(">qq", TYPE_FLAT_HEADER, VERSION_FLAT_HEADER)
         self._written = 0
+        self._copy = False
         self._write(header.ljust(FLAT_HEADER_SIZE, b"\0"))
 
     def _write(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         while view:
-            n = self.stream.write(view)
+            piece = bytes(view[:COPY_CHUNK]) if self._copy else view
+            try:
+                n = self.stream.write(piece)
+            except OSError as exc:  # see FileSink.pwrite
+                if self._copy or not _refuses_mapped_input(exc):
+                    raise
+                self._copy = True
+                continue
             if n is None:  # a non-blocking stream that is full; BinaryIO normally blocks
                 raise OSError("output stream would block")
             view = view[n:]
