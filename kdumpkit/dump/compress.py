@@ -49,9 +49,11 @@ class Codec:
     #: Makes a compressor of many pages in one call for the calling thread;
     #: None: a loop over :meth:`page_compressor`.
     make_batch_compressor: Callable[[], BatchCompressor] | None = None
-    #: Slow enough (zlib: ~40 us a page) that worker processes pay for the copies
-    #: to them; the fast codecs gain less than that costs.
-    worth_processes: bool = False
+    #: Whether compressing pages from several threads at once is faster: the
+    #: library releases the GIL for long enough (zlib: ~40 us a page; zstd: a whole
+    #: batch per call). python-lzo holds the GIL; snappy and lzo take ~3 us a page,
+    #: less than handing the GIL over costs (measured: two threads no faster).
+    threads_scale: bool = False
 
     def page_compressor(self) -> PageCompressor:
         """``compress`` for many pages in a row in this thread: a bytes-like page
@@ -224,7 +226,7 @@ CODECS: dict[str, Codec] = {
         _zlib_compress,
         _zlib_decompress,
         _zlib_page_compressor,
-        worth_processes=True,
+        threads_scale=True,
     ),
     "lzo": Codec("lzo", FLAG_LZO, _lzo_compress, _lzo_decompress, _lzo_page_compressor),
     "snappy": Codec("snappy", FLAG_SNAPPY, _snappy_compress, _snappy_decompress),
@@ -235,6 +237,7 @@ CODECS: dict[str, Codec] = {
         _zstd_decompress,
         _zstd_page_compressor,
         _zstd_batch_compressor,
+        threads_scale=True,
     ),
 }
 CODEC_BY_FLAG: dict[int, Codec] = {c.flag: c for c in CODECS.values()}

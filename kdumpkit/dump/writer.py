@@ -8,8 +8,8 @@ This is the one API the capture layer and ``kdumpkit convert`` call::
 :class:`~kdumpkit.dump.base.Bitmap` (None: every page the source has).  The
 kdump writer keeps it packed and reads ELF sources a window of it at a time, so
 its memory is a bit per pfn plus a fixed window of pages.  Pages are read in
-pfn order, compressed independently (with ``threads > 1`` in a thread pool, or
-worker processes for zlib; a fixed window of batches in flight) and written at
+pfn order, compressed independently (with ``threads > 1`` in a thread pool for
+zlib and zstd; a fixed window of batches in flight) and written at
 their final offsets; to a pipe or with ``flattened=True`` those writes become
 makedumpfile's flattened records.  A failed write raises, after setting the
 format's incomplete flag in the output where it can.
@@ -51,7 +51,6 @@ from kdumpkit.dump.write_kdump import (
 from kdumpkit.dump.write_pages import (
     Batch,
     compress_batch,
-    compress_in_processes,
     ordered_map,
     read_batches,
     zero_mask,
@@ -207,11 +206,7 @@ def _batches(
 ) -> Iterator[Batch]:
     ps = src.page_size
     batches = read_batches(src, kept, threads)
-    if threads > 1 and codec.worth_processes:
-        return compress_in_processes(batches, codec, ps, find_zero, threads)
-    if codec.flag and codec.make_batch_compressor is None:
-        # A call per page from several threads: they would spend the time handing
-        # the GIL over (measured slower than one thread for lzo and snappy).
+    if codec.flag and not codec.threads_scale:
         threads = 1
     return ordered_map(lambda b: compress_batch(b, codec, ps, find_zero), batches, threads)
 
