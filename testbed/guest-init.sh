@@ -9,8 +9,10 @@
 #   kdtb.py=PYTHON kdtb.proj=PROJECT_DIR kdtb.out=OUTPUT_DIR (a writable 9p share)
 #   kdtb.kernel=VMLINUZ kdtb.initrd=INITRD (host paths for the capture kernel)
 #   kdtb.compress=zlib|... (the config's dump.compress; default: kdumpkit's own default)
+#   kdtb.level=N kdtb.format=kdump|elf|flat (the config's dump.level / dump.format)
+#   kdtb.workload=MIB (first kernel: fill memory with testbed/workload.py before the panic)
 # kdumpkit is driven by a config file written from these (KDUMPKIT_CONFIG=/dev/shm/kdumpkit.toml):
-# dump.dir, dump.compress, kexec.kernel, kexec.initrd, kexec.cmdline_append.
+# dump.dir, dump.compress, dump.level, dump.format, kexec.kernel, kexec.initrd, kexec.cmdline_append.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -50,11 +52,14 @@ inhost() {  # run a command chrooted in the host root with a clean environment
 }
 kdumpkit() { inhost "$PY" -m kdumpkit "$@"; }
 write_config() {  # /etc/kdumpkit.toml's job, in the chroot's /dev/shm (a copy goes to the share)
-    local compress; compress=$(arg kdtb.compress)
+    local compress level format
+    compress=$(arg kdtb.compress); level=$(arg kdtb.level); format=$(arg kdtb.format)
     {
         echo "[dump]"
         echo "dir = \"$OUT\""
         [ -z "$compress" ] || echo "compress = \"$compress\""
+        [ -z "$level" ] || echo "level = $level"
+        [ -z "$format" ] || echo "format = \"$format\""
         echo "[kexec]"
         echo "kernel = \"$(arg kdtb.kernel)\""
         echo "initrd = \"$(arg kdtb.initrd)\""
@@ -100,6 +105,12 @@ if [ "$stage" = first ]; then
     sync
 elif [ "$stage" = qmp ]; then
     insmods /etc/modules-qmp
+fi
+
+workload=$(arg kdtb.workload)
+if [ -n "$workload" ]; then
+    inhost "$PY" "$PROJ/testbed/workload.py" --mib "$workload" > "/host$OUT/workload.log" 2>&1
+    say "workload done: rc=$? $(tail -n1 "/host$OUT/workload.log")"
 fi
 
 # Recognisable state for the dump: a sleeper in nanosleep, a task blocked opening a FIFO,

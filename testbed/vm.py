@@ -157,12 +157,15 @@ class Guest:
             self.process.wait(timeout=10)
 
 
-def qemu_command(kernel: Kernel, cmdline: str, extra: list[str]) -> list[str]:
+def qemu_command(
+    kernel: Kernel, cmdline: str, extra: list[str], mem_mib: int | None = None
+) -> list[str]:
     """The QEMU command line: TCG, serial console on stdout, the host's root as 9p tag hostroot."""
+    mem_mib = mem_mib or GUEST_MEM_MIB
     return [
         # -cpu max: the host's Python wheels (numpy) need at least x86-64-v2 (SSE4.2, POPCNT);
         # TCG's default qemu64 model has none of it and Python dies with SIGILL.
-        QEMU, "-accel", ACCEL, "-cpu", "max", "-m", str(GUEST_MEM_MIB), "-smp", str(GUEST_CPUS),
+        QEMU, "-accel", ACCEL, "-cpu", "max", "-m", str(mem_mib), "-smp", str(GUEST_CPUS),
         "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
         "-kernel", str(kernel.vmlinuz), "-initrd", str(kernel.initrd), "-append", cmdline,
         # multidevs=remap: the host root spans several devices (/proc, /sys...); keep inode
@@ -231,6 +234,10 @@ def run_kdump_cycle(
     python: str | None = None,
     compress: str | None = "zlib",
     timeout: float = CYCLE_TIMEOUT_S,
+    mem_mib: int | None = None,
+    level: int | None = None,
+    fmt: str | None = None,
+    workload_mib: int | None = None,
 ) -> CycleResult:
     """Boot ``kernel``, arm kdump with kdumpkit, panic, collect into ``out_dir``, power off.
 
@@ -239,6 +246,9 @@ def run_kdump_cycle(
     (zlib by default: Debian 12's makedumpfile 1.7.2 is built without zstd). Raises
     TestbedError when a stage doesn't happen in time. Files: ``out_dir/console.log`` and
     the guest's writable share ``out_dir/share`` (check/load/collect logs, ``<stamp>/``).
+    ``mem_mib`` is the guest's memory (default TESTBED_MEM), ``level`` and ``fmt`` the
+    config's dump.level and dump.format, ``workload_mib`` how much memory
+    testbed/workload.py fills before the panic (none by default).
     """
     out_dir = out_dir.resolve()
     share = out_dir / "share"
@@ -247,17 +257,23 @@ def run_kdump_cycle(
     cmdline = (
         f"console=ttyS0 quiet crashkernel={CRASHKERNEL} panic=5 kdtb.stage=first kdtb.py={python} "
         f"kdtb.proj={PROJECT_DIR} kdtb.out={share} kdtb.kernel={kernel.vmlinuz} "
-        f"kdtb.initrd={kernel.initrd}" + (f" kdtb.compress={compress}" if compress else "")
+        f"kdtb.initrd={kernel.initrd}"
     )
+    knobs = {"compress": compress, "level": level, "format": fmt, "workload": workload_mib}
+    cmdline += "".join(f" kdtb.{key}={value}" for key, value in knobs.items() if value is not None)
     extra = ["-virtfs", f"local,path={share},mount_tag=outdir,security_model=none"]
     console = out_dir / "console.log"
     deadline = time.monotonic() + timeout
-    with running_guest(qemu_command(kernel, cmdline, extra), console, timeout) as guest:
+    command = qemu_command(kernel, cmdline, extra, mem_mib)
+    with running_guest(command, console, timeout) as guest:
         i, t_up, _ = guest.wait_line(r"TESTBED: first kernel up", deadline)
         i, t_mounted, _ = guest.wait_line(r"TESTBED: host mounted", deadline, i)
         i, t_checked, _ = guest.wait_line(r"TESTBED: (check before load done|FAIL)", deadline, i)
         i, t_loaded, load_line = guest.wait_line(r"TESTBED: (load done|FAIL)", deadline, i)
         i, t_rechecked, _ = guest.wait_line(r"TESTBED: (check after load done|FAIL)", deadline, i)
+        t_filled = t_rechecked
+        if workload_mib:
+            i, t_filled, _ = guest.wait_line(r"TESTBED: workload done", deadline, i)
         i, t_crash, _ = guest.wait_line(r"TESTBED: (crashing|FAIL)", deadline, i)
         i, t_capture, _ = guest.wait_line(r"TESTBED: (capture kernel up|FAIL)", deadline, i)
         i, t_cmounted, _ = guest.wait_line(r"TESTBED: (host mounted|FAIL)", deadline, i)
@@ -273,7 +289,8 @@ def run_kdump_cycle(
         "kdumpkit check": t_checked - t_mounted,
         "kdumpkit load": t_loaded - t_checked,
         "kdumpkit check again": t_rechecked - t_loaded,
-        "tasks + panic": t_crash - t_rechecked,
+        **({"workload": t_filled - t_rechecked} if workload_mib else {}),
+        "tasks + panic": t_crash - t_filled,
         "panic -> capture up": t_capture - t_crash,
         "capture mount": t_cmounted - t_capture,
         "kdumpkit collect": t_collected - t_cmounted,
@@ -284,6 +301,28 @@ def run_kdump_cycle(
         loader=_field(load_line, "loader"), collector=_field(collect_line, "collector"),
         load_rc=int(_field(load_line, "rc")), collect_rc=int(_field(collect_line, "rc")),
     )  # fmt: skip
+
+
+def run_big_dump(kernel: Kernel, out_dir: Path, mem_mib: int, workload_mib: int) -> Path:
+    """A benchmark input: ``out_dir/vmcore.elf``, the whole /proc/vmcore of a guest with
+    ``mem_mib`` of memory, ``workload_mib`` of it filled by testbed/workload.py.
+
+    The capture kernel saves it with ``kdumpkit collect`` at dump level 0, uncompressed
+    ELF (every page, as /proc/vmcore has them).
+    """
+    out_dir = out_dir.resolve()
+    shutil.rmtree(out_dir / "share", ignore_errors=True)
+    result = run_kdump_cycle(
+        kernel, out_dir, compress="none", mem_mib=mem_mib, level=0, fmt="elf",
+        workload_mib=workload_mib, timeout=max(CYCLE_TIMEOUT_S, 1800),
+    )  # fmt: skip
+    print(result.timing_text())
+    dumps = [p for d in result.dump_dirs() for p in d.glob("dump.*") if p.suffix != ".incomplete"]
+    if result.collect_rc != 0 or len(dumps) != 1:
+        raise TestbedError(f"collect rc {result.collect_rc}, dumps {dumps}; see {out_dir}")
+    vmcore = out_dir / "vmcore.elf"
+    dumps[0].replace(vmcore)
+    return vmcore
 
 
 #: dump-guest-memory formats and the file each is written to.
@@ -383,15 +422,19 @@ def qemu_dumps_cached(kernel: Kernel) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``vm.py cycle|qemu-dump [SERIES] [--out DIR]``: run one and print where the files are."""
+    """``vm.py cycle|big-dump|qemu-dump [SERIES] [--out DIR]``: run one, print the files."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=["cycle", "qemu-dump", "qemu-dumps"])
+    parser.add_argument("action", choices=["cycle", "big-dump", "qemu-dump", "qemu-dumps"])
     parser.add_argument("series", nargs="?", default="6.1", help="6.1, 6.12 or a full release")
     parser.add_argument("--out", type=Path, help="output folder (default: under .cache/testbed)")
     parser.add_argument(
         "--no-vmcoreinfo",
         action="store_true",
         help="qemu-dump: without -device vmcoreinfo (no VMCOREINFO note)",
+    )
+    parser.add_argument("--mem", type=int, default=4096, help="big-dump: guest memory, MiB")
+    parser.add_argument(
+        "--workload", type=int, help="big-dump: MiB the workload fills (default: 60%% of --mem)"
     )
     args = parser.parse_args(argv)
 
@@ -414,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
             for folder in result.dump_dirs():
                 for path in sorted(folder.iterdir()):
                     print(f"  {path}  {path.stat().st_size} bytes")
+        elif args.action == "big-dump":
+            out = args.out or CACHE / "big" / f"{kernel.release}-{args.mem}M"
+            workload = args.workload or args.mem * 6 // 10
+            print(f"big dump of {kernel.release} with {args.mem} MiB -> {out}", flush=True)
+            vmcore = run_big_dump(kernel, out, args.mem, workload)
+            print(f"  {vmcore}  {vmcore.stat().st_size} bytes")
         elif args.action == "qemu-dumps":
             for key, path in qemu_dumps_cached(kernel).items():
                 print(f"  {key}: {path}  {path.stat().st_size} bytes")
