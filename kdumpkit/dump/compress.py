@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
+from itertools import repeat
 
 import numpy as np
 
@@ -73,16 +74,28 @@ class Codec:
 
 
 def _loop_batch_compressor(compress: PageCompressor) -> BatchCompressor:
+    return _mapped_batch_compressor(compress)
+
+
+def _mapped_batch_compressor(
+    compress: Callable[..., bytes], *args: object, needs_bytes: bool = False
+) -> BatchCompressor:
+    """A batch compressor calling ``compress(page, *args)`` per page through ``map``
+    (a loop in C: no Python frame per page). ``needs_bytes``: the function takes
+    bytes only, so the batch is copied to bytes once and sliced."""
+
     def compress_pages(
         view: memoryview, pages: np.ndarray, page_size: int
     ) -> tuple[np.ndarray, bytes]:
-        stored: list[bytes | memoryview] = []
-        append = stored.append
-        for i in pages.tolist():
-            page = view[i * page_size : (i + 1) * page_size]
-            packed = compress(page)
-            append(packed if len(packed) < page_size else page)
+        source: bytes | memoryview = view.tobytes() if needs_bytes else view
+        starts = pages * page_size
+        bounds = map(slice, starts.tolist(), (starts + page_size).tolist())
+        pieces = list(map(source.__getitem__, bounds))
+        stored: list[bytes | memoryview] = list(map(compress, pieces, *map(repeat, args)))
         sizes = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
+        for j in np.flatnonzero(sizes >= page_size).tolist():
+            stored[j] = pieces[j]  # makedumpfile's rule: stored raw unless smaller
+            sizes[j] = page_size
         return sizes, b"".join(stored)
 
     return compress_pages
@@ -123,6 +136,14 @@ def _lzo_page_compressor() -> PageCompressor:
     compress = _lzo_module().compress
     # python-lzo takes bytes only (no buffer views): one 4 KiB copy per page.
     return lambda page: compress(bytes(page), 1, False)
+
+
+def _lzo_batch_compressor() -> BatchCompressor:
+    return _mapped_batch_compressor(_lzo_module().compress, 1, False, needs_bytes=True)
+
+
+def _zlib_batch_compressor() -> BatchCompressor:
+    return _mapped_batch_compressor(zlib.compress, 1)
 
 
 def _lzo_decompress(data: bytes, page_size: int) -> bytes:
@@ -226,9 +247,17 @@ CODECS: dict[str, Codec] = {
         _zlib_compress,
         _zlib_decompress,
         _zlib_page_compressor,
+        _zlib_batch_compressor,
         threads_scale=True,
     ),
-    "lzo": Codec("lzo", FLAG_LZO, _lzo_compress, _lzo_decompress, _lzo_page_compressor),
+    "lzo": Codec(
+        "lzo",
+        FLAG_LZO,
+        _lzo_compress,
+        _lzo_decompress,
+        _lzo_page_compressor,
+        _lzo_batch_compressor,
+    ),
     "snappy": Codec("snappy", FLAG_SNAPPY, _snappy_compress, _snappy_decompress),
     "zstd": Codec(
         "zstd",
