@@ -14,6 +14,9 @@ from typing import Protocol
 
 from kdumpkit.dump.errors import DumpFormatError
 
+#: Bytes read through the mapping after which the pages read are unmapped again.
+DROP_EVERY = 32 << 20
+
 
 class ByteSource(Protocol):
     """Anything that can read bytes at an offset."""
@@ -29,7 +32,17 @@ class ByteSource(Protocol):
 
 
 class FileSource:
-    """A regular file (or /proc/vmcore), memory-mapped where possible."""
+    """A regular file (or /proc/vmcore), memory-mapped where possible.
+
+    Pages of a mapped regular file count in the process's RSS once read, so reading
+    a 64 GiB dump through the mapping would show 64 GiB resident (page cache the
+    kernel may reclaim, but still). Every :data:`DROP_EVERY` bytes the range read
+    since the time before last is unmapped with ``madvise(MADV_DONTNEED)``: RSS stays
+    bounded. That is safe while a view of the range is still in use: a shared file
+    mapping just faults the page back in from the page cache. /proc/vmcore is left
+    alone: the kernel maps the old memory with remap_pfn_range, which is never
+    counted in RSS.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.name = os.fspath(path)
@@ -39,6 +52,11 @@ class FileSource:
             raise DumpFormatError(f"{self.name}: cannot open: {exc.strerror}") from None
         self.size = os.fstat(self._fd).st_size
         self._map: mmap.mmap | None = None
+        self._drop = hasattr(mmap.mmap, "madvise") and not os.path.realpath(
+            self.name
+        ).startswith("/proc/")
+        self._read_lo, self._read_hi, self._read_bytes = self.size, 0, 0
+        self._last_dropped_lo = self.size
         if self.size > 0:
             try:
                 self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
@@ -52,6 +70,8 @@ class FileSource:
                 f"but the file is {self.size:#x} bytes"
             )
         if self._map is not None:
+            if self._drop:
+                self._count_read(offset, size)
             return self._map[offset : offset + size]
         data = os.pread(self._fd, size, offset)
         if len(data) != size:
@@ -64,7 +84,28 @@ class FileSource:
             return self.pread(offset, size)
         if offset < 0 or size < 0 or offset + size > self.size:
             self.pread(offset, size)  # raises the precise error
+        if self._drop:
+            self._count_read(offset, size)
         return memoryview(self._map)[offset : offset + size]
+
+    def _count_read(self, offset: int, size: int) -> None:
+        """Note a read of the mapping; unmap what was read once there is enough."""
+        self._read_lo = min(self._read_lo, offset)
+        self._read_hi = max(self._read_hi, offset + size)
+        self._read_bytes += size
+        if self._read_bytes < DROP_EVERY:
+            return
+        assert self._map is not None
+        # From the start of the previous range too: views still in use when it was
+        # dropped (batches being compressed) have faulted some of it back in.
+        lo = min(self._read_lo, self._last_dropped_lo)
+        start = lo - lo % mmap.PAGESIZE
+        try:
+            self._map.madvise(mmap.MADV_DONTNEED, start, self._read_hi - start)
+        except (OSError, ValueError):
+            self._drop = False
+        self._last_dropped_lo = self._read_lo
+        self._read_lo, self._read_hi, self._read_bytes = self.size, 0, 0
 
     def close(self) -> None:
         if self._map is not None:
