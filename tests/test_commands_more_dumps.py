@@ -256,3 +256,20 @@ def crash_uptime_is_wrong(session: Session, outputs: Path) -> bool:
     theirs = [line for line in sys_text.read_text().splitlines() if "UPTIME:" in line]
     ours = [line for line in session.run_to_text("sys").splitlines() if "UPTIME:" in line]
     return theirs != ours
+
+
+def test_drgn_commands_need_no_dwarf(kdump61: Path) -> None:
+    """drgn's dev and kmem ADDR read globals only DWARF used to type (cdev_map, chrdevs,
+    task_struct_cachep): from BTF + the hand-typed table they print what they print
+    with the DWARF vmlinux."""
+    from kdumpkit.analyze.program import open_program
+
+    ours = Session(open_program(kdump61))
+    dwarf = Session(open_program(kdump61, vmlinux=kernel_vmlinux("6.1.0-56-cloud-amd64")))
+    init = ours.run_to_text("ps 1").split()[-6]  # the TASK column of pid 1
+    for command in ("dev", f"kmem {init}"):
+        text = ours.run_to_text(command)
+        assert "could not find" not in text and text == dwarf.run_to_text(command), command
+    dev = ours.run_to_text("dev")
+    assert re.search(r"^\s+1\s+mem\s+[0-9a-f]+\s+memory_fops$", dev, re.M)
+    assert "task_struct" in ours.run_to_text(f"kmem {init}")

@@ -353,3 +353,30 @@ def test_open_pauses_garbage_collection_only_while_opening(kdump61: Path) -> Non
     with pytest.raises(DumpError):
         open_program(kdump61.parent / "no-such-dump")
     assert gc.isenabled()
+
+
+def test_hand_typed_globals_equal_dwarf(kdump61: Path, fx61: Path, prog: drgn.Program) -> None:
+    """Every global of the hand-typed table that the DWARF vmlinux declares has DWARF's
+    address, type and size (array lengths found without DWARF included)."""
+    from kdumpkit.debuginfo.globals import GLOBAL_TYPES
+
+    dwarf = open_program(kdump61, vmlinux=_cached_vmlinux(fx61))
+
+    def spelled(type_: drgn.Type) -> str:
+        return type_.type_name().replace("const ", "").replace("volatile ", "")
+
+    compared = 0
+    for name in GLOBAL_TYPES:
+        try:
+            theirs = dwarf.variable(name)
+        except LookupError:
+            continue  # not in this kernel, or (totalram_pages) a function here
+        ours = prog[name]
+        assert ours.address_ == theirs.address_, name
+        if theirs.type_.kind == drgn.TypeKind.ARRAY and not theirs.type_.is_complete():
+            assert spelled(ours.type_.type) == spelled(theirs.type_.type), name  # linux_banner
+        else:
+            assert spelled(ours.type_) == spelled(theirs.type_), name
+            assert drgn.sizeof(ours.type_) == drgn.sizeof(theirs.type_), name
+        compared += 1
+    assert compared > 120

@@ -65,6 +65,36 @@ def _length_of_task_state_array(prog: drgn.Program, address: int, size: int, ele
     return max(count, 1)
 
 
+def _length_of_nonzero_entries(
+    prog: drgn.Program, address: int, size: int, elem_size: int
+) -> int:
+    """Leading entries that are not all zero bytes: the extent's padding is zeros
+    (``taint_flags``, ``sys_call_table``: arrays whose every real entry is non-zero)."""
+    limit = _length_from_symbol(prog, address, size, elem_size)
+    data = prog.read(address, limit * elem_size)
+    for i in range(limit):
+        if not any(data[i * elem_size : (i + 1) * elem_size]):
+            return max(i, 1)
+    return limit
+
+
+def _length_to_sentinel(prog: drgn.Program, address: int, size: int, elem_size: int) -> int:
+    """Entries up to and including the first all-zero one (a ``{0, NULL}`` end marker)."""
+    return min(
+        _length_of_nonzero_entries(prog, address, size, elem_size) + 1,
+        _length_from_symbol(prog, address, size, elem_size),
+    )
+
+
+def _length_of_global(name: str) -> LengthFn:
+    """The length of another global array declared with the same bound."""
+
+    def length(prog: drgn.Program, address: int, size: int, elem_size: int) -> int:
+        return prog[name].type_.length  # type: ignore[no-any-return]
+
+    return length
+
+
 def _length_of_string(prog: drgn.Program, address: int, size: int, elem_size: int) -> int:
     """A string constant's length including its NUL (the extent may hold more)."""
     return len(_read_c_string(prog, address, min(size or 4096, 4096))) + 1
@@ -89,7 +119,8 @@ def _anonymous_tk_core(prog: drgn.Program) -> drgn.Type:
     seq = prog.type("seqcount_raw_spinlock_t")
     keeper = prog.type("struct timekeeper")
     offset = (drgn.sizeof(seq) + 7) // 8 * 8
-    size = (offset + drgn.sizeof(keeper) + 63) // 64 * 64
+    # ____cacheline_aligned aligns the variable, not the struct's size (DWARF: 288 on 6.1).
+    size = (offset + drgn.sizeof(keeper) + 7) // 8 * 8
     return prog.struct_type(
         None,
         size,
@@ -128,7 +159,7 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "__cpu_active_mask": GlobalType(("struct cpumask",)),
     "__cpu_dying_mask": GlobalType(("struct cpumask",)),
     "tainted_mask": GlobalType(("unsigned long",)),
-    "taint_flags": GlobalType(("const struct taint_flag []",), _length_from_symbol),
+    "taint_flags": GlobalType(("const struct taint_flag []",), _length_of_nonzero_entries),
     "tk_core": GlobalType(()),  # anonymous struct, built by _anonymous_tk_core
     "avenrun": GlobalType(("unsigned long [3]",)),
     "_totalram_pages": GlobalType(("atomic_long_t",)),
@@ -150,9 +181,10 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "nr_swapfiles": GlobalType(("unsigned int",)),
     "swap_info": GlobalType(("struct swap_info_struct *[]",), _length_from_symbol),
     "swapper_spaces": GlobalType(("struct address_space *[]",), _length_from_symbol),
-    "nr_swapper_spaces": GlobalType(("unsigned int []",), _length_from_symbol),
+    # [MAX_SWAPFILES] both; its entries may be 0, swap_info's extent has no padding.
+    "nr_swapper_spaces": GlobalType(("unsigned int []",), _length_of_global("swap_info")),
     "hstates": GlobalType(("struct hstate []",), _length_from_symbol),
-    "hugetlb_max_hstate": GlobalType(("unsigned int",)),
+    "hugetlb_max_hstate": GlobalType(("int",)),
     "mem_section": GlobalType(("struct mem_section **",)),
     "vmemmap_base": GlobalType(("unsigned long",)),
     "page_offset_base": GlobalType(("unsigned long",)),
@@ -162,11 +194,11 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "max_low_pfn": GlobalType(("unsigned long",)),
     "min_low_pfn": GlobalType(("unsigned long",)),
     "high_memory": GlobalType(("void *",)),
-    "node_data": GlobalType(("struct pglist_data *[]",), _length_from_symbol),
+    "node_data": GlobalType(("pg_data_t *[]", "struct pglist_data *[]"), _length_from_symbol),
     "contig_page_data": GlobalType(("struct pglist_data",)),
     "node_states": GlobalType(("nodemask_t []",), _length_from_enum("NR_NODE_STATES")),
     "nr_node_ids": GlobalType(("unsigned int",)),
-    "nr_online_nodes": GlobalType(("int",)),
+    "nr_online_nodes": GlobalType(("unsigned int",)),
     "slab_caches": GlobalType(("struct list_head",)),
     "vmap_area_list": GlobalType(("struct list_head",)),
     "vmap_area_root": GlobalType(("struct rb_root",)),
@@ -199,7 +231,7 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "memblock": GlobalType(("struct memblock",)),
     "vm_event_states": GlobalType(("struct vm_event_state",)),
     "idt_table": GlobalType(("gate_desc []",), _length_from_symbol),
-    "sys_call_table": GlobalType(("const sys_call_ptr_t []",), _length_from_symbol),
+    "sys_call_table": GlobalType(("const sys_call_ptr_t []",), _length_of_nonzero_entries),
     "console_drivers": GlobalType(("struct console *",)),
     "log_buf_len": GlobalType(("u32", "int")),
     "system_state": GlobalType(("enum system_states",)),
@@ -209,6 +241,33 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "prog_idr": GlobalType(("struct idr",)),
     "map_idr": GlobalType(("struct idr",)),
     "link_idr": GlobalType(("struct idr",)),
+    "btf_idr": GlobalType(("struct idr",)),
+    # drgn's helpers and crash commands (dev, kmem ADDR, sys -i, net, mod):
+    "task_struct_cachep": GlobalType(("struct kmem_cache *",)),
+    "cdev_map": GlobalType(("struct kobj_map *",)),
+    "chrdevs": GlobalType(("struct char_device_struct *[]",), _length_from_symbol),
+    "bus_kset": GlobalType(("struct kset *",)),
+    "class_kset": GlobalType(("struct kset *",)),
+    "slab_kset": GlobalType(("struct kset *",)),
+    "bus_ktype": GlobalType(("struct kobj_type",)),
+    "class_ktype": GlobalType(("struct kobj_type",)),
+    "device_ktype": GlobalType(("struct kobj_type",)),
+    "driver_ktype": GlobalType(("struct kobj_type",)),
+    "module_ktype": GlobalType(("struct kobj_type",)),
+    "memory_subsys": GlobalType(("struct bus_type",)),
+    "pci_bus_type": GlobalType(("struct bus_type",)),
+    "pci_root_buses": GlobalType(("struct list_head",)),
+    "sysfs_root_kn": GlobalType(("struct kernfs_node *",)),
+    "cgrp_dfl_root": GlobalType(("struct cgroup_root",)),
+    "init_time_ns": GlobalType(("struct time_namespace",)),
+    "arp_tbl": GlobalType(("struct neigh_table",)),
+    "softirq_vec": GlobalType(("struct softirq_action []",), _length_from_enum("NR_SOFTIRQS")),
+    "gfpflag_names": GlobalType(("const struct trace_print_flags []",), _length_to_sentinel),
+    "poll_spurious_irq_timer": GlobalType(("struct timer_list",)),
+    "__highest_present_section_nr": GlobalType(("unsigned long",)),
+    "ipc_mni_shift": GlobalType(("int",)),
+    "log_buf": GlobalType(("char *",)),
+    "vermagic": GlobalType(("const char []",), _length_of_string),
 }
 
 #: Constants that kernel BTF does not carry: (value, type, and a check against BTF
