@@ -71,3 +71,15 @@ def dump(request: pytest.FixtureRequest):
         pytest.skip(f"{path} not present")
     with open_dump(path) as opened:
         yield opened
+
+
+@pytest.fixture
+def stdlib_zlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """zlib pages deflated by zlib itself, not libdeflate: then our files are makedumpfile's
+    bytes exactly, which is how the tests pin the layout (headers, bitmaps, page
+    descriptors, data offsets) down to the byte."""
+    import zlib
+
+    from kdumpkit.dump import compress
+
+    monkeypatch.setattr(compress, "_deflate", lambda: zlib.compress)

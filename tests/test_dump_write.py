@@ -37,7 +37,9 @@ def reference(kdump61: Path) -> dict[int, bytes]:
         return _digests(dump)
 
 
-def test_kdump_output_is_makedumpfiles_bytes(kdump61: Path, tmp_path: Path) -> None:
+def test_kdump_output_is_makedumpfiles_bytes(
+    kdump61: Path, tmp_path: Path, stdlib_zlib: None
+) -> None:
     # Same source pages, zlib, one shared zero page: makedumpfile -c -d 31 wrote exactly this.
     out = tmp_path / "ours.kdump"
     with open_dump(kdump61) as src:
@@ -50,7 +52,32 @@ def test_kdump_output_is_makedumpfiles_bytes(kdump61: Path, tmp_path: Path) -> N
     assert stats.zero_pages > 0
 
 
-def test_kdump_from_elf_is_makedumpfiles_bytes(kdump61: Path, elf61: Path, tmp_path: Path) -> None:
+def test_zlib_pages_deflated_by_libdeflate_inflate_with_zlib(
+    kdump61: Path, reference: dict[int, bytes], tmp_path: Path
+) -> None:
+    """libdeflate's zlib streams (the default deflater) are zlib streams: zlib itself
+    reads every page back; the file is about makedumpfile's size; the same bytes every
+    time, threads or not."""
+    import zlib
+
+    from kdumpkit.dump import compress
+
+    if compress._deflate() is zlib.compress:
+        pytest.skip("the deflate package is not installed: zlib pages are zlib's")
+    out = tmp_path / "libdeflate.kdump"
+    again = tmp_path / "again.kdump"
+    with open_dump(kdump61) as src:
+        write_dump(src, out, compress="zlib", exclude_zero=True)
+        write_dump(src, again, compress="zlib", exclude_zero=True, threads=2)
+    assert out.read_bytes() == again.read_bytes()
+    assert 0.98 < out.stat().st_size / kdump61.stat().st_size < 1.02
+    with open_dump(out) as ours:  # the reader inflates with zlib
+        assert _digests(ours) == reference
+
+
+def test_kdump_from_elf_is_makedumpfiles_bytes(
+    kdump61: Path, elf61: Path, tmp_path: Path, stdlib_zlib: None
+) -> None:
     # From the raw /proc/vmcore with makedumpfile's page selection and header facts.
     out = tmp_path / "ours.kdump"
     with open_dump(kdump61) as ref, open_dump(elf61) as src:
@@ -63,9 +90,9 @@ def test_kdump_from_elf_is_makedumpfiles_bytes(kdump61: Path, elf61: Path, tmp_p
 
 @pytest.mark.parametrize("threads", [2, 3])
 def test_parallel_zlib_is_makedumpfiles_bytes(
-    threads: int, kdump61: Path, elf61: Path, tmp_path: Path
+    threads: int, kdump61: Path, elf61: Path, tmp_path: Path, stdlib_zlib: None
 ) -> None:
-    # zlib in worker processes, pages read as views of the mapped ELF: same bytes.
+    # zlib in threads, pages read as views of the mapped ELF: same bytes.
     out = tmp_path / "ours.kdump"
     with open_dump(kdump61) as ref, open_dump(elf61) as src:
         write_dump(
