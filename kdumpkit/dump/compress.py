@@ -106,15 +106,11 @@ def _mapped_batch_compressor(
     return compress_pages
 
 
-@cache
 def _deflate() -> Callable[[bytes | memoryview, int], bytes]:
     """The function that deflates a zlib page: ``(page, level) -> zlib stream``:
     libdeflate's where the ``deflate`` package is installed, else zlib's."""
-    try:
-        import deflate
-    except ImportError:
-        return zlib.compress
-    return deflate.zlib_compress  # type: ignore[no-any-return]
+    libdeflate = _libdeflate()
+    return zlib.compress if libdeflate is None else libdeflate.zlib_compress  # type: ignore[no-any-return]
 
 
 def _zlib_compress(page: bytes) -> bytes:
@@ -125,7 +121,23 @@ def _zlib_page_compressor() -> PageCompressor:
     return partial(_deflate(), level=1) if _deflate() is zlib.compress else _zlib_compress
 
 
+@cache
+def _libdeflate():  # type: ignore[no-untyped-def]
+    """The ``deflate`` module (libdeflate), or None."""
+    try:
+        import deflate
+    except ImportError:
+        return None
+    return deflate
+
+
 def _zlib_decompress(data: bytes, page_size: int) -> bytes:
+    libdeflate = _libdeflate()
+    if libdeflate is not None:  # about 1.8x zlib's speed on dump pages
+        try:
+            return libdeflate.zlib_decompress(data, page_size)  # type: ignore[no-any-return]
+        except libdeflate.DeflateError:
+            pass  # it says only "failed": zlib, below, says what is wrong
     dec = zlib.decompressobj()
     out = dec.decompress(data, page_size)
     if not dec.eof:
