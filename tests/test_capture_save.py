@@ -132,10 +132,13 @@ def test_save_of_a_truncated_dump_is_one_line(tmp_path: Path, elf61: Path, capsy
 
 
 @pytest.mark.slow
-def test_crash_9_reads_our_dump_like_makedumpfiles(elf61: Path, fx61: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("codec", ["zstd", "zlib"])  # zlib: libdeflate's streams
+def test_crash_9_reads_our_dump_like_makedumpfiles(
+    codec: str, elf61: Path, fx61: Path, tmp_path: Path
+) -> None:
     crash, vmlinux = crash_9()
     out = tmp_path / "dump.kdump"
-    assert main(["save", str(elf61), str(out), "-q"]) == 0  # -d 31, zstd
+    assert main(["save", str(elf61), str(out), "-q", "--compress", codec]) == 0  # -d 31
     run = subprocess.run(
         [*crash, "-s", str(vmlinux), str(out)],
         input="sys\n!echo ==\nbt\n!echo ==\nkmem -i\nquit\n", capture_output=True, text=True,
