@@ -8,10 +8,10 @@ found over the whole batch at once (a ``uint64`` row per page), and only the
 non-zero pages go through the codec, a slice of the view each.
 
 Parallel compression is threads: zstd compresses a whole batch per call and
-zlib releases the GIL for each page's ~40 us of deflate, so both scale (zlib with
-two threads: 1.87x a thread's speed, no CPU spent on the hand-over; worker
-processes, tried before, spent 15-40 % more CPU copying pages to them). lzo and
-snappy stay on one thread (see :attr:`Codec.threads_scale`).
+zlib's deflaters (libdeflate, zlib) release the GIL for each page's 20-60 us, so
+both scale (zlib's with two threads: 1.87x a thread's speed, no CPU spent on the
+hand-over; worker processes, tried before, spent 15-40 % more CPU copying pages
+to them). lzo and snappy stay on one thread (see :attr:`Codec.threads_scale`).
 """
 
 from __future__ import annotations
