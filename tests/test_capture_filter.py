@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oracles import makedumpfile_178
 
 from kdumpkit.capture.filter import (
     FilterError,
@@ -85,35 +84,6 @@ def test_keep_bitmap_equals_makedumpfile(elf61: Path, level: int) -> None:
         for page_class, n in counts.items():
             assert result.excluded.get(page_class, 0) == n, page_class
         assert result.ram_pages == int(np.count_nonzero(theirs.ram_bitmap()))
-
-
-#: Whole /proc/vmcore files of busy 4 GiB guests (``python3 testbed/vm.py big-dump 6.1``).
-BIG_GUEST_DUMPS = sorted(
-    Path(os.environ.get("TESTBED_CACHE", CACHE / "testbed")).glob("big/*/vmcore.elf")
-)
-
-
-@pytest.mark.parametrize("level", [31, 1, 2, 4, 8, 16])
-def test_keep_bitmap_equals_makedumpfile_178_on_a_busy_4gib_guest(
-    level: int, tmp_path: Path
-) -> None:
-    """A guest with anonymous memory, tmpfs page cache and a full slab: the classes
-    the small fixture barely has. Every page of the bitmap equals makedumpfile 1.7.8's."""
-    if not BIG_GUEST_DUMPS:
-        pytest.skip("no big guest dump (python3 testbed/vm.py big-dump 6.1: about 70 s)")
-    mdf = makedumpfile_178()
-    for vmcore in BIG_GUEST_DUMPS:
-        theirs_path = tmp_path / f"{vmcore.parent.name}.kdump"
-        subprocess.run(
-            [*mdf, "-z", "-d", str(level), str(vmcore), str(theirs_path)],
-            capture_output=True, check=True,
-        )  # fmt: skip
-        with open_dump(vmcore) as dump, open_dump(theirs_path) as theirs:
-            result = exclude_unnecessary_pages(dump, level)
-            their_keep = theirs.present_bitmap()
-            differences = set(np.flatnonzero(result.keep != their_keep).tolist())
-            assert differences <= partial_last_pages(dump), sorted(differences)[:10]
-            assert int(np.count_nonzero(result.keep)) > 0
 
 
 def test_window_size_does_not_change_the_result(elf61: Path) -> None:

@@ -68,6 +68,23 @@ def kdump_cycle(request: pytest.FixtureRequest) -> testbed.CycleResult:
     return result
 
 
+#: The big guest: its memory and how much of it the workload fills (MiB).
+BIG_GUEST_MIB, BIG_WORKLOAD_MIB = 4096, 2457
+
+
+@pytest.fixture(scope="session", params=E2E_KERNELS, ids=lambda s: f"linux-{s}")
+def big_guest_dump(request: pytest.FixtureRequest) -> Path:
+    """The whole /proc/vmcore of a busy 4 GiB guest (testbed/vm.py big-dump), made once
+    into .cache/testbed/big/<release>-4096M/vmcore.elf (~70 s under TCG, 4 GB) and reused."""
+    kernel = prepared_kernel(request.param)
+    out = testbed.CACHE / "big" / f"{kernel.release}-{BIG_GUEST_MIB}M"
+    vmcore = out / "vmcore.elf"
+    if not vmcore.is_file():
+        vmcore = testbed.run_big_dump(kernel, out, BIG_GUEST_MIB, BIG_WORKLOAD_MIB)
+        _timings.append(f"{kernel.release}: big guest dump made ({vmcore.stat().st_size} bytes)")
+    return vmcore
+
+
 @pytest.fixture(scope="session")
 def qemu_dumps_61() -> dict[str, Path]:
     """QEMU ``dump-guest-memory`` dumps of Debian 6.1 (made once into .cache/testbed)."""
