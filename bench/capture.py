@@ -5,8 +5,10 @@ levels 31 and 1: the wall time, CPU time (user + system of the process and its
 children: the fair figure on a shared machine) and output size of makedumpfile
 (Debian's 1.7.2, and 1.7.8 when unpacked under .cache/ as
 testbed/15-fetch-newer-tools.sh does) and of ``kdumpkit save`` with one and two
-threads, the ratios ours/theirs, and our peak anonymous RSS (the mapped input
-not counted).  Wall and CPU are each the best of ``--repeat`` runs.
+threads, the ratios ours/theirs, and our peak RSS: anonymous, and whole (the
+pages of the mapped input included; kdumpkit unmaps what it has read every
+32 MiB, so both stay bounded whatever the input's size).  Wall and CPU are each
+the best of ``--repeat`` runs.
 
 Our runs get their bytecode cached (in a temporary PYTHONPYCACHEPREFIX, after
 a warm-up run) as an installed package has it, even where the environment sets
