@@ -114,7 +114,7 @@ def test_struct_offsets(session: Session) -> None:
         "}\n"
         "SIZE: 16\n")
     assert session.run_to_text("struct task_struct.pid ffff8f0bc207b000") == (
-        "pid = (pid_t)134\n")
+        "  pid = 134,\n")
     assert session.run_to_text("struct -o no_such_struct") == (
         "struct: invalid data structure reference: no_such_struct\n")
 

@@ -1,17 +1,21 @@
 """``struct``, ``union``, ``p``, ``whatis``: types from BTF (or DWARF), values from memory.
 
-``struct -o`` (member offsets) is ours, in crash's layout; the rest is drgn's crash
-compatibility layer, whose output follows crash's."""
+``struct -o`` (member offsets), ``struct NAME[.member,...] ADDRESS`` and ``p EXPRESSION``
+are ours and print values as crash does (gdb's notation: :mod:`gdbvalue`); other forms
+(counts, per-cpu ``p name:cpus``, ``whatis``) go to drgn's crash compatibility layer."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from typing import TYPE_CHECKING
 
 import drgn
 
 from kdumpkit.analyze.commands.base import CommandError, Result, register
+from kdumpkit.analyze.commands.common import parse_address
 from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
+from kdumpkit.analyze.commands.gdbvalue import format_value, top_level_text
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -39,11 +43,79 @@ def offsets_text(type_: drgn.Type) -> str:
     return "\n".join(lines) + "\n"
 
 
+_NAME = r"[A-Za-z_]\w*"
+#: ``name[.member[.member]...][,member...]`` as ``struct`` takes it.
+_STRUCT_SPEC = re.compile(rf"(?P<name>{_NAME})(?:\.(?P<members>{_NAME}(?:[.\w\[\]]*)"
+                          rf"(?:,{_NAME}[.\w\[\]]*)*))?")  # fmt: skip
+#: ``p`` expressions handled here: ``[&|*]symbol`` then ``.member``, ``->member``, ``[N]``.
+_P_EXPRESSION = re.compile(rf"(?P<prefix>[&*]?)(?P<name>{_NAME})"
+                           rf"(?P<path>(?:\.{_NAME}|->{_NAME}|\[\d+\])*)")  # fmt: skip
+_P_STEP = re.compile(rf"\.({_NAME})|->({_NAME})|\[(\d+)\]")
+
+
+def _radix(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``-x``/``-d``, and whether integers are to be hexadecimal."""
+    hexadecimal = "-x" in argv
+    return [word for word in argv if word not in ("-x", "-d")], hexadecimal
+
+
+def _is_last_member(type_: drgn.Type, path: str) -> bool:
+    """Whether the last step of ``path`` (``a.b.c``) names its structure's last member."""
+    *parents, last = path.split(".")
+    try:
+        for name in parents:
+            type_ = type_.member(name.split("[", 1)[0]).type
+            while type_.kind in (drgn.TypeKind.TYPEDEF, drgn.TypeKind.ARRAY):
+                type_ = type_.type
+    except LookupError:
+        return False
+    named = [m.name for m in type_.members or () if m.name]
+    return bool(named) and named[-1] == last.split("[", 1)[0]
+
+
+def aggregate_text(
+    prog: Program, keyword: str, spec: str, address: int, hexadecimal: bool = False
+) -> str:
+    """crash's ``struct NAME ADDRESS`` / ``struct NAME.a,b ADDRESS``."""
+    match = _STRUCT_SPEC.fullmatch(spec)
+    if match is None:
+        raise CommandError(f"invalid data structure reference: {spec}")
+    try:
+        type_ = prog.type(f"{keyword} {match['name']}")
+    except LookupError:
+        raise CommandError(f"invalid data structure reference: {match['name']}") from None
+    obj = drgn.Object(prog, type_, address=address)
+    try:
+        if not match["members"]:
+            return f"{keyword} {match['name']} {format_value(obj, 0, hexadecimal)}\n"
+        lines = []
+        for member in match["members"].split(","):
+            try:
+                value = obj.subobject_(member)
+            except LookupError:
+                raise CommandError(
+                    f"invalid data structure reference: {match['name']}.{member}"
+                ) from None
+            # crash cuts the member out of gdb's print of the whole structure: no comma
+            # after the structure's last member.
+            comma = "" if _is_last_member(type_, member) else ","
+            lines.append(f"  {member} = {format_value(value, 2, hexadecimal)}{comma}\n")
+        return "".join(lines)
+    except drgn.FaultError as exc:
+        raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None
+
+
 class _Aggregate(DrgnCrashCommand):
     keyword = "struct"
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         argv = list(args.argv)
+        words, hexadecimal = _radix(argv)
+        if len(words) == 2 and not words[0].startswith("-") and _STRUCT_SPEC.fullmatch(words[0]):
+            text = aggregate_text(prog, self.keyword, words[0],
+                                  parse_address(prog, words[1]), hexadecimal)  # fmt: skip
+            return Result(text, [{"spec": words[0], "address": parse_address(prog, words[1]),
+                                  "text": text}])  # fmt: skip
         if "-o" in argv:
             argv.remove("-o")
             if len(argv) != 1:
@@ -77,12 +149,55 @@ class Union(_Aggregate):
     keyword = "union"
 
 
+def evaluate(prog: Program, expression: str) -> drgn.Object | None:
+    """The value of a ``p`` expression of the forms handled here, or None."""
+    match = _P_EXPRESSION.fullmatch(expression)
+    if match is None:
+        return None
+    try:
+        obj = prog[match["name"]]
+    except LookupError:
+        raise CommandError(f"no symbol \"{match['name']}\" in current context.") from None
+    try:
+        for member, arrow, index in _P_STEP.findall(match["path"]):
+            obj = obj[int(index)] if index else obj.member_(member or arrow)
+        if match["prefix"] == "&":
+            return obj.address_of_()
+        if match["prefix"] == "*":
+            return obj[0]
+    except (LookupError, TypeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    return obj
+
+
 @register
 class Print(DrgnCrashCommand):
-    """crash's ``p`` (drgn's rendering of the value)."""
+    """crash's ``p``: ``name = $N = value`` for a symbol, ``$N = value`` for an expression."""
 
     name = "p"
     help = "print the value of an expression"
+
+    def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        words, hexadecimal = _radix(list(args.argv))
+        obj = evaluate(prog, words[0]) if len(words) == 1 else None
+        if obj is None:  # per-cpu forms and what the pattern does not cover
+            return super().run(prog, args)
+        try:
+            text = top_level_text(obj, hexadecimal)
+        except drgn.FaultError as exc:
+            raise CommandError(f"Cannot access memory at address 0x{exc.address:x}") from None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        number = prog.cache.get("kdumpkit.value_history", 0) + 1
+        prog.cache["kdumpkit.value_history"] = number
+        if words[0] == _P_EXPRESSION.fullmatch(words[0])["name"]:  # type: ignore[index]
+            # crash starts an array symbol's value on a line of its own.
+            array = obj.type_.unaliased_kind() == drgn.TypeKind.ARRAY
+            separator = "\n " if array and not text.startswith('"') else ""
+            line = f"{words[0]} = ${number} = {separator}{text}\n"
+        else:
+            line = f"${number} = {text}\n"
+        return Result(line, [{"expression": words[0], "number": number, "value": text}])
 
 
 @register

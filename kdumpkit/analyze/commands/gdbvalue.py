@@ -1,0 +1,153 @@
+"""Values printed the way crash prints them: gdb's ``print`` with pretty structures, no
+``<repeats N times>`` and no element limit (crash's settings).
+
+Rules (checked against crash 9.0.2 on the 6.1 fixture):
+
+* a structure or union is ``{``, one ``name = value`` per member at two more spaces of
+  indentation, separated by ``,``, then ``}`` at the structure's own indentation; an
+  anonymous member prints its value without ``name =``;
+* an array is ``{a, b, c}``; its elements are printed two spaces deeper, so an array of
+  structures reads ``{{`` / members / ``}, {`` / ... / ``}}``;
+* a ``char`` array is a string of every byte but a final NUL, escaped as C does (``\\000``);
+  strings and arrays stop after 256 elements with ``...`` (crash's ``print elements``); a
+  flexible array prints its address;
+* a pointer is ``0x...`` (``0x0`` for NULL) followed by `` <symbol+offset>`` when it points
+  into a kernel symbol, or by the string for ``char *``;
+* integers are decimal (hexadecimal with ``-x``), a ``char`` is ``115 's'``, a ``bool``
+  ``true``/``false``, an enum its enumerator's name.
+"""
+
+from __future__ import annotations
+
+import drgn
+
+from kdumpkit.analyze.commands.common import symbolize
+
+_CHAR_NAMES = {"char", "signed char", "unsigned char"}
+_ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r",
+            34: '\\"', 92: "\\\\"}  # fmt: skip
+#: crash sets gdb's ``print elements`` to 256: strings and arrays stop there, then ``...``.
+PRINT_ELEMENTS = 256
+
+
+def _underlying(type_: drgn.Type) -> drgn.Type:
+    type_ = type_.unqualified()
+    while type_.kind == drgn.TypeKind.TYPEDEF:
+        type_ = type_.type.unqualified()
+    return type_
+
+
+def _is_char(type_: drgn.Type) -> bool:
+    type_ = _underlying(type_)
+    return type_.kind == drgn.TypeKind.INT and type_.name in _CHAR_NAMES
+
+
+def quote_bytes(data: bytes) -> str:
+    """``"..."`` as gdb quotes a string (octal escapes for the unprintable)."""
+    out = []
+    for byte in data:
+        if byte in _ESCAPES:
+            out.append(_ESCAPES[byte])
+        elif 32 <= byte < 127:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _char_literal(value: int) -> str:
+    byte = value & 0xFF
+    if byte == 39:
+        return "'\\''"
+    if byte == 34:
+        return "'\"'"
+    return "'" + quote_bytes(bytes([byte]))[1:-1] + "'"
+
+
+def _pointer_text(prog: drgn.Program, obj: drgn.Object, target: drgn.Type) -> str:
+    value = obj.value_()
+    if value == 0:
+        return "0x0"
+    text = f"0x{value:x}"
+    if _is_char(target):
+        try:
+            raw = prog.read(value, PRINT_ELEMENTS)
+        except drgn.FaultError:
+            return f"{text} <error: Cannot access memory at address {text}>"
+        string = raw.split(b"\0", 1)[0]
+        return f"{text} {quote_bytes(string)}"
+    name = symbolize(prog, value)
+    return f"{text} <{name}>" if name else text
+
+
+def format_value(obj: drgn.Object, indent: int = 0, hexadecimal: bool = False) -> str:
+    """``obj`` in crash's (gdb's) notation; nested lines are indented from ``indent``."""
+    type_ = _underlying(obj.type_)
+    kind = type_.kind
+    if kind in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION, drgn.TypeKind.CLASS):
+        members = type_.members or ()
+        if not members:
+            return "{}"
+        pad = " " * (indent + 2)
+        lines = []
+        for member in members:
+            if member.name:
+                value = format_value(obj.subobject_(member.name), indent + 2, hexadecimal)
+                lines.append(f"{pad}{member.name} = {value}")
+            elif not member.bit_field_size:  # an anonymous struct or union, not padding
+                inner = _anonymous_member(obj, member)
+                lines.append(pad + format_value(inner, indent + 2, hexadecimal))
+        return "{\n" + ",\n".join(lines) + "\n" + " " * indent + "}"
+    if kind == drgn.TypeKind.ARRAY:
+        length = type_.length or 0
+        if not length:  # a flexible array: its address, like a pointer
+            text = _pointer_text(obj.prog_, obj.address_of_(), type_)
+            return f'{text} ""' if _is_char(type_.type) else text
+        shown = min(length, PRINT_ELEMENTS)
+        more = "..." if length > shown else ""
+        if _is_char(type_.type):
+            data = obj.prog_.read(obj.address_, shown)
+            if not more and data.endswith(b"\0"):
+                data = data[:-1]  # the terminator
+            return quote_bytes(data) + more
+        elements = [format_value(obj[i], indent + 2, hexadecimal) for i in range(shown)]
+        return "{" + ", ".join(elements) + more + "}"
+    if kind == drgn.TypeKind.POINTER:
+        return _pointer_text(obj.prog_, obj, type_.type)
+    if kind == drgn.TypeKind.BOOL:
+        return "true" if obj.value_() else "false"
+    if kind == drgn.TypeKind.ENUM:
+        value = obj.value_()
+        for enumerator in type_.enumerators or ():
+            if enumerator.value == value:
+                return enumerator.name
+        return str(value)
+    if kind == drgn.TypeKind.INT:
+        value = obj.value_()
+        if hexadecimal:
+            return f"0x{value & ((1 << (8 * type_.size)) - 1):x}"
+        if type_.name in _CHAR_NAMES:
+            return f"{value} {_char_literal(value)}"
+        return str(value)
+    if kind == drgn.TypeKind.FLOAT:
+        return repr(obj.value_())
+    raise ValueError(f"cannot print a {kind.name.lower()} value")
+
+
+def _anonymous_member(obj: drgn.Object, member: drgn.TypeMember) -> drgn.Object:
+    """An unnamed struct or union member of ``obj``."""
+    if obj.address_ is not None:
+        return drgn.Object(obj.prog_, member.type, address=obj.address_ + member.bit_offset // 8)
+    return drgn.Object.from_bytes_(
+        obj.prog_, member.type, obj.to_bytes_(), bit_offset=member.bit_offset
+    )
+
+
+def top_level_text(obj: drgn.Object, hexadecimal: bool = False) -> str:
+    """What follows ``$N = ``: a pointer other than ``char *`` gets its type in front,
+    as gdb prints a pointer that is not inside a structure."""
+    type_ = _underlying(obj.type_)
+    text = format_value(obj, 0, hexadecimal)
+    if type_.kind == drgn.TypeKind.POINTER and not _is_char(type_.type):
+        return f"({obj.type_.type_name()}) {text}"
+    return text
