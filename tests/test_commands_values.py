@@ -61,6 +61,9 @@ def test_quoting_and_limits(kdump61: Path) -> None:
     prog = open_program(kdump61)
     flexible = prog["init_task"].thread.fpu.__fpstate.regs.xsave.extended_state_area
     assert format_value(flexible) == f"0x{flexible.address_:x} <init_task+6208> \"\""
+    # A value read out of memory prints as the object in memory does.
+    in_memory = prog["init_uts_ns"].name
+    assert format_value(in_memory.read_()) == format_value(in_memory)
     ints = prog.array_type(prog.type("int"), 300)
     array = drgn.Object(prog, ints, address=prog["init_task"].address_)
     assert format_value(array).endswith("...}") and format_value(array).count(",") == 255

@@ -100,13 +100,16 @@ def format_value(obj: drgn.Object, indent: int = 0, hexadecimal: bool = False) -
         return "{\n" + ",\n".join(lines) + "\n" + " " * indent + "}"
     if kind == drgn.TypeKind.ARRAY:
         length = type_.length or 0
-        if not length:  # a flexible array: its address, like a pointer
+        if not length and obj.address_ is not None:  # a flexible array: its address
             text = _pointer_text(obj.prog_, obj.address_of_(), type_)
             return f'{text} ""' if _is_char(type_.type) else text
         shown = min(length, PRINT_ELEMENTS)
         more = "..." if length > shown else ""
         if _is_char(type_.type):
-            data = obj.prog_.read(obj.address_, shown)
+            if obj.address_ is None:  # a value, not in memory
+                data = obj.to_bytes_()[:shown]
+            else:
+                data = obj.prog_.read(obj.address_, shown)
             if not more and data.endswith(b"\0"):
                 data = data[:-1]  # the terminator
             return quote_bytes(data) + more
