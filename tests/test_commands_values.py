@@ -27,6 +27,7 @@ COMMANDS = [
     "struct task_struct.pid ffff8f0bc207b000", "struct task_struct.pid,comm,stack ffff8f0bc207b000",
     "struct task_struct.se.load ffff8f0bc207b000", "struct list_head ffffffff85c1aa40",
     "struct uts_namespace.ns ffffffff85c52e00", "p avenrun",
+    "p runqueues", "p cpu_number", "p current_task",  # per-cpu: type and addresses
 ]  # fmt: skip
 
 

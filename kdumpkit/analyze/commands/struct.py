@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import drgn
 
 from kdumpkit.analyze.commands.base import CommandError, Result, register
-from kdumpkit.analyze.commands.common import parse_address
+from kdumpkit.analyze.commands.common import for_each_cpu_in_dump, parse_address
 from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
 from kdumpkit.analyze.commands.gdbvalue import format_value, top_level_text
 
@@ -112,10 +112,9 @@ class _Aggregate(DrgnCrashCommand):
         argv = list(args.argv)
         words, hexadecimal = _radix(argv)
         if len(words) == 2 and not words[0].startswith("-") and _STRUCT_SPEC.fullmatch(words[0]):
-            text = aggregate_text(prog, self.keyword, words[0],
-                                  parse_address(prog, words[1]), hexadecimal)  # fmt: skip
-            return Result(text, [{"spec": words[0], "address": parse_address(prog, words[1]),
-                                  "text": text}])  # fmt: skip
+            address = parse_address(prog, words[1])
+            text = aggregate_text(prog, self.keyword, words[0], address, hexadecimal)
+            return Result(text, [{"spec": words[0], "address": address, "text": text}])
         if "-o" in argv:
             argv.remove("-o")
             if len(argv) != 1:
@@ -147,6 +146,24 @@ class Union(_Aggregate):
     name = "union"
     help = "union contents (-o NAME: member offsets)"
     keyword = "union"
+
+
+def percpu_text(prog: Program, name: str, obj: drgn.Object) -> str | None:
+    """crash's answer to ``p`` of a per-cpu variable: its type and each CPU's address,
+    or None when ``obj`` is not one (per-cpu symbols are offsets below __per_cpu_end)."""
+    try:
+        end = prog.symbol("__per_cpu_end").address
+    except LookupError:
+        return None
+    if obj.address_ is None or obj.address_ >= end:
+        return None
+    offsets = prog["__per_cpu_offset"]
+    lines = ["PER-CPU DATA TYPE:", f"  {obj.type_.variable_declaration(name)};",
+             "PER-CPU ADDRESSES:"]  # fmt: skip
+    for cpu in for_each_cpu_in_dump(prog):
+        address = (offsets[cpu].value_() + obj.address_) & 0xFFFFFFFFFFFFFFFF
+        lines.append(f"  [{cpu}]: {address:x}")
+    return "\n".join(lines) + "\n"
 
 
 def evaluate(prog: Program, expression: str) -> drgn.Object | None:
@@ -182,6 +199,10 @@ class Print(DrgnCrashCommand):
         obj = evaluate(prog, words[0]) if len(words) == 1 else None
         if obj is None:  # per-cpu forms and what the pattern does not cover
             return super().run(prog, args)
+        if words[0] == _P_EXPRESSION.fullmatch(words[0])["name"]:  # type: ignore[index]
+            percpu = percpu_text(prog, words[0], obj)
+            if percpu is not None:
+                return Result(percpu, [{"expression": words[0], "percpu": True}])
         try:
             text = top_level_text(obj, hexadecimal)
         except drgn.FaultError as exc:
