@@ -1,5 +1,5 @@
 """Values printed the way crash prints them: gdb's ``print`` with pretty structures, no
-``<repeats N times>`` and no element limit (crash's settings).
+``<repeats N times>`` and at most 256 elements (crash's settings).
 
 Rules (checked against crash 9.0.2 on the 6.1 fixture):
 
@@ -31,10 +31,7 @@ PRINT_ELEMENTS = 256
 
 
 def _underlying(type_: drgn.Type) -> drgn.Type:
-    type_ = type_.unqualified()
-    while type_.kind == drgn.TypeKind.TYPEDEF:
-        type_ = type_.type.unqualified()
-    return type_
+    return type_.unaliased().unqualified()
 
 
 def _is_char(type_: drgn.Type) -> bool:

@@ -199,7 +199,8 @@ class Print(DrgnCrashCommand):
         obj = evaluate(prog, words[0]) if len(words) == 1 else None
         if obj is None:  # per-cpu forms and what the pattern does not cover
             return super().run(prog, args)
-        if words[0] == _P_EXPRESSION.fullmatch(words[0])["name"]:  # type: ignore[index]
+        symbol = re.fullmatch(_NAME, words[0]) is not None  # not an expression on it
+        if symbol:
             percpu = percpu_text(prog, words[0], obj)
             if percpu is not None:
                 return Result(percpu, [{"expression": words[0], "percpu": True}])
@@ -211,7 +212,7 @@ class Print(DrgnCrashCommand):
             raise CommandError(str(exc)) from None
         number = prog.cache.get("kdumpkit.value_history", 0) + 1
         prog.cache["kdumpkit.value_history"] = number
-        if words[0] == _P_EXPRESSION.fullmatch(words[0])["name"]:  # type: ignore[index]
+        if symbol:
             # crash starts an array symbol's value on a line of its own.
             array = obj.type_.unaliased_kind() == drgn.TypeKind.ARRAY
             separator = "\n " if array and not text.startswith('"') else ""
