@@ -70,6 +70,8 @@ def kdump_cycle(request: pytest.FixtureRequest) -> testbed.CycleResult:
 
 #: The big guest: its memory and how much of it the workload fills (MiB).
 BIG_GUEST_MIB, BIG_WORKLOAD_MIB = 4096, 2457
+#: Room left beside the big dump: makedumpfile's output (1.1 GB at -d 1) and the rest.
+BIG_DISK_MARGIN_MIB = 3072
 
 
 @pytest.fixture(scope="session", params=E2E_KERNELS, ids=lambda s: f"linux-{s}")
@@ -80,6 +82,15 @@ def big_guest_dump(request: pytest.FixtureRequest) -> Path:
     out = testbed.CACHE / "big" / f"{kernel.release}-{BIG_GUEST_MIB}M"
     vmcore = out / "vmcore.elf"
     if not vmcore.is_file():
+        # The dump is the guest's whole memory, written uncompressed: see that it fits.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        need = (BIG_GUEST_MIB + BIG_DISK_MARGIN_MIB) << 20
+        free = shutil.disk_usage(out.parent).free
+        if free < need:
+            pytest.skip(
+                f"the big-guest dump needs {need >> 20} MiB free in {out.parent}, "
+                f"{free >> 20} MiB are"
+            )
         vmcore = testbed.run_big_dump(kernel, out, BIG_GUEST_MIB, BIG_WORKLOAD_MIB)
         _timings.append(f"{kernel.release}: big guest dump made ({vmcore.stat().st_size} bytes)")
     return vmcore
