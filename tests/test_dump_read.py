@@ -108,6 +108,10 @@ def test_random_reads_agree(kdump61: Path, flat61: Path, elf61: Path) -> None:
                 continue  # the read crossed into an excluded page
             assert elf.read(paddr, size) == expected
             assert fl.read(paddr, size) == expected
+            for dump in (elf, kd):  # ELF reads straight into the buffer; kdump through read
+                buf = bytearray(size)
+                dump.read_into(paddr, memoryview(buf))
+                assert buf == expected
 
 
 def test_read_page_and_iter_pages_agree(kdump61: Path, kdump_pages: dict[int, bytes]) -> None:

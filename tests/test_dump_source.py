@@ -1,11 +1,14 @@
-"""FileSource: reading a large regular file through the mapping keeps RSS bounded."""
+"""FileSource: reading a large regular file through the mapping keeps RSS bounded;
+readinto reads exactly, or says the file is truncated."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from kdumpkit.dump.errors import DumpFormatError
 from kdumpkit.dump.source import DROP_EVERY, FileSource
 
 MIB = 1 << 20
@@ -45,4 +48,18 @@ def test_reading_a_large_file_through_the_mapping_keeps_rss_bounded(tmp_path: Pa
         assert source.pread(size - MIB, 2) == bytes([(size // MIB - 1) % 251 + 1]) * 2
     finally:
         del first
+        source.close()
+
+
+def test_readinto_fills_the_buffer_and_refuses_reads_past_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "small.bin"
+    path.write_bytes(bytes(range(256)) * 64)
+    source = FileSource(path)
+    try:
+        buf = bytearray(300)
+        source.readinto(1000, memoryview(buf))
+        assert buf == (bytes(range(256)) * 64)[1000:1300]
+        with pytest.raises(DumpFormatError, match="truncated"):
+            source.readinto(16_000, memoryview(bytearray(1000)))
+    finally:
         source.close()

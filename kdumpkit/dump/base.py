@@ -177,6 +177,10 @@ class Dump(ABC):
             addr += chunk
         return bytes(out)
 
+    def read_into(self, paddr: int, buf: memoryview, *, zero_missing: bool = False) -> None:
+        """:meth:`read` of ``len(buf)`` bytes into ``buf`` (readers that can, copy once)."""
+        buf[:] = self.read(paddr, len(buf), zero_missing=zero_missing)
+
     def iter_pfns(self) -> Iterator[int]:
         """Every pfn that has data, in increasing order."""
         for pfn in np.flatnonzero(self.present_bitmap()):

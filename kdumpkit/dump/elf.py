@@ -223,6 +223,17 @@ class ElfDump(Dump):
                 break
         return super().read(paddr, size, zero_missing=zero_missing)
 
+    def read_into(self, paddr: int, buf: memoryview, *, zero_missing: bool = False) -> None:
+        readinto = getattr(self.source, "readinto", None)
+        size = len(buf)
+        if readinto is not None and size > 0 and paddr >= 0:
+            for ext in self._overlapping(paddr, paddr + size):
+                if ext.start <= paddr and paddr + size <= ext.lost_from:
+                    readinto(ext.offset + paddr - ext.start, buf)
+                    return
+                break
+        super().read_into(paddr, buf, zero_missing=zero_missing)
+
     def _read_present_page(self, pfn: int) -> bytes:
         start = pfn * self.page_size
         return self._read_span(start, start + self.page_size)

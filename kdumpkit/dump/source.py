@@ -78,6 +78,19 @@ class FileSource:
             raise DumpFormatError(f"{self.name}: short read at {offset:#x}")
         return data
 
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the bytes at ``offset``: one copy by the kernel, where
+        :meth:`pread` through the mapping faults every page in and copies again."""
+        size = len(buf)
+        if offset < 0 or offset + size > self.size:
+            self.pread(offset, size)  # raises the precise error
+        done = 0
+        while done < size:
+            got = os.preadv(self._fd, [buf[done:]], offset + done)
+            if got <= 0:
+                raise DumpFormatError(f"{self.name}: short read at {offset + done:#x}")
+            done += got
+
     def view(self, offset: int, size: int) -> memoryview | bytes:
         """Like :meth:`pread` but without a copy where the file is mapped."""
         if self._map is None:

@@ -322,6 +322,7 @@ class SparseMem:
         ``extra`` zero bytes follow (room a caller wants without another copy).
         """
         out = bytearray(size + extra)
+        view = memoryview(out)
         pos = 0
         while pos < size:
             addr = vaddr + pos
@@ -333,10 +334,11 @@ class SparseMem:
             chunk = min(leaf_size - (addr & (leaf_size - 1)), size - pos)
             if paddr is not None:
                 try:
-                    out[pos : pos + chunk] = self.dump.read(paddr, chunk, zero_missing=True)
+                    self.dump.read_into(paddr, view[pos : pos + chunk], zero_missing=True)
                 except PageNotPresentError:
                     pass
             pos += chunk
+        view.release()  # callers may resize ``out``
         return out
 
     def _leaf(self, vaddr: int) -> tuple[int, int]:
