@@ -18,6 +18,7 @@ from oracles import crash_9, makedumpfile_178
 from kdumpkit.dump import PageState, open_dump
 from kdumpkit.dump.compress import CODECS
 from kdumpkit.dump.errors import DumpError
+from kdumpkit.dump.write_pages import zero_mask
 from kdumpkit.dump.write_sink import FileSink
 from kdumpkit.dump.writer import split_ranges, write_dump, write_split
 
@@ -564,3 +565,13 @@ def test_output_that_refuses_mapped_pages_gets_copies(
         write_dump(src, out, fmt="elf", compress="none", dump_level=0)
     assert refused["n"] == 1  # refused once, then copies only
     assert out.read_bytes() == expected.read_bytes()
+
+
+def test_zero_mask_reads_past_the_first_cache_line() -> None:
+    page = 4096
+    pages = np.zeros((6, page), dtype=np.uint8)
+    pages[1, 0] = 1  # in the first cache line
+    pages[2, 64] = 1  # just past it
+    pages[3, page - 1] = 0x80  # the last byte
+    pages[5, 2000] = 7
+    assert zero_mask(pages.tobytes(), page).tolist() == [True, False, False, False, True, False]
