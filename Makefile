@@ -13,6 +13,7 @@ oracles:
 # The real kdump cycle runs on Debian's 6.1 and 6.12 kernels (about 2.5 minutes of QEMU).
 test: setup oracles
 	$(PY) -m ruff check --no-cache kdumpkit tests bench
+	$(PY) -m ruff format --check --no-cache kdumpkit tests bench
 	KDUMPKIT_E2E_KERNELS="6.1 6.12" $(PY) -m pytest -q -ra
 
 test-fast: setup
@@ -20,7 +21,7 @@ test-fast: setup
 
 lint: setup
 	$(PY) -m ruff check --no-cache kdumpkit tests bench
-	$(PY) -m ruff format --check kdumpkit tests bench
+	$(PY) -m ruff format --check --no-cache kdumpkit tests bench
 
 demo: setup
 	@testbed/demo.sh

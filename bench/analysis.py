@@ -59,21 +59,25 @@ def best_wall(command: list[str], repeat: int, stdin: str | None = None) -> floa
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for _ in range(repeat):
         start = time.perf_counter()
-        proc = subprocess.run(command, input=stdin, capture_output=True, text=True, env=env,
-                              check=False, timeout=600)
+        proc = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, env=env, check=False, timeout=600
+        )
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
-            print(f"  {command[0]} failed: {proc.stderr.strip().splitlines()[-1:]}",
-                  file=sys.stderr)
+            print(
+                f"  {command[0]} failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr
+            )
             return None
         best = elapsed if best is None else min(best, elapsed)
     return best
 
 
 #: the command lines a user types, timed as fresh processes (wall and user+sys CPU)
-CLI_RUNS = (("crash -c bt", ["crash", "{dump}", "-c", "bt"]),
-            ("report", ["report", "{dump}"]),
-            ("crash -c ps", ["crash", "{dump}", "-c", "ps"]))
+CLI_RUNS = (
+    ("crash -c bt", ["crash", "{dump}", "-c", "bt"]),
+    ("report", ["report", "{dump}"]),
+    ("crash -c ps", ["crash", "{dump}", "-c", "ps"]),
+)
 
 
 def best_cli(argv: list[str], repeat: int) -> tuple[float, float] | None:
@@ -84,8 +88,13 @@ def best_cli(argv: list[str], repeat: int) -> tuple[float, float] | None:
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "kdumpkit", *argv], capture_output=True,
-                              env=env, check=False, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kdumpkit", *argv],
+            capture_output=True,
+            env=env,
+            check=False,
+            timeout=600,
+        )
         elapsed = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
@@ -135,8 +144,12 @@ def crash_command(given: str | None) -> list[str] | None:
     root = ROOT / ".cache" / "oracle" / "tools-sid"
     if (root / "usr" / "bin" / "crash").is_file():
         # its own glibc and libraries, as /work/shared/testbed/crash-debian.sh runs it
-        return [str(root / "usr/lib64/ld-linux-x86-64.so.2"), "--library-path",
-                str(root / "usr/lib/x86_64-linux-gnu"), str(root / "usr/bin/crash")]
+        return [
+            str(root / "usr/lib64/ld-linux-x86-64.so.2"),
+            "--library-path",
+            str(root / "usr/lib/x86_64-linux-gnu"),
+            str(root / "usr/bin/crash"),
+        ]
     found = shutil.which("crash")
     return [found] if found else None
 
@@ -146,11 +159,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dump", type=Path, default=DEFAULT_DUMP)
     parser.add_argument("--vmlinux", help="a DWARF vmlinux: also time crash and drgn")
-    parser.add_argument("--crash", help="the crash command (default: crash 9.0.2 unpacked by "
-                        "the testbed under .cache/oracle/tools-sid, else crash on PATH)")
+    parser.add_argument(
+        "--crash",
+        help="the crash command (default: crash 9.0.2 unpacked by "
+        "the testbed under .cache/oracle/tools-sid, else crash on PATH)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--tool-repeat", type=int, default=1,
-                        help="runs of crash and drgn (slow: a DWARF load each)")
+    parser.add_argument(
+        "--tool-repeat",
+        type=int,
+        default=1,
+        help="runs of crash and drgn (slow: a DWARF load each)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     if not args.dump.exists():
@@ -164,14 +184,17 @@ def main() -> int:
         results[f"kdumpkit {name}, wall (fresh process)"] = measured and measured[0]
         results[f"kdumpkit {name}, user+sys CPU"] = measured and measured[1]
     results["kdumpkit open+bt, BTF (fresh process)"] = best_wall(
-        [python, "-c", OURS_BT, str(args.dump), ""], args.repeat)
+        [python, "-c", OURS_BT, str(args.dump), ""], args.repeat
+    )
     results["kdumpkit open+report, BTF (fresh process)"] = best_wall(
-        [python, "-c", OURS_REPORT, str(args.dump), ""], args.repeat)
+        [python, "-c", OURS_REPORT, str(args.dump), ""], args.repeat
+    )
     for key, value in in_process(args.dump, None, args.repeat).items():
         results[f"kdumpkit {key}, BTF (in process)"] = value
     if vmlinux:
         results["kdumpkit open+bt, DWARF (fresh process)"] = best_wall(
-            [python, "-c", OURS_BT, str(args.dump), vmlinux], args.repeat)
+            [python, "-c", OURS_BT, str(args.dump), vmlinux], args.repeat
+        )
         for key in ("open", "bt"):
             value = in_process(args.dump, vmlinux, args.repeat)[key]
             results[f"kdumpkit {key}, DWARF (in process)"] = value
@@ -181,10 +204,15 @@ def main() -> int:
     else:
         crash = crash_command(args.crash)
         results["crash open+bt"] = (
-            best_wall([*crash, "-s", args.vmlinux, str(args.dump)], args.tool_repeat,
-                      stdin="bt\nexit\n") if crash else "skipped: crash not installed")
-        results["drgn open+bt"] = best_wall([python, "-c", DRGN_BT, str(args.dump),
-                                             args.vmlinux], args.tool_repeat)
+            best_wall(
+                [*crash, "-s", args.vmlinux, str(args.dump)], args.tool_repeat, stdin="bt\nexit\n"
+            )
+            if crash
+            else "skipped: crash not installed"
+        )
+        results["drgn open+bt"] = best_wall(
+            [python, "-c", DRGN_BT, str(args.dump), args.vmlinux], args.tool_repeat
+        )
     print(f"dump: {args.dump}  vmlinux: {args.vmlinux or '(none)'}  best of {args.repeat}")
     for name, value in results.items():
         shown = f"{value:8.3f} s" if isinstance(value, float) else str(value)

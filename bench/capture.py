@@ -123,9 +123,7 @@ def _sample_anon(pid: int, peak: list[float], stop: threading.Event) -> None:
         stop.wait(0.01)
 
 
-def measure(
-    argv: list[str], output: Path, repeat: int, env: dict[str, str] | None = None
-) -> Run:
+def measure(argv: list[str], output: Path, repeat: int, env: dict[str, str] | None = None) -> Run:
     """Best wall time and best CPU time of ``repeat`` runs, the output's size and
     the child's peak RSS."""
     best: Run | None = None
@@ -177,9 +175,7 @@ def our_env(pycache: Path) -> dict[str, str]:
     return env
 
 
-def bench(
-    vmcore: Path, repeat: int, levels: tuple[int, ...], codecs: tuple[str, ...]
-) -> list[Row]:
+def bench(vmcore: Path, repeat: int, levels: tuple[int, ...], codecs: tuple[str, ...]) -> list[Row]:
     """Every (makedumpfile build, codec, level) row."""
     rows = []
     tools = makedumpfiles()

@@ -136,7 +136,8 @@ def parse_config(raw: bytes | str, path: str = "<config>") -> Config:
     for section, table in document.items():
         if section not in _SECTIONS:
             raise ConfigError(
-                f"{path}: unknown section [{section}] (known: {', '.join(_SECTIONS)})")
+                f"{path}: unknown section [{section}] (known: {', '.join(_SECTIONS)})"
+            )
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section} must be a [{section}] table")
         for key, value in table.items():

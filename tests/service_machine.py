@@ -42,7 +42,7 @@ def bzimage(init_size: int, signed: bool, size: int = 256 * 1024) -> bytes:
     image[0:2] = b"MZ"
     pe = 0x80
     struct.pack_into("<I", image, 0x3C, pe)
-    image[pe:pe + 4] = b"PE\0\0"
+    image[pe : pe + 4] = b"PE\0\0"
     struct.pack_into("<H", image, pe + 24, 0x20B)
     if signed:
         struct.pack_into("<II", image, pe + 24 + 112 + 4 * 8, size - 0x600, 0x5C0)
@@ -72,8 +72,12 @@ def initramfs(payload_bytes: int = 2 * MiB) -> tuple[bytes, int]:
     """An early cpio + gzip cpio initramfs and its exact unpacked size."""
     early = newc_cpio({"kernel/x86/microcode/GenuineIntel.bin": b"\x01" * 5000})
     padding = b"\0" * (-len(early) % 512)
-    main = newc_cpio({"init": b"#!/bin/sh\n", "bin/busybox": os.urandom(payload_bytes // 2)
-                      + b"\0" * (payload_bytes // 2)})
+    main = newc_cpio(
+        {
+            "init": b"#!/bin/sh\n",
+            "bin/busybox": os.urandom(payload_bytes // 2) + b"\0" * (payload_bytes // 2),
+        }
+    )
     return early + padding + gzip.compress(main, compresslevel=1), len(early) + len(main)
 
 
@@ -97,6 +101,7 @@ class Machine:
 
     def build(self, root: Path) -> Path:
         """Write the machine under *root* and return *root*."""
+
         def put(path: str, data: str | bytes) -> None:
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -107,12 +112,17 @@ class Machine:
 
         put("/proc/sys/kernel/osrelease", RELEASE + "\n")
         put("/proc/cmdline", self.cmdline + "\n")
-        put("/proc/meminfo", f"MemTotal: {self.ram // 1024 - 40000} kB\n"
-            f"MemFree: {self.ram // 2048} kB\nMemAvailable: {self.ram // 1536} kB\n")
-        iomem = ["00001000-0009fbff : System RAM",
-                 f"00100000-{0x100000 + self.ram - 0x9f000 - 1:08x} : System RAM"]
+        put(
+            "/proc/meminfo",
+            f"MemTotal: {self.ram // 1024 - 40000} kB\n"
+            f"MemFree: {self.ram // 2048} kB\nMemAvailable: {self.ram // 1536} kB\n",
+        )
+        iomem = [
+            "00001000-0009fbff : System RAM",
+            f"00100000-{0x100000 + self.ram - 0x9F000 - 1:08x} : System RAM",
+        ]
         if self.crash_size:
-            iomem.append(f"  2e000000-{0x2e000000 + self.crash_size - 1:08x} : Crash kernel")
+            iomem.append(f"  2e000000-{0x2E000000 + self.crash_size - 1:08x} : Crash kernel")
         put("/proc/iomem", "\n".join(iomem) + "\n")
         put("/sys/devices/system/cpu/online", self.cpus + "\n")
         put("/proc/sys/kernel/sysrq", "176\n")
@@ -125,9 +135,10 @@ class Machine:
         if self.lockdown is not None:
             put("/sys/kernel/security/lockdown", self.lockdown + "\n")
         if self.secure_boot is not None:
-            put("/sys/firmware/efi/efivars/"
-                "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
-                b"\x06\0\0\0" + bytes([int(self.secure_boot)]))
+            put(
+                "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+                b"\x06\0\0\0" + bytes([int(self.secure_boot)]),
+            )
         if self.kernel_config is not None:
             put(f"/boot/config-{RELEASE}", self.kernel_config)
         if self.kernel_init_size is not None:
@@ -147,8 +158,10 @@ def fake_commands(folder: Path, names: dict[str, int]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, status in names.items():
         script = folder / name
-        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{folder}/calls.log"\n'
-                          f'[ {status} -eq 0 ] || echo "{name}: simulated failure" >&2\n'
-                          f"exit {status}\n")
+        script.write_text(
+            f'#!/bin/sh\necho "{name} $*" >> "{folder}/calls.log"\n'
+            f'[ {status} -eq 0 ] || echo "{name}: simulated failure" >&2\n'
+            f"exit {status}\n"
+        )
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return folder

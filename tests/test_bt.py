@@ -43,8 +43,10 @@ def test_foreach_bt_is_crash_text(session: Session, fx61: Path) -> None:
 
 
 def test_bt_by_pid_and_by_task_address(session: Session, fx61: Path) -> None:
-    blocks = {block.split()[1]: block + "\n" for block in
-              crash_text(fx61, "foreach-bt.txt").rstrip("\n").split("\n\n")}
+    blocks = {
+        block.split()[1]: block + "\n"
+        for block in crash_text(fx61, "foreach-bt.txt").rstrip("\n").split("\n\n")
+    }
     assert session.run_to_text("bt 128") == blocks["128"]
     assert session.run_to_text("bt ffff8f0be1f46000") == blocks["125"]
     assert session.run_to_text("bt 2 125") == blocks["2"] + "\n" + blocks["125"]
@@ -110,8 +112,29 @@ def test_bt_s_shows_decimal_offsets(session: Session) -> None:
 
 
 def test_register_block_layout() -> None:
-    names = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
-             "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss")
+    names = (
+        "r15",
+        "r14",
+        "r13",
+        "r12",
+        "rbp",
+        "rbx",
+        "r11",
+        "r10",
+        "r9",
+        "r8",
+        "rax",
+        "rcx",
+        "rdx",
+        "rsi",
+        "rdi",
+        "orig_rax",
+        "rip",
+        "cs",
+        "eflags",
+        "rsp",
+        "ss",
+    )
     lines = register_lines({name: index for index, name in enumerate(names)})
     assert lines[0] == "    RIP: 0000000000000010  RSP: 0000000000000013  RFLAGS: 00000012"
     assert lines[3] == "    RBP: 0000000000000004   R8: 0000000000000009   R9: 0000000000000008"
@@ -122,7 +145,8 @@ def test_bt_errors(session: Session) -> None:
     assert session.run_to_text("bt 99999") == "bt: invalid task or pid value: 99999\n"
     assert session.run_to_text("bt -c 7") == "bt: invalid cpu number: 7\n"
     assert session.run_to_text("bt -c 0-99999999") == (
-        "bt: invalid cpu specification: 0-99999999\n")
+        "bt: invalid cpu specification: 0-99999999\n"
+    )
     assert session.run_to_text("foreach vm").startswith("foreach: vm: foreach runs only bt")
     assert session.run_to_text("foreach bt -x") == "foreach: foreach bt: unsupported option -x\n"
 
@@ -131,13 +155,17 @@ def test_foreach_filters(session: Session, fx61: Path) -> None:
     blocks = crash_text(fx61, "foreach-bt.txt").rstrip("\n").split("\n\n")
     by_comm = {block.split('"')[1]: block + "\n" for block in blocks}
     assert session.run_to_text("foreach testbed_fifo bt") == by_comm["testbed_fifo"]
-    assert (session.run_to_text("foreach testbed_fifo bt -FFs")
-            == session.run_to_text("bt -FFs 128"))
+    assert session.run_to_text("foreach testbed_fifo bt -FFs") == session.run_to_text("bt -FFs 128")
     active = session.run_to_text("foreach active bt")
     assert active == by_comm["testbed_spinner"] + "\n" + by_comm["testbed_crasher"]
     user = session.execute(["foreach", "user", "bt"]).rows
-    assert {row["comm"] for row in user} == {"init", "testbed_sleeper", "testbed_spinner",
-                                             "testbed_fifo", "testbed_crasher"}
+    assert {row["comm"] for row in user} == {
+        "init",
+        "testbed_sleeper",
+        "testbed_spinner",
+        "testbed_fifo",
+        "testbed_crasher",
+    }
 
 
 def test_open_and_bt_time(kdump61: Path) -> None:
@@ -151,7 +179,8 @@ def test_open_and_bt_time(kdump61: Path) -> None:
 
 def test_bt_refuses_an_address_that_is_not_a_task(session: Session) -> None:
     assert session.run_to_text("bt ffff8f0bc207b040") == (
-        "bt: invalid task or pid value: ffff8f0bc207b040\n")
+        "bt: invalid task or pid value: ffff8f0bc207b040\n"
+    )
     assert session.run_to_text("bt zz") == "bt: invalid task or pid value: zz\n"
 
 
@@ -160,14 +189,40 @@ def test_kernel_exception_and_stack_switch_rendering(session: Session) -> None:
     # real 6.12 trace in crash 9.0.2): the IRQ-stack frames, the banner on leaving that
     # stack, then the entry frame with the interrupted kernel registers.
     prog = session.prog
-    regs = dict.fromkeys(("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
-                          "rax", "rcx", "rdx", "rsi", "rdi", "rsp", "eflags"), 0)
+    regs = dict.fromkeys(
+        (
+            "r15",
+            "r14",
+            "r13",
+            "r12",
+            "rbp",
+            "rbx",
+            "r11",
+            "r10",
+            "r9",
+            "r8",
+            "rax",
+            "rcx",
+            "rdx",
+            "rsi",
+            "rdi",
+            "rsp",
+            "eflags",
+        ),
+        0,
+    )
     schedule = prog.symbol("schedule").address
     regs.update(orig_rax=0xFFFFFFFFFFFFFFFF, rip=schedule + 26, cs=0x10, ss=0x18)
     frames = [
         Frame(0xFFFFFFFF842C8137, 0xFFFFD18680003FC0, "smpboot_thread_fn", 0x97, stack="IRQ"),
-        Frame(0xFFFFFFFF84E00CE6, 0xFFFFD18680043E20, "asm_sysvec_reboot", 6,
-              is_exception_frame=True, registers=regs),
+        Frame(
+            0xFFFFFFFF84E00CE6,
+            0xFFFFD18680043E20,
+            "asm_sysvec_reboot",
+            6,
+            is_exception_frame=True,
+            registers=regs,
+        ),
         Frame(schedule + 26, 0xFFFFD18680043ED8, "schedule", 26, interrupted=True),
         Frame(0xFFFFFFFF842BFBFA, 0xFFFFD18680043F18, "kthread", 0xBA),
     ]
@@ -185,16 +240,43 @@ def test_nmi_exception_stack_rendering(session: Session) -> None:
     # An NMI that interrupted kernel code (crash 9.0.2's layout, e.g. an idle CPU):
     # after the banner the interrupted function is a frame at the interrupted RSP.
     prog = session.prog
-    regs = dict.fromkeys(("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
-                          "rax", "rcx", "rdx", "rsi", "rdi", "eflags"), 0)
+    regs = dict.fromkeys(
+        (
+            "r15",
+            "r14",
+            "r13",
+            "r12",
+            "rbp",
+            "rbx",
+            "r11",
+            "r10",
+            "r9",
+            "r8",
+            "rax",
+            "rcx",
+            "rdx",
+            "rsi",
+            "rdi",
+            "eflags",
+        ),
+        0,
+    )
     halt = prog.symbol("default_idle").address
-    regs.update(orig_rax=0xFFFFFFFFFFFFFFFF, rip=halt + 14, rsp=0xFFFFD186800C3E90,
-                cs=0x10, ss=0x18)
+    regs.update(
+        orig_rax=0xFFFFFFFFFFFFFFFF, rip=halt + 14, rsp=0xFFFFD186800C3E90, cs=0x10, ss=0x18
+    )
     nmi = "NMI exception"
     frames = [
         Frame(0xFFFFFFFF8426058C, 0xFFFFFE0000048F08, "crash_nmi_callback", 60, stack=nmi),
-        Frame(0xFFFFFFFF84E015C3, 0xFFFFFE0000048F50, "asm_exc_nmi", 0x63, stack=nmi,
-              is_exception_frame=True, registers=regs),
+        Frame(
+            0xFFFFFFFF84E015C3,
+            0xFFFFFE0000048F50,
+            "asm_exc_nmi",
+            0x63,
+            stack=nmi,
+            is_exception_frame=True,
+            registers=regs,
+        ),
         Frame(halt + 14, 0xFFFFD186800C3E90, "default_idle", 14),
         Frame(0xFFFFFFFF842EDD26, 0xFFFFD186800C3E98, "do_idle", 0x1A6),
     ]
@@ -206,7 +288,8 @@ def test_nmi_exception_stack_rendering(session: Session) -> None:
 
 
 @pytest.mark.parametrize("fixture", ["elf61", "flat61"])
-def test_bt_a_same_from_every_format(fixture: str, fx61: Path,
-                                     request: pytest.FixtureRequest) -> None:
+def test_bt_a_same_from_every_format(
+    fixture: str, fx61: Path, request: pytest.FixtureRequest
+) -> None:
     session = Session(open_program(request.getfixturevalue(fixture)))
     assert session.run_to_text("bt -a") == crash_text(fx61, "bt-a.txt")

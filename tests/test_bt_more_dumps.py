@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ORACLE = Path(os.environ.get("KDUMPKIT_CACHE", ROOT / ".cache")) / "oracle"
 COMMANDS = {"bt": "bt.txt", "bt -a": "bt-a.txt", "foreach bt": "foreach-bt.txt"}
 #: Our readers' preference among the files crash read, smallest first.
-DUMP_NAMES = ("vmcore.mdf-1.7.8.kdump", "vmcore.kdump", "vmcore.qemu.kdump", "vmcore.elf",
-              "vmcore.qemu.elf")
+DUMP_NAMES = (
+    "vmcore.mdf-1.7.8.kdump",
+    "vmcore.kdump",
+    "vmcore.qemu.kdump",
+    "vmcore.elf",
+    "vmcore.qemu.elf",
+)
 
 
 def oracle_cases() -> list[tuple[Path, Path]]:
@@ -60,14 +65,18 @@ def same_task_trace(ours: str, theirs: str) -> bool:
     if ours == theirs:
         return True
     our_frames, their_frames = frames_of(ours), frames_of(theirs)
-    return (bool(their_frames) and len(our_frames) > len(their_frames)
-            and our_frames[-len(their_frames):] == their_frames
-            and their_frames[0].split()[1] == "panic")
+    return (
+        bool(their_frames)
+        and len(our_frames) > len(their_frames)
+        and our_frames[-len(their_frames) :] == their_frames
+        and their_frames[0].split()[1] == "panic"
+    )
 
 
 @pytest.mark.skipif(not CASES, reason=f"no testbed dumps with crash outputs in {ORACLE}")
-@pytest.mark.parametrize(("dump", "outputs"), CASES,
-                         ids=[f"{d.parent.name}/{d.name}" for d, _ in CASES] or None)
+@pytest.mark.parametrize(
+    ("dump", "outputs"), CASES, ids=[f"{d.parent.name}/{d.name}" for d, _ in CASES] or None
+)
 def test_bt_matches_crash(dump: Path, outputs: Path) -> None:
     try:
         prog = open_program(dump)
@@ -79,14 +88,22 @@ def test_bt_matches_crash(dump: Path, outputs: Path) -> None:
         ours = session.run_to_text(command)
         ours_blocks, their_blocks = ours.split("\n\n"), expected.split("\n\n")
         assert len(ours_blocks) == len(their_blocks), command
-        matched = sum(same_task_trace(a, b) for a, b in zip(ours_blocks, their_blocks,
-                                                            strict=True))
+        matched = sum(same_task_trace(a, b) for a, b in zip(ours_blocks, their_blocks, strict=True))
         assert matched == len(their_blocks), (
-            f"{command}: {matched}/{len(their_blocks)} tasks equal to crash")
+            f"{command}: {matched}/{len(their_blocks)} tasks equal to crash"
+        )
 
 
-VMLINUX_61 = (ORACLE / "kernels" / "6.1.0-56-cloud-amd64" / "usr" / "lib" / "debug" / "boot"
-              / "vmlinux-6.1.0-56-cloud-amd64")
+VMLINUX_61 = (
+    ORACLE
+    / "kernels"
+    / "6.1.0-56-cloud-amd64"
+    / "usr"
+    / "lib"
+    / "debug"
+    / "boot"
+    / "vmlinux-6.1.0-56-cloud-amd64"
+)
 
 
 @pytest.mark.skipif(not VMLINUX_61.is_file(), reason=f"{VMLINUX_61} not present")

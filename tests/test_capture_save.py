@@ -129,8 +129,6 @@ def test_save_of_a_truncated_dump_is_one_line(tmp_path: Path, elf61: Path, capsy
     assert err.count("\n") == 1 and err.startswith("kdumpkit save: ")
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("codec", ["zstd", "zlib"])  # zlib: libdeflate's streams
 def test_crash_9_reads_our_dump_like_makedumpfiles(

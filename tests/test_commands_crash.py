@@ -24,15 +24,19 @@ def crash_text(fx61: Path, name: str) -> str:
     return (fx61 / "crash-9.0.2" / f"{name}.txt").read_text()
 
 
-@pytest.mark.parametrize(("command", "reference"), [
-    ("ps", "ps"),
-    ("log", "log"),
-    ("mod", "mod"),
-    ("kmem -i", "kmem-i"),
-    ("runq", "runq"),
-])
-def test_byte_identical_to_crash(session: Session, fx61: Path, command: str,
-                                 reference: str) -> None:
+@pytest.mark.parametrize(
+    ("command", "reference"),
+    [
+        ("ps", "ps"),
+        ("log", "log"),
+        ("mod", "mod"),
+        ("kmem -i", "kmem-i"),
+        ("runq", "runq"),
+    ],
+)
+def test_byte_identical_to_crash(
+    session: Session, fx61: Path, command: str, reference: str
+) -> None:
     assert session.run_to_text(command) == crash_text(fx61, reference)
 
 
@@ -48,8 +52,12 @@ def crash_caller_field(makedumpfile_text: str) -> str:
     """makedumpfile 1.7.8 pads the caller to ``[%8s]``; crash 9.0.2's ``log -c`` prints
     the kernel's own ``[%6s]`` (byte-identical with crash's real output on every testbed
     dump, tests/test_commands_more_dumps.py), continuation lines indented to match."""
-    text = re.sub(r"^(\[[ 0-9.]+\] )\[ *([TC]\d+)\]", lambda m: f"{m[1]}[{m[2]:>6}]",
-                  makedumpfile_text, flags=re.MULTILINE)
+    text = re.sub(
+        r"^(\[[ 0-9.]+\] )\[ *([TC]\d+)\]",
+        lambda m: f"{m[1]}[{m[2]:>6}]",
+        makedumpfile_text,
+        flags=re.MULTILINE,
+    )
     return re.sub(r"^ {26}", " " * 24, text, flags=re.MULTILINE)
 
 
@@ -69,7 +77,12 @@ def test_ps_rows_and_filters(session: Session) -> None:
     assert crasher and crasher[0]["pid"] == 134 and crasher[0]["active"]
     user = session.run_to_text("ps -u").splitlines()
     assert [line.split()[-1] for line in user[1:]] == [
-        "init", "testbed_sleeper", "testbed_spinner", "testbed_fifo", "testbed_crasher"]
+        "init",
+        "testbed_sleeper",
+        "testbed_spinner",
+        "testbed_fifo",
+        "testbed_crasher",
+    ]
     assert session.run_to_text("ps 126").splitlines()[1].startswith(">     126")
     assert len(session.run_to_text("ps -A").splitlines()) == 3
 
@@ -83,8 +96,7 @@ def test_log_options(session: Session) -> None:
 
 def test_runq_rows(session: Session) -> None:
     rows = session.execute(["runq", "-c", "1"]).rows
-    assert [(r["cpu"], r["current"]["pid"], r["cfs"], r["rt"]) for r in rows] == [
-        (1, 126, [], [])]
+    assert [(r["cpu"], r["current"]["pid"], r["cfs"], r["rt"]) for r in rows] == [(1, 126, [], [])]
 
 
 def test_set_changes_the_context(session: Session) -> None:
@@ -97,7 +109,7 @@ def test_set_changes_the_context(session: Session) -> None:
             "    CPU: 1",
             "  STATE: TASK_RUNNING (ACTIVE)",
         ]
-        assert "COMMAND: \"testbed_spinner\"" in session.run_to_text("task -R pid")
+        assert 'COMMAND: "testbed_spinner"' in session.run_to_text("task -R pid")
         assert "/dev/null" in session.run_to_text("files")
     finally:
         panic = session.run_to_text("set -p")
@@ -112,18 +124,32 @@ def test_struct_offsets(session: Session) -> None:
         "  [0] struct list_head *next;\n"
         "  [8] struct list_head *prev;\n"
         "}\n"
-        "SIZE: 16\n")
-    assert session.run_to_text("struct task_struct.pid ffff8f0bc207b000") == (
-        "  pid = 134,\n")
+        "SIZE: 16\n"
+    )
+    assert session.run_to_text("struct task_struct.pid ffff8f0bc207b000") == ("  pid = 134,\n")
     assert session.run_to_text("struct -o no_such_struct") == (
-        "struct: invalid data structure reference: no_such_struct\n")
+        "struct: invalid data structure reference: no_such_struct\n"
+    )
 
 
 def test_help_lists_every_command(session: Session) -> None:
     listing = session.run_to_text("help")
     words = set(listing.split())
-    assert {"bt", "ps", "log", "sys", "mod", "kmem", "runq", "struct", "rd", "sym",
-            "dis", "set", "help"} <= words
+    assert {
+        "bt",
+        "ps",
+        "log",
+        "sys",
+        "mod",
+        "kmem",
+        "runq",
+        "struct",
+        "rd",
+        "sym",
+        "dis",
+        "set",
+        "help",
+    } <= words
     assert session.run_to_text("help rd").startswith("NAME\n  rd - read memory")
 
 
@@ -136,7 +162,9 @@ def test_drgn_commands_pass_through(session: Session, kdump61: Path) -> None:
     init_task = 0xFFFFFFFF85C1AA40
     physical = init_task - 0xFFFFFFFF80000000 + phys_base
     assert session.run_to_text(f"vtop {init_task:x}").splitlines()[1].split() == [
-        f"{init_task:x}", f"{physical:x}"]
+        f"{init_task:x}",
+        f"{physical:x}",
+    ]
     assert "rootfs" in session.run_to_text("mount").splitlines()[1]
     assert "kmalloc-64" in session.run_to_text("kmem -s")
     assert session.run_to_text("list").startswith("list: ")
@@ -145,7 +173,10 @@ def test_drgn_commands_pass_through(session: Session, kdump61: Path) -> None:
 def test_options_we_lack_go_to_drgn(session: Session) -> None:
     # ps -r is drgn's
     assert session.run_to_text("ps -r 134").splitlines()[1].split() == [
-        "RLIMIT", "CURRENT", "MAXIMUM"]
+        "RLIMIT",
+        "CURRENT",
+        "MAXIMUM",
+    ]
     # ps -p is ours now: crash's hierarchy, a blank line after it
     lines = session.run_to_text("ps -p 134").splitlines()
     assert [line.split()[1] for line in lines[:-1]] == ["0", "1", "134"] and lines[-1] == ""
@@ -155,7 +186,8 @@ def test_options_we_lack_go_to_drgn(session: Session) -> None:
 def test_sym_knows_modules_and_nm_letters(session: Session, fx61: Path) -> None:
     # a brd function: crash marks module symbols with [module]
     assert session.run_to_text("sym ffffffffc0351010") == (
-        "ffffffffc0351010 (t) brd_insert_page.part.0+16 [brd]\n")
+        "ffffffffc0351010 (t) brd_insert_page.part.0+16 [brd]\n"
+    )
     listing = session.run_to_text("sym -m brd").splitlines()
     assert "ffffffffc0351390 (t) brd_probe [brd]" in listing
     assert all(line.endswith("[brd]") for line in listing)
@@ -196,16 +228,26 @@ def test_bt_imports_only_its_own_command_module(kdump61: Path) -> None:
     import subprocess
     import sys
 
-    probe = ("import sys; from kdumpkit.cli.main import main; main(sys.argv[1:]); "
-             "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules "
-             "if m.startswith('kdumpkit.analyze.commands.') or m == 'drgn.helpers.linux'),"
-             " file=sys.stderr)")
-    run = subprocess.run([sys.executable, "-c", probe, "crash", str(kdump61), "-c", "bt"],
-                         capture_output=True, text=True, check=True)
+    probe = (
+        "import sys; from kdumpkit.cli.main import main; main(sys.argv[1:]); "
+        "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules "
+        "if m.startswith('kdumpkit.analyze.commands.') or m == 'drgn.helpers.linux'),"
+        " file=sys.stderr)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, "crash", str(kdump61), "-c", "bt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     loaded = ast.literal_eval(run.stderr.strip().splitlines()[-1])
     # nor all of drgn's Linux helpers (drgn.helpers.linux imports every one of them)
     assert "bt" in loaded and not {"ps", "log", "kmem", "help", "linux"} & set(loaded), loaded
-    run = subprocess.run([sys.executable, "-m", "kdumpkit", "crash", str(kdump61), "-c", "help"],
-                         capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "kdumpkit", "crash", str(kdump61), "-c", "help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for name in ("bt", "ps", "log", "kmem", "mount", "struct", "vtop"):
         assert f" {name} " in f" {' '.join(run.stdout.split())} ", name

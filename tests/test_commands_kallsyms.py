@@ -21,9 +21,12 @@ def bare_program(path: Path) -> drgn.Program:
     from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
     dump = open_dump(path)
-    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
-                                      drgn.PlatformFlags.IS_64_BIT
-                                      | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    prog = drgn.Program(
+        drgn.Platform(
+            drgn.Architecture.X86_64,
+            drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN,
+        )
+    )
     prog.set_linux_kernel_custom(dump.vmcoreinfo.raw, False)
     page_size = dump.page_size
 
@@ -61,14 +64,16 @@ def test_sym_both_ways(session: Session) -> None:
     assert session.run_to_text("sym panic") == "ffffffff84bccf31 (T) panic\n"
     assert session.run_to_text("sym ffffffff84bcd06e") == "ffffffff84bcd06e (T) panic+317\n"
     assert session.run_to_text("sym 0xffffffff848a8a06") == (
-        "ffffffff848a8a06 (t) sysrq_handle_crash+22\n")
+        "ffffffff848a8a06 (t) sysrq_handle_crash+22\n"
+    )
     listing = session.run_to_text("sym -q sysrq_handle_cr")
     assert "ffffffff848a89f0 (t) sysrq_handle_crash\n" in listing
 
 
 def test_sym_errors_are_one_line(session: Session) -> None:
     assert session.run_to_text("sym no_such_symbol_xyz") == (
-        "sym: no_such_symbol_xyz: symbol not found\n")
+        "sym: no_such_symbol_xyz: symbol not found\n"
+    )
 
 
 def test_rd_matches_the_banner(session: Session, fx61: Path) -> None:
@@ -77,15 +82,18 @@ def test_rd_matches_the_banner(session: Session, fx61: Path) -> None:
     joined = "".join(line.split(":  ", 1)[1] for line in text.splitlines())
     assert joined == banner + "."  # the banner's newline, shown as a dot
     words = session.run_to_text("rd linux_banner 2")
-    assert re.fullmatch(r"ffffffff8531ffe0:  65762078756e694c 2e36206e6f697372   "
-                        r"Linux version 6\.\n", words)
-    assert session.run_to_text("rd -32 linux_banner 1").startswith(
-        "ffffffff8531ffe0:  756e694c")
+    assert re.fullmatch(
+        r"ffffffff8531ffe0:  65762078756e694c 2e36206e6f697372   "
+        r"Linux version 6\.\n",
+        words,
+    )
+    assert session.run_to_text("rd -32 linux_banner 1").startswith("ffffffff8531ffe0:  756e694c")
 
 
 def test_rd_physical_and_faults(session: Session) -> None:
     assert session.run_to_text("rd 0 2") == (
-        'rd: invalid kernel virtual address: 0  type: "64-bit KVADDR"\n')
+        'rd: invalid kernel virtual address: 0  type: "64-bit KVADDR"\n'
+    )
     assert session.run_to_text("rd -p 1000 2").startswith("1000:  0000000000000000")
 
 
@@ -94,8 +102,7 @@ def test_dis_function_and_reverse(session: Session) -> None:
     lines = text.splitlines()
     assert lines[0].startswith("0xffffffff848a89f0 <sysrq_handle_crash>:")
     # the call to panic whose return address crash's bt shows as frame #3
-    assert "0xffffffff848a8a01 <sysrq_handle_crash+17>: call   0xffffffff84bccf31 <panic>" \
-        in lines
+    assert "0xffffffff848a8a01 <sysrq_handle_crash+17>: call   0xffffffff84bccf31 <panic>" in lines
     reverse = session.run_to_text("dis -r ffffffff848a8a06").splitlines()
     assert reverse[-1].startswith("0xffffffff848a8a06 <sysrq_handle_crash+22>:")
     assert session.run_to_text("dis panic 3").count("\n") == 3
@@ -134,10 +141,15 @@ def test_log_without_types_reads_vmcoreinfo_layouts(session: Session, fx61: Path
     assert session.run_to_text("log") == (fx61 / "crash-9.0.2" / "log.txt").read_text()
     with_callers = (fx61 / "makedumpfile" / "dump-dmesg-1.7.8.txt").read_text()
     # crash prints the caller in the kernel's [%6s] field, makedumpfile in [%8s]
-    with_callers = re.sub(r"^(\[[ 0-9.]+\] )\[ *([TC]\d+)\]", lambda m: f"{m[1]}[{m[2]:>6}]",
-                          with_callers, flags=re.MULTILINE)
-    assert session.run_to_text("log -c") == re.sub(r"^ {26}", " " * 24, with_callers,
-                                                   flags=re.MULTILINE)
+    with_callers = re.sub(
+        r"^(\[[ 0-9.]+\] )\[ *([TC]\d+)\]",
+        lambda m: f"{m[1]}[{m[2]:>6}]",
+        with_callers,
+        flags=re.MULTILINE,
+    )
+    assert session.run_to_text("log -c") == re.sub(
+        r"^ {26}", " " * 24, with_callers, flags=re.MULTILINE
+    )
 
 
 def test_dis_annotates_rip_relative_and_rd_s_names_return_addresses(session: Session) -> None:
@@ -147,8 +159,10 @@ def test_dis_annotates_rip_relative_and_rd_s_names_return_addresses(session: Ses
     assert last[1].endswith("(%rip)        # 0xffffffff864ee840 <panic_print>")
     # the panic task's stack: return addresses crash's bt shows as frames #3 and #4
     text = session.run_to_text("rd -s ffffd186803f3a88 4")
-    assert text == ("ffffd186803f3a88:  0000000000000000 sysrq_handle_crash+22\n"
-                    "ffffd186803f3a98:  __handle_sysrq.cold+68 0000000000000002\n")
+    assert text == (
+        "ffffd186803f3a88:  0000000000000000 sysrq_handle_crash+22\n"
+        "ffffd186803f3a98:  __handle_sysrq.cold+68 0000000000000002\n"
+    )
 
 
 def test_shell_escape(session: Session, tmp_path: Path) -> None:
@@ -164,8 +178,7 @@ def test_long_output_goes_through_the_pager(session: Session, tmp_path: Path) ->
 
     paged = tmp_path / "paged.txt"
     out = io.StringIO()
-    pager = [sys.executable, "-c",
-             f"import sys; open({str(paged)!r}, 'w').write(sys.stdin.read())"]
+    pager = [sys.executable, "-c", f"import sys; open({str(paged)!r}, 'w').write(sys.stdin.read())"]
     paging = Session(session.prog, out=out, pager=pager)
     assert paging.run("sym panic") == 0  # short: printed
     assert out.getvalue() == "ffffffff84bccf31 (T) panic\n"

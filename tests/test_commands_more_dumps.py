@@ -17,8 +17,13 @@ from kdumpkit.analyze.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 ORACLE = Path(os.environ.get("KDUMPKIT_CACHE", ROOT / ".cache")) / "oracle"
-BYTE_IDENTICAL = {"ps": "ps.txt", "log": "log.txt", "mod": "mod.txt", "kmem -i": "kmem-i.txt",
-                  "runq": "runq.txt"}
+BYTE_IDENTICAL = {
+    "ps": "ps.txt",
+    "log": "log.txt",
+    "mod": "mod.txt",
+    "kmem -i": "kmem-i.txt",
+    "runq": "runq.txt",
+}
 #: makedumpfile 1.7.2 drops pages 6.12 needs: crash itself lists fewer tasks on these.
 LOSSY = "vmcore.kdump"
 #: the smallest complete file of each dump crash analysed
@@ -34,7 +39,8 @@ def cases(names: tuple[str, ...]) -> list[tuple[Path, Path]]:
         for name in names:
             outputs = folder / "crash-9.0.2" / name
             if (folder / name).is_file() and all(
-                    (outputs / f).is_file() for f in [*BYTE_IDENTICAL.values(), "sys.txt"]):
+                (outputs / f).is_file() for f in [*BYTE_IDENTICAL.values(), "sys.txt"]
+            ):
                 found.append((folder / name, outputs))
                 break
     return found
@@ -128,30 +134,81 @@ def test_one_crash_one_signature(kdump61: Path) -> None:
 #: crash command -> its output file: the pipeline's (testbed 50-crash.sh) and the further
 #: forms .cache/oracle/scripts/crash_extra.sh asked crash 9.0.2 for
 CRASH_FILES = {
-    "sys": "sys.txt", "ps": "ps.txt", "log": "log.txt", "mod": "mod.txt",
-    "kmem -i": "kmem-i.txt", "runq": "runq.txt", "ps -k": "ps-k.txt", "ps -u": "ps-u.txt",
-    "ps -A": "ps-A.txt", "ps 1": "ps-1.txt", "log -t": "log-t.txt", "log -m": "log-m.txt",
-    "log -c": "log-c.txt", "sys -t": "sys-t.txt", "mod -t": "mod-t.txt",
-    "runq -c 1": "runq-c1.txt", "set": "set.txt", "set -p": "set-p.txt", "set 1": "set-1.txt",
-    "ps -G": "ps-G.txt", "ps -y 0": "ps-y0.txt", "ps -S": "ps-S.txt", "ps -p 1": "ps-p1.txt",
-    "ps -c 1": "ps-c1.txt", "ps -l": "ps-l.txt", "ps -m": "ps-m.txt", "ps -u -k": "ps-uk.txt",
-    "ps swapper/0": "ps-swapper.txt", "ps -k -A": "ps-kA.txt", "runq -T": "runq-T.txt",
-    "runq -t": "runq-t.txt", "runq -m": "runq-m.txt", "runq -g": "runq-g.txt",
-    "ps -t": "ps-t.txt", "ps -t 1": "ps-t1.txt", "ps -a": "ps-a.txt", "ps -a 1": "ps-a1.txt",
-    "ps 99999": "ps-99999.txt", "ps 1 99999": "ps-1-99999.txt", "ps nosuchcmd": "ps-nosuchcmd.txt",
-    "ps init": "ps-init.txt", "ps -k 1": "ps-k1.txt", "runq -c 7": "runq-c7.txt",
-    "runq -c 1,0": "runq-c10.txt", "ps -y fifo": "ps-yfifo.txt", "ps -G -u": "ps-Gu.txt",
-    "log -T": "log-T.txt", "log -t -m": "log-tm.txt", "log -d": "log-d.txt",
-    "kmem -V": "kmem-V.txt", "kmem -z": "kmem-z.txt", "kmem -h": "kmem-h.txt",
+    "sys": "sys.txt",
+    "ps": "ps.txt",
+    "log": "log.txt",
+    "mod": "mod.txt",
+    "kmem -i": "kmem-i.txt",
+    "runq": "runq.txt",
+    "ps -k": "ps-k.txt",
+    "ps -u": "ps-u.txt",
+    "ps -A": "ps-A.txt",
+    "ps 1": "ps-1.txt",
+    "log -t": "log-t.txt",
+    "log -m": "log-m.txt",
+    "log -c": "log-c.txt",
+    "sys -t": "sys-t.txt",
+    "mod -t": "mod-t.txt",
+    "runq -c 1": "runq-c1.txt",
+    "set": "set.txt",
+    "set -p": "set-p.txt",
+    "set 1": "set-1.txt",
+    "ps -G": "ps-G.txt",
+    "ps -y 0": "ps-y0.txt",
+    "ps -S": "ps-S.txt",
+    "ps -p 1": "ps-p1.txt",
+    "ps -c 1": "ps-c1.txt",
+    "ps -l": "ps-l.txt",
+    "ps -m": "ps-m.txt",
+    "ps -u -k": "ps-uk.txt",
+    "ps swapper/0": "ps-swapper.txt",
+    "ps -k -A": "ps-kA.txt",
+    "runq -T": "runq-T.txt",
+    "runq -t": "runq-t.txt",
+    "runq -m": "runq-m.txt",
+    "runq -g": "runq-g.txt",
+    "ps -t": "ps-t.txt",
+    "ps -t 1": "ps-t1.txt",
+    "ps -a": "ps-a.txt",
+    "ps -a 1": "ps-a1.txt",
+    "ps 99999": "ps-99999.txt",
+    "ps 1 99999": "ps-1-99999.txt",
+    "ps nosuchcmd": "ps-nosuchcmd.txt",
+    "ps init": "ps-init.txt",
+    "ps -k 1": "ps-k1.txt",
+    "runq -c 7": "runq-c7.txt",
+    "runq -c 1,0": "runq-c10.txt",
+    "ps -y fifo": "ps-yfifo.txt",
+    "ps -G -u": "ps-Gu.txt",
+    "log -T": "log-T.txt",
+    "log -t -m": "log-tm.txt",
+    "log -d": "log-d.txt",
+    "kmem -V": "kmem-V.txt",
+    "kmem -z": "kmem-z.txt",
+    "kmem -h": "kmem-h.txt",
 }
 #: On makedumpfile 1.7.2's 6.12 files crash loses the 22 tasks behind the task in a
 #: dropped page, we lose only that one (test_ps_recovers_tasks_around_missing_pages):
 #: what lists the kernel threads differs for the better; crash's runq -g prints nothing
 #: there ("cannot read pid struct from xarray").
-LOSSY_DIFFER = {"ps", "ps -k", "sys", "ps -G", "ps -y 0", "ps -S", "ps -l", "ps -m", "ps -t",
-                "ps -a", "ps -y fifo", "runq -g"}
-FIXTURE_61 = Path(os.environ.get("KDUMPKIT_FIXTURES", ROOT.parent / "shared" / "fixtures")) \
+LOSSY_DIFFER = {
+    "ps",
+    "ps -k",
+    "sys",
+    "ps -G",
+    "ps -y 0",
+    "ps -S",
+    "ps -l",
+    "ps -m",
+    "ps -t",
+    "ps -a",
+    "ps -y fifo",
+    "runq -g",
+}
+FIXTURE_61 = (
+    Path(os.environ.get("KDUMPKIT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
     / "linux-6.1.0-56-cloud-amd64-kdump"
+)
 
 
 def dump_output_folders() -> list[tuple[Path, list[Path]]]:
@@ -173,8 +230,10 @@ def dump_output_folders() -> list[tuple[Path, list[Path]]]:
 
 def is_lossy(dump: Path) -> bool:
     """makedumpfile 1.7.2's -d 31 files of a 6.12 kdump (106 needed pages dropped)."""
-    return (dump.parent.name.startswith("kdump-6.12")
-            and dump.name in ("vmcore.kdump", "vmcore.flat"))
+    return dump.parent.name.startswith("kdump-6.12") and dump.name in (
+        "vmcore.kdump",
+        "vmcore.flat",
+    )
 
 
 def crash_pairs() -> list[tuple[Path, str, Path]]:
@@ -208,8 +267,9 @@ def assert_sys_matches(ours: str, theirs: str, log_text: str) -> None:
     """sys equal but for KERNEL (crash's vmlinux), DUMPFILE (the path as given) and, on
     6.12, crash 9.0.2's UPTIME (it assumes HZ=1000): ours must agree with the log."""
     ours_lines, theirs_lines = ours.splitlines(), theirs.splitlines()
-    assert [line.split(":")[0] for line in ours_lines] == \
-        [line.split(":")[0] for line in theirs_lines]
+    assert [line.split(":")[0] for line in ours_lines] == [
+        line.split(":")[0] for line in theirs_lines
+    ]
     differ = {i for i, (a, b) in enumerate(zip(ours_lines, theirs_lines, strict=True)) if a != b}
     assert differ <= {0, 1, 4}
     if 4 in differ:
@@ -219,8 +279,11 @@ def assert_sys_matches(ours: str, theirs: str, log_text: str) -> None:
 
 
 @pytest.mark.skipif(not CRASH_PAIRS, reason=f"no crash 9.0.2 outputs in {ORACLE}")
-@pytest.mark.parametrize(("dump", "command", "output"), CRASH_PAIRS,
-                         ids=[f"{d.parent.name}/{d.name}:{c}" for d, c, _ in CRASH_PAIRS])
+@pytest.mark.parametrize(
+    ("dump", "command", "output"),
+    CRASH_PAIRS,
+    ids=[f"{d.parent.name}/{d.name}:{c}" for d, c, _ in CRASH_PAIRS],
+)
 def test_each_command_matches_crash(dump: Path, command: str, output: Path) -> None:
     """Every (dump, command) pair crash 9.0.2 answered: our text is crash's, byte for byte."""
     session = cached_session(dump)

@@ -49,10 +49,12 @@ def test_value_history_numbers_and_strings(kdump61: Path) -> None:
     session = Session(open_program(kdump61))
     assert session.run_to_text("p jiffies_64") == "jiffies_64 = $1 = 4294893566\n"
     assert session.run_to_text("p init_task.comm") == (
-        '$2 = "swapper/0\\000\\000\\000\\000\\000\\000"\n')
+        '$2 = "swapper/0\\000\\000\\000\\000\\000\\000"\n'
+    )
     assert session.run_to_text("p -x init_task.prio") == "$3 = 0x78\n"
     assert session.run_to_text("p &init_task") == (
-        "$4 = (struct task_struct *) 0xffffffff85c1aa40 <init_task>\n")
+        "$4 = (struct task_struct *) 0xffffffff85c1aa40 <init_task>\n"
+    )
     # What the pattern does not cover still goes to drgn (per-cpu values here).
     assert "runqueues" in session.run_to_text("p runqueues:0")
 
@@ -61,7 +63,7 @@ def test_quoting_and_limits(kdump61: Path) -> None:
     assert quote_bytes(b'a"\\\n\x00\x7f\xff') == '"a\\"\\\\\\n\\000\\177\\377"'
     prog = open_program(kdump61)
     flexible = prog["init_task"].thread.fpu.__fpstate.regs.xsave.extended_state_area
-    assert format_value(flexible) == f"0x{flexible.address_:x} <init_task+6208> \"\""
+    assert format_value(flexible) == f'0x{flexible.address_:x} <init_task+6208> ""'
     # A value read out of memory prints as the object in memory does.
     in_memory = prog["init_uts_ns"].name
     assert format_value(in_memory.read_()) == format_value(in_memory)

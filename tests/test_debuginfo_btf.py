@@ -342,8 +342,20 @@ def test_name_search_equals_name_index(prog: drgn.Program) -> None:
     """The first lookups search the strings; later ones use the dict and sorted index:
     both give the same ids, repeated strings included."""
     blob, _ids = _every_kind()
-    names = ["task_struct", "list_head", "pt_regs", "init_task", "runqueues", "int",
-             "no_such_type_here", "", "é", "later", "thing", "colour"]
+    names = [
+        "task_struct",
+        "list_head",
+        "pt_regs",
+        "init_task",
+        "runqueues",
+        "int",
+        "no_such_type_here",
+        "",
+        "é",
+        "later",
+        "thing",
+        "colour",
+    ]
     symbols = prog.cache["kdumpkit.debuginfo"].symbols
     start, stop = symbols.address("__start_BTF"), symbols.address("__stop_BTF")
     for data in (blob, prog.read(start, stop - start)):
@@ -368,8 +380,19 @@ def test_enumerator_search_equals_enumerator_index(prog: drgn.Program) -> None:
         indexed = Btf(data)
         index = indexed._enumerator_index()
         searched = Btf(data)
-        names = [*list(index)[::53], "RED", "BLUE", "HUGE", "N_ONLINE", "LOG_CONT",
-                 "task_struct", "pid", "no_such_enumerator", "counter", "thing"]
+        names = [
+            *list(index)[::53],
+            "RED",
+            "BLUE",
+            "HUGE",
+            "N_ONLINE",
+            "LOG_CONT",
+            "task_struct",
+            "pid",
+            "no_such_enumerator",
+            "counter",
+            "thing",
+        ]
         for name in names:
             assert searched._find_enumerator(name) == index.get(name), name
             assert searched.enumerator(name) == indexed.enumerator(name), name

@@ -308,6 +308,5 @@ def test_name_lookups_find_every_position(prog: drgn.Program) -> None:
     for missing in ("no_such_symbol", "", "a\nb", "init_tas", "nit_task", "_task"):
         assert fresh.positions(missing) == [] and fresh.address(missing) is None, missing
     # names of one length, one after another: a match across two of them is not a name
-    two = KernelSymbols(["ab", "cd", "bc", "x"], np.array([1, 2, 3, 4], dtype=np.uint64),
-                        b"TTTT")
+    two = KernelSymbols(["ab", "cd", "bc", "x"], np.array([1, 2, 3, 4], dtype=np.uint64), b"TTTT")
     assert two.positions("bc") == [2] and two.positions("cd") == [1]

@@ -398,8 +398,6 @@ def test_drgn_reads_our_output(fmt: str, codec: str, kdump61: Path, tmp_path: Pa
             assert prog.read(pfn * 4096, 4096, True) == src.read_page(pfn)
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["elf", "split"])
 def test_crash_reads_our_output(form: str, kdump61: Path, fx61: Path, tmp_path: Path) -> None:
@@ -422,8 +420,6 @@ def test_crash_reads_our_output(form: str, kdump61: Path, fx61: Path, tmp_path: 
     expected_sys = (fx61 / "crash-9.0.2" / "sys.txt").read_text().splitlines()[2:]
     assert sys_text.splitlines()[-len(expected_sys) :] == expected_sys
     assert log_text == (fx61 / "crash-9.0.2" / "log.txt").read_text()
-
-
 
 
 def test_makedumpfile_178_reads_our_zstd(kdump61: Path, fx61: Path, tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def test_hostile_kallsyms_names_fail_cleanly(
 
 
 def test_place_relative_offsets_layout(kdump61: Path) -> None:
-    """"kallsyms: Get rid of kallsyms relative base" (Debian's 7.3): VMCOREINFO has
+    """ "kallsyms: Get rid of kallsyms relative base" (Debian's 7.3): VMCOREINFO has
     kallsyms_offsets and no kallsyms_relative_base; entry i is the symbol's distance
     from &kallsyms_offsets[i].  Served here from the 6.1 dump's own addresses, encoded
     that way at a fake table address, and decoded back."""
@@ -198,12 +198,14 @@ def test_place_relative_offsets_layout(kdump61: Path) -> None:
         in_order = kallsyms_addresses(info, space.read, count)
         # 6.1's per-cpu symbols are offsets near 0, out of a PC32 entry's reach: moved
         # to __START_KERNEL_map + offset (still sorted, below the kernel's text).
-        in_order = np.where(in_order < np.uint64(1 << 32),
-                            in_order + np.uint64(0xFFFFFFFF80000000), in_order)
+        in_order = np.where(
+            in_order < np.uint64(1 << 32), in_order + np.uint64(0xFFFFFFFF80000000), in_order
+        )
         fake_at = 0xFFFFFFFF81000000 + 0x1000  # the table sits in the kernel image
         places = fake_at + 4 * np.arange(count, dtype=object)
-        rel = [int(address) - place for address, place in zip(in_order.tolist(), places,
-                                                               strict=True)]
+        rel = [
+            int(address) - place for address, place in zip(in_order.tolist(), places, strict=True)
+        ]
         table = np.array(rel, dtype="<i4").tobytes()
         text = re.sub(r"SYMBOL\(kallsyms_(offsets|relative_base)\)=\w+\n", "", info.text)
         place_relative = VmcoreInfo.parse(f"{text}SYMBOL(kallsyms_offsets)={fake_at:x}\n".encode())

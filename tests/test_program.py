@@ -285,8 +285,10 @@ def test_kernel_6_12_equals_crash() -> None:
 def test_drgn_plugin_names_of_an_entry_points_txt() -> None:
     from kdumpkit.analyze.program import drgn_plugin_names
 
-    text = ("[console_scripts]\ndrgn = drgn.cli:_main\n\n[drgn.plugins]\n"
-            "crash_commands = drgn.commands._crash\nmine = my.plugin\n\n[other]\nx = y\n")
+    text = (
+        "[console_scripts]\ndrgn = drgn.cli:_main\n\n[drgn.plugins]\n"
+        "crash_commands = drgn.commands._crash\nmine = my.plugin\n\n[other]\nx = y\n"
+    )
     assert drgn_plugin_names(text) == {"crash_commands", "mine"}
     assert drgn_plugin_names("[other]\nx = y\n") == set()
 
@@ -326,15 +328,19 @@ def test_numpy_without_blas_threads() -> None:
     import subprocess
     import sys
 
-    probe = ("import os, kdumpkit.analyze.program, numpy; "
-             "print(len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))")
+    probe = (
+        "import os, kdumpkit.analyze.program, numpy; "
+        "print(len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["1", "None"]
     env["OPENBLAS_NUM_THREADS"] = "2"
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[1] == "2"
 
 

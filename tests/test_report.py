@@ -60,33 +60,73 @@ def test_backtraces_match_crash(report: dict[str, Any], fx61: Path) -> None:
 def test_log_tail_and_modules(report: dict[str, Any], fx61: Path) -> None:
     log = (fx61 / "crash-9.0.2" / "log.txt").read_text().splitlines()
     assert report["log_tail"] == log[-50:]
-    names = [line.split()[1] for line in
-             (fx61 / "crash-9.0.2" / "mod.txt").read_text().splitlines()[1:]]
+    names = [
+        line.split()[1] for line in (fx61 / "crash-9.0.2" / "mod.txt").read_text().splitlines()[1:]
+    ]
     assert [m["name"] for m in report["modules"]] == names
 
 
 def test_signature_drops_the_panic_machinery(report: dict[str, Any]) -> None:
-    top = ["sysrq_handle_crash", "__handle_sysrq", "write_sysrq_trigger", "proc_reg_write",
-           "vfs_write"]
+    top = [
+        "sysrq_handle_crash",
+        "__handle_sysrq",
+        "write_sysrq_trigger",
+        "proc_reg_write",
+        "vfs_write",
+    ]
     assert report["signature"]["frames"] == top
     assert report["signature"]["sha256"] == hashlib.sha256("|".join(top).encode()).hexdigest()
     # offsets, compiler suffixes and the kexec/NMI frames do not change it
-    frames = [{"function": n} for n in ("machine_kexec", "__crash_kexec", "panic+0x13d",
-                                         "sysrq_handle_crash+0x16", "__handle_sysrq.cold",
-                                         "write_sysrq_trigger.isra.0", "proc_reg_write",
-                                         "vfs_write", "ksys_write")]
+    frames = [
+        {"function": n}
+        for n in (
+            "machine_kexec",
+            "__crash_kexec",
+            "panic+0x13d",
+            "sysrq_handle_crash+0x16",
+            "__handle_sysrq.cold",
+            "write_sysrq_trigger.isra.0",
+            "proc_reg_write",
+            "vfs_write",
+            "ksys_write",
+        )
+    ]
     assert crash_signature(frames, None)["sha256"] == report["signature"]["sha256"]
     # a hypervisor's dump of the same crash: panic notifiers ran inside panic()
-    notified = [{"function": n} for n in (
-        "pvpanic_send_event.part.0", "pvpanic_panic_notify", "notifier_call_chain",
-        "atomic_notifier_call_chain", "panic", "sysrq_handle_crash", "__handle_sysrq",
-        "write_sysrq_trigger", "proc_reg_write", "vfs_write", "ksys_write", "do_syscall_64",
-        "entry_SYSCALL_64_after_hwframe")]
+    notified = [
+        {"function": n}
+        for n in (
+            "pvpanic_send_event.part.0",
+            "pvpanic_panic_notify",
+            "notifier_call_chain",
+            "atomic_notifier_call_chain",
+            "panic",
+            "sysrq_handle_crash",
+            "__handle_sysrq",
+            "write_sysrq_trigger",
+            "proc_reg_write",
+            "vfs_write",
+            "ksys_write",
+            "do_syscall_64",
+            "entry_SYSCALL_64_after_hwframe",
+        )
+    ]
     assert crash_signature(notified, None)["sha256"] == report["signature"]["sha256"]
     # an oops: the faulting function comes first, whatever the exception path was
-    oops = [{"function": n} for n in (
-        "machine_kexec", "__crash_kexec", "crash_kexec", "oops_end", "page_fault_oops",
-        "exc_page_fault", "asm_exc_page_fault", "brd_probe", "blk_request_module")]
+    oops = [
+        {"function": n}
+        for n in (
+            "machine_kexec",
+            "__crash_kexec",
+            "crash_kexec",
+            "oops_end",
+            "page_fault_oops",
+            "exc_page_fault",
+            "asm_exc_page_fault",
+            "brd_probe",
+            "blk_request_module",
+        )
+    ]
     assert crash_signature(oops, None)["frames"] == ["brd_probe", "blk_request_module"]
 
 
@@ -109,8 +149,7 @@ def test_renderings(report: dict[str, Any]) -> None:
     assert "&lt;TASK&gt;" in page  # log text is escaped
 
 
-def test_report_without_types_keeps_the_essentials(kdump61: Path,
-                                                   report: dict[str, Any]) -> None:
+def test_report_without_types_keeps_the_essentials(kdump61: Path, report: dict[str, Any]) -> None:
     from test_commands_kallsyms import bare_program
 
     bare = gather_report(bare_program(kdump61))
@@ -120,10 +159,11 @@ def test_report_without_types_keeps_the_essentials(kdump61: Path,
     crashing = bare["crashing_task"]
     assert (crashing["pid"], crashing["comm"], crashing["cpu"]) == (134, "testbed_crasher", 0)
     assert [f["function"] for f in crashing["backtrace"]] == [
-        f["function"] for f in report["crashing_task"]["backtrace"]]
+        f["function"] for f in report["crashing_task"]["backtrace"]
+    ]
     assert [(o["cpu"], o["pid"]) for o in bare["other_cpus"]] == [(1, 126)]
     assert bare["log_tail"] == report["log_tail"]
-    assert "Crashing task: PID 134 \"testbed_crasher\" on CPU 0" in render_text(bare)
+    assert 'Crashing task: PID 134 "testbed_crasher" on CPU 0' in render_text(bare)
 
 
 def test_text_backtraces_read_like_crash_bt(report: dict[str, Any], fx61: Path) -> None:

@@ -60,14 +60,16 @@ def test_reservation_failed_at_boot(tmp_path: Path) -> None:
 
 def test_reservation_too_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # 60 MiB init_size + a ~1 MiB initramfs do not fit in 48M
-    Machine(cmdline="root=/dev/vda1 crashkernel=48M", crash_size=48 * MiB,
-            crash_loaded=True).build(tmp_path)
+    Machine(cmdline="root=/dev/vda1 crashkernel=48M", crash_size=48 * MiB, crash_loaded=True).build(
+        tmp_path
+    )
     status, _ = check_cli(tmp_path, capsys)
     item = findings_of(tmp_path)["reservation"]
     assert status == 1 and item.status == FAIL
     assert item.message.startswith("48M reserved, too small for the kernel (60 MiB to boot)")
-    Machine(cmdline="root=/dev/vda1 crashkernel=128M", crash_size=128 * MiB,
-            crash_loaded=True).build(tmp_path)
+    Machine(
+        cmdline="root=/dev/vda1 crashkernel=128M", crash_size=128 * MiB, crash_loaded=True
+    ).build(tmp_path)
     item = findings_of(tmp_path)["reservation"]
     assert item.status == WARN and "may run out of memory" in item.message
 
@@ -96,16 +98,20 @@ def test_missing_initramfs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_lockdown_with_unsigned_kernel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    Machine(lockdown="none [integrity] confidentiality", secure_boot=True,
-            kernel_signed=False).build(tmp_path)
+    Machine(
+        lockdown="none [integrity] confidentiality", secure_boot=True, kernel_signed=False
+    ).build(tmp_path)
     status, _ = check_cli(tmp_path, capsys)
     item = findings_of(tmp_path)["signatures"]
     assert status == 1 and item.status == FAIL
-    assert item.message == (f"lockdown=integrity, Secure Boot on: /boot/vmlinuz-{RELEASE} is not "
-                            "signed, kexec_file_load will refuse it (and kexec_load is disabled "
-                            "under lockdown)")
-    Machine(lockdown="none [integrity] confidentiality", kernel_signed=True,
-            crash_loaded=True).build(tmp_path)
+    assert item.message == (
+        f"lockdown=integrity, Secure Boot on: /boot/vmlinuz-{RELEASE} is not "
+        "signed, kexec_file_load will refuse it (and kexec_load is disabled "
+        "under lockdown)"
+    )
+    Machine(
+        lockdown="none [integrity] confidentiality", kernel_signed=True, crash_loaded=True
+    ).build(tmp_path)
     assert findings_of(tmp_path)["signatures"].status == OK
 
 
@@ -114,8 +120,9 @@ def test_malformed_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     status, out = check_cli(tmp_path, capsys)
     item = findings_of(tmp_path)["config"]
     assert status == 1 and item.status == FAIL
-    assert item.message == (f"{tmp_path}/etc/kdumpkit.toml: dump.level = 99: must be between "
-                            "0 and 31")
+    assert item.message == (
+        f"{tmp_path}/etc/kdumpkit.toml: dump.level = 99: must be between 0 and 31"
+    )
     # the other checks still ran, with the defaults
     assert "dump directory" in out
 
@@ -130,10 +137,11 @@ def test_kernel_without_kexec(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert kexec["message"] == (
         f"this kernel ({RELEASE}) has no kexec support (neither CONFIG_KEXEC nor "
         "CONFIG_KEXEC_FILE is set, /sys/kernel/kexec_crash_size is missing): no memory can "
-        "be reserved and no capture kernel loaded")
+        "be reserved and no capture kernel loaded"
+    )
     statuses = {item["item"]: item["status"] for item in report["items"]}
     assert statuses["CONFIG_KEXEC_CORE"] == FAIL
-    assert statuses["CONFIG_VMCORE_INFO/CRASH_CORE"] == OK    # 6.9+ name accepted
+    assert statuses["CONFIG_VMCORE_INFO/CRASH_CORE"] == OK  # 6.9+ name accepted
     assert "capture kernel" not in statuses
 
 
@@ -153,8 +161,9 @@ def test_dump_dir_not_writable_and_ssh(tmp_path: Path) -> None:
     (tmp_path / "var" / "crash").write_text("a file, not a folder")
     item = findings_of(tmp_path)["dump directory"]
     assert item.status == FAIL and item.message == "/var/crash is not writable"
-    Machine(crash_loaded=True, config_text='[ssh]\ntarget = "k@h:/d"\nkey = "/root/.ssh/k"\n'
-            ).build(tmp_path / "ssh")
+    Machine(
+        crash_loaded=True, config_text='[ssh]\ntarget = "k@h:/d"\nkey = "/root/.ssh/k"\n'
+    ).build(tmp_path / "ssh")
     item = findings_of(tmp_path / "ssh")["dump target"]
     assert item.status == FAIL and item.message == "ssh key /root/.ssh/k not found"
 
@@ -165,14 +174,14 @@ def test_estimate_terms_and_ranges(tmp_path: Path, capsys: pytest.CaptureFixture
     terms = dict(estimate.terms)
     assert terms["capture kernel (bzImage init_size)"] == 60 * MiB
     assert terms["initramfs unpacked"] == estimate.initrd.unpacked_size
-    assert terms["per-CPU memory (1 CPU)"] == 2 * MiB       # nr_cpus=1 of 4 CPUs
+    assert terms["per-CPU memory (1 CPU)"] == 2 * MiB  # nr_cpus=1 of 4 CPUs
     assert estimate.size % (32 * MiB) == 0
     assert estimate.size >= sum(terms.values()) * 1.1
     value = parse_crashkernel(str(estimate.value))
     assert value == estimate.value and not value.plain
     # covers this 1023 MiB machine, with at least the machine's own estimate
     assert value.size_for(estimate.system_ram) >= estimate.size
-    assert value.size_for(8 << 40) > value.size_for(2 << 30)   # bitmaps grow with RAM
+    assert value.size_for(8 << 40) > value.size_for(2 << 30)  # bitmaps grow with RAM
     assert main(["estimate", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == f"crashkernel={estimate.value}"

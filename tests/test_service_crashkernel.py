@@ -36,13 +36,15 @@ def test_plain_size_and_offset() -> None:
 
 def test_range_syntax_picks_by_ram_with_exclusive_end() -> None:
     value = parse_crashkernel("1G-4G:192M,4G-64G:256M,64G-:512M")
-    assert value.ranges == (MemRange(GiB, 4 * GiB, 192 * MiB),
-                            MemRange(4 * GiB, 64 * GiB, 256 * MiB),
-                            MemRange(64 * GiB, None, 512 * MiB))
-    assert value.size_for(1023 * MiB) == 0          # a "1 GiB" VM has 1023 MiB: no match
+    assert value.ranges == (
+        MemRange(GiB, 4 * GiB, 192 * MiB),
+        MemRange(4 * GiB, 64 * GiB, 256 * MiB),
+        MemRange(64 * GiB, None, 512 * MiB),
+    )
+    assert value.size_for(1023 * MiB) == 0  # a "1 GiB" VM has 1023 MiB: no match
     assert value.size_for(GiB) == 192 * MiB
     assert value.size_for(4 * GiB - 1) == 192 * MiB
-    assert value.size_for(4 * GiB) == 256 * MiB      # end is exclusive
+    assert value.size_for(4 * GiB) == 256 * MiB  # end is exclusive
     assert value.size_for(2 << 40) == 512 * MiB
     assert str(value) == "1G-4G:192M,4G-64G:256M,64G-:512M"
 
@@ -57,19 +59,22 @@ def test_suffixes_and_offset_with_ranges() -> None:
     assert (value.offset, str(value)) == (16 * MiB, "512M-2G:64M,2G-:128M@16M")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "has no value"),
-    ("auto", "RHEL 8 extension"),
-    ("lots", "expected a size"),
-    ("1G:64M", "'-' expected"),
-    ("4G-1G:64M", "end <= start"),
-    ("1G-4G", "unexpected '-4G' after the size"),
-    ("1G-4G:", "expected a size"),
-    ("256Mb", "unexpected 'b'"),
-    ("1G-:64M,low", "takes a plain size"),
-    ("high", "no size before ,high"),
-    ("256M@", "expected a size"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "has no value"),
+        ("auto", "RHEL 8 extension"),
+        ("lots", "expected a size"),
+        ("1G:64M", "'-' expected"),
+        ("4G-1G:64M", "end <= start"),
+        ("1G-4G", "unexpected '-4G' after the size"),
+        ("1G-4G:", "expected a size"),
+        ("256Mb", "unexpected 'b'"),
+        ("1G-:64M,low", "takes a plain size"),
+        ("high", "no size before ,high"),
+        ("256M@", "expected a size"),
+    ],
+)
 def test_invalid_values_are_one_line_errors(text: str, message: str) -> None:
     with pytest.raises(CrashkernelError, match=message) as info:
         parse_crashkernel(text)
@@ -113,15 +118,23 @@ def test_produced_ranges_parse_back(steps: list[tuple[int, int]], open_end: bool
 
 
 def test_capture_cmdline_drops_and_appends() -> None:
-    running = ('BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet crashkernel=1G-:256M '
-               'hugepages=512 default-hugepagesz=1G nr_cpus=8 dyndbg="file kexec.c +p" '
-               'console=tty0 console=ttyS0 -- single')
+    running = (
+        "BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet crashkernel=1G-:256M "
+        'hugepages=512 default-hugepagesz=1G nr_cpus=8 dyndbg="file kexec.c +p" '
+        "console=tty0 console=ttyS0 -- single"
+    )
     result = capture_cmdline(running, remove=("quiet", "console=tty0"), append="panic=10")
-    assert result == ('BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro dyndbg="file kexec.c +p" '
-                      'console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=10')
+    assert result == (
+        'BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro dyndbg="file kexec.c +p" '
+        "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=10"
+    )
     assert split_cmdline('a="b c" d') == ['a="b c"', "d"]
-    with_unit = capture_cmdline("root=/dev/sda systemd.unit=rescue.target", (), "",
-                                ["systemd.unit=kdumpkit-collect.service"])
+    with_unit = capture_cmdline(
+        "root=/dev/sda systemd.unit=rescue.target",
+        (),
+        "",
+        ["systemd.unit=kdumpkit-collect.service"],
+    )
     assert with_unit.endswith("reset_devices systemd.unit=kdumpkit-collect.service")
     assert "rescue" not in with_unit
 
@@ -140,7 +153,7 @@ def test_synthetic_bzimage(tmp_path: Path) -> None:
 
 
 def test_real_debian_kernel_if_present() -> None:
-    path = (ROOT / ".cache/testbed/kernels/6.1.0-56-amd64/boot/vmlinuz-6.1.0-56-amd64")
+    path = ROOT / ".cache/testbed/kernels/6.1.0-56-amd64/boot/vmlinuz-6.1.0-56-amd64"
     if not path.exists():
         pytest.skip(f"{path} not present (the testbed fetches it)")
     kernel = inspect_kernel(str(path))
@@ -164,7 +177,7 @@ def test_initramfs_without_stated_size_uses_ratio(tmp_path: Path) -> None:
     image = inspect_initrd(str(path))
     assert image.unpacked_size == 3 * 1006 and "assumed 3x" in image.how
     plain = newc_cpio({"a": b"x" * 100})
-    path.write_bytes(plain + bytes(3 << 20))     # long zero padding is skipped quickly
+    path.write_bytes(plain + bytes(3 << 20))  # long zero padding is skipped quickly
     assert inspect_initrd(str(path)).unpacked_size == len(plain)
     main = newc_cpio({"b": b"y" * 1000})
     path.write_bytes(plain + bytes(512) + gzip.compress(main))
@@ -173,8 +186,14 @@ def test_initramfs_without_stated_size_uses_ratio(tmp_path: Path) -> None:
 
 def test_capture_cmdline_user_overrides_and_repeats() -> None:
     # the testbed appends the capture parameters itself: no doubles
-    assert capture_cmdline("console=ttyS0 crashkernel=256M panic=5",
-                           append="console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1") == \
-        "panic=5 console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
-    assert capture_cmdline("root=/dev/sda", append="nr_cpus=2") == \
-        "root=/dev/sda irqpoll reset_devices nr_cpus=2"
+    assert (
+        capture_cmdline(
+            "console=ttyS0 crashkernel=256M panic=5",
+            append="console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1",
+        )
+        == "panic=5 console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
+    )
+    assert (
+        capture_cmdline("root=/dev/sda", append="nr_cpus=2")
+        == "root=/dev/sda irqpoll reset_devices nr_cpus=2"
+    )

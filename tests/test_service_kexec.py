@@ -39,21 +39,27 @@ class FakeSyscall:
 
 @pytest.fixture
 def machine(tmp_path: Path) -> Path:
-    return Machine(cmdline="BOOT_IMAGE=/boot/vmlinuz root=/dev/vda1 ro quiet crashkernel=384M "
-                           "-- init-arg").build(tmp_path / "root")
+    return Machine(
+        cmdline="BOOT_IMAGE=/boot/vmlinuz root=/dev/vda1 ro quiet crashkernel=384M -- init-arg"
+    ).build(tmp_path / "root")
 
 
-def test_load_prints_plan_and_arms(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_load_prints_plan_and_arms(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake = FakeSyscall(machine)
     monkeypatch.setattr(kexec, "kexec_file_load", fake)
     assert main(["load", "--root", str(machine), "--append", "console=ttyS0"]) == 0
     out = capsys.readouterr().out
-    cmdline = "BOOT_IMAGE=/boot/vmlinuz root=/dev/vda1 ro quiet irqpoll nr_cpus=1 " \
-              "reset_devices console=ttyS0"
-    assert out.splitlines()[:3] == [f"kernel:  /boot/vmlinuz-{RELEASE}",
-                                    f"initrd:  /boot/initrd.img-{RELEASE}",
-                                    f"cmdline: {cmdline}"]
+    cmdline = (
+        "BOOT_IMAGE=/boot/vmlinuz root=/dev/vda1 ro quiet irqpoll nr_cpus=1 "
+        "reset_devices console=ttyS0"
+    )
+    assert out.splitlines()[:3] == [
+        f"kernel:  /boot/vmlinuz-{RELEASE}",
+        f"initrd:  /boot/initrd.img-{RELEASE}",
+        f"cmdline: {cmdline}",
+    ]
     assert "loaded (via kexec_file_load); kexec_crash_loaded = 1" in out
     assert fake.calls == [(f"vmlinuz-{RELEASE}", True, cmdline, KEXEC_FILE_ON_CRASH)]
     # status and check see it, and know what was loaded
@@ -71,8 +77,9 @@ def test_load_prints_plan_and_arms(machine: Path, monkeypatch: pytest.MonkeyPatc
     assert "capture kernel: not loaded" in capsys.readouterr().out
 
 
-def test_load_explicit_files_without_initrd(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_load_explicit_files_without_initrd(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake = FakeSyscall(machine)
     monkeypatch.setattr(kexec, "kexec_file_load", fake)
     kernel = machine / "srv/bzImage"
@@ -87,8 +94,9 @@ def test_load_explicit_files_without_initrd(machine: Path, monkeypatch: pytest.M
     capsys.readouterr()
 
 
-def test_dry_run_loads_nothing(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_loads_nothing(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake = FakeSyscall(machine)
     monkeypatch.setattr(kexec, "kexec_file_load", fake)
     assert main(["load", "--root", str(machine), "--dry-run"]) == 0
@@ -97,16 +105,23 @@ def test_dry_run_loads_nothing(machine: Path, monkeypatch: pytest.MonkeyPatch,
     assert "kexec_load fallback would run: kexec -p -c '--command-line=BOOT_IMAGE" in out
 
 
-@pytest.mark.parametrize(("machine_args", "message"), [
-    ({"crash_size": None}, f"this kernel ({RELEASE}) has no kexec support"),
-    ({"crash_size": 0}, "no memory is reserved for the capture kernel"),
-    ({"crash_size": 32 * MiB}, "the reservation is too small: 32M reserved, but the kernel"),
-    ({"initrd": False}, f"initramfs not found (tried /boot/initrd.img-{RELEASE}"),
-    ({"kernel_init_size": None}, f"capture kernel not found (tried /boot/vmlinuz-{RELEASE}"),
-])
+@pytest.mark.parametrize(
+    ("machine_args", "message"),
+    [
+        ({"crash_size": None}, f"this kernel ({RELEASE}) has no kexec support"),
+        ({"crash_size": 0}, "no memory is reserved for the capture kernel"),
+        ({"crash_size": 32 * MiB}, "the reservation is too small: 32M reserved, but the kernel"),
+        ({"initrd": False}, f"initramfs not found (tried /boot/initrd.img-{RELEASE}"),
+        ({"kernel_init_size": None}, f"capture kernel not found (tried /boot/vmlinuz-{RELEASE}"),
+    ],
+)
 def test_load_refuses_before_touching_the_kernel(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        machine_args: dict[str, object], message: str) -> None:
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    machine_args: dict[str, object],
+    message: str,
+) -> None:
     root = Machine(**machine_args).build(tmp_path)
     fake = FakeSyscall(root)
     monkeypatch.setattr(kexec, "kexec_file_load", fake)
@@ -116,24 +131,35 @@ def test_load_refuses_before_touching_the_kernel(
     assert fake.calls == []
 
 
-@pytest.mark.parametrize(("code", "machine_args", "message"), [
-    (errno.EKEYREJECTED, {"lockdown": "none [integrity] confidentiality"},
-     "signed kexec images are required (lockdown=integrity"),
-    (errno.EPERM, {"lockdown": "none integrity [confidentiality]"},
-     "signed kexec images are required (lockdown=confidentiality"),
-    (errno.EADDRNOTAVAIL, {}, "do not fit in the 384M reserved by crashkernel="),
-    (errno.ENOMEM, {"crash_size": 0}, "no memory is reserved for the capture kernel"),
-    (errno.EBUSY, {}, "another kexec load or unload is in progress"),
-    (errno.EINVAL, {}, "the kernel rejected the arguments"),
-])
-def test_errno_messages(tmp_path: Path, code: int, machine_args: dict[str, object],
-                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "machine_args", "message"),
+    [
+        (
+            errno.EKEYREJECTED,
+            {"lockdown": "none [integrity] confidentiality"},
+            "signed kexec images are required (lockdown=integrity",
+        ),
+        (
+            errno.EPERM,
+            {"lockdown": "none integrity [confidentiality]"},
+            "signed kexec images are required (lockdown=confidentiality",
+        ),
+        (errno.EADDRNOTAVAIL, {}, "do not fit in the 384M reserved by crashkernel="),
+        (errno.ENOMEM, {"crash_size": 0}, "no memory is reserved for the capture kernel"),
+        (errno.EBUSY, {}, "another kexec load or unload is in progress"),
+        (errno.EINVAL, {}, "the kernel rejected the arguments"),
+    ],
+)
+def test_errno_messages(
+    tmp_path: Path, code: int, machine_args: dict[str, object], message: str
+) -> None:
     host = Host(str(Machine(**machine_args).build(tmp_path)))
     assert message in explain(code, host, LoadPlan("/boot/vmlinuz", None, ""))
 
 
-def test_signature_refusal_does_not_fall_back(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_signature_refusal_does_not_fall_back(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     Machine(lockdown="none [integrity] confidentiality").build(machine)
     monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(machine, errno.EKEYREJECTED))
     bin_dir = fake_commands(machine.parent / "bin", {"kexec": 0})
@@ -144,8 +170,8 @@ def test_signature_refusal_does_not_fall_back(machine: Path, monkeypatch: pytest
 
 
 def test_missing_syscall_falls_back_to_kexec_tools(
-        machine: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(machine, errno.ENOSYS))
     bin_dir = fake_commands(machine.parent / "bin", {"kexec": 0})
     monkeypatch.setenv("PATH", str(bin_dir))
@@ -156,12 +182,14 @@ def test_missing_syscall_falls_back_to_kexec_tools(
     assert "falling back to kexec -p (kexec_load)" in out and "loaded (via kexec -p)" in out
     call = (bin_dir / "calls.log").read_text()
     assert call.startswith("kexec -p -c --command-line=BOOT_IMAGE=/boot/vmlinuz root=/dev/vda1")
-    assert call.rstrip().endswith(f"--initrd={machine}/boot/initrd.img-{RELEASE} "
-                                  f"{machine}/boot/vmlinuz-{RELEASE}")
+    assert call.rstrip().endswith(
+        f"--initrd={machine}/boot/initrd.img-{RELEASE} {machine}/boot/vmlinuz-{RELEASE}"
+    )
 
 
-def test_fallback_failure_and_missing_kexec(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_fallback_failure_and_missing_kexec(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(machine, errno.ENOSYS))
     bin_dir = fake_commands(machine.parent / "bin", {"kexec": 1})
     monkeypatch.setenv("PATH", str(bin_dir))
@@ -179,8 +207,9 @@ def test_real_syscall_reports_an_errno() -> None:
     assert info.value.errno in (errno.ENOSYS, errno.EBADF, errno.EPERM)
 
 
-def test_crash_test_refuses_without_the_flag(machine: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_crash_test_refuses_without_the_flag(
+    machine: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["test", "--root", str(machine)]) == 2
     assert "--yes-crash-this-machine" in capsys.readouterr().err
     assert main(["test", "--root", str(machine), "--yes-crash-this-machine"]) == 2
@@ -193,12 +222,18 @@ def test_crash_test_refuses_without_the_flag(machine: Path,
     capsys.readouterr()
 
 
-def test_busybox_guest_check_load_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_busybox_guest_check_load_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The QEMU testbed's guest: no kernel config, no securityfs, /boot/{vmlinuz,capture.img}."""
-    root = Machine(cmdline="console=ttyS0 crashkernel=256M panic=5", crash_size=256 * MiB,
-                   lockdown=None, kernel_config=None, kernel_init_size=None,
-                   initrd=False).build(tmp_path)
+    root = Machine(
+        cmdline="console=ttyS0 crashkernel=256M panic=5",
+        crash_size=256 * MiB,
+        lockdown=None,
+        kernel_config=None,
+        kernel_init_size=None,
+        initrd=False,
+    ).build(tmp_path)
     real = Machine().build(tmp_path / "real")
     (root / "boot").mkdir(exist_ok=True)
     (root / "boot/vmlinuz").write_bytes((real / f"boot/vmlinuz-{RELEASE}").read_bytes())
@@ -206,12 +241,12 @@ def test_busybox_guest_check_load_check(tmp_path: Path, monkeypatch: pytest.Monk
     files = ["--kernel", "/boot/vmlinuz", "--initrd", "/boot/capture.img"]
     assert main(["check", "--root", str(root), *files]) == 1
     before = capsys.readouterr().out
-    assert "FAIL  capture kernel" in before and before.count("FAIL") == 2   # + the summary
+    assert "FAIL  capture kernel" in before and before.count("FAIL") == 2  # + the summary
     monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(root))
     assert main(["load", "--root", str(root), *files, "--append", "console=ttyS0"]) == 0
     out = capsys.readouterr().out
     assert "cmdline: panic=5 irqpoll nr_cpus=1 reset_devices console=ttyS0\n" in out
-    assert main(["check", "--root", str(root)]) == 0      # finds the loaded files itself
+    assert main(["check", "--root", str(root)]) == 0  # finds the loaded files itself
     after = capsys.readouterr().out
     assert "OK    capture kernel" in after and "/boot/capture.img" in after
     assert "WARN  kernel config" in after
@@ -226,16 +261,19 @@ def test_kexec_disabled_by_sysctl(tmp_path: Path) -> None:
     assert "kexec is disabled until reboot" in explain(errno.EPERM, Host(str(root)))
 
 
-def test_load_record_falls_back_to_tmp(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_load_record_falls_back_to_tmp(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A read-only /run (the testbed guest's 9p root): the record goes to /tmp/kdumpkit."""
     (machine / "run").write_text("not a directory")
     monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(machine))
     assert main(["load", "--root", str(machine)]) == 0
     assert (machine / "tmp/kdumpkit/loaded.json").is_file()
     assert main(["status", "--root", str(machine)]) == 0
-    assert f"kernel /boot/vmlinuz-{RELEASE}, initrd /boot/initrd.img-{RELEASE}" in \
-        capsys.readouterr().out
-    (machine / "tmp/kdumpkit/loaded.json").chmod(0o666)     # anyone could have written it
+    assert (
+        f"kernel /boot/vmlinuz-{RELEASE}, initrd /boot/initrd.img-{RELEASE}"
+        in capsys.readouterr().out
+    )
+    (machine / "tmp/kdumpkit/loaded.json").chmod(0o666)  # anyone could have written it
     assert main(["status", "--root", str(machine), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["load"] is None

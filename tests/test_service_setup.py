@@ -17,24 +17,30 @@ UNIT_DIR = "etc/systemd/system"
 
 @pytest.fixture
 def machine(tmp_path: Path) -> Path:
-    root = Machine(cmdline="root=/dev/vda1 ro quiet", crash_size=0, extra={
-        "/etc/default/grub": 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
-        "/etc/default/grub.d/kdump-tools.cfg":
-            'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel=384M-:128M"\n',
-    }).build(tmp_path / "root")
+    root = Machine(
+        cmdline="root=/dev/vda1 ro quiet",
+        crash_size=0,
+        extra={
+            "/etc/default/grub": 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
+            "/etc/default/grub.d/kdump-tools.cfg": (
+                'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel=384M-:128M"\n'
+            ),
+        },
+    ).build(tmp_path / "root")
     return root
 
 
 def use_fake_path(monkeypatch: pytest.MonkeyPatch, folder: Path, **statuses: int) -> Path:
-    bin_dir = fake_commands(folder, {name.replace("_", "-"): code
-                                     for name, code in statuses.items()})
+    bin_dir = fake_commands(
+        folder, {name.replace("_", "-"): code for name, code in statuses.items()}
+    )
     monkeypatch.setenv("PATH", str(bin_dir))
     return bin_dir
 
 
 def test_dry_run_shows_diff_and_changes_nothing(
-        machine: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bin_dir = use_fake_path(monkeypatch, machine.parent / "bin", update_grub=0, systemctl=0)
     before = sorted(p.relative_to(machine) for p in machine.rglob("*"))
     assert main(["setup", "--root", str(machine), "--crashkernel", "1G-64G:384M,64G-:512M"]) == 0
@@ -42,18 +48,23 @@ def test_dry_run_shows_diff_and_changes_nothing(
     assert out.splitlines()[0] == "crashkernel=1G-64G:384M,64G-:512M"
     assert "note: /etc/default/grub.d/kdump-tools.cfg also sets crashkernel=" in out
     assert f"+++ {GRUB_DROPIN}" in out
-    assert '+GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT ' \
-           'crashkernel=1G-64G:384M,64G-:512M"' in out
+    assert (
+        '+GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT '
+        'crashkernel=1G-64G:384M,64G-:512M"' in out
+    )
     assert f"+++ /{UNIT_DIR}/kdumpkit-load.service" in out
     assert "would run: update-grub" in out
-    assert f"would run: systemctl --root={machine} enable kdumpkit-load.service " \
-           "kdumpkit-collect.service" in out
+    assert (
+        f"would run: systemctl --root={machine} enable kdumpkit-load.service "
+        "kdumpkit-collect.service" in out
+    )
     assert sorted(p.relative_to(machine) for p in machine.rglob("*")) == before
     assert not (bin_dir / "calls.log").exists()
 
 
-def test_apply_writes_and_runs(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_apply_writes_and_runs(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bin_dir = use_fake_path(monkeypatch, machine.parent / "bin", update_grub=0, systemctl=0)
     assert main(["setup", "--root", str(machine), "--apply"]) == 0
     out = capsys.readouterr().out
@@ -69,14 +80,16 @@ def test_apply_writes_and_runs(machine: Path, monkeypatch: pytest.MonkeyPatch,
     assert "SuccessAction=reboot" in collect and "network-online" not in collect
     assert (bin_dir / "calls.log").read_text().splitlines() == [
         "update-grub ",
-        f"systemctl --root={machine} enable kdumpkit-load.service kdumpkit-collect.service"]
+        f"systemctl --root={machine} enable kdumpkit-load.service kdumpkit-collect.service",
+    ]
     # a second run has nothing to change
     assert main(["setup", "--root", str(machine), "--crashkernel", value.split("=", 1)[1]]) == 0
     assert f"{GRUB_DROPIN}: unchanged" in capsys.readouterr().out
 
 
-def test_failed_command_restores_files(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_command_restores_files(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     use_fake_path(monkeypatch, machine.parent / "bin", update_grub=0, systemctl=1)
     assert main(["setup", "--root", str(machine), "--apply"]) == 2
     captured = capsys.readouterr()
@@ -86,8 +99,9 @@ def test_failed_command_restores_files(machine: Path, monkeypatch: pytest.Monkey
     assert not (machine / UNIT_DIR / "kdumpkit-load.service").exists()
 
 
-def test_missing_tools_change_nothing(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_tools_change_nothing(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     use_fake_path(monkeypatch, machine.parent / "bin", update_grub=0)
     assert main(["setup", "--root", str(machine), "--apply"]) == 2
     assert "not found on PATH: systemctl; nothing was changed" in capsys.readouterr().err
@@ -97,17 +111,21 @@ def test_missing_tools_change_nothing(machine: Path, monkeypatch: pytest.MonkeyP
     assert "no supported boot loader tool" in capsys.readouterr().err
 
 
-def test_grubby_machines(machine: Path, monkeypatch: pytest.MonkeyPatch,
-                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_grubby_machines(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for path in ("etc/default/grub.d/kdump-tools.cfg", "etc/default/grub"):
         (machine / path).unlink()
     (machine / "etc/default/grub.d").rmdir()
     bin_dir = use_fake_path(monkeypatch, machine.parent / "bin", grubby=0, systemctl=0)
-    assert main(["setup", "--root", str(machine), "--apply", "--no-units",
-                 "--crashkernel", "256M"]) == 0
+    assert (
+        main(["setup", "--root", str(machine), "--apply", "--no-units", "--crashkernel", "256M"])
+        == 0
+    )
     capsys.readouterr()
-    assert (bin_dir / "calls.log").read_text() == \
-        "grubby --update-kernel=ALL --args=crashkernel=256M\n"
+    assert (
+        bin_dir / "calls.log"
+    ).read_text() == "grubby --update-kernel=ALL --args=crashkernel=256M\n"
 
 
 def test_bad_values_are_refused(machine: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,7 +137,8 @@ def test_bad_values_are_refused(machine: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_ssh_target_waits_for_the_network() -> None:
-    text = unit_text("kdumpkit-collect.service", "/usr/bin/kdumpkit",
-                     Config(ssh="dump@host:/var/crash"))
+    text = unit_text(
+        "kdumpkit-collect.service", "/usr/bin/kdumpkit", Config(ssh="dump@host:/var/crash")
+    )
     assert "Wants=local-fs.target network-online.target" in text
     assert "ExecStart=/usr/bin/kdumpkit collect" in text and "@" not in text.split("[Install]")[0]

@@ -106,8 +106,13 @@ def test_orc_version2_layout() -> None:
 
 def test_orc_version3_layout() -> None:
     # sp_reg:4 bp_reg:4 type:3 signal:1; UNDEFINED=0 END_OF_STACK=1 CALL=2 REGS=3 REGS_PARTIAL=4
-    for code, expected in ((0, ORC_TYPE_UNDEFINED), (1, ORC_TYPE_END_OF_STACK), (2, ORC_TYPE_CALL),
-                           (3, ORC_TYPE_REGS), (4, ORC_TYPE_REGS_PARTIAL)):
+    for code, expected in (
+        (0, ORC_TYPE_UNDEFINED),
+        (1, ORC_TYPE_END_OF_STACK),
+        (2, ORC_TYPE_CALL),
+        (3, ORC_TYPE_REGS),
+        (4, ORC_TYPE_REGS_PARTIAL),
+    ):
         assert decode_orc_flags(0, 0, flags(ORC_REG_SP, ORC_REG_BP, code), 3).type == expected
     assert decode_orc_flags(0, 0, flags(ORC_REG_SP, 0, 0b1010), 3).signal
 
@@ -115,16 +120,31 @@ def test_orc_version3_layout() -> None:
 def test_orc_version4_registers() -> None:
     # Linux 7.1's orc_types.h (Debian 7.3.4 headers): UNDEFINED=0 AX=1 DX=2 SP=3 BP=4 DI=5
     # R10=6 R13=7 PREV_SP=8 SP_INDIRECT=9 BP_INDIRECT=10; the same type/signal bits as 3.
-    renumbered = (ORC_REG_UNDEFINED, ORC_REG_AX, ORC_REG_DX, ORC_REG_SP, ORC_REG_BP,
-                  ORC_REG_DI, ORC_REG_R10, ORC_REG_R13, ORC_REG_PREV_SP, ORC_REG_SP_INDIRECT,
-                  ORC_REG_BP_INDIRECT)
+    renumbered = (
+        ORC_REG_UNDEFINED,
+        ORC_REG_AX,
+        ORC_REG_DX,
+        ORC_REG_SP,
+        ORC_REG_BP,
+        ORC_REG_DI,
+        ORC_REG_R10,
+        ORC_REG_R13,
+        ORC_REG_PREV_SP,
+        ORC_REG_SP_INDIRECT,
+        ORC_REG_BP_INDIRECT,
+    )
     for number, reg in enumerate(renumbered):
         entry = decode_orc_flags(8, -16, flags(number, number, 0b1010), 4)
         assert (entry.sp_reg, entry.bp_reg, entry.type, entry.signal) == (
-            reg, reg, ORC_TYPE_CALL, True)
+            reg,
+            reg,
+            ORC_TYPE_CALL,
+            True,
+        )
     # A CALL entry with CFA = SP + 8 and the caller's BP at CFA - 16, as objtool writes.
     assert decode_orc_flags(8, -16, flags(3, 8, 2), 4) == decode_orc_flags(
-        8, -16, flags(ORC_REG_SP, ORC_REG_PREV_SP, 2), 3)
+        8, -16, flags(ORC_REG_SP, ORC_REG_PREV_SP, 2), 3
+    )
 
 
 def test_orc_version_from_header_and_data() -> None:
@@ -173,12 +193,16 @@ def test_orc_version4_on_73_dump() -> None:
                 theirs.append(frame.pc)
         if not theirs:
             continue
-        ours = [frame.pc for frame in stack_trace(prog, find_task(prog, task.pid.value_()))
-                if not frame.saved_state and frame.pc >= 1 << 63]
+        ours = [
+            frame.pc
+            for frame in stack_trace(prog, find_task(prog, task.pid.value_()))
+            if not frame.saved_state and frame.pc >= 1 << 63
+        ]
         if any(vpanic.address <= pc < vpanic.address + vpanic.size for pc in theirs):
-            ours = ours[[vpanic.address <= pc < vpanic.address + vpanic.size
-                         for pc in ours].index(True):]
-            theirs = theirs[-len(ours):]
+            ours = ours[
+                [vpanic.address <= pc < vpanic.address + vpanic.size for pc in ours].index(True) :
+            ]
+            theirs = theirs[-len(ours) :]
         assert ours == theirs, task.comm.string_()
         compared += 1
     assert compared >= 60
@@ -194,8 +218,18 @@ def test_vmlinux_orc_lazy_lookup_equals_full_table(prog: drgn.Program) -> None:
     # 6.1 has no .orc_header: the format is told by the entry code's entries.
     assert table.version == 1
     assert len(table) > 300_000
-    lazy = LazyOrcTable(prog, table.ip_table, table.entry_table, table.count, table.lookup,
-                        table.lookup_blocks, table.stext, table.etext, table.end, table.version)
+    lazy = LazyOrcTable(
+        prog,
+        table.ip_table,
+        table.entry_table,
+        table.count,
+        table.lookup,
+        table.lookup_blocks,
+        table.stext,
+        table.etext,
+        table.end,
+        table.version,
+    )
     full = table.full()
     rng = random.Random(61)
     for _ in range(300):
@@ -209,9 +243,18 @@ def test_corrupt_orc_lookup_falls_back_to_the_table(prog: drgn.Program) -> None:
     assert isinstance(table, LazyOrcTable)
     full = table.full()
     # orc_lookup pointed at kernel text: windows that do not bracket pc are refused.
-    garbage = LazyOrcTable(prog, table.ip_table, table.entry_table, table.count,
-                           prog.symbol("schedule").address, table.lookup_blocks, table.stext,
-                           table.etext, table.end, table.version)
+    garbage = LazyOrcTable(
+        prog,
+        table.ip_table,
+        table.entry_table,
+        table.count,
+        prog.symbol("schedule").address,
+        table.lookup_blocks,
+        table.stext,
+        table.etext,
+        table.end,
+        table.version,
+    )
     rng = random.Random(7)
     for _ in range(200):
         pc = rng.randrange(table.stext, table.etext)
@@ -220,8 +263,9 @@ def test_corrupt_orc_lookup_falls_back_to_the_table(prog: drgn.Program) -> None:
 
 
 def test_module_orc_tables(prog: drgn.Program, fx61: Path) -> None:
-    names = {line.split()[1] for line in (fx61 / "crash-9.0.2" / "mod.txt").read_text()
-             .splitlines()[1:]}
+    names = {
+        line.split()[1] for line in (fx61 / "crash-9.0.2" / "mod.txt").read_text().splitlines()[1:]
+    }
     orc = OrcUnwindInfo(prog)
     tables = {table.module: table for table in orc.modules()}
     assert set(tables) == names
@@ -329,8 +373,7 @@ def test_stack_full_of_one_return_address_is_bounded(prog: drgn.Program) -> None
 def test_random_stack_terminates(prog: drgn.Program) -> None:
     rng = random.Random(7)
     text = prog.symbol("_stext").address
-    words = [rng.choice([rng.getrandbits(64), text + rng.randrange(0x800000)])
-             for _ in range(2048)]
+    words = [rng.choice([rng.getrandbits(64), text + rng.randrange(0x800000)]) for _ in range(2048)]
     for start in range(0, 40, 4):
         frames = unwind_fake(prog, words, words[start] if words[start] > text else text + 0x100)
         assert len(frames) <= MAX_FRAMES

@@ -25,24 +25,74 @@ SIGNATURE_FRAMES = 5
 #: The kernel's taint letters by bit (kernel/panic.c taint_flags[]): (set, unset).
 #: Used when the kernel's own table cannot be read.
 TAINT_FLAGS: tuple[tuple[str, str], ...] = (
-    ("P", "G"), ("F", " "), ("S", " "), ("R", " "), ("M", " "), ("B", " "), ("U", " "),
-    ("D", " "), ("A", " "), ("W", " "), ("C", " "), ("I", " "), ("O", " "), ("E", " "),
-    ("L", " "), ("K", " "), ("X", " "), ("T", " "), ("N", " "), ("J", " "),
+    ("P", "G"),
+    ("F", " "),
+    ("S", " "),
+    ("R", " "),
+    ("M", " "),
+    ("B", " "),
+    ("U", " "),
+    ("D", " "),
+    ("A", " "),
+    ("W", " "),
+    ("C", " "),
+    ("I", " "),
+    ("O", " "),
+    ("E", " "),
+    ("L", " "),
+    ("K", " "),
+    ("X", " "),
+    ("T", " "),
+    ("N", " "),
+    ("J", " "),
 )
 
 #: Functions of the panic, kexec, NMI and oops machinery: the same for every crash,
 #: so they say nothing about its cause and are left out of the signature.
-MACHINERY = frozenset({
-    "machine_kexec", "__crash_kexec", "crash_kexec", "panic", "vpanic", "nmi_panic",
-    "crash_setup_regs", "native_machine_crash_shutdown", "crash_save_cpu",
-    "oops_end", "die", "__die", "die_addr", "do_trap", "do_error_trap", "exc_invalid_op",
-    "handle_bug", "asm_exc_invalid_op", "exc_page_fault", "asm_exc_page_fault",
-    "page_fault_oops", "kernelmode_fixup_or_oops", "__bad_area_nosemaphore",
-    "bad_area_nosemaphore", "do_user_addr_fault", "no_context",
-    "crash_nmi_callback", "nmi_handle", "default_do_nmi", "exc_nmi", "asm_exc_nmi",
-    "nmi_cpu_backtrace", "dump_stack", "dump_stack_lvl", "show_stack", "show_regs",
-    "__warn", "report_bug", "watchdog_timer_fn", "watchdog_overflow_callback",
-})
+MACHINERY = frozenset(
+    {
+        "machine_kexec",
+        "__crash_kexec",
+        "crash_kexec",
+        "panic",
+        "vpanic",
+        "nmi_panic",
+        "crash_setup_regs",
+        "native_machine_crash_shutdown",
+        "crash_save_cpu",
+        "oops_end",
+        "die",
+        "__die",
+        "die_addr",
+        "do_trap",
+        "do_error_trap",
+        "exc_invalid_op",
+        "handle_bug",
+        "asm_exc_invalid_op",
+        "exc_page_fault",
+        "asm_exc_page_fault",
+        "page_fault_oops",
+        "kernelmode_fixup_or_oops",
+        "__bad_area_nosemaphore",
+        "bad_area_nosemaphore",
+        "do_user_addr_fault",
+        "no_context",
+        "crash_nmi_callback",
+        "nmi_handle",
+        "default_do_nmi",
+        "exc_nmi",
+        "asm_exc_nmi",
+        "nmi_cpu_backtrace",
+        "dump_stack",
+        "dump_stack_lvl",
+        "show_stack",
+        "show_regs",
+        "__warn",
+        "report_bug",
+        "watchdog_timer_fn",
+        "watchdog_overflow_callback",
+    }
+)
 _COMPILER_SUFFIX = re.compile(r"(\.(cold|isra|constprop|part|lto_priv|llvm)(\.\d+)?)+$")
 
 
@@ -51,11 +101,16 @@ _COMPILER_SUFFIX = re.compile(r"(\.(cold|isra|constprop|part|lto_priv|llvm)(\.\d
 
 def decode_taint(mask: int, flags: Sequence[tuple[str, str]] = TAINT_FLAGS) -> dict[str, Any]:
     """A taint mask as the kernel prints it (``G        W  O``) and its set letters."""
-    letters = "".join(set_ if mask & (1 << bit) else unset
-                      for bit, (set_, unset) in enumerate(flags))
+    letters = "".join(
+        set_ if mask & (1 << bit) else unset for bit, (set_, unset) in enumerate(flags)
+    )
     set_letters = [set_ for bit, (set_, _) in enumerate(flags) if mask & (1 << bit)]
-    return {"mask": mask, "letters": letters.rstrip() if mask else "",
-            "flags": set_letters, "tainted": bool(mask)}
+    return {
+        "mask": mask,
+        "letters": letters.rstrip() if mask else "",
+        "flags": set_letters,
+        "tainted": bool(mask),
+    }
 
 
 def taint_info(prog: Program) -> dict[str, Any]:
@@ -68,8 +123,10 @@ def taint_info(prog: Program) -> dict[str, Any]:
         mask = read_global_int(prog, "tainted_mask", 8)
     flags: Sequence[tuple[str, str]] = TAINT_FLAGS
     try:
-        flags = [(chr(entry.c_true.value_()), chr(entry.c_false.value_()))
-                 for entry in prog["taint_flags"]]
+        flags = [
+            (chr(entry.c_true.value_()), chr(entry.c_false.value_()))
+            for entry in prog["taint_flags"]
+        ]
     except (LookupError, TypeError, drgn.FaultError):
         pass
     return decode_taint(mask, flags)
@@ -87,16 +144,16 @@ def crash_signature(frames: list[dict[str, Any]], panic: str | None) -> dict[str
     # Frames are innermost first: whatever ran inside the outermost machinery frame
     # (panic notifiers, kexec, the NMI handler's callees) is part of the machinery too.
     last = max((i for i, name in enumerate(names) if name in MACHINERY), default=-1)
-    meaningful = [n for n in names[last + 1 :]
-                  if n not in MACHINERY and not n.startswith(("entry_", "asm_"))]
+    meaningful = [
+        n for n in names[last + 1 :] if n not in MACHINERY and not n.startswith(("entry_", "asm_"))
+    ]
     top = meaningful[:SIGNATURE_FRAMES]
     if top:
         basis = "|".join(top)
     else:
         # No usable frames: fall back on the message without its numbers.
         basis = re.sub(r"(0x)?[0-9a-fA-F]{4,}|\d+", "N", panic or "")
-    return {"sha256": hashlib.sha256(basis.encode()).hexdigest(), "frames": top,
-            "basis": basis}
+    return {"sha256": hashlib.sha256(basis.encode()).hexdigest(), "frames": top, "basis": basis}
 
 
 def _frame_row(prog: Program, frame: Any) -> dict[str, Any]:
@@ -107,8 +164,17 @@ def _frame_row(prog: Program, frame: Any) -> dict[str, Any]:
         row = dict(frame)
     else:
         row = {}
-        for key in ("function", "name", "pc", "sp", "module", "offset", "is_exception_frame",
-                    "registers", "stack"):
+        for key in (
+            "function",
+            "name",
+            "pc",
+            "sp",
+            "module",
+            "offset",
+            "is_exception_frame",
+            "registers",
+            "stack",
+        ):
             value = getattr(frame, key, None)
             if value is not None and not callable(value):
                 row[key] = value
@@ -121,9 +187,12 @@ def _frame_row(prog: Program, frame: Any) -> dict[str, Any]:
             row["function"] = None
     if "module" not in row and row.get("pc") is not None:
         row["module"] = symbol_module(prog, row["pc"])
-    return {k: v for k, v in row.items()
-            if isinstance(v, (int, str, bool, type(None)))
-            or (isinstance(v, dict) and all(isinstance(x, int) for x in v.values()))}
+    return {
+        k: v
+        for k, v in row.items()
+        if isinstance(v, (int, str, bool, type(None)))
+        or (isinstance(v, dict) and all(isinstance(x, int) for x in v.values()))
+    }
 
 
 def backtrace(prog: Program, task: Object, cpu: int | None = None) -> list[dict[str, Any]]:
@@ -156,16 +225,27 @@ def _task_summary(prog: Program, task: Object) -> dict[str, Any]:
 
     from kdumpkit.analyze.commands.common import task_comm
 
-    return {"pid": task.pid.value_(), "comm": task_comm(task), "task": task.value_(),
-            "cpu": task_cpu(task)}
+    return {
+        "pid": task.pid.value_(),
+        "comm": task_comm(task),
+        "task": task.value_(),
+        "cpu": task_cpu(task),
+    }
 
 
 def _safely(what: str, errors: list[str], func: Any, *args: Any, default: Any = None) -> Any:
     """Run one gathering step; a failure is recorded and the report goes on."""
     try:
         return func(*args)
-    except (drgn.FaultError, LookupError, ValueError, AttributeError, TypeError,
-            NotImplementedError, DumpError) as exc:
+    except (
+        drgn.FaultError,
+        LookupError,
+        ValueError,
+        AttributeError,
+        TypeError,
+        NotImplementedError,
+        DumpError,
+    ) as exc:
         errors.append(f"{what}: {exc}")
         return default
 
@@ -175,7 +255,8 @@ _DUMP_STACK_HEADER = re.compile(r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (\S+
 #: panic messages, most telling first (as drgn.helpers.linux.panic ranks them)
 _PANIC_LINE = re.compile(
     r"(Kernel panic - .*)|(BUG: (?:kernel NULL pointer dereference|unable to handle).*"
-    r"|Unable to handle kernel.*)|([Kk]ernel BUG at.*)|(Oops: .*)")
+    r"|Unable to handle kernel.*)|([Kk]ernel BUG at.*)|(Oops: .*)"
+)
 
 
 def panic_from_log(lines: list[str]) -> str | None:
@@ -220,8 +301,9 @@ def _cpu_pids(prog: Program) -> dict[int, int]:
     return {status.cpu: status.pid for status in dump.prstatus} if dump is not None else {}
 
 
-def _crashing_without_types(prog: Program, log_lines: list[str],
-                            errors: list[str]) -> dict[str, Any] | None:
+def _crashing_without_types(
+    prog: Program, log_lines: list[str], errors: list[str]
+) -> dict[str, Any] | None:
     """The panic CPU's task from NT_PRSTATUS and the log's dump_stack() header."""
     try:
         from kdumpkit.analyze.stack import panic_cpu
@@ -230,8 +312,12 @@ def _crashing_without_types(prog: Program, log_lines: list[str],
     cpu = _safely("panic cpu", errors, panic_cpu, prog)
     if cpu is None:
         return None
-    summary: dict[str, Any] = {"cpu": cpu, "pid": _cpu_pids(prog).get(cpu), "comm": None,
-                               "task": None}
+    summary: dict[str, Any] = {
+        "cpu": cpu,
+        "pid": _cpu_pids(prog).get(cpu),
+        "comm": None,
+        "task": None,
+    }
     for line in reversed(log_lines):
         match = _DUMP_STACK_HEADER.search(line)
         if match and int(match.group(1)) == cpu:
@@ -261,8 +347,11 @@ def gather_report(prog: Program) -> dict[str, Any]:
         "nodename": info.get("nodename"),
         "cpus": info.get("cpus"),
         "uptime_seconds": info.get("uptime_seconds"),
-        "uptime": (sys_command.uptime_text(info["uptime_seconds"])
-                   if info.get("uptime_seconds") is not None else None),
+        "uptime": (
+            sys_command.uptime_text(info["uptime_seconds"])
+            if info.get("uptime_seconds") is not None
+            else None
+        ),
         "crash_time": info.get("timestamp"),
         "crash_date": info.get("date"),
         "panic": info.get("panic"),
@@ -273,25 +362,26 @@ def gather_report(prog: Program) -> dict[str, Any]:
     if task is not None:
         crashing = _safely("panic task", errors, _task_summary, prog, task)
         if crashing is not None:
-            crashing["backtrace"] = _safely("backtrace", errors, backtrace, prog, task,
-                                            default=[])
+            crashing["backtrace"] = _safely("backtrace", errors, backtrace, prog, task, default=[])
     else:
         crashing = _crashing_without_types(prog, all_lines, errors)
     report["crashing_task"] = crashing
     report["other_cpus"] = _other_cpus(prog, crashing, errors)
     report["taint"] = _safely("taint", errors, taint_info, prog)
     report["log_tail"] = all_lines[-LOG_TAIL:]
-    report["modules"] = [{"name": m["name"], "base": m["base"], "size": m["size"],
-                          "taints": m["taints"]}
-                         for m in _safely("modules", errors, module_table, prog, default=[])]
+    report["modules"] = [
+        {"name": m["name"], "base": m["base"], "size": m["size"], "taints": m["taints"]}
+        for m in _safely("modules", errors, module_table, prog, default=[])
+    ]
     frames = crashing["backtrace"] if crashing else []
     report["signature"] = crash_signature(frames or [], report["panic"])
     report["errors"] = errors
     return report
 
 
-def _other_cpus(prog: Program, crashing: dict[str, Any] | None,
-                errors: list[str]) -> list[dict[str, Any]]:
+def _other_cpus(
+    prog: Program, crashing: dict[str, Any] | None, errors: list[str]
+) -> list[dict[str, Any]]:
     """The task on every other CPU and its backtrace (from the saved registers)."""
     from drgn.helpers.linux.sched import cpu_curr
 
@@ -320,8 +410,9 @@ def _other_cpus(prog: Program, crashing: dict[str, Any] | None,
             summary = {"pid": _cpu_pids(prog).get(cpu), "comm": None, "task": None}
             current = None
         summary["cpu"] = cpu
-        summary["backtrace"] = _safely(f"backtrace of cpu {cpu}", errors, backtrace, prog,
-                                       current, cpu, default=[])
+        summary["backtrace"] = _safely(
+            f"backtrace of cpu {cpu}", errors, backtrace, prog, current, cpu, default=[]
+        )
         others.append(summary)
     return others
 
@@ -345,7 +436,7 @@ def _frame_text(index: int, frame: dict[str, Any]) -> str:
 
 
 def _task_text(title: str, task: dict[str, Any]) -> list[str]:
-    comm = f" \"{task['comm']}\"" if task.get("comm") else ""
+    comm = f' "{task["comm"]}"' if task.get("comm") else ""
     where = f" (task {task['task']:x})" if task.get("task") is not None else ""
     lines = [f"{title}: PID {task['pid']}{comm} on CPU {task['cpu']}{where}"]
     frames = task.get("backtrace") or []
@@ -393,9 +484,11 @@ def render_text(report: dict[str, Any]) -> str:
     for other in report.get("other_cpus", []):
         lines += ["", *_task_text(f"CPU {other['cpu']}", other)]
     lines += ["", f"Modules ({len(report.get('modules', []))}):"]
-    lines += [f"  {m['name']:<24} {m['base']:016x} {m['size']:>8}"
-              + (f"  [{m['taints']}]" if m["taints"] else "")
-              for m in report.get("modules", [])]
+    lines += [
+        f"  {m['name']:<24} {m['base']:016x} {m['size']:>8}"
+        + (f"  [{m['taints']}]" if m["taints"] else "")
+        for m in report.get("modules", [])
+    ]
     lines += ["", f"Last {len(report.get('log_tail', []))} log lines:"]
     lines += report.get("log_tail", [])
     if report.get("errors"):
@@ -416,11 +509,15 @@ def render_html(report: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><th>{esc(line.split(':', 1)[0].strip())}</th>"
         f"<td>{esc(line.split(':', 1)[1].strip())}</td></tr>"
-        for line in head[1:] if ":" in line)
+        for line in head[1:]
+        if ":" in line
+    )
     body = "".join(f"<pre>{esc(section)}</pre>" for section in text_sections[1:])
     title = esc(f"Kernel crash: {report.get('panic') or report.get('release') or ''}")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>{title}</title>"
-            "<style>body{font-family:sans-serif} th{text-align:right;padding-right:1em}"
-            " pre{background:#f4f4f4;padding:.5em}</style></head><body>"
-            f"<h1>{title}</h1><table>{rows}</table>{body}</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{title}</title>"
+        "<style>body{font-family:sans-serif} th{text-align:right;padding-right:1em}"
+        " pre{background:#f4f4f4;padding:.5em}</style></head><body>"
+        f"<h1>{title}</h1><table>{rows}</table>{body}</body></html>\n"
+    )

@@ -33,8 +33,13 @@ def open_for_analysis(path: str, vmlinux: str | None = None) -> Program:
         return open_program(path, vmlinux=vmlinux)
     except (DumpError, OSError):
         raise
-    except (drgn.FaultError, drgn.MissingDebugInfoError, LookupError, ValueError,
-            NotImplementedError) as exc:
+    except (
+        drgn.FaultError,
+        drgn.MissingDebugInfoError,
+        LookupError,
+        ValueError,
+        NotImplementedError,
+    ) as exc:
         raise AnalysisOpenError(f"{path}: cannot be analysed: {exc}") from None
 
 
@@ -102,8 +107,13 @@ def split_command_line(line: str) -> CommandLine:
 class Session:
     """A crash-like session on one program: the command registry and the task context."""
 
-    def __init__(self, prog: Program, out: IO[str] | None = None, err: IO[str] | None = None,
-                 pager: list[str] | None = None):
+    def __init__(
+        self,
+        prog: Program,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        pager: list[str] | None = None,
+    ):
         self.prog = prog
         self.out = out
         self.err = err

@@ -194,8 +194,7 @@ def stack_trace(prog: drgn.Program, task_or_cpu: drgn.Object | int) -> list[Fram
     return unwinder.task_trace(task_or_cpu)
 
 
-def cpu_stack_trace(prog: drgn.Program, cpu: int, task: drgn.Object | None = None
-                    ) -> list[Frame]:
+def cpu_stack_trace(prog: drgn.Program, cpu: int, task: drgn.Object | None = None) -> list[Frame]:
     """The stack trace of what ``cpu`` was running at the crash (``task``, when known,
     gives its stack bounds)."""
     return _unwinder(prog).cpu_trace(cpu, task)
@@ -205,8 +204,11 @@ def panic_cpu(prog: drgn.Program) -> int:
     """The CPU that panicked (the kernel's ``panic_cpu``), else the first saved CPU."""
     symbol = kernel_symbol(prog, "panic_cpu")
     try:
-        cpu = -1 if symbol is None else int.from_bytes(prog.read(symbol.address, 4), "little",
-                                                        signed=True)
+        cpu = (
+            -1
+            if symbol is None
+            else int.from_bytes(prog.read(symbol.address, 4), "little", signed=True)
+        )
     except drgn.FaultError:
         cpu = -1
     saved = saved_registers(prog)
@@ -312,9 +314,10 @@ def _crash_notes_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
             continue
         namesz, descsz, note_type, name = header.unpack_from(data)
         if (namesz, note_type, name[:5]) != (5, NT_PRSTATUS, b"CORE\0") or (
-                descsz < X86_64_PRSTATUS_SIZE):
+            descsz < X86_64_PRSTATUS_SIZE
+        ):
             continue
-        status = decode_prstatus(Note("CORE", NT_PRSTATUS, data[header.size:]), cpu)
+        status = decode_prstatus(Note("CORE", NT_PRSTATUS, data[header.size :]), cpu)
         if status.registers and any(status.registers.values()):
             found[cpu] = status.registers
     return found
@@ -374,7 +377,8 @@ class _Unwinder:
         in_kernel = (words >= np.uint64(vmlinux.start)) & (words < np.uint64(vmlinux.end))
         if vmlinux.hole[1] > vmlinux.hole[0]:
             in_kernel &= (words < np.uint64(vmlinux.hole[0])) | (
-                words >= np.uint64(vmlinux.hole[1]))
+                words >= np.uint64(vmlinux.hole[1])
+            )
         in_modules = (words >= np.uint64(MODULES_VADDR)) & (words < np.uint64(MODULES_END))
         return np.flatnonzero(in_kernel | in_modules)
 
@@ -387,7 +391,8 @@ class _Unwinder:
             return None
         try:
             return self.read_u64(
-                _percpu_address(self.read_u64(offsets.address + 8 * cpu), symbol.address))
+                _percpu_address(self.read_u64(offsets.address + 8 * cpu), symbol.address)
+            )
         except drgn.FaultError:
             return None
 
@@ -475,8 +480,9 @@ class _Unwinder:
             if stopped is not None:
                 return self.unwind(stopped, stacks)
         if user:
-            return [Frame(regs["rip"], regs["rsp"], None, 0, None, True, regs, True,
-                          saved_state=True)]
+            return [
+                Frame(regs["rip"], regs["rsp"], None, 0, None, True, regs, True, saved_state=True)
+            ]
         # Registers taken at an arbitrary point (a hypervisor dump): crash shows them as
         # a register block and the frames from the caller on.
         frames = self.unwind(start, stacks)
@@ -508,13 +514,16 @@ class _Unwinder:
                 continue
             slot = low + 8 * index
             entry = self.orc.find(value - 1)
-            if (entry is not None and entry.type == ORC_TYPE_CALL
-                    and entry.sp_reg == ORC_REG_SP and slot + 8 + entry.sp_offset == start.sp):
+            if (
+                entry is not None
+                and entry.type == ORC_TYPE_CALL
+                and entry.sp_reg == ORC_REG_SP
+                and slot + 8 + entry.sp_offset == start.sp
+            ):
                 return _State(value, slot + 8, None, None, False, slot)
         return None
 
-    def _start_in(self, function: str, regs: dict[str, int], stacks: _CpuStacks
-                  ) -> _State | None:
+    def _start_in(self, function: str, regs: dict[str, int], stacks: _CpuStacks) -> _State | None:
         """A frame of ``function`` left on the CPU's stacks from which ORC unwinds to
         the very pt_regs the dump saved for the CPU (the highest such slot)."""
         symbol = kernel_symbol(self.prog, function)
@@ -564,8 +573,9 @@ class _Unwinder:
             # An exited task's stack is freed (put_task_stack() clears task->stack).
             raise UnwindError("the task has no kernel stack (it has exited)")
         if not low <= thread_sp < low + THREAD_SIZE:
-            raise UnwindError(f"the task's saved stack pointer {thread_sp:#x} is outside "
-                              f"its stack {low:#x}")
+            raise UnwindError(
+                f"the task's saved stack pointer {thread_sp:#x} is outside its stack {low:#x}"
+            )
         stacks = _CpuStacks([StackRegion(None, low, low + THREAD_SIZE)])
         ret_offset, bp_offset = self._inactive_frame_layout()
         try:
@@ -607,8 +617,9 @@ class _Unwinder:
 
     # --- the unwinder -----------------------------------------------------------------
 
-    def unwind(self, start: _State, stacks: _CpuStacks, max_frames: int = MAX_FRAMES
-               ) -> list[Frame]:
+    def unwind(
+        self, start: _State, stacks: _CpuStacks, max_frames: int = MAX_FRAMES
+    ) -> list[Frame]:
         """Frames from ``start`` until the end of the stack or the bounds."""
         frames: list[Frame] = []
         state: _State | None = start
@@ -620,8 +631,14 @@ class _Unwinder:
             seen.add((state.pc, state.sp))
             name, offset, module = self.symbolize(state.pc, state.signal)
             region = stacks.find(state.slot)
-            frame = Frame(state.pc, state.slot, name, offset, module,
-                          stack=region.name if region is not None else None)
+            frame = Frame(
+                state.pc,
+                state.slot,
+                name,
+                offset,
+                module,
+                stack=region.name if region is not None else None,
+            )
             if frames and frames[-1].is_exception_frame and frames[-1].stack == frame.stack:
                 # crash lists the interrupted code as a frame of its own only after a
                 # stack switch (``--- <NMI exception stack> ---``).
@@ -677,8 +694,7 @@ class _Unwinder:
                 return None
             full = entry.type == ORC_TYPE_REGS
             bp = regs["rbp"] if full else state.bp
-            return _State(regs["rip"], regs["rsp"], bp, regs if full else None, True,
-                          regs["rsp"])
+            return _State(regs["rip"], regs["rsp"], bp, regs if full else None, True, regs["rsp"])
         return None
 
     def _cfa(self, entry: OrcEntry, state: _State) -> int | None:

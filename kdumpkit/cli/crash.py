@@ -22,18 +22,35 @@ HISTORY = os.path.join(os.path.expanduser("~"), ".kdumpkit_crash_history")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The verb's arguments."""
     parser.add_argument("dump", metavar="DUMP", help="the dump (ELF, kdump-compressed, flattened)")
-    parser.add_argument("vmlinux", metavar="VMLINUX", nargs="?",
-                        help="a vmlinux with DWARF (optional: BTF and kallsyms are used without)")
-    parser.add_argument("-c", dest="commands", metavar="CMD", action="append", default=[],
-                        help="run this command and exit (repeatable); no banner unless --banner")
+    parser.add_argument(
+        "vmlinux",
+        metavar="VMLINUX",
+        nargs="?",
+        help="a vmlinux with DWARF (optional: BTF and kallsyms are used without)",
+    )
+    parser.add_argument(
+        "-c",
+        dest="commands",
+        metavar="CMD",
+        action="append",
+        default=[],
+        help="run this command and exit (repeatable); no banner unless --banner",
+    )
     parser.add_argument("-s", "--silent", action="store_true", help="no start-up banner")
     parser.add_argument("--banner", action="store_true", help="print the banner with -c too")
-    parser.add_argument("-i", dest="input", metavar="FILE",
-                        help="run the commands in FILE (one a line), then exit")
-    parser.add_argument("--no-pager", action="store_true",
-                        help="at the prompt, never page long output (default: $PAGER or less)")
-    parser.add_argument("--json", action="store_true",
-                        help="with -c: print each command's records as JSON instead of text")
+    parser.add_argument(
+        "-i", dest="input", metavar="FILE", help="run the commands in FILE (one a line), then exit"
+    )
+    parser.add_argument(
+        "--no-pager",
+        action="store_true",
+        help="at the prompt, never page long output (default: $PAGER or less)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with -c: print each command's records as JSON instead of text",
+    )
 
 
 def banner(prog: Program) -> str:
@@ -41,9 +58,11 @@ def banner(prog: Program) -> str:
     from kdumpkit import __version__
     from kdumpkit.analyze.commands import sys as sys_command
 
-    head = (f"\nkdumpkit crash {__version__} (crash 9.0.2-compatible commands; "
-            "types from the dump's BTF, symbols from kallsyms, unwinding from ORC)\n"
-            'Type "help" for the list of commands, "exit" to leave.\n\n')
+    head = (
+        f"\nkdumpkit crash {__version__} (crash 9.0.2-compatible commands; "
+        "types from the dump's BTF, symbols from kallsyms, unwinding from ORC)\n"
+        'Type "help" for the list of commands, "exit" to leave.\n\n'
+    )
     try:
         info = sys_command.system_info(prog)
         pairs = sys_command.render_sys(prog, info) + sys_command.panic_context(prog)
@@ -75,7 +94,8 @@ def interactive(session: Session, pager: bool = True) -> int:
     except OSError:
         history = InMemoryHistory()
     prompt: PromptSession[str] = PromptSession(
-        history=history, completer=CommandCompleter(session), complete_while_typing=False)
+        history=history, completer=CommandCompleter(session), complete_while_typing=False
+    )
     while True:
         try:
             line = prompt.prompt(PROMPT).strip()
@@ -105,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     if args.input:
         with open(args.input, encoding="utf-8") as file:
-            args.commands += [line.strip() for line in file
-                              if line.strip() and not line.lstrip().startswith("#")]
+            args.commands += [
+                line.strip() for line in file if line.strip() and not line.lstrip().startswith("#")
+            ]
     if args.json:
         return run_json(session, args.commands)
     if args.commands or args.input:

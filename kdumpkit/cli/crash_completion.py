@@ -32,8 +32,9 @@ class CommandCompleter(Completer):
             self._symbols = sorted(names)
         return self._symbols
 
-    def get_completions(self, document: Document,
-                        complete_event: CompleteEvent) -> Iterator[Completion]:
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterator[Completion]:
         before = document.text_before_cursor
         word = document.get_word_before_cursor(WORD=True)
         if " " not in before.lstrip():

@@ -34,17 +34,28 @@ def run(args: argparse.Namespace) -> int:
     except CrashkernelError:
         current = None
     if args.json:
-        print(json.dumps({
-            "system_ram": estimate.system_ram, "cpus": estimate.cpus,
-            "capture_cpus": estimate.capture_cpus,
-            "kernel": estimate.kernel.path if estimate.kernel else None,
-            "initrd": estimate.initrd.path if estimate.initrd else None,
-            "terms": dict(estimate.terms), "size": estimate.size,
-            "crashkernel": str(estimate.value), "reserved": reserved,
-            "current": str(current) if current else None}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "system_ram": estimate.system_ram,
+                    "cpus": estimate.cpus,
+                    "capture_cpus": estimate.capture_cpus,
+                    "kernel": estimate.kernel.path if estimate.kernel else None,
+                    "initrd": estimate.initrd.path if estimate.initrd else None,
+                    "terms": dict(estimate.terms),
+                    "size": estimate.size,
+                    "crashkernel": str(estimate.value),
+                    "reserved": reserved,
+                    "current": str(current) if current else None,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"RAM        {estimate.system_ram / MiB:.0f} MiB ({estimate.ram_source}), "
-          f"{estimate.cpus} CPUs, the capture kernel brings up {estimate.capture_cpus}")
+    print(
+        f"RAM        {estimate.system_ram / MiB:.0f} MiB ({estimate.ram_source}), "
+        f"{estimate.cpus} CPUs, the capture kernel brings up {estimate.capture_cpus}"
+    )
     print(f"kernel     {estimate.kernel.path if estimate.kernel else 'not found, assumed'}")
     if estimate.initrd:
         print(f"initramfs  {estimate.initrd.path} ({estimate.initrd.how})")
@@ -53,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     for label, size in estimate.terms:
         print(f"  {size / MiB:8.1f} MiB  {label}")
     print(f"  {'':8}      +10% headroom, rounded up to 32 MiB")
-    print(f"this machine needs {format_size(estimate.size)}"
-          + (f"; reserved now: {format_size(reserved)}" if reserved is not None else "")
-          + (f" (crashkernel={current})" if current else ""))
+    print(
+        f"this machine needs {format_size(estimate.size)}"
+        + (f"; reserved now: {format_size(reserved)}" if reserved is not None else "")
+        + (f" (crashkernel={current})" if current else "")
+    )
     print(f"crashkernel={estimate.value}")
     return 0

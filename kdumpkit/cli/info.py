@@ -135,9 +135,7 @@ def _format_text(info: dict[str, Any]) -> str:
         lines.append("  VMCOREINFO: none")
     else:
         where = info["header"].get("vmcoreinfo_source")
-        found = (
-            f", found in {where} at {info['header']['vmcoreinfo_paddr']:#x}" if where else ""
-        )
+        found = f", found in {where} at {info['header']['vmcoreinfo_paddr']:#x}" if where else ""
         lines.append(f"  VMCOREINFO: {len(vmci)} keys{found}")
         for key in SUMMARY_KEYS:
             if key in vmci:

@@ -18,10 +18,16 @@ HELP = "reserve memory and enable the kdumpkit units (dry run first)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``setup``."""
-    parser.add_argument("--apply", action="store_true",
-                        help="write the files and run the commands (default: show them)")
-    parser.add_argument("--crashkernel", metavar="VALUE",
-                        help="reserve this instead of the estimate (e.g. 1G-64G:384M,64G-:512M)")
+    parser.add_argument(
+        "--apply",
+        action="store_true",
+        help="write the files and run the commands (default: show them)",
+    )
+    parser.add_argument(
+        "--crashkernel",
+        metavar="VALUE",
+        help="reserve this instead of the estimate (e.g. 1G-64G:384M,64G-:512M)",
+    )
     parser.add_argument("--no-bootloader", action="store_true", help="leave the boot loader alone")
     parser.add_argument("--no-units", action="store_true", help="leave systemd alone")
     parser.add_argument("--config", help="config file (default /etc/kdumpkit.toml)")
@@ -38,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         value = estimate_machine(host, config).value
         assert value is not None
     changes = Changes()
-    for part in (None if args.no_bootloader else bootloader_changes(host, value),
-                 None if args.no_units else systemd_changes(host, config)):
+    for part in (
+        None if args.no_bootloader else bootloader_changes(host, value),
+        None if args.no_units else systemd_changes(host, config),
+    ):
         if part is not None:
             changes.files += part.files
             changes.commands += part.commands

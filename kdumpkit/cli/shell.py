@@ -13,8 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The verb's arguments."""
     parser.add_argument("dump", metavar="DUMP", help="the dump (ELF, kdump-compressed, flattened)")
     parser.add_argument("vmlinux", metavar="VMLINUX", nargs="?", help="a vmlinux with DWARF")
-    parser.add_argument("-e", dest="expression", metavar="CODE",
-                        help="run this Python code instead of the prompt")
+    parser.add_argument(
+        "-e", dest="expression", metavar="CODE", help="run this Python code instead of the prompt"
+    )
 
 
 def namespace(prog: Any) -> dict[str, Any]:
@@ -25,8 +26,17 @@ def namespace(prog: Any) -> dict[str, Any]:
     from kdumpkit.analyze.session import Session
 
     names: dict[str, Any] = {"drgn": drgn, "prog": prog}
-    for name in ("Object", "Program", "FaultError", "cast", "container_of", "NULL",
-                 "reinterpret", "sizeof", "stack_trace"):
+    for name in (
+        "Object",
+        "Program",
+        "FaultError",
+        "cast",
+        "container_of",
+        "NULL",
+        "reinterpret",
+        "sizeof",
+        "stack_trace",
+    ):
         if hasattr(drgn, name):
             names[name] = getattr(drgn, name)
     for name in getattr(linux_helpers, "__all__", []):
@@ -52,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if args.expression:
         exec(compile(args.expression, "<-e>", "exec"), names)  # the user's own code
         return 0
-    banner = ("kdumpkit shell: `prog` is the dump; drgn and its Linux helpers are imported;\n"
-              'crash("ps") runs a crash command.  Ctrl-D leaves.')
+    banner = (
+        "kdumpkit shell: `prog` is the dump; drgn and its Linux helpers are imported;\n"
+        'crash("ps") runs a crash command.  Ctrl-D leaves.'
+    )
     try:
         import readline
         import rlcompleter

@@ -32,22 +32,35 @@ def run(args: argparse.Namespace) -> int:
     regions = host.crash_regions()
     record = recorded_load(host) if loaded else None
     if args.json:
-        print(json.dumps({
-            "kexec": loaded is not None, "loaded": bool(loaded), "reserved": reserved,
-            "crashkernel": option_text,
-            "regions": [[start, end] for start, end in regions],
-            "vmcore": host.exists("/proc/vmcore"), "load": record}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "kexec": loaded is not None,
+                    "loaded": bool(loaded),
+                    "reserved": reserved,
+                    "crashkernel": option_text,
+                    "regions": [[start, end] for start, end in regions],
+                    "vmcore": host.exists("/proc/vmcore"),
+                    "load": record,
+                },
+                indent=2,
+            )
+        )
         return 0 if loaded else 1
     if loaded is None:
         print(f"kexec:        not supported by this kernel ({host.kernel_release()})")
     else:
         print(f"capture kernel: {'loaded' if loaded else 'not loaded'}")
         if record:
-            print(f"  kernel {record.get('kernel')}, initrd {record.get('initrd')}, "
-                  f"via {record.get('method')}")
+            print(
+                f"  kernel {record.get('kernel')}, initrd {record.get('initrd')}, "
+                f"via {record.get('method')}"
+            )
             print(f"  cmdline {record.get('cmdline')}")
-        print(f"reserved:     {format_size(reserved) if reserved else 'nothing'}"
-              + "".join(f"  [{start:#x}-{end:#x}]" for start, end in regions))
+        print(
+            f"reserved:     {format_size(reserved) if reserved else 'nothing'}"
+            + "".join(f"  [{start:#x}-{end:#x}]" for start, end in regions)
+        )
     print(f"command line: {option_text or 'no crashkernel='}")
     if host.exists("/proc/vmcore"):
         print("/proc/vmcore exists: this is a capture kernel (kdumpkit collect saves it)")

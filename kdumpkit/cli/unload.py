@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
     method = kexec.unload(host)
     forget_load(host)
     loaded = host.crash_loaded()
-    print(f"unloaded (via {method}); kexec_crash_loaded = "
-          f"{'unknown' if loaded is None else int(loaded)}")
+    print(
+        f"unloaded (via {method}); kexec_crash_loaded = "
+        f"{'unknown' if loaded is None else int(loaded)}"
+    )
     return 0

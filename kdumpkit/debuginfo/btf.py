@@ -175,10 +175,15 @@ def _walk_vectorised(words: memoryview) -> np.ndarray | None:
     info = all_words[1:].astype(np.int64)  # info[i]: the info word of a record at i
     kind = (info >> 24) & 0x1F
     item_words = _ITEM_WORDS[kind]
-    candidates = np.flatnonzero((item_words >= 0) & (kind != Kind.UNKN)
-                                & ((info & _INFO_UNUSED_BITS) == 0))
-    following = (candidates + 3 + _FIXED_WORDS[kind[candidates]]
-                 + item_words[candidates] * (info[candidates] & 0xFFFF))
+    candidates = np.flatnonzero(
+        (item_words >= 0) & (kind != Kind.UNKN) & ((info & _INFO_UNUSED_BITS) == 0)
+    )
+    following = (
+        candidates
+        + 3
+        + _FIXED_WORDS[kind[candidates]]
+        + item_words[candidates] * (info[candidates] & 0xFFFF)
+    )
     fits = following <= count
     candidates, following = candidates[fits], following[fits]
     reached = np.zeros(count + 1, dtype=bool)
@@ -192,8 +197,12 @@ def _walk_vectorised(words: memoryview) -> np.ndarray | None:
         candidates, following = candidates[kept], following[kept]
     else:
         return None
-    if (not len(candidates) or candidates[0] != 0 or following[-1] != count
-            or bool((following[:-1] != candidates[1:]).any())):
+    if (
+        not len(candidates)
+        or candidates[0] != 0
+        or following[-1] != count
+        or bool((following[:-1] != candidates[1:]).any())
+    ):
         return None
     return candidates
 

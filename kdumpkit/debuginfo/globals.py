@@ -65,9 +65,7 @@ def _length_of_task_state_array(prog: drgn.Program, address: int, size: int, ele
     return max(count, 1)
 
 
-def _length_of_nonzero_entries(
-    prog: drgn.Program, address: int, size: int, elem_size: int
-) -> int:
+def _length_of_nonzero_entries(prog: drgn.Program, address: int, size: int, elem_size: int) -> int:
     """Leading entries that are not all zero bytes: the extent's padding is zeros
     (``taint_flags``, ``sys_call_table``: arrays whose every real entry is non-zero)."""
     limit = _length_from_symbol(prog, address, size, elem_size)

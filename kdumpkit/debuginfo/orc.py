@@ -61,9 +61,24 @@ ORC_REG_SP_INDIRECT = 9
 ORC_REG_AX = 10
 
 #: Linux 7.1's register numbers -> the ORC_REG_* constants above.
-_V4_REGS = (ORC_REG_UNDEFINED, ORC_REG_AX, ORC_REG_DX, ORC_REG_SP, ORC_REG_BP, ORC_REG_DI,
-            ORC_REG_R10, ORC_REG_R13, ORC_REG_PREV_SP, ORC_REG_SP_INDIRECT,
-            ORC_REG_BP_INDIRECT, 11, 12, 13, 14, 15)
+_V4_REGS = (
+    ORC_REG_UNDEFINED,
+    ORC_REG_AX,
+    ORC_REG_DX,
+    ORC_REG_SP,
+    ORC_REG_BP,
+    ORC_REG_DI,
+    ORC_REG_R10,
+    ORC_REG_R13,
+    ORC_REG_PREV_SP,
+    ORC_REG_SP_INDIRECT,
+    ORC_REG_BP_INDIRECT,
+    11,
+    12,
+    13,
+    14,
+    15,
+)
 
 #: ``.orc_header`` of Linux 6.4 .. 7.0 (version 3) and of 7.1+ (version 4).
 ORC_HASH_V3 = bytes.fromhex("fe5d32bf581bd63b2ca9a5c65ba5a625eab3fe24")
@@ -136,8 +151,7 @@ def decode_orc_flags(sp_offset: int, bp_offset: int, flags: int, version: int) -
     return OrcEntry(sp_offset, bp_offset, sp_reg, bp_reg, orc_type, signal)
 
 
-def orc_format_version(flags: np.ndarray, has_orc_header: bool,
-                       header: bytes | None = None) -> int:
+def orc_format_version(flags: np.ndarray, has_orc_header: bool, header: bytes | None = None) -> int:
     """The ORC format version of a table (see the module docstring), from its
     ``.orc_header`` hash when known, else from the entries' ``flags``."""
     if has_orc_header:
@@ -159,8 +173,14 @@ def orc_register_numbering(flags: np.ndarray) -> int:
 class OrcTable:
     """One sorted ORC table: the ips (absolute addresses) and their entries."""
 
-    def __init__(self, ips: np.ndarray, entries: np.ndarray, version: int,
-                 module: str | None = None, text_end: int | None = None) -> None:
+    def __init__(
+        self,
+        ips: np.ndarray,
+        entries: np.ndarray,
+        version: int,
+        module: str | None = None,
+        text_end: int | None = None,
+    ) -> None:
         if ips.shape[0] != entries.shape[0]:
             raise OrcError("ORC ip and entry tables differ in length")
         if ips.shape[0] and bool(np.any(ips[1:] < ips[:-1])):
@@ -192,13 +212,23 @@ class OrcTable:
         if index < 0:
             return None
         row = self.entries[index]
-        return decode_orc_flags(int(row["sp_offset"]), int(row["bp_offset"]),
-                                int(row["flags"]), self.version)
+        return decode_orc_flags(
+            int(row["sp_offset"]), int(row["bp_offset"]), int(row["flags"]), self.version
+        )
 
 
-def read_orc_table(prog: drgn.Program, ip_table: int, entry_table: int, count: int,
-                   version: int | None, has_orc_header: bool, *, module: str | None = None,
-                   text_end: int | None = None, header: bytes | None = None) -> OrcTable:
+def read_orc_table(
+    prog: drgn.Program,
+    ip_table: int,
+    entry_table: int,
+    count: int,
+    version: int | None,
+    has_orc_header: bool,
+    *,
+    module: str | None = None,
+    text_end: int | None = None,
+    header: bytes | None = None,
+) -> OrcTable:
     """Read ``count`` ORC entries from memory into an :class:`OrcTable`."""
     import drgn
 
@@ -214,7 +244,7 @@ def read_orc_table(prog: drgn.Program, ip_table: int, entry_table: int, count: i
         raise OrcError(f"ORC table of {module or 'vmlinux'} is not in the dump: {exc}") from None
     rel = np.frombuffer(raw_ips, dtype="<i4").astype(np.int64)
     # ip = &table[i] + table[i]; kept in uint64 with wrap-around arithmetic.
-    ips = (np.uint64(ip_table) + (np.arange(count, dtype=np.int64) * 4 + rel).astype(np.uint64))
+    ips = np.uint64(ip_table) + (np.arange(count, dtype=np.int64) * 4 + rel).astype(np.uint64)
     entries = np.frombuffer(raw_entries, dtype=ORC_DTYPE)
     if version is None:
         version = orc_format_version(entries["flags"], has_orc_header, header)
@@ -249,9 +279,19 @@ class LazyOrcTable:
 
     module: str | None = None
 
-    def __init__(self, prog: drgn.Program, ip_table: int, entry_table: int, count: int,
-                 lookup: int, lookup_blocks: int, stext: int, etext: int, text_end: int,
-                 version: int) -> None:
+    def __init__(
+        self,
+        prog: drgn.Program,
+        ip_table: int,
+        entry_table: int,
+        count: int,
+        lookup: int,
+        lookup_blocks: int,
+        stext: int,
+        etext: int,
+        text_end: int,
+        version: int,
+    ) -> None:
         self.prog = prog
         self.ip_table = ip_table
         self.entry_table = entry_table
@@ -276,8 +316,15 @@ class LazyOrcTable:
     def full(self) -> OrcTable:
         """The whole table, read once."""
         if self._full is None:
-            self._full = read_orc_table(self.prog, self.ip_table, self.entry_table, self.count,
-                                        self.version, False, text_end=self.end)
+            self._full = read_orc_table(
+                self.prog,
+                self.ip_table,
+                self.entry_table,
+                self.count,
+                self.version,
+                False,
+                text_end=self.end,
+            )
             self._full.hole = self.hole
             self._full.start = min(self._full.start, self.start)
         return self._full
@@ -306,16 +353,21 @@ class LazyOrcTable:
             offsets = np.arange(stop - first, dtype=np.int64) * 4 + rel
             target = pc - (self.ip_table + 4 * first)
             index = bisect.bisect_right(offsets.tolist(), target) - 1
-            if (index < 0 or bool(np.any(offsets[1:] < offsets[:-1]))
-                    or (first + index + 1 < self.count and index + 1 >= len(offsets))):
+            if (
+                index < 0
+                or bool(np.any(offsets[1:] < offsets[:-1]))
+                or (first + index + 1 < self.count and index + 1 >= len(offsets))
+            ):
                 # A corrupt orc_lookup: the window does not bracket pc.
                 return self.full().find(pc)
-            row = np.frombuffer(self.prog.read(self.entry_table + 6 * (first + index), 6),
-                                dtype=ORC_DTYPE)[0]
+            row = np.frombuffer(
+                self.prog.read(self.entry_table + 6 * (first + index), 6), dtype=ORC_DTYPE
+            )[0]
         except drgn.FaultError:
             return self.full().find(pc)
-        return decode_orc_flags(int(row["sp_offset"]), int(row["bp_offset"]),
-                                int(row["flags"]), self.version)
+        return decode_orc_flags(
+            int(row["sp_offset"]), int(row["bp_offset"]), int(row["flags"]), self.version
+        )
 
 
 def load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
@@ -336,8 +388,10 @@ def _load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
     stop_ip = _symbol_address(prog, "__stop_orc_unwind_ip")
     start_orc = _symbol_address(prog, "__start_orc_unwind")
     if start_ip is None or stop_ip is None or start_orc is None:
-        raise OrcError("the kernel has no ORC tables (no __start_orc_unwind_ip symbol; "
-                       "CONFIG_UNWINDER_ORC not set?)")
+        raise OrcError(
+            "the kernel has no ORC tables (no __start_orc_unwind_ip symbol; "
+            "CONFIG_UNWINDER_ORC not set?)"
+        )
     size = stop_ip - start_ip
     if size < 0 or size % 4 or size // 4 > MAX_ORC_ENTRIES:
         raise OrcError(f"ORC ip table has a bad size {size:#x}")
@@ -354,24 +408,28 @@ def _load_vmlinux_orc(prog: drgn.Program) -> OrcTable | LazyOrcTable:
     lookup = _symbol_address(prog, "orc_lookup")
     blocks_at = _symbol_address(prog, "lookup_num_blocks")
     if lookup is None or blocks_at is None or stext is None or etext is None:
-        return read_orc_table(prog, start_ip, start_orc, count, None, has_header,
-                              text_end=text_end, header=header)
+        return read_orc_table(
+            prog, start_ip, start_orc, count, None, has_header, text_end=text_end, header=header
+        )
     if has_header:
         version = _header_version(prog, header, start_orc, count)
     else:
         version = _entry_text_version(prog, start_orc, count, lookup, stext)
     if version is None or text_end is None:
-        return read_orc_table(prog, start_ip, start_orc, count, None, has_header,
-                              text_end=text_end, header=header)
+        return read_orc_table(
+            prog, start_ip, start_orc, count, None, has_header, text_end=text_end, header=header
+        )
     try:
         blocks = struct.unpack("<I", prog.read(blocks_at, 4))[0]
     except drgn.FaultError:
         blocks = 0
     if blocks < 2:
-        return read_orc_table(prog, start_ip, start_orc, count, version, has_header,
-                              text_end=text_end)
-    return LazyOrcTable(prog, start_ip, start_orc, count, lookup, blocks, stext, etext,
-                        text_end, version)
+        return read_orc_table(
+            prog, start_ip, start_orc, count, version, has_header, text_end=text_end
+        )
+    return LazyOrcTable(
+        prog, start_ip, start_orc, count, lookup, blocks, stext, etext, text_end, version
+    )
 
 
 def _read_orc_header(prog: drgn.Program, address: int | None) -> bytes | None:
@@ -386,8 +444,9 @@ def _read_orc_header(prog: drgn.Program, address: int | None) -> bytes | None:
         return None
 
 
-def _header_version(prog: drgn.Program, header: bytes | None, entry_table: int,
-                    count: int) -> int | None:
+def _header_version(
+    prog: drgn.Program, header: bytes | None, entry_table: int, count: int
+) -> int | None:
     """Version 3 or 4 of a table with a header: by its hash, else by the registers of
     its first entries; None if they cannot be read."""
     import drgn
@@ -401,8 +460,9 @@ def _header_version(prog: drgn.Program, header: bytes | None, entry_table: int,
     return orc_register_numbering(np.frombuffer(raw, dtype=ORC_DTYPE)["flags"])
 
 
-def _entry_text_version(prog: drgn.Program, entry_table: int, count: int, lookup: int,
-                        stext: int) -> int | None:
+def _entry_text_version(
+    prog: drgn.Program, entry_table: int, count: int, lookup: int, stext: int
+) -> int | None:
     """Version 1 or 2 from the entries of the entry code, which always has end-of-stack
     entries (found through ``orc_lookup``, so the whole table is not read); None if that
     text is not found."""
@@ -437,8 +497,9 @@ class OrcUnwindInfo:
     def modules(self) -> list[OrcTable]:
         """The ORC tables of loaded modules (empty when module types are unknown)."""
         if self._modules is None:
-            self._modules = sorted(load_module_orcs(self.prog, self.vmlinux.version),
-                                   key=lambda table: table.start)
+            self._modules = sorted(
+                load_module_orcs(self.prog, self.vmlinux.version), key=lambda table: table.start
+            )
             self._module_starts = [table.start for table in self._modules]
         return self._modules
 
@@ -481,9 +542,16 @@ def load_module_orcs(prog: drgn.Program, version: int) -> list[OrcTable]:
             if count == 0:
                 continue
             text_start, text_end = _module_text_range(mod)
-            table = read_orc_table(prog, int(mod.arch.orc_unwind_ip.value_()),
-                                   int(mod.arch.orc_unwind.value_()), count, version, False,
-                                   module=name, text_end=text_end)
+            table = read_orc_table(
+                prog,
+                int(mod.arch.orc_unwind_ip.value_()),
+                int(mod.arch.orc_unwind.value_()),
+                count,
+                version,
+                False,
+                module=name,
+                text_end=text_end,
+            )
             # The table also holds the entries of the freed .init.text, whose addresses
             # other modules may reuse: keep only the core text's entries.
             keep = (table.ips >= np.uint64(text_start)) & (table.ips < np.uint64(text_end))

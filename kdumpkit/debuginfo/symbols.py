@@ -27,6 +27,8 @@ from kdumpkit.kernel.kallsyms import (
 
 #: x86_64 kernel space starts here (the upper canonical half).
 KERNEL_SPACE_START = 0xFFFF800000000000
+
+
 class SymbolError(DumpError):
     """The kernel's symbol table cannot be found or is corrupt."""
 

@@ -52,9 +52,9 @@ class FileSource:
             raise DumpFormatError(f"{self.name}: cannot open: {exc.strerror}") from None
         self.size = os.fstat(self._fd).st_size
         self._map: mmap.mmap | None = None
-        self._drop = hasattr(mmap.mmap, "madvise") and not os.path.realpath(
-            self.name
-        ).startswith("/proc/")
+        self._drop = hasattr(mmap.mmap, "madvise") and not os.path.realpath(self.name).startswith(
+            "/proc/"
+        )
         self._read_lo, self._read_hi, self._read_bytes = self.size, 0, 0
         self._last_dropped_lo = self.size
         if self.size > 0:

@@ -219,8 +219,13 @@ def decode_names(
     return names, types
 
 
-def expand_tokens(token_ids: np.ndarray, token_len: np.ndarray, token_start: np.ndarray,
-                  token_bytes: np.ndarray, total: int) -> np.ndarray:
+def expand_tokens(
+    token_ids: np.ndarray,
+    token_len: np.ndarray,
+    token_start: np.ndarray,
+    token_bytes: np.ndarray,
+    total: int,
+) -> np.ndarray:
     """The ``total`` bytes that the (non-empty) tokens ``token_ids`` expand to.
 
     Byte k of the text is ``token_bytes[source[k]]``: within a token ``source`` grows by

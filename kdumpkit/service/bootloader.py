@@ -21,9 +21,11 @@ GRUB_DROPIN = "/etc/default/grub.d/kdumpkit.cfg"
 
 def grub_dropin_text(value: Crashkernel) -> str:
     """The drop-in that adds ``crashkernel=`` to the default GRUB entries."""
-    return ("# Written by kdumpkit setup: reserve memory for the kdump capture kernel.\n"
-            "# `kdumpkit estimate` explains the size; remove this file to undo, then update-grub.\n"
-            f'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel={value}"\n')
+    return (
+        "# Written by kdumpkit setup: reserve memory for the kdump capture kernel.\n"
+        "# `kdumpkit estimate` explains the size; remove this file to undo, then update-grub.\n"
+        f'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel={value}"\n'
+    )
 
 
 def other_crashkernel_settings(host: Host) -> list[str]:
@@ -42,18 +44,23 @@ def other_crashkernel_settings(host: Host) -> list[str]:
 def bootloader_changes(host: Host, value: Crashkernel) -> Changes:
     """The files and commands that put crashkernel=*value* on the next boot's command line."""
     changes = Changes()
-    uses_grub_d = host.path("/etc/default/grub").is_file() or \
-        host.path("/etc/default/grub.d").is_dir()
+    uses_grub_d = (
+        host.path("/etc/default/grub").is_file() or host.path("/etc/default/grub.d").is_dir()
+    )
     if uses_grub_d and shutil.which("update-grub"):
         changes.files.append(file_change(host, GRUB_DROPIN, grub_dropin_text(value)))
         changes.commands.append(["update-grub"])
         for path in other_crashkernel_settings(host):
-            changes.notes.append(f"{path} also sets crashkernel=; the kernel uses the last "
-                                 f"one, which is ours ({GRUB_DROPIN} is read after it)")
+            changes.notes.append(
+                f"{path} also sets crashkernel=; the kernel uses the last "
+                f"one, which is ours ({GRUB_DROPIN} is read after it)"
+            )
     elif shutil.which("grubby"):
         changes.commands.append(["grubby", "--update-kernel=ALL", f"--args=crashkernel={value}"])
     else:
-        raise ServiceError(f"no supported boot loader tool (update-grub with /etc/default/grub, "
-                           f"or grubby): add crashkernel={value} to the kernel command line "
-                           "yourself, or pass --no-bootloader")
+        raise ServiceError(
+            f"no supported boot loader tool (update-grub with /etc/default/grub, "
+            f"or grubby): add crashkernel={value} to the kernel command line "
+            "yourself, or pass --no-bootloader"
+        )
     return changes

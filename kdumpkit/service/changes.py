@@ -32,9 +32,14 @@ class FileChange:
 
     def diff(self) -> str:
         """A unified diff from the current to the new text."""
-        return "".join(difflib.unified_diff(
-            (self.old or "").splitlines(keepends=True), self.new.splitlines(keepends=True),
-            fromfile=self.path if self.old is not None else "/dev/null", tofile=self.path))
+        return "".join(
+            difflib.unified_diff(
+                (self.old or "").splitlines(keepends=True),
+                self.new.splitlines(keepends=True),
+                fromfile=self.path if self.old is not None else "/dev/null",
+                tofile=self.path,
+            )
+        )
 
 
 @dataclass
@@ -60,8 +65,9 @@ def missing_commands(changes: Changes) -> list[str]:
     return [command[0] for command in changes.commands if shutil.which(command[0]) is None]
 
 
-def apply_changes(host: Host, changes: Changes, log: Callable[[str], None] = print,
-                  runner: Runner = _run) -> None:
+def apply_changes(
+    host: Host, changes: Changes, log: Callable[[str], None] = print, runner: Runner = _run
+) -> None:
     """Write the files (atomically), then run the commands.
 
     Every command must be on PATH before anything is written.  If a command fails,
@@ -82,8 +88,10 @@ def apply_changes(host: Host, changes: Changes, log: Callable[[str], None] = pri
             result = runner(command)
             if result.returncode != 0:
                 output = " ".join((result.stderr or result.stdout or "").split())[:300]
-                raise ServiceError(f"{shlex.join(command)} failed (exit {result.returncode})"
-                                   + (f": {output}" if output else ""))
+                raise ServiceError(
+                    f"{shlex.join(command)} failed (exit {result.returncode})"
+                    + (f": {output}" if output else "")
+                )
     except (ServiceError, OSError):
         for change in reversed(written):
             _restore(host, change)

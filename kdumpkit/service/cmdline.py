@@ -17,13 +17,20 @@ CAPTURE_PARAMS = ("irqpoll", "nr_cpus=1", "reset_devices")
 
 #: dropped from the running command line (names; '-' and '_' are the same to the kernel)
 DROPPED_PARAMS = (
-    "crashkernel",          # the capture kernel reserves nothing
-    "elfcorehdr",           # the kernel appends a fresh one when loading
-    "hugepages", "hugepagesz", "default_hugepagesz", "hugetlb_cma", "cma",
+    "crashkernel",  # the capture kernel reserves nothing
+    "elfcorehdr",  # the kernel appends a fresh one when loading
+    "hugepages",
+    "hugepagesz",
+    "default_hugepagesz",
+    "hugetlb_cma",
+    "cma",
     "kexec_jump_back_entry",
-    "irqpoll", "nr_cpus", "maxcpus", "reset_devices",   # set by CAPTURE_PARAMS
-    "systemd.unit",         # replaced by the collect unit when it is installed
-    "abm",                  # Debian kdump-tools drops it too
+    "irqpoll",
+    "nr_cpus",
+    "maxcpus",
+    "reset_devices",  # set by CAPTURE_PARAMS
+    "systemd.unit",  # replaced by the collect unit when it is installed
+    "abm",  # Debian kdump-tools drops it too
 )
 
 
@@ -51,8 +58,9 @@ def param_name(token: str) -> str:
     return token.partition("=")[0].strip('"').replace("-", "_")
 
 
-def capture_cmdline(running: str, remove: Iterable[str] = (), append: str = "",
-                    extra: Iterable[str] = ()) -> str:
+def capture_cmdline(
+    running: str, remove: Iterable[str] = (), append: str = "", extra: Iterable[str] = ()
+) -> str:
     """The capture kernel's command line for a machine running with *running*.
 
     *remove* entries are parameter names (drop every occurrence) or exact
@@ -60,7 +68,7 @@ def capture_cmdline(running: str, remove: Iterable[str] = (), append: str = "",
     """
     tokens = split_cmdline(running)
     if "--" in tokens:
-        tokens = tokens[:tokens.index("--")]
+        tokens = tokens[: tokens.index("--")]
     names = {param_name(name) for name in DROPPED_PARAMS}
     exact: set[str] = set()
     for entry in remove:

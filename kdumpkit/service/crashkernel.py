@@ -39,7 +39,7 @@ def memparse(text: str) -> tuple[int, str]:
     else:
         base = 8 if digits.startswith("0") and digits != "0" else 10
     value = int(digits, base) * _UNITS.get(unit.upper(), 1)
-    return value, text[match.end():]
+    return value, text[match.end() :]
 
 
 def format_size(size: int) -> str:
@@ -83,8 +83,11 @@ class Crashkernel:
         return 0
 
     def __str__(self) -> str:
-        text = (format_size(self.ranges[0].size) if self.plain
-                else ",".join(str(entry) for entry in self.ranges))
+        text = (
+            format_size(self.ranges[0].size)
+            if self.plain
+            else ",".join(str(entry) for entry in self.ranges)
+        )
         if self.suffix:
             text += f",{self.suffix}"
         if self.offset is not None:
@@ -96,12 +99,14 @@ def parse_crashkernel(value: str) -> Crashkernel:
     """Parse the value of one ``crashkernel=`` option; CrashkernelError if the kernel would not."""
     text = value.strip()
     if text.startswith("crashkernel="):
-        text = text[len("crashkernel="):]
+        text = text[len("crashkernel=") :]
     if not text:
         raise CrashkernelError("crashkernel= has no value")
     if text == "auto":
-        raise CrashkernelError("crashkernel=auto is a RHEL 8 extension that upstream kernels "
-                               "ignore; use a size or ranges (kdumpkit estimate)")
+        raise CrashkernelError(
+            "crashkernel=auto is a RHEL 8 extension that upstream kernels "
+            "ignore; use a size or ranges (kdumpkit estimate)"
+        )
     offset = None
     if "@" in text:
         text, _, offset_text = text.rpartition("@")
@@ -147,8 +152,11 @@ def _parse_ranges(text: str, value: str) -> tuple[MemRange, ...]:
 
 def crashkernel_options(cmdline: str) -> list[str]:
     """The values of every ``crashkernel=`` on a kernel command line, in order."""
-    return [token.partition("=")[2] for token in split_cmdline(cmdline)
-            if token.partition("=")[0] == "crashkernel"]
+    return [
+        token.partition("=")[2]
+        for token in split_cmdline(cmdline)
+        if token.partition("=")[0] == "crashkernel"
+    ]
 
 
 def effective_crashkernel(cmdline: str) -> Crashkernel | None:

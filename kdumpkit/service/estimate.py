@@ -75,8 +75,9 @@ def _round_up(size: float, step: int) -> int:
     return int(-(-size // step) * step)
 
 
-def reservation_terms(system_ram: int, kernel_bytes: int, initrd_packed: int,
-                      initrd_unpacked: int, capture_cpus: int) -> list[tuple[str, int]]:
+def reservation_terms(
+    system_ram: int, kernel_bytes: int, initrd_packed: int, initrd_unpacked: int, capture_cpus: int
+) -> list[tuple[str, int]]:
     """The terms of the method above, as (label, bytes)."""
     return [
         ("capture kernel (bzImage init_size)", kernel_bytes),
@@ -85,8 +86,10 @@ def reservation_terms(system_ram: int, kernel_bytes: int, initrd_packed: int,
         ("kernel runtime and early userspace", RUNTIME_BASE),
         ("kdumpkit collect (Python, buffers)", COLLECTOR),
         ("page bitmaps (2 bits per page of RAM)", system_ram // 4096 // 4),
-        (f"per-CPU memory ({capture_cpus} CPU{'s' if capture_cpus != 1 else ''})",
-         capture_cpus * PER_CPU),
+        (
+            f"per-CPU memory ({capture_cpus} CPU{'s' if capture_cpus != 1 else ''})",
+            capture_cpus * PER_CPU,
+        ),
     ]
 
 
@@ -95,8 +98,9 @@ def reservation_size(terms: list[tuple[str, int]]) -> int:
     return _round_up(sum(size for _, size in terms) * HEADROOM, ROUND)
 
 
-def estimate_machine(host: Host, config: Config, kernel: str | None = None,
-                     initrd: str | None = None) -> Estimate:
+def estimate_machine(
+    host: Host, config: Config, kernel: str | None = None, initrd: str | None = None
+) -> Estimate:
     """Estimate the reservation for the machine seen through *host*."""
     system_ram, ram_source = host.system_ram()
     cpus = host.online_cpus()
@@ -123,8 +127,9 @@ def estimate_machine(host: Host, config: Config, kernel: str | None = None,
     unpacked = initrd_image.unpacked_size if initrd_image else 3 * ASSUMED_INITRD
 
     def size_for(ram: int) -> int:
-        return reservation_size(reservation_terms(ram, kernel_bytes, packed, unpacked,
-                                                  capture_cpus))
+        return reservation_size(
+            reservation_terms(ram, kernel_bytes, packed, unpacked, capture_cpus)
+        )
 
     terms = reservation_terms(system_ram, kernel_bytes, packed, unpacked, capture_cpus)
     size = reservation_size(terms)
@@ -132,5 +137,14 @@ def estimate_machine(host: Host, config: Config, kernel: str | None = None,
     first_size = next(iter(tier_sizes.values()))
     floor = max(MIN_FIRST_TIER, _round_up(first_size + KEEP_FOR_FIRST_KERNEL, 128 * MiB))
     tier_sizes = {end: s for end, s in tier_sizes.items() if end is None or end > floor}
-    return Estimate(system_ram, ram_source, cpus, capture_cpus, kernel_image, initrd_image,
-                    terms, size, ranges_value(tier_sizes, floor))
+    return Estimate(
+        system_ram,
+        ram_source,
+        cpus,
+        capture_cpus,
+        kernel_image,
+        initrd_image,
+        terms,
+        size,
+        ranges_value(tier_sizes, floor),
+    )

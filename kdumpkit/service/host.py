@@ -124,8 +124,9 @@ class Host:
         if not self.exists("/sys/firmware/efi"):
             return None
         try:
-            with open(self.path(
-                    f"/sys/firmware/efi/efivars/SecureBoot-{EFI_GLOBAL_GUID}"), "rb") as file:
+            with open(
+                self.path(f"/sys/firmware/efi/efivars/SecureBoot-{EFI_GLOBAL_GUID}"), "rb"
+            ) as file:
                 data = file.read(16)
         except OSError:
             return None

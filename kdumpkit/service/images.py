@@ -21,8 +21,13 @@ from kdumpkit.service.host import Host
 #: compressed-to-unpacked ratio assumed when the compressed stream does not say
 INITRD_RATIO = 3
 _COMPRESSED_MAGICS = {
-    b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz",
-    b"\x02\x21\x4c\x18": "lz4", b"BZh": "bzip2", b"\x5d\x00\x00": "lzma", b"\x89LZO": "lzo",
+    b"\x1f\x8b": "gzip",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x02\x21\x4c\x18": "lz4",
+    b"BZh": "bzip2",
+    b"\x5d\x00\x00": "lzma",
+    b"\x89LZO": "lzo",
 }
 
 
@@ -70,8 +75,15 @@ def inspect_kernel(host_path: str, shown_path: str | None = None) -> KernelImage
         protocol = struct.unpack_from("<H", header, 0x206)[0]
         xloadflags = struct.unpack_from("<H", header, 0x236)[0] if protocol >= 0x20C else 0
         init_size = struct.unpack_from("<I", header, 0x260)[0] if protocol >= 0x20A else 0
-        return KernelImage(shown, size, True, protocol, init_size,
-                           kernel_64=bool(xloadflags & 1), signed=_pe_signed(file, header))
+        return KernelImage(
+            shown,
+            size,
+            True,
+            protocol,
+            init_size,
+            kernel_64=bool(xloadflags & 1),
+            signed=_pe_signed(file, header),
+        )
 
 
 def _pe_signed(file, header: bytes) -> bool:  # type: ignore[no-untyped-def]
@@ -118,11 +130,16 @@ def inspect_initrd(host_path: str, shown_path: str | None = None) -> InitrdImage
                 block = file.read(1 << 16)
                 position += max(1, len(block) - len(block.lstrip(b"\0")))
                 continue
-            kind = next((name for magic, name in _COMPRESSED_MAGICS.items()
-                         if head.startswith(magic)), None)
+            kind = next(
+                (name for magic, name in _COMPRESSED_MAGICS.items() if head.startswith(magic)), None
+            )
             if kind is None:
-                return InitrdImage(shown_path or host_path, size, unpacked + size - position,
-                                   "unrecognised data counted as is")
+                return InitrdImage(
+                    shown_path or host_path,
+                    size,
+                    unpacked + size - position,
+                    "unrecognised data counted as is",
+                )
             known = _stated_size(file, kind, position, size)
             if known is not None:
                 unpacked += known
@@ -170,7 +187,7 @@ def _stated_size(file, kind: str, position: int, size: int) -> int | None:  # ty
         if fcs_bytes == 0:
             return None
         offset = 1 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
-        value = int.from_bytes(frame[offset:offset + fcs_bytes], "little")
+        value = int.from_bytes(frame[offset : offset + fcs_bytes], "little")
         return value + 256 if fcs_bytes == 2 else value
     return None
 
@@ -180,8 +197,11 @@ def kernel_candidates(host: Host, config: Config, override: str | None = None) -
     if override or config.kernel:
         return [override or config.kernel or ""]
     release = host.kernel_release()
-    return [f"/boot/vmlinuz-{release}", f"/lib/modules/{release}/vmlinuz",
-            f"/usr/lib/modules/{release}/vmlinuz"]
+    return [
+        f"/boot/vmlinuz-{release}",
+        f"/lib/modules/{release}/vmlinuz",
+        f"/usr/lib/modules/{release}/vmlinuz",
+    ]
 
 
 def initrd_candidates(host: Host, config: Config, override: str | None = None) -> list[str]:
@@ -189,8 +209,11 @@ def initrd_candidates(host: Host, config: Config, override: str | None = None) -
     if override or config.initrd:
         return [override or config.initrd or ""]
     release = host.kernel_release()
-    return [f"/boot/initrd.img-{release}", f"/boot/initramfs-{release}.img",
-            f"/boot/initrd-{release}"]
+    return [
+        f"/boot/initrd.img-{release}",
+        f"/boot/initramfs-{release}.img",
+        f"/boot/initrd-{release}",
+    ]
 
 
 def first_existing(host: Host, candidates: list[str]) -> str | None:

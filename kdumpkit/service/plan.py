@@ -36,21 +36,31 @@ def collect_unit_installed(host: Host) -> bool:
     return any(host.path(f"{folder}/{COLLECT_UNIT}").is_file() for folder in UNIT_DIRS)
 
 
-def plan_load(host: Host, config: Config, kernel: str | None = None,
-              initrd: str | None = None, append: str = "", no_initrd: bool = False) -> LoadPlan:
+def plan_load(
+    host: Host,
+    config: Config,
+    kernel: str | None = None,
+    initrd: str | None = None,
+    append: str = "",
+    no_initrd: bool = False,
+) -> LoadPlan:
     """The kernel, initramfs and command line to load (ServiceError if a file is missing)."""
     kernels = kernel_candidates(host, config, kernel)
     kernel_path = first_existing(host, kernels)
     if kernel_path is None:
-        raise ServiceError(f"capture kernel not found (tried {', '.join(kernels)}); "
-                           "name one with --kernel or [kexec] kernel in the config")
+        raise ServiceError(
+            f"capture kernel not found (tried {', '.join(kernels)}); "
+            "name one with --kernel or [kexec] kernel in the config"
+        )
     initrd_path = None
     if not no_initrd:
         initrds = initrd_candidates(host, config, initrd)
         initrd_path = first_existing(host, initrds)
         if initrd_path is None:
-            raise ServiceError(f"initramfs not found (tried {', '.join(initrds)}); name one "
-                               "with --initrd or [kexec] initrd, or pass --no-initrd")
+            raise ServiceError(
+                f"initramfs not found (tried {', '.join(initrds)}); name one "
+                "with --initrd or [kexec] initrd, or pass --no-initrd"
+            )
     extra = [f"systemd.unit={COLLECT_UNIT}"] if collect_unit_installed(host) else []
     user_append = " ".join(part for part in (config.cmdline_append, append) if part)
     cmdline = capture_cmdline(host.cmdline(), config.cmdline_remove, user_append, extra)
@@ -62,14 +72,18 @@ def preflight(host: Host, plan: LoadPlan) -> list[str]:
     problems = []
     reserved = host.crash_size()
     if reserved is None:
-        problems.append(f"this kernel ({host.kernel_release()}) has no kexec support: "
-                        "/sys/kernel/kexec_crash_size is missing (CONFIG_KEXEC_CORE / "
-                        "CONFIG_CRASH_DUMP not built in)")
+        problems.append(
+            f"this kernel ({host.kernel_release()}) has no kexec support: "
+            "/sys/kernel/kexec_crash_size is missing (CONFIG_KEXEC_CORE / "
+            "CONFIG_CRASH_DUMP not built in)"
+        )
         return problems
     if reserved == 0:
-        problems.append("no memory is reserved for the capture kernel (kexec_crash_size is "
-                        "0): add crashkernel= to the kernel command line (kdumpkit setup "
-                        "--apply) and reboot")
+        problems.append(
+            "no memory is reserved for the capture kernel (kexec_crash_size is "
+            "0): add crashkernel= to the kernel command line (kdumpkit setup "
+            "--apply) and reboot"
+        )
         return problems
     try:
         kernel = inspect_kernel(str(host.path(plan.kernel)), plan.kernel)
@@ -80,9 +94,11 @@ def preflight(host: Host, plan: LoadPlan) -> list[str]:
         problems.append(f"cannot read {exc.filename}: {exc.strerror}")
         return problems
     if needed > reserved:
-        problems.append(f"the reservation is too small: {format_size(reserved)} reserved, but "
-                        f"the kernel and initramfs alone need {needed / (1 << 20):.1f} MiB; "
-                        "reserve more (kdumpkit estimate, setup --apply) and reboot")
+        problems.append(
+            f"the reservation is too small: {format_size(reserved)} reserved, but "
+            f"the kernel and initramfs alone need {needed / (1 << 20):.1f} MiB; "
+            "reserve more (kdumpkit estimate, setup --apply) and reboot"
+        )
     return problems
 
 
@@ -92,8 +108,17 @@ def record_load(host: Host, plan: LoadPlan, method: str) -> None:
     /run/kdumpkit first; /tmp/kdumpkit when /run is not writable (a read-only root, as
     in the testbed guest).
     """
-    text = json.dumps({"kernel": plan.kernel, "initrd": plan.initrd,
-                       "cmdline": plan.cmdline, "method": method}) + "\n"
+    text = (
+        json.dumps(
+            {
+                "kernel": plan.kernel,
+                "initrd": plan.initrd,
+                "cmdline": plan.cmdline,
+                "method": method,
+            }
+        )
+        + "\n"
+    )
     for state_file in STATE_FILES:
         path = host.path(state_file)
         try:

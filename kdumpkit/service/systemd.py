@@ -33,8 +33,10 @@ def kdumpkit_command() -> str:
 def python_path_line() -> str:
     """An ``Environment=PYTHONPATH=`` line when kdumpkit runs from a source tree."""
     package_parent = Path(kdumpkit.__file__).resolve().parent.parent
-    installed = any(Path(p).resolve() == package_parent
-                    for p in [*site.getsitepackages(), site.getusersitepackages()])
+    installed = any(
+        Path(p).resolve() == package_parent
+        for p in [*site.getsitepackages(), site.getusersitepackages()]
+    )
     return "" if installed else f"Environment=PYTHONPATH={package_parent}\n"
 
 
@@ -42,8 +44,12 @@ def unit_text(name: str, command: str, config: Config, environment: str = "") ->
     """A unit file's text with the command (and, for ssh targets, the network) filled in."""
     template = resources.files("kdumpkit.service").joinpath("units", name).read_text()
     network = " network-online.target" if config.ssh else ""
-    return (template.replace("@KDUMPKIT@", command).replace("@ENVIRONMENT@\n", environment)
-            .replace("@NETWORK_WANTS@", network).replace("@NETWORK_AFTER@", network))
+    return (
+        template.replace("@KDUMPKIT@", command)
+        .replace("@ENVIRONMENT@\n", environment)
+        .replace("@NETWORK_WANTS@", network)
+        .replace("@NETWORK_AFTER@", network)
+    )
 
 
 def systemd_changes(host: Host, config: Config, command: str | None = None) -> Changes:
@@ -52,8 +58,9 @@ def systemd_changes(host: Host, config: Config, command: str | None = None) -> C
     command = command or kdumpkit_command()
     changes = Changes()
     for name in UNITS:
-        changes.files.append(file_change(host, f"{UNIT_DIR}/{name}",
-                                         unit_text(name, command, config, environment)))
+        changes.files.append(
+            file_change(host, f"{UNIT_DIR}/{name}", unit_text(name, command, config, environment))
+        )
     root = [] if host.root == "/" else [f"--root={host.root}"]
     if host.root == "/":
         changes.commands.append(["systemctl", "daemon-reload"])

@@ -15,7 +15,12 @@ import pkgutil
 from kdumpkit.analyze.commands.base import COMMANDS, Command, CommandError, Result, register
 
 __all__ = [
-    "COMMANDS", "Command", "CommandError", "Result", "find_command", "load_all_commands",
+    "COMMANDS",
+    "Command",
+    "CommandError",
+    "Result",
+    "find_command",
+    "load_all_commands",
     "register",
 ]
 
@@ -32,8 +37,11 @@ def command_module_names() -> list[str]:
     """The names of the modules that define commands (found once)."""
     global _module_names
     if _module_names is None:
-        _module_names = [info.name for info in pkgutil.iter_modules(__path__)
-                         if info.name not in HELPER_MODULES and not info.name.startswith("_")]
+        _module_names = [
+            info.name
+            for info in pkgutil.iter_modules(__path__)
+            if info.name not in HELPER_MODULES and not info.name.startswith("_")
+        ]
     return _module_names
 
 

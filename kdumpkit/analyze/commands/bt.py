@@ -47,8 +47,10 @@ _REGISTER_ROWS = (
 
 def task_header(task: Object, cpu: int) -> str:
     """crash's ``PID: ... TASK: ... CPU: ... COMMAND: "..."`` line."""
-    return (f"PID: {task.pid.value_():<7}  TASK: {task.value_():<16x}  CPU: {cpu:<3}  "
-            f'COMMAND: "{task_comm(task)}"')
+    return (
+        f"PID: {task.pid.value_():<7}  TASK: {task.value_():<16x}  CPU: {cpu:<3}  "
+        f'COMMAND: "{task_comm(task)}"'
+    )
 
 
 def register_lines(registers: dict[str, int], orig_rax: bool = True) -> list[str]:
@@ -86,8 +88,9 @@ def frame_line(index: int, frame: Frame, with_offset: bool = False) -> str:
     return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {frame.pc:x}{module}"
 
 
-def frame_data_lines(prog: Program, frame: Frame, next_frame: Frame,
-                     symbolic: int = 0) -> list[str]:
+def frame_data_lines(
+    prog: Program, frame: Frame, next_frame: Frame, symbolic: int = 0
+) -> list[str]:
     """``bt -f``: the stack words between a frame's slot and the next frame's, two a
     line; with ``symbolic`` (``-F``, ``-FF``) named as text symbols or slab objects."""
     start, end = frame.sp + 8, next_frame.sp
@@ -141,8 +144,14 @@ def _slab_object(prog: Program, address: int) -> tuple[int, str] | None:
         return None
 
 
-def render_trace(prog: Program, frames: list[Frame], *, full: bool = False,
-                 with_offset: bool = False, symbolic: int = 0) -> list[str]:
+def render_trace(
+    prog: Program,
+    frames: list[Frame],
+    *,
+    full: bool = False,
+    with_offset: bool = False,
+    symbolic: int = 0,
+) -> list[str]:
     """The frame lines of one trace, with exception registers and stack transitions."""
     lines: list[str] = []
     number = 0
@@ -165,10 +174,18 @@ def render_trace(prog: Program, frames: list[Frame], *, full: bool = False,
 def frame_row(index: int, frame: Frame) -> dict[str, Any]:
     """One frame as a JSON record."""
     return {
-        "level": index, "sp": frame.sp, "pc": frame.pc, "function": frame.function,
-        "offset": frame.offset, "module": frame.module, "exception": frame.is_exception_frame,
-        "registers": frame.registers, "user_mode": frame.user_mode, "stack": frame.stack,
-        "saved_state": frame.saved_state, "interrupted": frame.interrupted,
+        "level": index,
+        "sp": frame.sp,
+        "pc": frame.pc,
+        "function": frame.function,
+        "offset": frame.offset,
+        "module": frame.module,
+        "exception": frame.is_exception_frame,
+        "registers": frame.registers,
+        "user_mode": frame.user_mode,
+        "stack": frame.stack,
+        "saved_state": frame.saved_state,
+        "interrupted": frame.interrupted,
     }
 
 
@@ -177,23 +194,37 @@ def task_cpu_of(prog: Program, task: Object) -> int:
     return task_cpu(task)
 
 
-def backtrace(prog: Program, task: Object, *, cpu: int | None = None, full: bool = False,
-              with_offset: bool = False, symbolic: int = 0) -> tuple[str, dict[str, Any]]:
+def backtrace(
+    prog: Program,
+    task: Object,
+    *,
+    cpu: int | None = None,
+    full: bool = False,
+    with_offset: bool = False,
+    symbolic: int = 0,
+) -> tuple[str, dict[str, Any]]:
     """One task's ``bt`` block (header and frames) and its record."""
     on_cpu = cpu is not None
     if cpu is None:
         cpu = task_cpu_of(prog, task)
     header = task_header(task, cpu)
-    row: dict[str, Any] = {"pid": task.pid.value_(), "task": task.value_(), "cpu": cpu,
-                           "comm": task_comm(task), "frames": []}
+    row: dict[str, Any] = {
+        "pid": task.pid.value_(),
+        "task": task.value_(),
+        "cpu": cpu,
+        "comm": task_comm(task),
+        "frames": [],
+    }
     try:
         frames = cpu_stack_trace(prog, cpu, task) if on_cpu else stack_trace(prog, task)
     except (UnwindError, DumpError, drgn.FaultError) as exc:
         row["error"] = str(exc)
         return f"{header}\nbt: {exc}\n", row
     row["frames"] = [frame_row(i, frame) for i, frame in enumerate(frames)]
-    lines = [header, *render_trace(prog, frames, full=full, with_offset=with_offset,
-                                   symbolic=symbolic)]
+    lines = [
+        header,
+        *render_trace(prog, frames, full=full, with_offset=with_offset, symbolic=symbolic),
+    ]
     return "\n".join(lines) + "\n", row
 
 
@@ -239,19 +270,36 @@ class Bt(Command):
     help = "backtrace of a task (the panic task by default), all CPUs with -a"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("-a", dest="all_cpus", action="store_true",
-                            help="the active task on each CPU")
-        parser.add_argument("-c", dest="cpus", action="append", default=[], metavar="cpu",
-                            help="the active task on this CPU (repeatable, or 0,1)")
-        parser.add_argument("-f", dest="full", action="store_true",
-                            help="also show the stack data of each frame")
-        parser.add_argument("-F", dest="symbolic", action="count", default=0,
-                            help="like -f, with text symbols and [slab cache] names "
-                                 "(-FF: [address:slab cache])")
-        parser.add_argument("-s", dest="with_offset", action="store_true",
-                            help="show symbol+offset")
-        parser.add_argument("targets", nargs="*", metavar="pid | taskp",
-                            help="a PID (decimal) or a task_struct address (hex)")
+        parser.add_argument(
+            "-a", dest="all_cpus", action="store_true", help="the active task on each CPU"
+        )
+        parser.add_argument(
+            "-c",
+            dest="cpus",
+            action="append",
+            default=[],
+            metavar="cpu",
+            help="the active task on this CPU (repeatable, or 0,1)",
+        )
+        parser.add_argument(
+            "-f", dest="full", action="store_true", help="also show the stack data of each frame"
+        )
+        parser.add_argument(
+            "-F",
+            dest="symbolic",
+            action="count",
+            default=0,
+            help="like -f, with text symbols and [slab cache] names (-FF: [address:slab cache])",
+        )
+        parser.add_argument(
+            "-s", dest="with_offset", action="store_true", help="show symbol+offset"
+        )
+        parser.add_argument(
+            "targets",
+            nargs="*",
+            metavar="pid | taskp",
+            help="a PID (decimal) or a task_struct address (hex)",
+        )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         work: list[tuple[Object, int | None]] = []
@@ -273,8 +321,14 @@ class Bt(Command):
             work = [(task, None)]
         blocks, rows = [], []
         for task, cpu in work:
-            text, row = backtrace(prog, task, cpu=cpu, full=args.full,
-                                  with_offset=args.with_offset, symbolic=args.symbolic)
+            text, row = backtrace(
+                prog,
+                task,
+                cpu=cpu,
+                full=args.full,
+                with_offset=args.with_offset,
+                symbolic=args.symbolic,
+            )
             blocks.append(text)
             rows.append(row)
         return Result("\n".join(blocks), rows)

@@ -183,8 +183,10 @@ def is_task(task: Object) -> bool:
         pid = task.pid.value_()
         if pid:
             return find_task(task.prog_, pid).value_() == task.value_()
-        return any(idle_task(task.prog_, cpu).value_() == task.value_()
-                   for cpu in for_each_cpu_in_dump(task.prog_))
+        return any(
+            idle_task(task.prog_, cpu).value_() == task.value_()
+            for cpu in for_each_cpu_in_dump(task.prog_)
+        )
     except (drgn.FaultError, OverflowError, ValueError):
         return False  # unreadable, or a PID no task can have
 
@@ -255,8 +257,9 @@ def _module_ranges(prog: Program) -> list[tuple[int, int, str]]:
         from kdumpkit.analyze.commands.mod import module_table
 
         try:
-            ranges = sorted((row["base"], row["base"] + row["size"], row["name"])
-                            for row in module_table(prog))
+            ranges = sorted(
+                (row["base"], row["base"] + row["size"], row["name"]) for row in module_table(prog)
+            )
         except (LookupError, drgn.FaultError, ValueError):
             ranges = []
         prog.cache["kdumpkit.module_ranges"] = ranges

@@ -30,7 +30,8 @@ _SUFFIXED = frozenset(
 def gdb_style(mnemonic: str, operands: str) -> tuple[str, str]:
     """Capstone's AT&T text made closer to gdb's: hex immediates, no redundant suffix."""
     operands = _DECIMAL_IMMEDIATE.sub(
-        lambda m: f"$0x{int(m.group(1)) & 0xFFFFFFFFFFFFFFFF:x}", operands.replace(", ", ","))
+        lambda m: f"$0x{int(m.group(1)) & 0xFFFFFFFFFFFFFFFF:x}", operands.replace(", ", ",")
+    )
     base = mnemonic[:-1]
     if base in _SUFFIXED and mnemonic[-1] in "bwlq":
         always = base in ("call", "ret", "push", "pop", "jmp")
@@ -66,13 +67,15 @@ def disassemble(prog: Program, start: int, size: int, count: int | None) -> list
             where = (insn.address + insn.size + int(rip.group(1), 16)) & 0xFFFFFFFFFFFFFFFF
             name = symbolize(prog, where)
             operands += f"        # 0x{where:x}" + (f" <{name}>" if name else "")
-        rows.append({
-            "address": insn.address,
-            "location": symbolize(prog, insn.address),
-            "bytes": insn.bytes.hex(),
-            "mnemonic": mnemonic,
-            "operands": operands,
-        })
+        rows.append(
+            {
+                "address": insn.address,
+                "location": symbolize(prog, insn.address),
+                "bytes": insn.bytes.hex(),
+                "mnemonic": mnemonic,
+                "operands": operands,
+            }
+        )
         if count is not None and len(rows) >= count:
             break
     return rows
@@ -80,8 +83,12 @@ def disassemble(prog: Program, start: int, size: int, count: int | None) -> list
 
 def render(rows: list[dict], show_bytes: bool) -> str:
     """crash's layout: ``0xaddr <sym+off>:    mnemonic operands``, labels aligned."""
-    labels = [f"0x{row['address']:x} <{row['location']}>:" if row["location"]
-              else f"0x{row['address']:x}:" for row in rows]
+    labels = [
+        f"0x{row['address']:x} <{row['location']}>:"
+        if row["location"]
+        else f"0x{row['address']:x}:"
+        for row in rows
+    ]
     width = max((len(label) for label in labels), default=0) + 1
     lines = []
     for label, row in zip(labels, rows, strict=True):
@@ -101,14 +108,24 @@ class Dis(Command):
     help = "disassemble memory"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("-r", dest="reverse", action="store_true",
-                            help="from the function's start up to the address")
-        parser.add_argument("-f", dest="forward", action="store_true",
-                            help="from the address to the function's end")
-        parser.add_argument("-b", dest="show_bytes", action="store_true",
-                            help="show the instruction bytes")
-        parser.add_argument("-l", dest="lines", action="store_true",
-                            help="source lines (not available without debug info)")
+        parser.add_argument(
+            "-r",
+            dest="reverse",
+            action="store_true",
+            help="from the function's start up to the address",
+        )
+        parser.add_argument(
+            "-f", dest="forward", action="store_true", help="from the address to the function's end"
+        )
+        parser.add_argument(
+            "-b", dest="show_bytes", action="store_true", help="show the instruction bytes"
+        )
+        parser.add_argument(
+            "-l",
+            dest="lines",
+            action="store_true",
+            help="source lines (not available without debug info)",
+        )
         parser.add_argument("target", metavar="address | symbol")
         parser.add_argument("count", nargs="?")
 
@@ -124,13 +141,11 @@ class Dis(Command):
             if args.reverse:
                 if address - symbol.address > MAX_FUNCTION:
                     raise CommandError(f"{args.target}: too far from {symbol.name}")
-                rows = disassemble(prog, symbol.address, address - symbol.address + MAX_INSN,
-                                   None)
+                rows = disassemble(prog, symbol.address, address - symbol.address + MAX_INSN, None)
                 rows = [row for row in rows if row["address"] <= address]
             else:
                 end = symbol.address + symbol.size
-                rows = disassemble(prog, address, min(max(end - address, 1), MAX_FUNCTION),
-                                   None)
+                rows = disassemble(prog, address, min(max(end - address, 1), MAX_FUNCTION), None)
         elif args.count:
             count = parse_count(args.count)
             if count * MAX_INSN > MAX_FUNCTION:

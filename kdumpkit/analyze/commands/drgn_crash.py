@@ -19,8 +19,11 @@ if TYPE_CHECKING:
 class PassThroughParser(argparse.ArgumentParser):
     """Keeps the words as they are: drgn's own parser reads them."""
 
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: Any = None) -> argparse.Namespace:
+    def parse_args(
+        self,
+        args: Sequence[str] | None = None,  # type: ignore[override]
+        namespace: Any = None,
+    ) -> argparse.Namespace:
         return argparse.Namespace(argv=list(args or []))
 
 
@@ -40,8 +43,7 @@ def run_drgn_crash_command(prog: Program, words: Sequence[str]) -> str:
     except drgn.commands.CommandError as exc:
         message = str(exc).split(": error: ", 1)[-1].removeprefix(f"{words[0]}: ")
         usage = err.getvalue().strip() or out.getvalue().strip()
-        raise CommandError(message + (f"\n{usage}" if usage.startswith("usage") else "")) \
-            from None
+        raise CommandError(message + (f"\n{usage}" if usage.startswith("usage") else "")) from None
     return out.getvalue()
 
 
@@ -89,8 +91,13 @@ def _register_pass_through() -> None:
     for name, description in PASS_THROUGH.items():
         if name in COMMANDS:
             continue
-        register(type(f"Drgn_{name}", (DrgnCrashCommand,), {"name": name, "help": description,
-                                                            "__doc__": description}))
+        register(
+            type(
+                f"Drgn_{name}",
+                (DrgnCrashCommand,),
+                {"name": name, "help": description, "__doc__": description},
+            )
+        )
 
 
 _register_pass_through()

@@ -151,17 +151,20 @@ class Foreach(Command):
     help = "run a command (bt) for each task, or the tasks given by pid, name, state"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("words", nargs=argparse.REMAINDER,
-                            metavar="[pid | taskp | name | state | kernel | user | active] "
-                                    "command [flags]")
+        parser.add_argument(
+            "words",
+            nargs=argparse.REMAINDER,
+            metavar="[pid | taskp | name | state | kernel | user | active] command [flags]",
+        )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         words: list[str] = args.words
         index = next((i for i, word in enumerate(words) if word in SUPPORTED), None)
         if index is None:
             unknown = next((w for w in words if not w.startswith("-")), None)
-            raise CommandError(f"{unknown or 'no command given'}: foreach runs only "
-                               f"{', '.join(SUPPORTED)}")
+            raise CommandError(
+                f"{unknown or 'no command given'}: foreach runs only {', '.join(SUPPORTED)}"
+            )
         filters, command, flags = words[:index], words[index], words[index + 1 :]
         options = _bt_options(command, flags)
         blocks: list[str] = []

@@ -58,9 +58,12 @@ class Help(Command):
             from kdumpkit import __version__
 
             names = command_list()
-            text = ("\n" + columns_text(names)
-                    + f"\nkdumpkit version: {__version__}   (crash 9.0.2 command formats)\n"
-                    + 'For help on any command above, enter "help <command>".\n')
+            text = (
+                "\n"
+                + columns_text(names)
+                + f"\nkdumpkit version: {__version__}   (crash 9.0.2 command formats)\n"
+                + 'For help on any command above, enter "help <command>".\n'
+            )
             return Result(text, [{"name": n} for n in names])
         command_cls = COMMANDS.get(args.command)
         if command_cls is None:

@@ -38,8 +38,9 @@ def nr_blockdev_pages(prog: Program) -> int:
     except LookupError:
         return 0
     total = 0
-    for inode in list_for_each_entry("struct inode", superblock.s_inodes.address_of_(),
-                                     "i_sb_list"):
+    for inode in list_for_each_entry(
+        "struct inode", superblock.s_inodes.address_of_(), "i_sb_list"
+    ):
         total += inode.i_mapping.nrpages.value_()
     return total
 
@@ -75,13 +76,15 @@ def meminfo(prog: Program) -> dict[str, int]:
     file_pages = _stat(prog, "vm_node_stat", "NR_FILE_PAGES")
     cached = max(file_pages - swapcache - buffers, 0)
     try:
-        slab = (_stat(prog, "vm_node_stat", "NR_SLAB_RECLAIMABLE_B")
-                + _stat(prog, "vm_node_stat", "NR_SLAB_UNRECLAIMABLE_B"))
+        slab = _stat(prog, "vm_node_stat", "NR_SLAB_RECLAIMABLE_B") + _stat(
+            prog, "vm_node_stat", "NR_SLAB_UNRECLAIMABLE_B"
+        )
     except LookupError:
         # Before Linux kernel commit d42f3245c7e2 ("mm: memcg: convert vmstat slab
         # counters to bytes") (v5.9) the counters had no _B suffix.
-        slab = (_stat(prog, "vm_node_stat", "NR_SLAB_RECLAIMABLE")
-                + _stat(prog, "vm_node_stat", "NR_SLAB_UNRECLAIMABLE"))
+        slab = _stat(prog, "vm_node_stat", "NR_SLAB_RECLAIMABLE") + _stat(
+            prog, "vm_node_stat", "NR_SLAB_UNRECLAIMABLE"
+        )
     huge_total, huge_free = hugepage_counts(prog)
     swap_total = _optional_global(prog, "total_swap_pages")
     swap_free = _optional_global(prog, "nr_swap_pages")
@@ -100,10 +103,19 @@ def meminfo(prog: Program) -> dict[str, int]:
     except (LookupError, AttributeError):
         pass
     return {
-        "total": total, "free": free, "used": total - free, "buffers": buffers,
-        "cached": cached, "slab": slab, "huge_total": huge_total, "huge_free": huge_free,
-        "swap_total": swap_total, "swap_used": swap_total - swap_free, "swap_free": swap_free,
-        "commit_limit": commit_limit, "committed": committed,
+        "total": total,
+        "free": free,
+        "used": total - free,
+        "buffers": buffers,
+        "cached": cached,
+        "slab": slab,
+        "huge_total": huge_total,
+        "huge_free": huge_free,
+        "swap_total": swap_total,
+        "swap_used": swap_total - swap_free,
+        "swap_free": swap_free,
+        "commit_limit": commit_limit,
+        "committed": committed,
         "page_size": prog["PAGE_SIZE"].value_(),
     }
 
@@ -124,25 +136,27 @@ def render_meminfo(info: dict[str, int]) -> str:
     huge = (info["huge_total"], "TOTAL HUGE")
     swap = (info["swap_total"], "TOTAL SWAP")
     limit = (info["commit_limit"], "TOTAL LIMIT")
-    return "".join([
-        "                 PAGES        TOTAL      PERCENTAGE\n",
-        _line("TOTAL MEM", info["total"], size, None),
-        _line("FREE", info["free"], size, total),
-        _line("USED", info["used"], size, total),
-        _line("BUFFERS", info["buffers"], size, total),
-        _line("CACHED", info["cached"], size, total),
-        _line("SLAB", info["slab"], size, total),
-        "\n",
-        _line("TOTAL HUGE", info["huge_total"], size, None),
-        _line("HUGE FREE", info["huge_free"], size, huge),
-        "\n",
-        _line("TOTAL SWAP", info["swap_total"], size, None),
-        _line("SWAP USED", info["swap_used"], size, swap),
-        _line("SWAP FREE", info["swap_free"], size, swap),
-        "\n",
-        _line("COMMIT LIMIT", info["commit_limit"], size, None),
-        _line("COMMITTED", info["committed"], size, limit),
-    ])
+    return "".join(
+        [
+            "                 PAGES        TOTAL      PERCENTAGE\n",
+            _line("TOTAL MEM", info["total"], size, None),
+            _line("FREE", info["free"], size, total),
+            _line("USED", info["used"], size, total),
+            _line("BUFFERS", info["buffers"], size, total),
+            _line("CACHED", info["cached"], size, total),
+            _line("SLAB", info["slab"], size, total),
+            "\n",
+            _line("TOTAL HUGE", info["huge_total"], size, None),
+            _line("HUGE FREE", info["huge_free"], size, huge),
+            "\n",
+            _line("TOTAL SWAP", info["swap_total"], size, None),
+            _line("SWAP USED", info["swap_used"], size, swap),
+            _line("SWAP FREE", info["swap_free"], size, swap),
+            "\n",
+            _line("COMMIT LIMIT", info["commit_limit"], size, None),
+            _line("COMMITTED", info["committed"], size, limit),
+        ]
+    )
 
 
 def _stat_names(prog: Program, enum: str, terminator: str) -> list[str]:
@@ -181,12 +195,15 @@ def vm_stats(prog: Program) -> dict[str, list[tuple[str, int]]]:
 def render_vm_stats(stats: dict[str, list[tuple[str, int]]]) -> str:
     """crash's ``kmem -V``: zone and node counters share one name width, events another."""
     counters = stats["VM_ZONE_STAT"] + stats["VM_NODE_STAT"]
-    widths = {"VM_ZONE_STAT": max(len(n) for n, _ in counters),
-              "VM_NODE_STAT": max(len(n) for n, _ in counters),
-              "VM_EVENT_STATES": max(len(n) for n, _ in stats["VM_EVENT_STATES"])}
-    return "\n".join(f"  {title}:\n" + "".join(f"{name:>{widths[title]}}: {value}\n"
-                                               for name, value in rows)
-                     for title, rows in stats.items())
+    widths = {
+        "VM_ZONE_STAT": max(len(n) for n, _ in counters),
+        "VM_NODE_STAT": max(len(n) for n, _ in counters),
+        "VM_EVENT_STATES": max(len(n) for n, _ in stats["VM_EVENT_STATES"]),
+    }
+    return "\n".join(
+        f"  {title}:\n" + "".join(f"{name:>{widths[title]}}: {value}\n" for name, value in rows)
+        for title, rows in stats.items()
+    )
 
 
 def render_zones(prog: Program) -> str:
@@ -199,8 +216,10 @@ def render_zones(prog: Program) -> str:
     for pgdat in for_each_online_pgdat(prog):
         node = pgdat.node_id.value_()
         for index, zone in enumerate(pgdat.node_zones):
-            head = (f"NODE: {node}  ZONE: {index}  ADDR: {zone.address_of_().value_():x}  "
-                    f'NAME: "{zone.name.string_().decode()}"\n')
+            head = (
+                f"NODE: {node}  ZONE: {index}  ADDR: {zone.address_of_().value_():x}  "
+                f'NAME: "{zone.name.string_().decode()}"\n'
+            )
             spanned, present = zone.spanned_pages.value_(), zone.present_pages.value_()
             if not spanned:
                 blocks.append(head + "  [unpopulated]\n")
@@ -208,10 +227,17 @@ def render_zones(prog: Program) -> str:
             low, mid, high = (zone._watermark[i].value_() for i in range(3))
             # crash names PRESENT only where holes make it differ from the span
             size = f"SIZE: {spanned}" + (f"  PRESENT: {present}" if present != spanned else "")
-            counters = "".join(f"{name:>{width}}: {zone.vm_stat[i].counter.value_()}\n"
-                               for i, name in enumerate(names))
-            blocks.append(head + f"  {size}  MIN/LOW/HIGH: {low}/{mid}/{high}\n"
-                          + "  VM_STAT:\n" + counters + "\n")
+            counters = "".join(
+                f"{name:>{width}}: {zone.vm_stat[i].counter.value_()}\n"
+                for i, name in enumerate(names)
+            )
+            blocks.append(
+                head
+                + f"  {size}  MIN/LOW/HIGH: {low}/{mid}/{high}\n"
+                + "  VM_STAT:\n"
+                + counters
+                + "\n"
+            )
     return "\n".join(blocks) + "\n"
 
 
@@ -223,9 +249,11 @@ def render_hstates(prog: Program) -> str:
         hstate = hstates[index]
         kib = prog["PAGE_SIZE"].value_() // 1024 << hstate.order.value_()
         size = f"{kib >> 20}GB" if kib >= 1 << 20 else f"{kib >> 10}MB"
-        lines.append(f"{hstate.address_of_().value_():x}{size:>7}"
-                     f"{hstate.free_huge_pages.value_():>8}{hstate.nr_huge_pages.value_():>8}"
-                     f"  {hstate.name.string_().decode()}\n")
+        lines.append(
+            f"{hstate.address_of_().value_():x}{size:>7}"
+            f"{hstate.free_huge_pages.value_():>8}{hstate.nr_huge_pages.value_():>8}"
+            f"  {hstate.name.string_().decode()}\n"
+        )
     return "".join(lines)
 
 
@@ -250,5 +278,3 @@ class Kmem(DrgnCrashCommand):
             return super().run(prog, args)
         info = meminfo(prog)
         return Result(render_meminfo(info), [info])
-
-

@@ -25,15 +25,19 @@ def _records_from_vmcoreinfo(prog: Program) -> list[dict[str, Any]]:
     records = []
     for record in get_printk_records(dump):
         caller = record.caller_id
-        records.append({
-            "timestamp_ns": record.ts_nsec,
-            "level": record.level,
-            "facility": record.facility,
-            "caller_tid": caller if caller is not None and not caller & CALLER_IS_CPU else None,
-            "caller_cpu": caller & ~CALLER_IS_CPU if caller and caller & CALLER_IS_CPU else None,
-            "text": record.text.decode("utf-8", "replace"),
-            "dict": dict(record.dict),
-        })
+        records.append(
+            {
+                "timestamp_ns": record.ts_nsec,
+                "level": record.level,
+                "facility": record.facility,
+                "caller_tid": caller if caller is not None and not caller & CALLER_IS_CPU else None,
+                "caller_cpu": caller & ~CALLER_IS_CPU
+                if caller and caller & CALLER_IS_CPU
+                else None,
+                "text": record.text.decode("utf-8", "replace"),
+                "dict": dict(record.dict),
+            }
+        )
     return records
 
 
@@ -48,21 +52,31 @@ def log_records(prog: Program) -> list[dict[str, Any]]:
         return _records_from_vmcoreinfo(prog)
     records = []
     for record in drgn_records:
-        records.append({
-            "timestamp_ns": record.timestamp,
-            "level": record.level,
-            "facility": record.facility,
-            "caller_tid": record.caller_tid,
-            "caller_cpu": record.caller_cpu,
-            "text": record.text.decode("utf-8", "replace"),
-            "dict": {key.decode("utf-8", "replace"): value.decode("utf-8", "replace")
-                     for key, value in record.context.items()},
-        })
+        records.append(
+            {
+                "timestamp_ns": record.timestamp,
+                "level": record.level,
+                "facility": record.facility,
+                "caller_tid": record.caller_tid,
+                "caller_cpu": record.caller_cpu,
+                "text": record.text.decode("utf-8", "replace"),
+                "dict": {
+                    key.decode("utf-8", "replace"): value.decode("utf-8", "replace")
+                    for key, value in record.context.items()
+                },
+            }
+        )
     return records
 
 
-def format_record(record: dict[str, Any], *, timestamps: bool = True, level: bool = False,
-                  caller: bool = False, dictionary: bool = False) -> str:
+def format_record(
+    record: dict[str, Any],
+    *,
+    timestamps: bool = True,
+    level: bool = False,
+    caller: bool = False,
+    dictionary: bool = False,
+) -> str:
     """``[    5.273271] text`` with crash's optional level and caller prefixes, and with
     ``dictionary`` the record's KEY=value lines (SUBSYSTEM=, DEVICE=) under its text."""
     prefix = ""
@@ -79,8 +93,9 @@ def format_record(record: dict[str, Any], *, timestamps: bool = True, level: boo
     # A record's continuation lines are indented under its text, as crash does.
     text = prefix + record["text"].replace("\n", "\n" + " " * len(prefix))
     if dictionary:
-        text += "".join(f"\n{' ' * len(prefix)}{key}={value}"
-                        for key, value in record.get("dict", {}).items())
+        text += "".join(
+            f"\n{' ' * len(prefix)}{key}={value}" for key, value in record.get("dict", {}).items()
+        )
     return text
 
 
@@ -92,30 +107,49 @@ class Log(Command):
     help = "dump system message buffer"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("-t", dest="no_timestamps", action="store_true",
-                            help="do not show timestamps")
-        parser.add_argument("-m", dest="level", action="store_true",
-                            help="show each message's log level")
-        parser.add_argument("-c", dest="caller", action="store_true",
-                            help="show the caller (thread or CPU id)")
-        parser.add_argument("-d", dest="dictionary", action="store_true",
-                            help="each record's dictionary (SUBSYSTEM=, DEVICE=)")
-        parser.add_argument("-T", dest="human", action="store_true",
-                            help="human-readable timestamps")
+        parser.add_argument(
+            "-t", dest="no_timestamps", action="store_true", help="do not show timestamps"
+        )
+        parser.add_argument(
+            "-m", dest="level", action="store_true", help="show each message's log level"
+        )
+        parser.add_argument(
+            "-c", dest="caller", action="store_true", help="show the caller (thread or CPU id)"
+        )
+        parser.add_argument(
+            "-d",
+            dest="dictionary",
+            action="store_true",
+            help="each record's dictionary (SUBSYSTEM=, DEVICE=)",
+        )
+        parser.add_argument(
+            "-T", dest="human", action="store_true", help="human-readable timestamps"
+        )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         records = log_records(prog)
         if args.human:
             boot = boot_seconds(prog)
-            text = "".join(f"[{date_text(boot + r['timestamp_ns'] // 1_000_000_000)}] "
-                           + format_record(r, timestamps=False, level=args.level,
-                                           caller=args.caller).replace("\n", "\n" + " " * 31)
-                           + "\n" for r in records)
+            text = "".join(
+                f"[{date_text(boot + r['timestamp_ns'] // 1_000_000_000)}] "
+                + format_record(r, timestamps=False, level=args.level, caller=args.caller).replace(
+                    "\n", "\n" + " " * 31
+                )
+                + "\n"
+                for r in records
+            )
             return Result(text, records)
         text = "".join(
-            format_record(r, timestamps=not args.no_timestamps, level=args.level,
-                          caller=args.caller, dictionary=args.dictionary) + "\n"
-            for r in records)
+            format_record(
+                r,
+                timestamps=not args.no_timestamps,
+                level=args.level,
+                caller=args.caller,
+                dictionary=args.dictionary,
+            )
+            + "\n"
+            for r in records
+        )
         return Result(text, records)
 
 

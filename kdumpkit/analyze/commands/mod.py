@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from drgn import Object, Program
 
 
-
 def has_module_memory(prog: Program) -> bool:
     """Whether modules are laid out as ``mem[]`` regions (v6.4+), whose text base crash
     labels TEXT_BASE."""
@@ -30,8 +29,10 @@ def module_base_size(module: Object) -> tuple[int, int]:
         # module_memory") (v6.4): the text region's base, all core regions' sizes.
         prog = module.prog_
         text = module.mem[prog.constant("MOD_TEXT").value_()]
-        size = sum(module.mem[prog.constant(name).value_()].size.value_()
-                   for name in ("MOD_TEXT", "MOD_DATA", "MOD_RODATA", "MOD_RO_AFTER_INIT"))
+        size = sum(
+            module.mem[prog.constant(name).value_()].size.value_()
+            for name in ("MOD_TEXT", "MOD_DATA", "MOD_RODATA", "MOD_RO_AFTER_INIT")
+        )
         return text.base.value_(), size
     return layout.base.value_(), layout.size.value_()
 
@@ -47,13 +48,15 @@ def module_table(prog: Program) -> list[dict[str, Any]]:
             taints = module_taints(module)
         except LookupError:
             taints = ""
-        rows.append({
-            "module": module.value_(),
-            "name": module.name.string_().decode("utf-8", "replace"),
-            "base": base,
-            "size": size,
-            "taints": taints,
-        })
+        rows.append(
+            {
+                "module": module.value_(),
+                "name": module.name.string_().decode("utf-8", "replace"),
+                "base": base,
+                "size": size,
+                "taints": taints,
+            }
+        )
     rows.sort(key=lambda row: row["module"])
     return rows
 
@@ -63,8 +66,11 @@ def render_table(rows: list[dict[str, Any]], base_label: str) -> str:
     width = max([len("NAME"), *(len(row["name"]) for row in rows)])
     lines = [f"{'MODULE':^16}  {'NAME':<{width}}  {base_label:^16}  {'SIZE':>5}  OBJECT FILE"]
     # crash loads no module objects: their symbols come from kallsyms
-    lines += [f"{row['module']:016x}  {row['name']:<{width}}  {row['base']:016x}"
-              f"  {row['size']:>5}  (not loaded)  [CONFIG_KALLSYMS]" for row in rows]
+    lines += [
+        f"{row['module']:016x}  {row['name']:<{width}}  {row['base']:016x}"
+        f"  {row['size']:>5}  (not loaded)  [CONFIG_KALLSYMS]"
+        for row in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -76,8 +82,9 @@ class Mod(Command):
     help = "module information"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("-t", dest="taint", action="store_true",
-                            help="show the modules that taint the kernel")
+        parser.add_argument(
+            "-t", dest="taint", action="store_true", help="show the modules that taint the kernel"
+        )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         rows = module_table(prog)
@@ -86,7 +93,8 @@ class Mod(Command):
             if not tainting:
                 return Result("no tainted modules\n", [])
             text = "NAME                    TAINTS\n" + "".join(
-                f"{r['name']:<23} {r['taints']}\n" for r in tainting)
+                f"{r['name']:<23} {r['taints']}\n" for r in tainting
+            )
             return Result(text, tainting)
         label = "TEXT_BASE" if has_module_memory(prog) else "BASE"
         return Result(render_table(rows, label), rows)

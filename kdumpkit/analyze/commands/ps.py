@@ -74,8 +74,9 @@ def task_rss_pages(task: Object) -> int:
     if not mm:
         return 0
     prog = task.prog_
-    indexes = [_mm_counter_index(prog, n) for n in ("MM_FILEPAGES", "MM_ANONPAGES",
-                                                    "MM_SHMEMPAGES")]
+    indexes = [
+        _mm_counter_index(prog, n) for n in ("MM_FILEPAGES", "MM_ANONPAGES", "MM_SHMEMPAGES")
+    ]
     rss_stat = mm.rss_stat
     if rss_stat.type_.kind == drgn.TypeKind.ARRAY:
         # Linux kernel commit f1a7941243c1 ("mm: convert mm's rss stats into
@@ -94,8 +95,9 @@ def task_rss_pages(task: Object) -> int:
     return max(total, 0)
 
 
-def task_row(task: Object, active: dict[int, int], total_pages: int,
-             page_kb: int) -> dict[str, Any]:
+def task_row(
+    task: Object, active: dict[int, int], total_pages: int, page_kb: int
+) -> dict[str, Any]:
     """One ``ps`` record."""
     from drgn.helpers.linux.sched import task_cpu
 
@@ -126,9 +128,11 @@ def render_row(row: dict[str, Any]) -> str:
     """crash's ``ps`` line; ``>`` marks the task running on its CPU."""
     comm = f"[{row['comm']}]" if row["kernel_thread"] else row["comm"]
     marker = ">" if row["active"] else " "
-    return (f"{marker}{row['pid']:>8}{row['ppid']:>8}{row['cpu']:>4}  {row['task']:016x}"
-            f"  {row['state']}{row['mem_percent']:>6.1f}{row['vsz_kb']:>9}{row['rss_kb']:>9}"
-            f"  {comm}")
+    return (
+        f"{marker}{row['pid']:>8}{row['ppid']:>8}{row['cpu']:>4}  {row['task']:016x}"
+        f"  {row['state']}{row['mem_percent']:>6.1f}{row['vsz_kb']:>9}{row['rss_kb']:>9}"
+        f"  {comm}"
+    )
 
 
 def physical_pages(prog: Program) -> int:
@@ -143,15 +147,13 @@ def process_table(prog: Program) -> list[dict[str, Any]]:
     page_kb = prog["PAGE_SIZE"].value_() // 1024
     total_pages = physical_pages(prog)
     active = active_tasks(prog)
-    rows = [task_row(task, active, total_pages, page_kb)
-            for task in for_each_task_with_idle(prog)]
+    rows = [task_row(task, active, total_pages, page_kb) for task in for_each_task_with_idle(prog)]
     rows.sort(key=lambda row: (row["pid"], row["cpu"]))
     return rows
 
 
 #: scheduling policies by crash's names for ``ps -y`` (include/uapi/linux/sched.h)
-SCHED_POLICIES = {"normal": 0, "fifo": 1, "rr": 2, "batch": 3, "iso": 4, "idle": 5,
-                  "deadline": 6}
+SCHED_POLICIES = {"normal": 0, "fifo": 1, "rr": 2, "batch": 3, "iso": 4, "idle": 5, "deadline": 6}
 #: ``ps -S`` counts states in this order (the TASK_REPORT bits, then ID)
 _SUMMARY_ORDER = ("RU", "IN", "UN", "ST", "TR", "DE", "ZO", "PA", "ID")
 
@@ -160,13 +162,17 @@ def task_header(task: Object) -> str:
     """crash's one-line task header: ``PID: 1        TASK: ...  CPU: 0    COMMAND: "init"``."""
     from drgn.helpers.linux.sched import task_cpu
 
-    return (f"PID: {task.pid.value_():<8} TASK: {task.value_():x}  CPU: {task_cpu(task):<3}  "
-            f'COMMAND: "{task_comm(task)}"')
+    return (
+        f"PID: {task.pid.value_():<8} TASK: {task.value_():x}  CPU: {task_cpu(task):<3}  "
+        f'COMMAND: "{task_comm(task)}"'
+    )
 
 
 def _row_header(row: dict[str, Any]) -> str:
-    return (f"PID: {row['pid']:<8} TASK: {row['task']:x}  CPU: {row['cpu']:<3}  "
-            f'COMMAND: "{row["comm"]}"')
+    return (
+        f"PID: {row['pid']:<8} TASK: {row['task']:x}  CPU: {row['cpu']:<3}  "
+        f'COMMAND: "{row["comm"]}"'
+    )
 
 
 def render_parents(task: Object) -> str:
@@ -174,8 +180,10 @@ def render_parents(task: Object) -> str:
     chain = [task]
     while chain[-1].pid.value_() and len(chain) < MAX_TASKS:
         chain.append(chain[-1].real_parent.read_())
-    return "".join(" " * depth + task_header(t) + "\n"
-                   for depth, t in enumerate(reversed(chain))) + "\n"
+    return (
+        "".join(" " * depth + task_header(t) + "\n" for depth, t in enumerate(reversed(chain)))
+        + "\n"
+    )
 
 
 def render_children(task: Object) -> str:
@@ -183,8 +191,12 @@ def render_children(task: Object) -> str:
     from drgn.helpers.linux.list import list_for_each_entry
 
     children = list_for_each_entry("struct task_struct", task.children.address_of_(), "sibling")
-    return task_header(task) + "\n" + "".join(
-        "  " + task_header(child) + "\n" for child in children) + "\n"
+    return (
+        task_header(task)
+        + "\n"
+        + "".join("  " + task_header(child) + "\n" for child in children)
+        + "\n"
+    )
 
 
 #: more argument/environment bytes than exec accepts (MAX_ARG_STRLEN * 32): corrupt
@@ -218,8 +230,9 @@ def render_arguments(prog: Program, rows: list[dict[str, Any]]) -> str:
             else:
                 block += "ARG: " + args.replace(b"\0", b" ").decode("utf-8", "replace") + "\n"
                 variables = [v.decode("utf-8", "replace") for v in env.split(b"\0") if v]
-                block += "".join(("ENV: " if i == 0 else "     ") + v + "\n"
-                                 for i, v in enumerate(variables))
+                block += "".join(
+                    ("ENV: " if i == 0 else "     ") + v + "\n" for i, v in enumerate(variables)
+                )
         blocks.append(block + "\n")
     return "".join(blocks)
 
@@ -239,9 +252,11 @@ def render_times(prog: Program, rows: list[dict[str, Any]], by_start: bool) -> s
     for index in order:
         row, task, start = rows[index], tasks[index], starts[index]
         run = max(uptime - start // 1_000_000_000 * hz, 0) // hz
-        blocks.append(f"{_row_header(row)}\n    RUN TIME: {uptime_text(run)}\n"
-                      f"  START TIME: {start}\n       UTIME: {task.utime.value_()}\n"
-                      f"       STIME: {task.stime.value_()}\n\n")
+        blocks.append(
+            f"{_row_header(row)}\n    RUN TIME: {uptime_text(run)}\n"
+            f"  START TIME: {start}\n       UTIME: {task.utime.value_()}\n"
+            f"       STIME: {task.stime.value_()}\n\n"
+        )
     return "".join(blocks)
 
 
@@ -255,13 +270,14 @@ def render_last_arrival(prog: Program, rows: list[dict[str, Any]], elapsed: bool
     ordered = sorted(rows, key=lambda row: -row["last_arrival"])
     if elapsed:
         clocks = {cpu: cpu_rq(prog, cpu).clock.value_() for cpu in for_each_cpu_in_dump(prog)}
-        stamps = [elapsed_text(max(clocks[row["cpu"]] - row["last_arrival"], 0))
-                  for row in ordered]
+        stamps = [elapsed_text(max(clocks[row["cpu"]] - row["last_arrival"], 0)) for row in ordered]
     else:
         stamps = [str(row["last_arrival"]) for row in ordered]
     width = max((len(stamp) for stamp in stamps), default=0)
-    return "".join(f"[{stamp:>{width}}] [{row['state']}]  {_row_header(row)}\n"
-                   for stamp, row in zip(stamps, ordered, strict=True))
+    return "".join(
+        f"[{stamp:>{width}}] [{row['state']}]  {_row_header(row)}\n"
+        for stamp, row in zip(stamps, ordered, strict=True)
+    )
 
 
 def elapsed_text(nanoseconds: int) -> str:
@@ -298,37 +314,66 @@ class Ps(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-k", dest="kernel", action="store_true", help="kernel threads only")
         parser.add_argument("-u", dest="user", action="store_true", help="user tasks only")
-        parser.add_argument("-A", dest="active", action="store_true",
-                            help="only the task active on each CPU")
-        parser.add_argument("-G", dest="leaders", action="store_true",
-                            help="only thread group leaders")
-        parser.add_argument("-y", dest="policy", metavar="policy",
-                            help="only tasks of these scheduling policies (number or name)")
-        parser.add_argument("-S", dest="summary", action="store_true",
-                            help="the number of tasks in each state")
-        parser.add_argument("-p", dest="parents", action="store_true",
-                            help="each task's parental hierarchy")
-        parser.add_argument("-c", dest="children", action="store_true",
-                            help="each task's children")
-        parser.add_argument("-a", dest="arguments", action="store_true",
-                            help="command line arguments and environment")
-        parser.add_argument("-t", dest="times", action="store_true",
-                            help="run time, start time, user and system time")
-        parser.add_argument("-l", dest="last_arrival", action="store_true",
-                            help="last_arrival timestamps, latest first")
-        parser.add_argument("-m", dest="since_arrival", action="store_true",
-                            help="time since last_arrival, most recent first")
-        parser.add_argument("targets", nargs="*", metavar="pid | task | command",
-                            help="restrict to these PIDs, task addresses or command names")
+        parser.add_argument(
+            "-A", dest="active", action="store_true", help="only the task active on each CPU"
+        )
+        parser.add_argument(
+            "-G", dest="leaders", action="store_true", help="only thread group leaders"
+        )
+        parser.add_argument(
+            "-y",
+            dest="policy",
+            metavar="policy",
+            help="only tasks of these scheduling policies (number or name)",
+        )
+        parser.add_argument(
+            "-S", dest="summary", action="store_true", help="the number of tasks in each state"
+        )
+        parser.add_argument(
+            "-p", dest="parents", action="store_true", help="each task's parental hierarchy"
+        )
+        parser.add_argument("-c", dest="children", action="store_true", help="each task's children")
+        parser.add_argument(
+            "-a",
+            dest="arguments",
+            action="store_true",
+            help="command line arguments and environment",
+        )
+        parser.add_argument(
+            "-t",
+            dest="times",
+            action="store_true",
+            help="run time, start time, user and system time",
+        )
+        parser.add_argument(
+            "-l",
+            dest="last_arrival",
+            action="store_true",
+            help="last_arrival timestamps, latest first",
+        )
+        parser.add_argument(
+            "-m",
+            dest="since_arrival",
+            action="store_true",
+            help="time since last_arrival, most recent first",
+        )
+        parser.add_argument(
+            "targets",
+            nargs="*",
+            metavar="pid | task | command",
+            help="restrict to these PIDs, task addresses or command names",
+        )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         if args.kernel and args.user:
             raise CommandError("-u and -k are mutually exclusive")
         rows = process_table(prog)
         # crash reports a PID no task has, then goes on with the others
-        unknown = "".join(f"ps: invalid task or pid value: {target}\n\n"
-                          for target in args.targets
-                          if target.isdigit() and not any(r["pid"] == int(target) for r in rows))
+        unknown = "".join(
+            f"ps: invalid task or pid value: {target}\n\n"
+            for target in args.targets
+            if target.isdigit() and not any(r["pid"] == int(target) for r in rows)
+        )
         if args.kernel:
             rows = [r for r in rows if r["kernel_thread"]]
         if args.user:
@@ -347,8 +392,9 @@ class Ps(Command):
             text = "".join(f"  {code}: {n}\n" for code, n in counts.items() if n)
         elif args.parents or args.children:
             render = render_parents if args.parents else render_children
-            text = "".join(render(drgn.Object(prog, "struct task_struct *", r["task"]))
-                           for r in rows)
+            text = "".join(
+                render(drgn.Object(prog, "struct task_struct *", r["task"])) for r in rows
+            )
         elif args.arguments:
             text = render_arguments(prog, rows)
         elif args.times:

@@ -33,17 +33,25 @@ def printable(data: bytes) -> str:
     return "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in data)
 
 
-def hex_lines(address: int, data: bytes, width: int, *, ascii_column: bool,
-              decimal: str | None = None,
-              symbolic: drgn.Program | None = None) -> list[str]:
+def hex_lines(
+    address: int,
+    data: bytes,
+    width: int,
+    *,
+    ascii_column: bool,
+    decimal: str | None = None,
+    symbolic: drgn.Program | None = None,
+) -> list[str]:
     """crash's ``rd`` rows: ``addr:  words...   ascii``."""
     per_line = LINE_BYTES // width
     digits = width * 2
     lines = []
     for start in range(0, len(data), LINE_BYTES):
         chunk = data[start : start + LINE_BYTES]
-        words = [int.from_bytes(chunk[i : i + width], "little", signed=decimal == "signed")
-                 for i in range(0, len(chunk) - width + 1, width)]
+        words = [
+            int.from_bytes(chunk[i : i + width], "little", signed=decimal == "signed")
+            for i in range(0, len(chunk) - width + 1, width)
+        ]
         cells = []
         for word in words:
             if symbolic is not None and width == 8:
@@ -85,14 +93,24 @@ class Rd(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         for bits in (8, 16, 32, 64):
-            parser.add_argument(f"-{bits}", dest="width", action="store_const", const=bits // 8,
-                                help=f"display {bits}-bit values")
+            parser.add_argument(
+                f"-{bits}",
+                dest="width",
+                action="store_const",
+                const=bits // 8,
+                help=f"display {bits}-bit values",
+            )
         parser.add_argument("-p", dest="physical", action="store_true", help="physical address")
         parser.add_argument("-a", dest="ascii", action="store_true", help="display ASCII string")
-        parser.add_argument("-s", dest="symbolic", action="store_true",
-                            help="display symbols for values that are addresses")
-        parser.add_argument("-x", dest="no_ascii", action="store_true",
-                            help="do not display the ASCII column")
+        parser.add_argument(
+            "-s",
+            dest="symbolic",
+            action="store_true",
+            help="display symbols for values that are addresses",
+        )
+        parser.add_argument(
+            "-x", dest="no_ascii", action="store_true", help="do not display the ASCII column"
+        )
         parser.add_argument("-d", dest="signed", action="store_true", help="signed decimal")
         parser.add_argument("-D", dest="unsigned", action="store_true", help="unsigned decimal")
         parser.add_argument("address", metavar="address | symbol")
@@ -106,10 +124,14 @@ class Rd(Command):
             if args.ascii:
                 limit = count if args.count else ASCII_LIMIT
                 data = read_string(prog, address, args.physical, limit)
-                lines = [f"{address + i:x}:  {printable(data[i : i + ASCII_LINE])}"
-                         for i in range(0, max(len(data), 1), ASCII_LINE)]
-                return Result("".join(line + "\n" for line in lines),
-                              [{"address": address, "string": data.decode("latin-1")}])
+                lines = [
+                    f"{address + i:x}:  {printable(data[i : i + ASCII_LINE])}"
+                    for i in range(0, max(len(data), 1), ASCII_LINE)
+                ]
+                return Result(
+                    "".join(line + "\n" for line in lines),
+                    [{"address": address, "string": data.decode("latin-1")}],
+                )
             nbytes = count * width
             if nbytes > 64 << 20:
                 raise CommandError(f"count {count} is too large")
@@ -119,10 +141,16 @@ class Rd(Command):
             raise CommandError(fault_message(exc, kind)) from None
         decimal = "signed" if args.signed else "unsigned" if args.unsigned else None
         symbolic = prog if args.symbolic else None
-        lines = hex_lines(address, data, width,
-                          ascii_column=not (args.no_ascii or decimal or symbolic),
-                          decimal=decimal, symbolic=symbolic)
-        rows = [{"address": address + i,
-                 "value": int.from_bytes(data[i : i + width], "little")}
-                for i in range(0, len(data), width)]
+        lines = hex_lines(
+            address,
+            data,
+            width,
+            ascii_column=not (args.no_ascii or decimal or symbolic),
+            decimal=decimal,
+            symbolic=symbolic,
+        )
+        rows = [
+            {"address": address + i, "value": int.from_bytes(data[i : i + width], "little")}
+            for i in range(0, len(data), width)
+        ]
         return Result("".join(line + "\n" for line in lines), rows)

@@ -23,8 +23,12 @@ if TYPE_CHECKING:
 
 
 def _task_ref(task: Object, prio: int | None = None) -> dict[str, Any]:
-    return {"pid": task.pid.value_(), "task": task.value_(), "comm": task_comm(task),
-            "prio": task.prio.value_() if prio is None else prio}
+    return {
+        "pid": task.pid.value_(),
+        "task": task.value_(),
+        "comm": task_comm(task),
+        "prio": task.prio.value_() if prio is None else prio,
+    }
 
 
 def _group_queue(entity: Object) -> Object | None:
@@ -84,8 +88,9 @@ def rt_rq_for_each_queued_task(rt_rq: Object, seen: set[int]) -> Iterator[tuple[
     from drgn.helpers.linux.list import list_for_each_entry
 
     for index, queue in enumerate(rt_rq.active.queue):
-        for entity in list_for_each_entry("struct sched_rt_entity", queue.address_of_(),
-                                          "run_list"):
+        for entity in list_for_each_entry(
+            "struct sched_rt_entity", queue.address_of_(), "run_list"
+        ):
             group = _group_queue(entity)
             if group is not None:
                 yield from rt_rq_for_each_queued_task(group, seen)
@@ -112,25 +117,32 @@ def run_queue(prog: Program, cpu: int) -> dict[str, Any]:
         "rt_array": rq.rt.active.address_of_().value_(),
         "rt": [_task_ref(task, index) for index, task in rt_rq_for_each_queued_task(rt_rq, set())],
         "cfs_root": rq.cfs.tasks_timeline.address_of_().value_(),
-        "cfs": [_task_ref(task)
-                for task in cfs_rq_for_each_queued_task(rq.cfs.address_of_(), set())],
+        "cfs": [
+            _task_ref(task) for task in cfs_rq_for_each_queued_task(rq.cfs.address_of_(), set())
+        ],
     }
 
 
 def _queued(tasks: list[dict[str, Any]]) -> str:
     if not tasks:
         return "     [no tasks queued]\n"
-    return "".join(f"     [{t['prio']:3d}] PID: {t['pid']:<6} TASK: {t['task']:x}  "
-                   f"COMMAND: \"{t['comm']}\"\n" for t in tasks)
+    return "".join(
+        f'     [{t["prio"]:3d}] PID: {t["pid"]:<6} TASK: {t["task"]:x}  COMMAND: "{t["comm"]}"\n'
+        for t in tasks
+    )
 
 
 def render_run_queue(row: dict[str, Any]) -> str:
     """One CPU's block."""
     cur = row["current"]
-    return (f"CPU {row['cpu']} RUNQUEUE: {row['rq']:x}\n"
-            f"  CURRENT: PID: {cur['pid']:<6} TASK: {cur['task']:x}  COMMAND: \"{cur['comm']}\"\n"
-            f"  RT PRIO_ARRAY: {row['rt_array']:x}\n" + _queued(row["rt"])
-            + f"  CFS RB_ROOT: {row['cfs_root']:x}\n" + _queued(row["cfs"]))
+    return (
+        f"CPU {row['cpu']} RUNQUEUE: {row['rq']:x}\n"
+        f'  CURRENT: PID: {cur["pid"]:<6} TASK: {cur["task"]:x}  COMMAND: "{cur["comm"]}"\n'
+        f"  RT PRIO_ARRAY: {row['rt_array']:x}\n"
+        + _queued(row["rt"])
+        + f"  CFS RB_ROOT: {row['cfs_root']:x}\n"
+        + _queued(row["cfs"])
+    )
 
 
 def _cpu_label(cpu: int) -> str:
@@ -155,8 +167,10 @@ def render_timestamps(prog: Program, cpus: list[int], elapsed: bool) -> str:
         curr = rq.curr.read_()
         clock, arrival = rq.clock.value_(), curr.sched_info.last_arrival.value_()
         if elapsed:
-            lines.append(f"{_cpu_label(cpu)}: [{elapsed_text(max(clock - arrival, 0))}]  "
-                         f"{_task_line(curr)}\n")
+            lines.append(
+                f"{_cpu_label(cpu)}: [{elapsed_text(max(clock - arrival, 0))}]  "
+                f"{_task_line(curr)}\n"
+            )
         else:
             lines.append(f"{_cpu_label(cpu)}: {clock}\n        {arrival}  {_task_line(curr)}\n")
     return "".join(lines)
@@ -171,8 +185,13 @@ def _task_group_line(cfs_rq: Object, depth: int) -> str:
     except (AttributeError, LookupError, drgn.FaultError):
         name = ""
     throttled = " (THROTTLED)" if getattr(cfs_rq, "throttled", 0) else ""
-    return (" " * (2 + 3 * depth) + f"TASK_GROUP: {tg.value_():x}  CFS_RQ: {cfs_rq.value_():x}"
-            + (f"  <{name}>" if name else "") + throttled + "\n")
+    return (
+        " " * (2 + 3 * depth)
+        + f"TASK_GROUP: {tg.value_():x}  CFS_RQ: {cfs_rq.value_():x}"
+        + (f"  <{name}>" if name else "")
+        + throttled
+        + "\n"
+    )
 
 
 def render_task_groups(prog: Program, cpus: list[int]) -> str:
@@ -185,13 +204,21 @@ def render_task_groups(prog: Program, cpus: list[int]) -> str:
     for cpu in cpus:
         rq = cpu_rq(prog, cpu)
         cfs_rq = rq.cfs.address_of_()
-        lines = [f"CPU {cpu}\n", f"  CURRENT: {_task_line(rq.curr.read_())}\n",
-                 f"  ROOT_TASK_GROUP: {root:x}  CFS_RQ: {cfs_rq.value_():x}\n"]
+        lines = [
+            f"CPU {cpu}\n",
+            f"  CURRENT: {_task_line(rq.curr.read_())}\n",
+            f"  ROOT_TASK_GROUP: {root:x}  CFS_RQ: {cfs_rq.value_():x}\n",
+        ]
         for entity, depth, is_curr, is_task in cfs_rq_for_each_entity(cfs_rq):
             if is_task:
                 task = sched_entity_to_task(entity)
-                lines.append(" " * (5 + 3 * depth) + f"[{task.prio.value_():3d}] "
-                             + _task_line(task) + (" [CURRENT]" if is_curr else "") + "\n")
+                lines.append(
+                    " " * (5 + 3 * depth)
+                    + f"[{task.prio.value_():3d}] "
+                    + _task_line(task)
+                    + (" [CURRENT]" if is_curr else "")
+                    + "\n"
+                )
             else:
                 lines.append(_task_group_line(entity.my_q.read_(), depth + 1))
         if len(lines) == 3:
@@ -209,12 +236,21 @@ class Runq(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-c", dest="cpus", metavar="cpu", help="only these CPUs (e.g. 0,2)")
-        parser.add_argument("-t", dest="timestamps", action="store_true",
-                            help="run-queue clock and the current task's last_arrival")
-        parser.add_argument("-m", dest="elapsed", action="store_true",
-                            help="how long each CPU's current task has been running")
-        parser.add_argument("-g", dest="groups", action="store_true",
-                            help="CFS entities by task group")
+        parser.add_argument(
+            "-t",
+            dest="timestamps",
+            action="store_true",
+            help="run-queue clock and the current task's last_arrival",
+        )
+        parser.add_argument(
+            "-m",
+            dest="elapsed",
+            action="store_true",
+            help="how long each CPU's current task has been running",
+        )
+        parser.add_argument(
+            "-g", dest="groups", action="store_true", help="CFS entities by task group"
+        )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         cpus = for_each_cpu_in_dump(prog)

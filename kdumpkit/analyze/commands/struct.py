@@ -124,8 +124,10 @@ class _Aggregate(DrgnCrashCommand):
             except LookupError:
                 raise CommandError(f"invalid data structure reference: {argv[0]}") from None
             text = offsets_text(type_)
-            rows = [{"name": m.name, "offset": m.bit_offset // 8,
-                     "type": m.type.type_name()} for m in type_.members or ()]
+            rows = [
+                {"name": m.name, "offset": m.bit_offset // 8, "type": m.type.type_name()}
+                for m in type_.members or ()
+            ]
             return Result(text, rows)
         return super().run(prog, args)
 
@@ -174,7 +176,7 @@ def evaluate(prog: Program, expression: str) -> drgn.Object | None:
     try:
         obj = prog[match["name"]]
     except LookupError:
-        raise CommandError(f"no symbol \"{match['name']}\" in current context.") from None
+        raise CommandError(f'no symbol "{match["name"]}" in current context.') from None
     try:
         for member, arrow, index in _P_STEP.findall(match["path"]):
             obj = obj[int(index)] if index else obj.member_(member or arrow)

@@ -37,8 +37,9 @@ def type_letter(prog: Program, symbol: drgn.Symbol) -> str:
     return symbol_type_letter(symbol)
 
 
-def symbol_line(prog: Program, symbol: drgn.Symbol, address: int,
-                letter: str | None = None) -> dict[str, object]:
+def symbol_line(
+    prog: Program, symbol: drgn.Symbol, address: int, letter: str | None = None
+) -> dict[str, object]:
     """One ``sym`` row: address, type letter, name[+offset], module."""
     offset = address - symbol.address
     name = f"{symbol.name}+{offset}" if offset else symbol.name
@@ -69,10 +70,12 @@ class Sym(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-l", dest="list_all", action="store_true", help="list all symbols")
-        parser.add_argument("-q", dest="search", metavar="string",
-                            help="list the symbols containing a string")
-        parser.add_argument("-m", dest="module", metavar="module",
-                            help="list the symbols of a module")
+        parser.add_argument(
+            "-q", dest="search", metavar="string", help="list the symbols containing a string"
+        )
+        parser.add_argument(
+            "-m", dest="module", metavar="module", help="list the symbols of a module"
+        )
         parser.add_argument("targets", nargs="*", metavar="symbol | vaddr")
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
@@ -118,20 +121,31 @@ class Sym(Command):
         return rows
 
     @staticmethod
-    def _table_listing(prog: Program, tables: list[Any],
-                       args: argparse.Namespace) -> list[dict[str, object]]:
+    def _table_listing(
+        prog: Program, tables: list[Any], args: argparse.Namespace
+    ) -> list[dict[str, object]]:
         rows = []
         for table in tables:
             names = table.names
-            wanted = range(len(names)) if args.search is None else [
-                i for i, name in enumerate(names) if args.search in name]
+            wanted = (
+                range(len(names))
+                if args.search is None
+                else [i for i, name in enumerate(names) if args.search in name]
+            )
             for i in wanted:
                 address = int(table.addresses[i])
                 module = symbol_module(prog, address) if table.source == "modules" else None
                 if args.module and module != args.module:
                     continue
-                rows.append({"address": address, "type": chr(table.types[i]),
-                             "name": names[i], "symbol": names[i], "offset": 0,
-                             "module": module})
+                rows.append(
+                    {
+                        "address": address,
+                        "type": chr(table.types[i]),
+                        "name": names[i],
+                        "symbol": names[i],
+                        "offset": 0,
+                        "module": module,
+                    }
+                )
         rows.sort(key=lambda row: row["address"])
         return rows

@@ -178,8 +178,10 @@ def cpu_mhz(prog: Program) -> int | None:
 def utsname(prog: Program) -> dict[str, str]:
     """init_uts_ns's fields."""
     name = prog["init_uts_ns"].name
-    return {field: getattr(name, field).string_().decode("utf-8", "replace")
-            for field in ("sysname", "nodename", "release", "version", "machine")}
+    return {
+        field: getattr(name, field).string_().decode("utf-8", "replace")
+        for field in ("sysname", "nodename", "release", "version", "machine")
+    }
 
 
 def panic_string(prog: Program) -> str | None:
@@ -201,6 +203,7 @@ def tainted(prog: Program) -> bool:
 def system_info(prog: Program) -> dict[str, Any]:
     """Every ``sys`` field as data."""
     from drgn.helpers.linux.cpumask import num_online_cpus, num_present_cpus
+
     uts = utsname(prog)
     timestamp = crash_time(prog)
     present = num_present_cpus(prog)
@@ -298,16 +301,19 @@ class Sys(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-t", dest="taint", action="store_true", help="taint flags")
-        parser.add_argument("config", nargs="?", choices=("config",),
-                            help="the kernel's build configuration (CONFIG_IKCONFIG)")
+        parser.add_argument(
+            "config",
+            nargs="?",
+            choices=("config",),
+            help="the kernel's build configuration (CONFIG_IKCONFIG)",
+        )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         if args.config:
             from drgn.helpers.linux.kconfig import get_kconfig
 
             config = get_kconfig(prog)
-            return Result("".join(f"{k}={v}\n" for k, v in config.items()),
-                          [dict(config)])
+            return Result("".join(f"{k}={v}\n" for k, v in config.items()), [dict(config)])
         if args.taint:
             from kdumpkit.analyze.report import taint_info
 

@@ -21,8 +21,16 @@ if TYPE_CHECKING:
     from drgn import Object, Program
 
 #: kernel state bits named as crash's ``set`` and start-up banner name them
-_STATE_NAMES = ("TASK_RUNNING", "TASK_INTERRUPTIBLE", "TASK_UNINTERRUPTIBLE", "TASK_STOPPED",
-                "TASK_TRACED", "EXIT_DEAD", "EXIT_ZOMBIE", "TASK_PARKED")
+_STATE_NAMES = (
+    "TASK_RUNNING",
+    "TASK_INTERRUPTIBLE",
+    "TASK_UNINTERRUPTIBLE",
+    "TASK_STOPPED",
+    "TASK_TRACED",
+    "EXIT_DEAD",
+    "EXIT_ZOMBIE",
+    "TASK_PARKED",
+)
 
 
 def state_name(task: Object) -> str:
