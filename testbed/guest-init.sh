@@ -3,9 +3,11 @@
 # virtio 9p at /host and runs the project's own Python from there (chroot /host, so every
 # host path — interpreter, virtualenv, project — is the same inside the guest).
 # Kernel command line (all set by testbed/vm.py):
-#   kdtb.stage=first|capture|qmp  first: arm kdump with `kdumpkit load`, then panic;
+#   kdtb.stage=first|capture|qmp|live
+#                                 first: arm kdump with `kdumpkit load`, then panic;
 #                                 capture: `kdumpkit collect` /proc/vmcore, power off;
-#                                 qmp: no kdump, panic (QEMU's dump-guest-memory saves it)
+#                                 qmp: no kdump, panic (QEMU's dump-guest-memory saves it);
+#                                 live: analyse the running kernel (/proc/kcore), power off
 #   kdtb.py=PYTHON kdtb.proj=PROJECT_DIR kdtb.out=OUTPUT_DIR (a writable 9p share)
 #   kdtb.kernel=VMLINUZ kdtb.initrd=INITRD (host paths for the capture kernel)
 #   kdtb.compress=zlib|... (the config's dump.compress; default: kdumpkit's own default)
@@ -117,12 +119,29 @@ fi
 # a marker line in the kernel log, and the crash from a shell named testbed_crasher.
 ln -s /usr/bin/sleep /host/dev/shm/testbed_sleeper
 chroot /host /dev/shm/testbed_sleeper 1000 &
-say "testbed_sleeper pid=$!"
+sleeper=$!
+say "testbed_sleeper pid=$sleeper"
 mkfifo /tmp/testbed.fifo
 ( printf testbed_fifo > /proc/self/comm; read -r _ < /tmp/testbed.fifo ) &
 say "testbed_fifo pid=$!"
 echo "TESTBED marker: kdumpkit testbed on $(uname -r)" > /dev/kmsg
 sleep 1
+if [ "$stage" = live ]; then
+    # A task in uninterruptible sleep for the report to find: a vfork() parent waits in D
+    # until its child execs or exits, and this child sleeps (the parent is never resumed).
+    inhost "$PY" -c 'import ctypes; libc = ctypes.CDLL(None)
+libc.prctl(15, b"testbed_vforker", 0, 0, 0)
+libc.vfork() or (libc.sleep(1000), libc._exit(0))' &
+    sleep 2
+    say "testbed_vforker started"
+    # The same questions of the running kernel, through /proc/kcore, no vmlinux.
+    kdumpkit crash /proc/kcore -c sys -c ps -c log -c "bt $sleeper" > "/host$OUT/live-crash.txt" 2>&1
+    say "live crash done: rc=$?"
+    kdumpkit report /proc/kcore > "/host$OUT/live-report.txt" 2>&1
+    say "live report done: rc=$?"
+    umount "/host$OUT" 2>/dev/null
+    stop
+fi
 say "crashing: sysrq-c from testbed_crasher"
 ( printf testbed_crasher > /proc/self/comm; echo c > /proc/sysrq-trigger )
 say "FAIL: still alive after sysrq-c"

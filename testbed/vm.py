@@ -322,7 +322,58 @@ def run_big_dump(kernel: Kernel, out_dir: Path, mem_mib: int, workload_mib: int)
         raise TestbedError(f"collect rc {result.collect_rc}, dumps {dumps}; see {out_dir}")
     vmcore = out_dir / "vmcore.elf"
     dumps[0].replace(vmcore)
+    # Zero pages -> holes: a third of a busy 4 GiB guest is zeros, 1.4 GB of disk saved.
+    subprocess.run(["fallocate", "--dig-holes", str(vmcore)], check=False)
     return vmcore
+
+
+@dataclass
+class LiveResult:
+    """What ``kdumpkit crash`` and ``kdumpkit report`` said of a running kernel."""
+
+    release: str
+    share: Path
+    console: Path
+    sleeper_pid: int
+    crash_rc: int
+    report_rc: int
+
+    @property
+    def crash_output(self) -> str:
+        return (self.share / "live-crash.txt").read_text(errors="replace")
+
+    @property
+    def report_output(self) -> str:
+        return (self.share / "live-report.txt").read_text(errors="replace")
+
+
+def run_live(kernel: Kernel, out_dir: Path, timeout: float = CYCLE_TIMEOUT_S) -> LiveResult:
+    """Boot ``kernel`` and analyse it while it runs: ``kdumpkit crash /proc/kcore`` (sys,
+    ps, log, bt of a sleeping task) and ``kdumpkit report /proc/kcore``, no vmlinux."""
+    out_dir = out_dir.resolve()
+    share = out_dir / "share"
+    shutil.rmtree(share, ignore_errors=True)
+    share.mkdir(parents=True)
+    cmdline = (
+        f"console=ttyS0 quiet panic=5 kdtb.stage=live kdtb.py={sys.executable} "
+        f"kdtb.proj={PROJECT_DIR} kdtb.out={share}"
+    )
+    extra = ["-virtfs", f"local,path={share},mount_tag=outdir,security_model=none"]
+    console = out_dir / "console.log"
+    deadline = time.monotonic() + timeout
+    with running_guest(qemu_command(kernel, cmdline, extra), console, timeout) as guest:
+        i, _, sleeper_line = guest.wait_line(r"TESTBED: (testbed_sleeper pid|FAIL)", deadline)
+        i, _, crash_line = guest.wait_line(r"TESTBED: (live crash done|FAIL)", deadline, i)
+        i, _, report_line = guest.wait_line(r"TESTBED: (live report done|FAIL)", deadline, i)
+        guest.wait_exit(deadline)
+    for line in (sleeper_line, crash_line, report_line):
+        if "FAIL" in line:
+            raise TestbedError(f"{line}; console: {console}")
+    return LiveResult(
+        kernel.release, share, console,
+        sleeper_pid=int(_field(sleeper_line, "pid")),
+        crash_rc=int(_field(crash_line, "rc")), report_rc=int(_field(report_line, "rc")),
+    )  # fmt: skip
 
 
 #: dump-guest-memory formats and the file each is written to.
@@ -422,9 +473,9 @@ def qemu_dumps_cached(kernel: Kernel) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``vm.py cycle|big-dump|qemu-dump [SERIES] [--out DIR]``: run one, print the files."""
+    """``vm.py cycle|big-dump|qemu-dump|live [SERIES] [--out DIR]``: run one, print the files."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=["cycle", "big-dump", "qemu-dump", "qemu-dumps"])
+    parser.add_argument("action", choices=["cycle", "big-dump", "qemu-dump", "qemu-dumps", "live"])
     parser.add_argument("series", nargs="?", default="6.1", help="6.1, 6.12 or a full release")
     parser.add_argument("--out", type=Path, help="output folder (default: under .cache/testbed)")
     parser.add_argument(
@@ -463,6 +514,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"big dump of {kernel.release} with {args.mem} MiB -> {out}", flush=True)
             vmcore = run_big_dump(kernel, out, args.mem, workload)
             print(f"  {vmcore}  {vmcore.stat().st_size} bytes")
+        elif args.action == "live":
+            out = args.out or CACHE / "live" / kernel.release
+            print(f"live analysis of {kernel.release} -> {out}", flush=True)
+            live = run_live(kernel, out)
+            print(f"crash rc={live.crash_rc} report rc={live.report_rc}")
+            print(live.crash_output, live.report_output, sep="\n")
         elif args.action == "qemu-dumps":
             for key, path in qemu_dumps_cached(kernel).items():
                 print(f"  {key}: {path}  {path.stat().st_size} bytes")

@@ -174,3 +174,33 @@ def test_text_backtraces_read_like_crash_bt(report: dict[str, Any], fx61: Path) 
     # frames and exception registers exactly as crash prints them; only the header differs
     assert crashing.splitlines()[1:] == crash_blocks[0].splitlines()[1:]
     assert other.splitlines()[1:] == crash_blocks[1].splitlines()[1:]
+
+
+def test_blocked_tasks_are_crash_ps_un_tasks(report: dict[str, Any], fx61: Path) -> None:
+    ps = (fx61 / "crash-9.0.2" / "ps.txt").read_text().splitlines()
+    uninterruptible = [line for line in ps if line.split()[4:5] == ["UN"]]
+    assert report["blocked_count"] == len(uninterruptible) == 0
+    assert report["live"] is False
+    assert "Blocked tasks (uninterruptible sleep): none" in render_text(report)
+
+
+def test_live_report_has_no_crash_parts() -> None:
+    frame = {"function": "wait_for_vfork_done", "pc": 0xFFFFFFFF81000010, "sp": 0xFF00}
+    blocked = {"pid": 200, "comm": "vforker", "task": 0xAB00, "cpu": 1, "backtrace": [frame]}
+    live = {
+        "live": True, "release": "6.12.0", "version": "#1", "machine": "x86_64", "cpus": 2,
+        "crash_date": "Thu Nov 26 15:39:14 UTC 2026", "uptime": "00:00:27", "panic": None,
+        "running": [{"pid": 190, "comm": "python", "task": 0xCD00, "cpu": 1}],
+        "blocked_tasks": [blocked], "blocked_count": 12, "signature": None,
+        "crashing_task": None, "other_cpus": [], "modules": [], "log_tail": [], "errors": [],
+    }  # fmt: skip
+    text = render_text(live)
+    assert text.startswith("LIVE KERNEL REPORT")
+    assert "        time: Thu Nov 26 15:39:14 UTC 2026" in text
+    for absent in ("panic:", "signature:", "Crashing task", "crash time"):
+        assert absent not in text, absent
+    assert 'Running on CPU 1: PID 190 "python" (task cd00)' in text
+    assert "Blocked tasks (uninterruptible sleep): 12\n  (the first 1 shown)\n" in text
+    assert 'Blocked: PID 200 "vforker" on CPU 1 (task ab00)\n' in text
+    assert " #0 [ff00] wait_for_vfork_done at ffffffff81000010" in text
+    assert "<title>Live kernel: 6.12.0</title>" in render_html(live)

@@ -322,6 +322,7 @@ def _open_live(vmlinux: PathArg | None) -> drgn.Program:
             prog.set_kernel()
     except (PermissionError, OSError, ValueError) as exc:
         raise DumpFormatError(f"/proc/kcore: cannot open the live kernel: {exc}") from None
+    prog.cache["kdumpkit.path"] = LIVE_PATHS[0]  # sys's DUMPFILE, as crash shows it live
     if vmlinux is not None:
         load_vmlinux(prog, vmlinux)
     else:

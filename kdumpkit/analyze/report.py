@@ -327,8 +327,55 @@ def _crashing_without_types(
     return summary
 
 
+#: Blocked tasks shown with their backtraces; the rest are counted.
+BLOCKED_SHOWN = 10
+
+
+def is_live(prog: Program) -> bool:
+    """Whether ``prog`` is the running kernel (/proc/kcore), not a dump."""
+    return bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
+
+
+def blocked_tasks(prog: Program, errors: list[str]) -> tuple[list[dict[str, Any]], int]:
+    """Tasks in uninterruptible sleep (crash's ``UN``; not the idle ``ID`` kthreads): what
+    a hung machine waits on. The first :data:`BLOCKED_SHOWN` with backtraces, and the count."""
+    from kdumpkit.analyze.commands.common import for_each_task_with_idle
+    from kdumpkit.analyze.commands.ps import task_state_code
+
+    blocked = [
+        task
+        for task in _safely("tasks", errors, list, for_each_task_with_idle(prog), default=[])
+        if _safely("task state", errors, task_state_code, task) == "UN"
+    ]
+    shown = []
+    for task in blocked[:BLOCKED_SHOWN]:
+        summary = _safely("blocked task", errors, _task_summary, prog, task)
+        if summary is not None:
+            summary["backtrace"] = _safely("backtrace", errors, backtrace, prog, task, default=[])
+            shown.append(summary)
+    return shown, len(blocked)
+
+
+def _running_tasks(prog: Program, errors: list[str]) -> list[dict[str, Any]]:
+    """The task on each CPU of a running kernel (no backtrace: its stack is moving)."""
+    from drgn.helpers.linux.sched import cpu_curr
+
+    from kdumpkit.analyze.commands.common import for_each_cpu_in_dump
+
+    running = []
+    for cpu in _safely("cpus", errors, for_each_cpu_in_dump, prog, default=[]):
+        current = _safely(f"cpu {cpu}", errors, cpu_curr, prog, cpu)
+        summary = _safely(f"cpu {cpu}", errors, _task_summary, prog, current) if current else None
+        if summary is not None:
+            summary["cpu"] = cpu
+            running.append(summary)
+    return running
+
+
 def gather_report(prog: Program) -> dict[str, Any]:
-    """Everything the triage report shows, as JSON-ready data."""
+    """Everything the triage report shows, as JSON-ready data. Of a running kernel
+    (/proc/kcore) there is no crash: no panic, crashing task or signature; the report
+    then says what each CPU runs and which tasks are blocked."""
     from kdumpkit.analyze.commands import sys as sys_command
     from kdumpkit.analyze.commands.common import panic_task
     from kdumpkit.analyze.commands.log import format_record, log_records
@@ -356,7 +403,22 @@ def gather_report(prog: Program) -> dict[str, Any]:
         "crash_date": info.get("date"),
         "panic": info.get("panic"),
         "dumpfile": info.get("dumpfile"),
+        "live": is_live(prog),
     }
+    report["blocked_tasks"], report["blocked_count"] = blocked_tasks(prog, errors)
+    report["taint"] = _safely("taint", errors, taint_info, prog)
+    report["log_tail"] = all_lines[-LOG_TAIL:]
+    report["modules"] = [
+        {"name": m["name"], "base": m["base"], "size": m["size"], "taints": m["taints"]}
+        for m in _safely("modules", errors, module_table, prog, default=[])
+    ]
+    if report["live"]:
+        report["crashing_task"] = None
+        report["other_cpus"] = []
+        report["running"] = _running_tasks(prog, errors)
+        report["signature"] = None
+        report["errors"] = errors
+        return report
     task = _safely("panic task", errors, panic_task, prog)
     crashing: dict[str, Any] | None = None
     if task is not None:
@@ -367,12 +429,6 @@ def gather_report(prog: Program) -> dict[str, Any]:
         crashing = _crashing_without_types(prog, all_lines, errors)
     report["crashing_task"] = crashing
     report["other_cpus"] = _other_cpus(prog, crashing, errors)
-    report["taint"] = _safely("taint", errors, taint_info, prog)
-    report["log_tail"] = all_lines[-LOG_TAIL:]
-    report["modules"] = [
-        {"name": m["name"], "base": m["base"], "size": m["size"], "taints": m["taints"]}
-        for m in _safely("modules", errors, module_table, prog, default=[])
-    ]
     frames = crashing["backtrace"] if crashing else []
     report["signature"] = crash_signature(frames or [], report["panic"])
     report["errors"] = errors
@@ -462,27 +518,43 @@ def _register_text(registers: dict[str, int]) -> list[str]:
 def render_text(report: dict[str, Any]) -> str:
     """The report for a terminal."""
     taint = report.get("taint") or {}
-    signature = report["signature"]
+    signature = report.get("signature")
+    live = bool(report.get("live"))
     taint_text = f"Tainted: {taint['letters']}" if taint.get("tainted") else "Not tainted"
     lines = [
-        "KERNEL CRASH REPORT",
+        "LIVE KERNEL REPORT (the running kernel, /proc/kcore)" if live else "KERNEL CRASH REPORT",
         f"     release: {report.get('release')}",
         f"     version: {report.get('version')}",
         f"     machine: {report.get('machine')}  ({report.get('cpus')} CPUs)",
-        f"  crash time: {report.get('crash_date')}",
+        f"{'time' if live else 'crash time':>12}: {report.get('crash_date')}",
         f"      uptime: {report.get('uptime')}",
-        f"       panic: {report.get('panic') or '(no panic message in the log)'}",
-        f"     tainted: {taint_text}",
-        f"   signature: {signature['sha256']}",
-        f"              ({' < '.join(signature['frames']) or signature['basis']})",
-        "",
     ]
-    if report.get("crashing_task"):
+    if not live:
+        lines.append(f"       panic: {report.get('panic') or '(no panic message in the log)'}")
+    lines.append(f"     tainted: {taint_text}")
+    if signature:
+        lines += [
+            f"   signature: {signature['sha256']}",
+            f"              ({' < '.join(signature['frames']) or signature['basis']})",
+        ]
+    lines.append("")
+    if live:
+        lines += [
+            f'Running on CPU {t["cpu"]}: PID {t["pid"]} "{t["comm"]}" (task {t["task"]:x})'
+            for t in report.get("running", [])
+        ]
+    elif report.get("crashing_task"):
         lines += _task_text("Crashing task", report["crashing_task"])
     else:
         lines.append("Crashing task: not found")
     for other in report.get("other_cpus", []):
         lines += ["", *_task_text(f"CPU {other['cpu']}", other)]
+    count, shown = report.get("blocked_count", 0), report.get("blocked_tasks", [])
+    lines += ["", f"Blocked tasks (uninterruptible sleep): {count or 'none'}"]
+    if count > len(shown):
+        lines.append(f"  (the first {len(shown)} shown)")
+    for task in shown:
+        lines += _task_text("Blocked", task)
     lines += ["", f"Modules ({len(report.get('modules', []))}):"]
     lines += [
         f"  {m['name']:<24} {m['base']:016x} {m['size']:>8}"
@@ -513,7 +585,10 @@ def render_html(report: dict[str, Any]) -> str:
         if ":" in line
     )
     body = "".join(f"<pre>{esc(section)}</pre>" for section in text_sections[1:])
-    title = esc(f"Kernel crash: {report.get('panic') or report.get('release') or ''}")
+    if report.get("live"):
+        title = esc(f"Live kernel: {report.get('release') or ''}")
+    else:
+        title = esc(f"Kernel crash: {report.get('panic') or report.get('release') or ''}")
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{title}</title>"

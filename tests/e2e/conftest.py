@@ -96,6 +96,13 @@ def big_guest_dump(request: pytest.FixtureRequest) -> Path:
     return vmcore
 
 
+@pytest.fixture(scope="session", params=E2E_KERNELS, ids=lambda s: f"linux-{s}")
+def live_guest(request: pytest.FixtureRequest) -> testbed.LiveResult:
+    """A running guest analysed through /proc/kcore by kdumpkit crash and report (~30 s)."""
+    kernel = prepared_kernel(request.param)
+    return testbed.run_live(kernel, cycle_dir(f"live-{request.param}"))
+
+
 @pytest.fixture(scope="session")
 def qemu_dumps_61() -> dict[str, Path]:
     """QEMU ``dump-guest-memory`` dumps of Debian 6.1 (made once into .cache/testbed)."""
