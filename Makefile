@@ -10,7 +10,7 @@ setup:
 oracles:
 	@scripts/fetch-oracles.sh
 
-# The real kdump cycle runs on Debian's 6.1 and 6.12 kernels (about 2.5 minutes of QEMU).
+# The real kdump cycle, big guests and live guests run on Debian's 6.1 and 6.12 kernels under QEMU.
 test: setup oracles
 	$(PY) -m ruff check --no-cache kdumpkit tests bench
 	$(PY) -m ruff format --check --no-cache kdumpkit tests bench
