@@ -224,6 +224,21 @@ def test_makedumpfile_reads_our_kdump(codec: str, kdump61: Path, tmp_path: Path)
 
 
 @needs_makedumpfile
+def test_elf_zero_pages_are_holes(elf61: Path, tmp_path: Path) -> None:
+    out = tmp_path / "all.elf"
+    with open_dump(elf61) as src:
+        write_dump(src, out, fmt="elf")
+        with open_dump(out) as ours:
+            assert _digests(ours) == _digests(src)
+            zero_pages = sum(
+                int(np.count_nonzero(zero_mask(blob, 4096)))
+                for _, blob in src.iter_page_chunks(max_pages=4096)
+            )
+    on_disk = out.stat().st_blocks * 512
+    assert zero_pages > 10_000
+    assert on_disk <= out.stat().st_size - zero_pages * 4096 + (1 << 20), (on_disk, zero_pages)
+
+
 def test_makedumpfile_reads_our_elf(kdump61: Path, tmp_path: Path) -> None:
     ours = tmp_path / "ours.elf"
     with open_dump(kdump61) as src:

@@ -308,6 +308,7 @@ def _write_elf_file(
             sink, data_offset, ps,
             read_batches(src, kept, threads),
             _progress_adapter(progress, kept.count()),
+            sparse=isinstance(sink, FileSink),
         )  # fmt: skip
         sink.finish(end)
     except BaseException:
