@@ -213,25 +213,30 @@ class ElfDump(Dump):
                 state = PageState.EXCLUDED
         return state
 
+    def _file_offset(self, start: int, end: int) -> int | None:
+        """Where physical ``[start, end)`` is in the file when one extent holds it all."""
+        if start < 0 or end <= start:
+            return None
+        for ext in self._overlapping(start, end):
+            if ext.start <= start and end <= ext.lost_from:
+                return ext.offset + start - ext.start
+            return None
+        return None
+
     def read(self, paddr: int, size: int, *, zero_missing: bool = False) -> bytes:
         """Physical memory; one read when a single extent holds the whole range
         (struct page scans read megabytes at a time), else page by page."""
-        if size > 0 and paddr >= 0:
-            for ext in self._overlapping(paddr, paddr + size):
-                if ext.start <= paddr and paddr + size <= ext.lost_from:
-                    return self.source.pread(ext.offset + paddr - ext.start, size)
-                break
+        offset = self._file_offset(paddr, paddr + size)
+        if offset is not None:
+            return self.source.pread(offset, size)
         return super().read(paddr, size, zero_missing=zero_missing)
 
     def read_into(self, paddr: int, buf: memoryview, *, zero_missing: bool = False) -> None:
         readinto = getattr(self.source, "readinto", None)
-        size = len(buf)
-        if readinto is not None and size > 0 and paddr >= 0:
-            for ext in self._overlapping(paddr, paddr + size):
-                if ext.start <= paddr and paddr + size <= ext.lost_from:
-                    readinto(ext.offset + paddr - ext.start, buf)
-                    return
-                break
+        offset = self._file_offset(paddr, paddr + len(buf))
+        if readinto is not None and offset is not None:
+            readinto(offset, buf)
+            return
         super().read_into(paddr, buf, zero_missing=zero_missing)
 
     def _read_present_page(self, pfn: int) -> bytes:
@@ -354,14 +359,11 @@ class ElfDump(Dump):
     def _mapped_span(self, start: int, end: int) -> memoryview | None:
         """[start, end) without a copy when one extent holds it all and the file is mapped."""
         view = getattr(self.source, "view", None)
-        if view is None:
+        offset = self._file_offset(start, end)
+        if view is None or offset is None:
             return None
-        for ext in self._overlapping(start, end):
-            if ext.start <= start and end <= ext.lost_from:
-                span = view(ext.offset + start - ext.start, end - start)
-                return span if isinstance(span, memoryview) else None
-            return None
-        return None
+        span = view(offset, end - start)
+        return span if isinstance(span, memoryview) else None
 
     def close(self) -> None:
         self.source.close()
