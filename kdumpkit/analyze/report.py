@@ -356,22 +356,6 @@ def blocked_tasks(prog: Program, errors: list[str]) -> tuple[list[dict[str, Any]
     return shown, len(blocked)
 
 
-def _running_tasks(prog: Program, errors: list[str]) -> list[dict[str, Any]]:
-    """The task on each CPU of a running kernel (no backtrace: its stack is moving)."""
-    from drgn.helpers.linux.sched import cpu_curr
-
-    from kdumpkit.analyze.commands.common import for_each_cpu_in_dump
-
-    running = []
-    for cpu in _safely("cpus", errors, for_each_cpu_in_dump, prog, default=[]):
-        current = _safely(f"cpu {cpu}", errors, cpu_curr, prog, cpu)
-        summary = _safely(f"cpu {cpu}", errors, _task_summary, prog, current) if current else None
-        if summary is not None:
-            summary["cpu"] = cpu
-            running.append(summary)
-    return running
-
-
 def gather_report(prog: Program) -> dict[str, Any]:
     """Everything the triage report shows, as JSON-ready data. Of a running kernel
     (/proc/kcore) there is no crash: no panic, crashing task or signature; the report
@@ -415,7 +399,8 @@ def gather_report(prog: Program) -> dict[str, Any]:
     if report["live"]:
         report["crashing_task"] = None
         report["other_cpus"] = []
-        report["running"] = _running_tasks(prog, errors)
+        # A running task's stack is moving under us: no backtraces.
+        report["running"] = _other_cpus(prog, None, errors, backtraces=False)
         report["signature"] = None
         report["errors"] = errors
         return report
@@ -436,9 +421,10 @@ def gather_report(prog: Program) -> dict[str, Any]:
 
 
 def _other_cpus(
-    prog: Program, crashing: dict[str, Any] | None, errors: list[str]
+    prog: Program, crashing: dict[str, Any] | None, errors: list[str], backtraces: bool = True
 ) -> list[dict[str, Any]]:
-    """The task on every other CPU and its backtrace (from the saved registers)."""
+    """The task on every CPU but the crashing task's, and (``backtraces``) its backtrace
+    from the saved registers."""
     from drgn.helpers.linux.sched import cpu_curr
 
     from kdumpkit.analyze.commands.common import for_each_cpu_in_dump
@@ -466,9 +452,10 @@ def _other_cpus(
             summary = {"pid": _cpu_pids(prog).get(cpu), "comm": None, "task": None}
             current = None
         summary["cpu"] = cpu
-        summary["backtrace"] = _safely(
-            f"backtrace of cpu {cpu}", errors, backtrace, prog, current, cpu, default=[]
-        )
+        if backtraces:
+            summary["backtrace"] = _safely(
+                f"backtrace of cpu {cpu}", errors, backtrace, prog, current, cpu, default=[]
+            )
         others.append(summary)
     return others
 
@@ -539,10 +526,9 @@ def render_text(report: dict[str, Any]) -> str:
         ]
     lines.append("")
     if live:
-        lines += [
-            f'Running on CPU {t["cpu"]}: PID {t["pid"]} "{t["comm"]}" (task {t["task"]:x})'
-            for t in report.get("running", [])
-        ]
+        for t in report.get("running", []):
+            where = f" (task {t['task']:x})" if t.get("task") is not None else ""
+            lines.append(f'Running on CPU {t["cpu"]}: PID {t["pid"]} "{t["comm"]}"{where}')
     elif report.get("crashing_task"):
         lines += _task_text("Crashing task", report["crashing_task"])
     else:

@@ -308,7 +308,8 @@ def _write_elf_file(
             sink, data_offset, ps,
             read_batches(src, kept, threads),
             _progress_adapter(progress, kept.count()),
-            sparse=isinstance(sink, FileSink),
+            # With exclude_zero the first pass took the zero pages out already.
+            sparse=isinstance(sink, FileSink) and not exclude_zero,
         )  # fmt: skip
         sink.finish(end)
     except BaseException:
