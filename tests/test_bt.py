@@ -12,7 +12,7 @@ import pytest
 from kdumpkit.analyze.commands.bt import Frame, frame_line, register_lines, render_trace
 from kdumpkit.analyze.program import open_program
 from kdumpkit.analyze.session import Session
-from kdumpkit.analyze.stack import _unwinder
+from kdumpkit.analyze.stack import PT_REGS_NAMES, _unwinder
 
 
 @pytest.fixture(scope="module")
@@ -189,28 +189,7 @@ def test_kernel_exception_and_stack_switch_rendering(session: Session) -> None:
     # real 6.12 trace in crash 9.0.2): the IRQ-stack frames, the banner on leaving that
     # stack, then the entry frame with the interrupted kernel registers.
     prog = session.prog
-    regs = dict.fromkeys(
-        (
-            "r15",
-            "r14",
-            "r13",
-            "r12",
-            "rbp",
-            "rbx",
-            "r11",
-            "r10",
-            "r9",
-            "r8",
-            "rax",
-            "rcx",
-            "rdx",
-            "rsi",
-            "rdi",
-            "rsp",
-            "eflags",
-        ),
-        0,
-    )
+    regs = dict.fromkeys(PT_REGS_NAMES, 0)
     schedule = prog.symbol("schedule").address
     regs.update(orig_rax=0xFFFFFFFFFFFFFFFF, rip=schedule + 26, cs=0x10, ss=0x18)
     frames = [
@@ -240,27 +219,7 @@ def test_nmi_exception_stack_rendering(session: Session) -> None:
     # An NMI that interrupted kernel code (crash 9.0.2's layout, e.g. an idle CPU):
     # after the banner the interrupted function is a frame at the interrupted RSP.
     prog = session.prog
-    regs = dict.fromkeys(
-        (
-            "r15",
-            "r14",
-            "r13",
-            "r12",
-            "rbp",
-            "rbx",
-            "r11",
-            "r10",
-            "r9",
-            "r8",
-            "rax",
-            "rcx",
-            "rdx",
-            "rsi",
-            "rdi",
-            "eflags",
-        ),
-        0,
-    )
+    regs = dict.fromkeys(PT_REGS_NAMES, 0)
     halt = prog.symbol("default_idle").address
     regs.update(
         orig_rax=0xFFFFFFFFFFFFFFFF, rip=halt + 14, rsp=0xFFFFD186800C3E90, cs=0x10, ss=0x18
