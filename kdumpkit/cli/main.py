@@ -44,10 +44,6 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
-def _available_verbs() -> dict[str, tuple[str, str]]:
-    return {v: m for v, m in VERBS.items() if importlib.util.find_spec(m[0]) is not None}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdumpkit", description="Linux kernel crash dumps: service, capture and analysis."
@@ -56,15 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"kdumpkit {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for verb, (_, help_text) in _available_verbs().items():
+    for verb, (_, help_text) in VERBS.items():
         sub.add_parser(verb, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbs = _available_verbs()
-    if not argv or argv[0] not in verbs:
+    if not argv or argv[0] not in VERBS:
         parser = build_parser()
         if not argv:
             parser.print_help()
@@ -79,8 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (~0.1 s of CPU) when a verb imports numpy.  Set before, not by importing numpy
     # here, so that check, load and status (run in capture kernels) never import it.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    module = importlib.import_module(verbs[verb][0])
-    parser = argparse.ArgumentParser(prog=f"kdumpkit {verb}", description=verbs[verb][1])
+    # Every verb's module ships with the package: one that fails to import is a fault to
+    # see, never a verb to hide.
+    module = importlib.import_module(VERBS[verb][0])
+    parser = argparse.ArgumentParser(prog=f"kdumpkit {verb}", description=VERBS[verb][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:
