@@ -142,3 +142,46 @@ def test_ssh_target_waits_for_the_network() -> None:
     )
     assert "Wants=local-fs.target network-online.target" in text
     assert "ExecStart=/usr/bin/kdumpkit collect" in text and "@" not in text.split("[Install]")[0]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_revert_leaves_etc_as_it_was(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bin_dir = use_fake_path(monkeypatch, machine.parent / "bin", update_grub=0, systemctl=0)
+    before = _tree(machine)
+    assert main(["setup", "--root", str(machine), "--apply"]) == 0
+    assert _tree(machine) != before
+    capsys.readouterr()
+    (bin_dir / "calls.log").unlink()
+    # dry run first: shows the removals, changes nothing
+    assert main(["setup", "--root", str(machine), "--revert"]) == 0
+    out = capsys.readouterr().out
+    assert f"--- {GRUB_DROPIN}\n+++ /dev/null" in out
+    assert f"would run: systemctl --root={machine} disable kdumpkit-load.service" in out
+    assert not (bin_dir / "calls.log").exists()
+    assert main(["setup", "--root", str(machine), "--revert", "--apply"]) == 0
+    assert _tree(machine) == before
+    assert (bin_dir / "calls.log").read_text().splitlines() == [
+        f"systemctl --root={machine} disable kdumpkit-load.service kdumpkit-collect.service",
+        "update-grub ",
+    ]
+    assert "reverted" in capsys.readouterr().out
+    assert main(["setup", "--root", str(machine), "--revert", "--apply"]) == 0
+    assert "nothing to revert" in capsys.readouterr().out
+
+
+def test_revert_leaves_files_it_did_not_write(
+    machine: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    use_fake_path(monkeypatch, machine.parent / "bin", update_grub=0, systemctl=0)
+    mine = machine / GRUB_DROPIN.lstrip("/")
+    mine.write_text('GRUB_CMDLINE_LINUX_DEFAULT="crashkernel=1G"\n')
+    assert main(["setup", "--root", str(machine), "--revert", "--apply"]) == 0
+    assert "was not written by kdumpkit: left alone" in capsys.readouterr().out
+    assert mine.read_text() == 'GRUB_CMDLINE_LINUX_DEFAULT="crashkernel=1G"\n'

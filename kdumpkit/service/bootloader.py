@@ -17,12 +17,14 @@ from kdumpkit.service.errors import ServiceError
 from kdumpkit.service.host import Host
 
 GRUB_DROPIN = "/etc/default/grub.d/kdumpkit.cfg"
+#: The first line of the drop-in: how ``setup --revert`` knows the file is ours.
+DROPIN_MARK = "# Written by kdumpkit setup"
 
 
 def grub_dropin_text(value: Crashkernel) -> str:
     """The drop-in that adds ``crashkernel=`` to the default GRUB entries."""
     return (
-        "# Written by kdumpkit setup: reserve memory for the kdump capture kernel.\n"
+        f"{DROPIN_MARK}: reserve memory for the kdump capture kernel.\n"
         "# `kdumpkit estimate` explains the size; remove this file to undo, then update-grub.\n"
         f'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel={value}"\n'
     )
@@ -63,4 +65,21 @@ def bootloader_changes(host: Host, value: Crashkernel) -> Changes:
             f"or grubby): add crashkernel={value} to the kernel command line "
             "yourself, or pass --no-bootloader"
         )
+    return changes
+
+
+def bootloader_revert(host: Host) -> Changes:
+    """Undo :func:`bootloader_changes`: our drop-in removed and GRUB's config made again
+    (grubby machines: ``crashkernel=`` removed from every entry).  A drop-in that is not
+    ours (its first line is not kdumpkit's) is left alone."""
+    changes = Changes()
+    text = host.read_text(GRUB_DROPIN)
+    if text is not None:
+        if not text.startswith(DROPIN_MARK):
+            changes.notes.append(f"{GRUB_DROPIN} was not written by kdumpkit: left alone")
+            return changes
+        changes.files.append(file_change(host, GRUB_DROPIN, None))
+        changes.commands.append(["update-grub"])
+    elif shutil.which("grubby") and not host.path("/etc/default/grub").is_file():
+        changes.commands.append(["grubby", "--update-kernel=ALL", "--remove-args=crashkernel"])
     return changes

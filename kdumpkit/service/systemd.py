@@ -22,6 +22,8 @@ from kdumpkit.service.changes import Changes, file_change
 from kdumpkit.service.host import Host
 
 UNITS = ("kdumpkit-load.service", "kdumpkit-collect.service")
+#: The units' first line (see units/): how ``setup --revert`` knows a unit is ours.
+UNIT_MARK = "# Installed by `kdumpkit setup"
 UNIT_DIR = "/etc/systemd/system"
 
 
@@ -65,4 +67,23 @@ def systemd_changes(host: Host, config: Config, command: str | None = None) -> C
     if host.root == "/":
         changes.commands.append(["systemctl", "daemon-reload"])
     changes.commands.append(["systemctl", *root, "enable", *UNITS])
+    return changes
+
+
+def systemd_revert(host: Host) -> Changes:
+    """Undo :func:`systemd_changes`: the units disabled, then removed (only files that
+    kdumpkit installed: their first line says so)."""
+    changes = Changes()
+    ours = [
+        name
+        for name in UNITS
+        if (host.read_text(f"{UNIT_DIR}/{name}") or "").startswith(UNIT_MARK)
+    ]
+    if not ours:
+        return changes
+    root = [] if host.root == "/" else [f"--root={host.root}"]
+    changes.before.append(["systemctl", *root, "disable", *ours])
+    changes.files += [file_change(host, f"{UNIT_DIR}/{name}", None) for name in ours]
+    if host.root == "/":
+        changes.commands.append(["systemctl", "daemon-reload"])
     return changes
