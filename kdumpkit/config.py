@@ -42,6 +42,10 @@ CONFIG_ENV = "KDUMPKIT_CONFIG"
 COMPRESSIONS = ("none", "zlib", "lzo", "snappy", "zstd")
 DUMP_FORMATS = ("kdump", "flat", "elf")
 MAX_CONFIG_BYTES = 1 << 20
+#: The dump directory's layout (Debian kdump-tools'): ``<dir>/<stamp>/dump.<stamp>``, the
+#: stamp YYYYMMDDHHMM; a file being written carries this suffix until it is whole.
+INCOMPLETE_SUFFIX = ".incomplete"
+STAMP_RE = re.compile(r"^\d{12}$")
 
 _SSH_TARGET = re.compile(r"^(?:[^@\s:/]+@)?[^@\s:/]+:/\S*$")
 

@@ -196,3 +196,26 @@ def test_other_kdump_service_enabled(tmp_path: Path) -> None:
     Machine(crash_loaded=True, extra={wants: "[Unit]\n"}).build(tmp_path)
     item = findings_of(tmp_path)["other kdump services"]
     assert item.status == WARN and item.fix == "systemctl disable kdump-tools.service"
+
+
+def test_saved_dumps_and_a_capture_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Machine(crash_loaded=True).build(tmp_path)
+    crash = tmp_path / "var" / "crash"
+    assert "saved dumps" not in findings_of(tmp_path)  # nothing saved yet: no line
+    (crash / "202612010930").mkdir()
+    (crash / "202612010930" / "dump.202612010930").write_bytes(b"KDUMP   ")
+    item = findings_of(tmp_path)["saved dumps"]
+    assert item.status == OK
+    assert item.message == "1 crash saved, the newest in /var/crash/202612010930"
+    # the power went off while the capture kernel wrote the next one
+    (crash / "202612041710").mkdir()
+    (crash / "202612041710" / "dmesg.202612041710").write_text("log\n")
+    (crash / "202612041710" / "dump.202612041710.incomplete").write_bytes(b"KDUMP   ")
+    item = findings_of(tmp_path)["saved dumps"]
+    assert item.status == WARN
+    assert "/var/crash/202612041710/dump.202612041710.incomplete" in item.message
+    assert item.fix.startswith("`kdumpkit info /var/crash/202612041710/dump")
+    status, out = check_cli(tmp_path, capsys)
+    assert status == 0 and "cut short" in out

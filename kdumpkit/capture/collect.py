@@ -37,14 +37,13 @@ from kdumpkit.capture.filter import (
     exclude_unnecessary_pages,
 )
 from kdumpkit.capture.save import SaveResult, save_dump
+from kdumpkit.config import INCOMPLETE_SUFFIX, STAMP_RE
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
 
-INCOMPLETE = ".incomplete"
+INCOMPLETE = INCOMPLETE_SUFFIX
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-#: A dump directory's name: the stamp, YYYYMMDDHHMM.
-STAMP_RE = re.compile(r"^\d{12}$")
 #: user@host:/absolute/path with a conservative character set.
 _SSH_TARGET = re.compile(r"^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(/[^\0\n]*)$")
 Log = Callable[[str], None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from kdumpkit.config import Config, ConfigError
+from kdumpkit.config import INCOMPLETE_SUFFIX, STAMP_RE, Config, ConfigError
 from kdumpkit.service.crashkernel import effective_crashkernel, format_size
 from kdumpkit.service.errors import CrashkernelError
 from kdumpkit.service.estimate import Estimate, estimate_machine
@@ -439,6 +439,41 @@ def check_dump_dir(host: Host, config: Config) -> Finding:
     return Finding("dump directory", OK, f"{config.dump_dir}{note}: {_mib(free)} free")
 
 
+def check_saved_dumps(host: Host, config: Config) -> Finding | None:
+    """What earlier crashes left in the dump directory: the dumps saved, and any file a
+    capture never finished (power cut or killed while writing: its name still ends in
+    ``.incomplete``).  None when the directory holds no dump."""
+    if config.ssh:
+        return None
+    folder = host.path(config.dump_dir)
+    try:
+        stamps = sorted(p for p in folder.iterdir() if p.is_dir() and STAMP_RE.match(p.name))
+    except OSError:
+        return None
+    if not stamps:
+        return None
+    cut = sorted(
+        f"{config.dump_dir}/{stamp.name}/{p.name}"
+        for stamp in stamps
+        for p in stamp.iterdir()
+        if p.name.endswith(INCOMPLETE_SUFFIX)
+    )
+    if cut:
+        return Finding(
+            "saved dumps",
+            WARN,
+            f"{len(cut)} capture{'s' if len(cut) > 1 else ''} cut short (the machine stopped "
+            f"while writing): {', '.join(cut)}",
+            f"`kdumpkit info {cut[0]}` shows what it holds; delete it when done",
+        )
+    return Finding(
+        "saved dumps",
+        OK,
+        f"{len(stamps)} crash{'es' if len(stamps) > 1 else ''} saved, the newest in "
+        f"{config.dump_dir}/{stamps[-1].name}",
+    )
+
+
 def _for_next_load(finding: Finding) -> Finding:
     if finding.status != FAIL:
         return finding
@@ -481,6 +516,9 @@ def run_checks(
         findings.append(check_loaded(host))
         findings.append(check_panic_on_oops(host))
     findings.append(check_dump_dir(host, config))
+    saved = check_saved_dumps(host, config)
+    if saved:
+        findings.append(saved)
     other = check_other_services(host)
     if other:
         findings.append(other)
