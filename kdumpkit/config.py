@@ -71,6 +71,9 @@ class Config:
     initrd: str | None = None
     cmdline_append: str = ""
     cmdline_remove: tuple[str, ...] = ()
+    #: CPUs the capture kernel brings up (and collect compresses on); 0: as many as the
+    #: reservation pays for, at most service.plan.AUTO_CAPTURE_CPUS
+    capture_cpus: int = 0
     #: the file these settings came from, None when they are the built-in defaults
     source: str | None = None
 
@@ -90,6 +93,7 @@ _KEYS: dict[tuple[str, str], str] = {
     ("kexec", "initrd"): "initrd",
     ("kexec", "cmdline_append"): "cmdline_append",
     ("kexec", "cmdline_remove"): "cmdline_remove",
+    ("kexec", "capture_cpus"): "capture_cpus",
 }
 _SECTIONS = sorted({section for section, _ in _KEYS})
 
@@ -172,7 +176,7 @@ def _check_value(path: str, name: str, field: str, value: Any) -> Any:
         # bool is an int in Python but `level = true` is a mistake
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad("must be an integer")
-        limits = {"dump_level": (0, 31)}.get(field, (0, 1 << 20))
+        limits = {"dump_level": (0, 31), "capture_cpus": (0, 1024)}.get(field, (0, 1 << 20))
         if not limits[0] <= value <= limits[1]:
             raise bad(f"must be between {limits[0]} and {limits[1]}")
         return value

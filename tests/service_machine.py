@@ -125,6 +125,14 @@ class Machine:
             iomem.append(f"  2e000000-{0x2E000000 + self.crash_size - 1:08x} : Crash kernel")
         put("/proc/iomem", "\n".join(iomem) + "\n")
         put("/sys/devices/system/cpu/online", self.cpus + "\n")
+        low, _, high = self.cpus.partition("-")
+        put(
+            "/proc/cpuinfo",
+            "".join(
+                f"processor\t: {n}\nvendor_id\t: GenuineIntel\napicid\t\t: {2 * n}\n\n"
+                for n in range(int(low), int(high or low) + 1)
+            ),
+        )
         put("/proc/sys/kernel/sysrq", "176\n")
         put("/proc/sys/kernel/panic_on_oops", "1\n")
         put("/proc/sysrq-trigger", "")

@@ -174,7 +174,8 @@ def test_estimate_terms_and_ranges(tmp_path: Path, capsys: pytest.CaptureFixture
     terms = dict(estimate.terms)
     assert terms["capture kernel (bzImage init_size)"] == 60 * MiB
     assert terms["initramfs unpacked"] == estimate.initrd.unpacked_size
-    assert terms["per-CPU memory (1 CPU)"] == 2 * MiB  # nr_cpus=1 of 4 CPUs
+    assert terms["per-CPU memory (2 CPUs)"] == 4 * MiB  # 2 capture CPUs of 4
+    assert terms["compression threads past the first (1)"] == 10 * MiB
     assert estimate.size % (32 * MiB) == 0
     assert estimate.size >= sum(terms.values()) * 1.1
     value = parse_crashkernel(str(estimate.value))

@@ -20,6 +20,7 @@ from kdumpkit.service.kexec import (
     LoadPlan,
     explain,
 )
+from kdumpkit.service.plan import plan_load
 
 
 class FakeSyscall:
@@ -51,9 +52,10 @@ def test_load_prints_plan_and_arms(
     monkeypatch.setattr(kexec, "kexec_file_load", fake)
     assert main(["load", "--root", str(machine), "--append", "console=ttyS0"]) == 0
     out = capsys.readouterr().out
+    # 384M pays for two capture CPUs; the boot CPU (APIC ID 0) is not woken
     cmdline = (
-        "BOOT_IMAGE=/boot/vmlinuz root=/dev/vda1 ro quiet irqpoll nr_cpus=1 "
-        "reset_devices console=ttyS0"
+        "BOOT_IMAGE=/boot/vmlinuz root=/dev/vda1 ro quiet irqpoll nr_cpus=2 "
+        "reset_devices disable_cpu_apicid=0 console=ttyS0"
     )
     assert out.splitlines()[:3] == [
         f"kernel:  /boot/vmlinuz-{RELEASE}",
@@ -90,7 +92,9 @@ def test_load_explicit_files_without_initrd(
     assert main(["load", "--root", str(machine), "--kernel", "/srv/bzImage", "--no-initrd"]) == 0
     assert fake.calls[0][0] == "bzImage" and fake.calls[0][1] is False
     assert fake.calls[0][3] == KEXEC_FILE_ON_CRASH | KEXEC_FILE_NO_INITRAMFS
-    assert fake.calls[0][2].endswith("reset_devices systemd.unit=kdumpkit-collect.service")
+    assert fake.calls[0][2].endswith(
+        "reset_devices systemd.unit=kdumpkit-collect.service disable_cpu_apicid=0"
+    )
     capsys.readouterr()
 
 
@@ -245,7 +249,10 @@ def test_busybox_guest_check_load_check(
     monkeypatch.setattr(kexec, "kexec_file_load", FakeSyscall(root))
     assert main(["load", "--root", str(root), *files, "--append", "console=ttyS0"]) == 0
     out = capsys.readouterr().out
-    assert "cmdline: panic=5 irqpoll nr_cpus=1 reset_devices console=ttyS0\n" in out
+    assert (
+        "cmdline: panic=5 irqpoll nr_cpus=2 reset_devices disable_cpu_apicid=0 console=ttyS0\n"
+        in out
+    )
     assert main(["check", "--root", str(root)]) == 0  # finds the loaded files itself
     after = capsys.readouterr().out
     assert "OK    capture kernel" in after and "/boot/capture.img" in after
@@ -277,3 +284,27 @@ def test_load_record_falls_back_to_tmp(
     (machine / "tmp/kdumpkit/loaded.json").chmod(0o666)  # anyone could have written it
     assert main(["status", "--root", str(machine), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["load"] is None
+
+
+@pytest.mark.parametrize(
+    ("reserved_mib", "config_text", "append", "expected"),
+    [
+        (384, None, "", "nr_cpus=2 reset_devices disable_cpu_apicid=0"),
+        # too small for a second CPU's share: one CPU rather than an out-of-memory capture
+        (192, None, "", "nr_cpus=1 reset_devices"),
+        (384, "[kexec]\ncapture_cpus = 1\n", "", "nr_cpus=1 reset_devices"),
+        (384, "[kexec]\ncapture_cpus = 4\n", "", "nr_cpus=4 reset_devices disable_cpu_apicid=0"),
+        (384, None, "nr_cpus=3", "reset_devices disable_cpu_apicid=0 nr_cpus=3"),
+    ],
+)
+def test_capture_cpus_from_the_reservation(
+    tmp_path: Path, reserved_mib: int, config_text: str | None, append: str, expected: str
+) -> None:
+    root = Machine(
+        cmdline=f"root=/dev/vda1 crashkernel={reserved_mib}M",
+        crash_size=reserved_mib * MiB,
+        config_text=config_text,
+    ).build(tmp_path)
+    plan = plan_load(Host(str(root)), Host(str(root)).load_config(), append=append)
+    assert plan.cmdline.startswith("root=/dev/vda1 irqpoll ")
+    assert plan.cmdline.endswith(expected), plan.cmdline

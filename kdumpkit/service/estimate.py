@@ -12,8 +12,12 @@ Method (every term is printed by ``kdumpkit estimate``):
    compressors measures about 28 MiB resident, plus page buffers);
 6. page bitmaps: 2 bits per page of the crashed machine's RAM (which pages exist and
    which to keep), the RHEL kdump guide's rule;
-7. CPUs: 2 MiB (per-CPU areas, stacks) per CPU the capture kernel brings up: 1 with
-   ``nr_cpus=1``, otherwise all of them.
+7. CPUs: 2 MiB (per-CPU areas, stacks) per CPU the capture kernel brings up, and
+   10 MiB for each compression thread past the first (collect compresses on every CPU it
+   has: measured, ``kdumpkit save`` on the 6.1 fixture peaks at 69, 79 and 84 MB with 1, 2
+   and 4 threads).  The capture CPUs: ``nr_cpus=`` in ``cmdline_append``, else
+   ``[kexec] capture_cpus``, else the online CPUs up to AUTO_CAPTURE_CPUS (load brings up
+   fewer when the reservation is smaller than this estimate for them, see plan.py).
 
 The sum gets 10% headroom and is rounded up to 32 MiB.  The range form evaluates the
 same sum at the top of each RAM tier, so the value stays right if the same command line
@@ -27,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kdumpkit.config import Config
-from kdumpkit.service.cmdline import capture_cmdline, param_name, split_cmdline
+from kdumpkit.service.cmdline import user_nr_cpus
 from kdumpkit.service.crashkernel import Crashkernel, GiB, MiB, TiB, ranges_value
 from kdumpkit.service.host import Host
 from kdumpkit.service.images import (
@@ -43,6 +47,10 @@ from kdumpkit.service.images import (
 RUNTIME_BASE = 64 * MiB
 COLLECTOR = 48 * MiB
 PER_CPU = 2 * MiB
+PER_THREAD = 10 * MiB
+#: CPUs the capture kernel brings up when nothing says otherwise: two compress a dump
+#: in about 0.6x the time of one (bench/capture.py), more gain less
+AUTO_CAPTURE_CPUS = 2
 #: used when the kernel or initramfs file cannot be found (a Debian cloud 6.1 kernel
 #: has init_size 63.6 MiB; its initramfs is about 30 MiB)
 ASSUMED_KERNEL = 64 * MiB
@@ -90,7 +98,20 @@ def reservation_terms(
             f"per-CPU memory ({capture_cpus} CPU{'s' if capture_cpus != 1 else ''})",
             capture_cpus * PER_CPU,
         ),
+        (
+            f"compression threads past the first ({capture_cpus - 1})",
+            (capture_cpus - 1) * PER_THREAD,
+        ),
     ]
+
+
+def wanted_capture_cpus(host: Host, config: Config) -> int:
+    """The CPUs the capture kernel should bring up, before the reservation is considered:
+    the user's ``nr_cpus=`` append, else ``[kexec] capture_cpus``, else the online CPUs up to
+    AUTO_CAPTURE_CPUS; never more than are online."""
+    cpus = host.online_cpus()
+    wanted = user_nr_cpus(config.cmdline_append) or config.capture_cpus
+    return min(cpus, wanted or AUTO_CAPTURE_CPUS)
 
 
 def reservation_size(terms: list[tuple[str, int]]) -> int:
@@ -99,14 +120,17 @@ def reservation_size(terms: list[tuple[str, int]]) -> int:
 
 
 def estimate_machine(
-    host: Host, config: Config, kernel: str | None = None, initrd: str | None = None
+    host: Host,
+    config: Config,
+    kernel: str | None = None,
+    initrd: str | None = None,
+    capture_cpus: int | None = None,
 ) -> Estimate:
-    """Estimate the reservation for the machine seen through *host*."""
+    """Estimate the reservation for the machine seen through *host* (with *capture_cpus*
+    CPUs in the capture kernel; default: :func:`wanted_capture_cpus`)."""
     system_ram, ram_source = host.system_ram()
     cpus = host.online_cpus()
-    cmdline = capture_cmdline(host.cmdline(), config.cmdline_remove, config.cmdline_append)
-    nr_cpus = [t.partition("=")[2] for t in split_cmdline(cmdline) if param_name(t) == "nr_cpus"]
-    capture_cpus = min(cpus, int(nr_cpus[-1])) if nr_cpus and nr_cpus[-1].isdigit() else cpus
+    capture_cpus = capture_cpus or wanted_capture_cpus(host, config)
 
     kernel_path = first_existing(host, kernel_candidates(host, config, kernel))
     initrd_path = first_existing(host, initrd_candidates(host, config, initrd))

@@ -174,6 +174,18 @@ class Host:
             return count
         return (os.cpu_count() or 1) if self.root == "/" else 1
 
+    def boot_cpu_apicid(self) -> int | None:
+        """The APIC ID of CPU 0 (/proc/cpuinfo's ``apicid``), None where there is none
+        (not x86)."""
+        processor = None
+        for line in (self.read_text("/proc/cpuinfo") or "").splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "processor":
+                processor = value
+            elif key == "apicid" and processor == "0" and value.isdigit():
+                return int(value)
+        return None
+
     # -- config ------------------------------------------------------------------------
 
     def config_file(self, path: str | None = None) -> str:

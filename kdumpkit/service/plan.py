@@ -13,9 +13,10 @@ import json
 import os
 
 from kdumpkit.config import Config
-from kdumpkit.service.cmdline import capture_cmdline
+from kdumpkit.service.cmdline import capture_cmdline, user_nr_cpus
 from kdumpkit.service.crashkernel import format_size
 from kdumpkit.service.errors import ServiceError
+from kdumpkit.service.estimate import estimate_machine, wanted_capture_cpus
 from kdumpkit.service.host import Host
 from kdumpkit.service.images import (
     first_existing,
@@ -63,8 +64,31 @@ def plan_load(
             )
     extra = [f"systemd.unit={COLLECT_UNIT}"] if collect_unit_installed(host) else []
     user_append = " ".join(part for part in (config.cmdline_append, append) if part)
-    cmdline = capture_cmdline(host.cmdline(), config.cmdline_remove, user_append, extra)
+    cpus = user_nr_cpus(user_append) or capture_cpus(host, config, kernel_path, initrd_path)
+    if cpus > 1:
+        apicid = host.boot_cpu_apicid()
+        if apicid is not None:
+            # The capture kernel must not wake the crashed kernel's boot CPU with INIT
+            # (it resets or hangs some machines); x86 only, as kdump-utils does.
+            extra.append(f"disable_cpu_apicid={apicid}")
+    cmdline = capture_cmdline(host.cmdline(), config.cmdline_remove, user_append, extra, cpus)
     return LoadPlan(kernel_path, initrd_path, cmdline)
+
+
+def capture_cpus(
+    host: Host, config: Config, kernel: str | None = None, initrd: str | None = None
+) -> int:
+    """The CPUs the capture kernel brings up: as wanted (estimate.wanted_capture_cpus) when
+    set by the user, else the most, up to that, whose estimate fits the reservation —
+    a small reservation gets one CPU rather than a capture kernel that runs out of memory."""
+    wanted = wanted_capture_cpus(host, config)
+    if config.capture_cpus or wanted <= 1:
+        return wanted
+    reserved = host.crash_size() or 0
+    for cpus in range(wanted, 1, -1):
+        if estimate_machine(host, config, kernel, initrd, capture_cpus=cpus).size <= reserved:
+            return cpus
+    return 1
 
 
 def preflight(host: Host, plan: LoadPlan) -> list[str]:

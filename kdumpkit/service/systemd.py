@@ -75,9 +75,7 @@ def systemd_revert(host: Host) -> Changes:
     kdumpkit installed: their first line says so)."""
     changes = Changes()
     ours = [
-        name
-        for name in UNITS
-        if (host.read_text(f"{UNIT_DIR}/{name}") or "").startswith(UNIT_MARK)
+        name for name in UNITS if (host.read_text(f"{UNIT_DIR}/{name}") or "").startswith(UNIT_MARK)
     ]
     if not ours:
         return changes
