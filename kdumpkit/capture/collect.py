@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ from kdumpkit.capture.filter import (
     PageClass,
     exclude_unnecessary_pages,
 )
-from kdumpkit.capture.save import SaveResult, save_dump
+from kdumpkit.capture.save import SaveResult, default_threads, save_dump
 from kdumpkit.config import INCOMPLETE_SUFFIX, STAMP_RE
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
@@ -276,7 +277,7 @@ def collect_local(
     os.rename(partial, dump_path)
     fsync_dir(directory)
     result.dump = str(dump_path)
-    log(f"saved the dump to {dump_path}: {summary(result.save)}")
+    log(f"saved the dump to {dump_path}: {summary(result.save)}; {resources(settings)}")
     result.removed = prune_dumps(root, settings.keep, stamp)
     for path in result.removed:
         log(f"removed the old dump {path}")
@@ -296,6 +297,14 @@ def summary(saved: SaveResult | None) -> str:
         f"{saved.remaining_pages} of {filtered.ram_pages} RAM pages, "
         f"{saved.write.file_size >> 20} MiB (excluded: {excluded})"
     )
+
+
+def resources(settings: CollectSettings) -> str:
+    """What the capture used: its compression threads and peak resident memory — the
+    figures the reservation must cover (``kdumpkit estimate`` counts them)."""
+    threads = settings.threads or default_threads()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return f"{threads} thread{'s' if threads != 1 else ''}, peak memory {peak:.0f} MiB"
 
 
 def _compression(settings: CollectSettings) -> str:
@@ -421,7 +430,7 @@ def collect_ssh(
         )
     _run_ssh(_ssh_argv(target, key, f"mv -f {partial} {final}"))
     result.dump = f"{result.directory}/dump.{stamp}"
-    log(f"saved the dump to {result.dump}: {summary(result.save)}")
+    log(f"saved the dump to {result.dump}: {summary(result.save)}; {resources(settings)}")
     result.removed = prune_remote_dumps(target, key, settings.keep, stamp)
     for path in result.removed:
         log(f"removed the old dump {path}")
