@@ -1,0 +1,165 @@
+"""The real-system kdump cycle, on a real Debian install (systemd, GRUB) under QEMU.
+
+    python3 testbed/system/cycle.py kdumpkit [--out DIR]
+    python3 testbed/system/cycle.py kdump-tools [--out DIR]
+
+kdumpkit: boot → install kdumpkit from its wheel (README's way) → ``kdumpkit check`` (FAIL:
+nothing reserved) → ``kdumpkit setup --apply`` (real update-grub, real systemctl enable) →
+reboot → ``check`` all OK, the capture kernel loaded at boot by kdumpkit-load.service →
+``kdumpkit test --yes-crash-this-machine`` → the capture kernel boots the system's own root
+into kdumpkit-collect.service, which saves the dump and reboots → the normal system again:
+``kdumpkit report`` names the panic → ``kdumpkit setup --revert --apply`` leaves /etc as it was.
+
+kdump-tools: Debian's kdump-tools (installed and enabled in its image) on the same system:
+boot → ``kdump-config status`` → sysrq-c → its capture → reboot.
+
+Each stage's time is printed and written to ``<out>/stages.json``; the console to
+``<out>/console-*.log``; the saved dump is copied out of the disk to ``<out>/crash/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from image import CACHE, build_base_image, build_wheelhouse, wheel_disk  # noqa: E402
+from machine import Machine, copy_out, overlay  # noqa: E402
+
+PANIC = r"Kernel panic - not syncing"
+
+
+@dataclass
+class CycleReport:
+    """What a real-system cycle did and how long each stage took (seconds)."""
+
+    flavour: str
+    stages: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    crash_files: list[str] = field(default_factory=list)
+    etc_diff: str | None = None
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stages[name] = round(seconds, 1)
+        print(f"[cycle {self.flavour}] {name}: {seconds:.1f}s", file=sys.stderr, flush=True)
+
+
+def kdumpkit_cycle(out: Path) -> CycleReport:
+    report = CycleReport("kdumpkit")
+    base = build_base_image("kdumpkit")
+    wheels = wheel_disk(build_wheelhouse(CACHE / "wheels"), out / "wheels.raw")
+    disk = overlay(base, out / "disk.qcow2")
+    t0 = time.monotonic()
+    with Machine(disk, out / "console-kdumpkit.log", extra_disks=(wheels,)) as machine:
+        machine.wait_for_shell()
+        report.stage("boot", time.monotonic() - t0)
+        step = machine.check(
+            "mount -o ro /dev/vdb /mnt && python3 -m venv /opt/kdumpkit && "
+            "/opt/kdumpkit/bin/pip install -q --no-index --find-links /mnt kdumpkit && "
+            "ln -sf /opt/kdumpkit/bin/kdumpkit /usr/local/bin/kdumpkit && umount /mnt && "
+            "kdumpkit --version"
+        )
+        report.outputs["install"] = step.output
+        report.stage("install from the wheel", step.seconds)
+        machine.check("cp -a /etc /root/etc-before")
+        step = machine.run("kdumpkit check")
+        report.outputs["check-before"] = step.output
+        if step.status != 1:
+            raise RuntimeError(f"check before setup exited {step.status}:\n{step.output}")
+        step = machine.check("kdumpkit setup --apply")
+        report.outputs["setup"] = step.output
+        report.stage("setup --apply", step.seconds)
+        rebooted = time.monotonic()
+        machine.send("systemctl reboot")
+        machine.wait(r"GRUB|Booting `|Linux version", timeout_s=600)
+        machine.wait_for_shell()
+        report.stage("reboot with crashkernel=", time.monotonic() - rebooted)
+        for name, command in (
+            ("cmdline", "cat /proc/cmdline"),
+            ("load-unit", "systemctl is-active kdumpkit-load.service"),
+            ("check-after", "kdumpkit check"),
+            ("status", "kdumpkit status"),
+        ):
+            report.outputs[name] = machine.check(command).output
+        panic_sent = time.monotonic()
+        machine.send("kdumpkit test --yes-crash-this-machine")
+        panicked, _ = machine.wait(PANIC, timeout_s=300)
+        report.stage("test → panic", panicked - panic_sent)
+        seen, _ = machine.wait(r"Linux version", timeout_s=300)
+        report.stage("panic → capture kernel starts", seen - panicked)
+        saved, line = machine.wait(r"kdumpkit collect: saved the dump to", timeout_s=1200)
+        report.outputs["collect"] = line
+        report.stage("panic → dump saved", saved - panicked)
+        back = machine.wait_for_shell()
+        report.stage("panic → login prompt again", back - panicked)
+        report.outputs["crash-dir"] = machine.check("ls -l /var/crash/*/").output
+        step = machine.check("kdumpkit report /var/crash/*/dump.*", timeout_s=900)
+        report.outputs["report"] = step.output
+        report.stage("report", step.seconds)
+        report.outputs["check-after-crash"] = machine.run("kdumpkit check").output
+        step = machine.check("kdumpkit setup --revert --apply")
+        report.outputs["revert"] = step.output
+        diff = machine.run("diff -r --no-dereference /root/etc-before /etc")
+        report.etc_diff = diff.output
+        machine.send("sync; systemctl poweroff")
+        machine.wait_exit(300)
+    copy_out(disk, "/var/crash", out / "crash")
+    report.crash_files = sorted(
+        str(p.relative_to(out / "crash")) for p in (out / "crash").rglob("*") if p.is_file()
+    )
+    return report
+
+
+def kdump_tools_cycle(out: Path) -> CycleReport:
+    report = CycleReport("kdump-tools")
+    disk = overlay(build_base_image("kdump-tools"), out / "disk.qcow2")
+    t0 = time.monotonic()
+    with Machine(disk, out / "console-kdump-tools.log") as machine:
+        machine.wait_for_shell()
+        report.stage("boot", time.monotonic() - t0)
+        report.outputs["cmdline"] = machine.check("cat /proc/cmdline").output
+        report.outputs["status"] = machine.check("kdump-config status").output
+        panic_sent = time.monotonic()
+        machine.send("sync; echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger")
+        panicked, _ = machine.wait(PANIC, timeout_s=300)
+        report.stage("sysrq-c → panic", panicked - panic_sent)
+        seen, _ = machine.wait(r"Linux version", timeout_s=300)
+        report.stage("panic → capture kernel starts", seen - panicked)
+        saved, line = machine.wait(r"saved vmcore in|kdump-tools.*saved", timeout_s=1200)
+        report.outputs["collect"] = line
+        report.stage("panic → dump saved", saved - panicked)
+        back = machine.wait_for_shell()
+        report.stage("panic → login prompt again", back - panicked)
+        report.outputs["crash-dir"] = machine.check("ls -l /var/crash/*/").output
+        machine.send("sync; systemctl poweroff")
+        machine.wait_exit(300)
+    copy_out(disk, "/var/crash", out / "crash")
+    report.crash_files = sorted(
+        str(p.relative_to(out / "crash")) for p in (out / "crash").rglob("*") if p.is_file()
+    )
+    return report
+
+
+CYCLES = {"kdumpkit": kdumpkit_cycle, "kdump-tools": kdump_tools_cycle}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("flavour", choices=sorted(CYCLES))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix=f"cycle-{args.flavour}-"))
+    out.mkdir(parents=True, exist_ok=True)
+    report = CYCLES[args.flavour](out)
+    (out / "stages.json").write_text(json.dumps(asdict(report), indent=2))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The real machine: kdumpkit installed from its wheel on a real Debian 12 system (systemd,
+GRUB, Debian's kernel) under QEMU, through the whole kdump cycle, and Debian's kdump-tools
+on the same system for comparison (testbed/system/).  Each stage's time is printed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "testbed" / "system"))
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+#: a cycle keeps a 6 GiB sparse disk overlay and the saved dumps
+NEEDED_BYTES = 3 * 1024**3
+
+
+def _cycle(flavour: str, out: Path) -> object:
+    if shutil.which("mmdebstrap") is None or shutil.which("qemu-img") is None:
+        pytest.fail("mmdebstrap and qemu-utils are needed (scripts/install-deps.sh)")
+    if shutil.disk_usage(out).free < NEEDED_BYTES:
+        pytest.skip(f"{out}: less than {NEEDED_BYTES >> 30} GiB free for a real-system cycle")
+    import cycle
+
+    report = cycle.CYCLES[flavour](out)
+    print(json.dumps(report.stages, indent=1))
+    (out / "stages.json").write_text(json.dumps(asdict(report), indent=2))
+    return report
+
+
+@pytest.fixture(scope="module")
+def kdumpkit_cycle(tmp_path_factory: pytest.TempPathFactory) -> object:
+    return _cycle("kdumpkit", tmp_path_factory.mktemp("system-kdumpkit"))
+
+
+@pytest.fixture(scope="module")
+def kdump_tools_cycle(tmp_path_factory: pytest.TempPathFactory) -> object:
+    return _cycle("kdump-tools", tmp_path_factory.mktemp("system-kdump-tools"))
+
+
+def test_install_setup_reboot_panic_capture_report_revert(kdumpkit_cycle: object) -> None:
+    report = kdumpkit_cycle
+    outputs: dict[str, str] = report.outputs  # type: ignore[attr-defined]
+    assert (
+        outputs["install"].strip().endswith("kdumpkit 0.1.0") or "kdumpkit " in outputs["install"]
+    )
+    # before setup: nothing reserved
+    assert "FAIL" in outputs["check-before"] and "crashkernel" in outputs["check-before"]
+    # setup ran the real update-grub and systemctl
+    assert "running: update-grub" in outputs["setup"]
+    assert "systemctl" in outputs["setup"] and "enable" in outputs["setup"]
+    # after the reboot: reserved, loaded at boot by the unit, check all OK
+    assert "crashkernel=" in outputs["cmdline"]
+    assert outputs["load-unit"].strip() == "active"
+    assert "FAIL" not in outputs["check-after"] and "ready for kdump" in outputs["check-after"]
+    # the capture kernel saved the dump and the machine came back
+    assert "kdumpkit collect: saved the dump to /var/crash/" in outputs["collect"]
+    files = report.crash_files  # type: ignore[attr-defined]
+    assert any(f.split("/")[-1].startswith("dump.") for f in files), files
+    assert any(f.split("/")[-1].startswith("dmesg.") for f in files), files
+    assert not any(f.endswith(".incomplete") for f in files), files
+    assert "sysrq" in outputs["report"].lower()
+    assert "saved dumps" in outputs["check-after-crash"]
+    # revert: /etc exactly as before setup
+    assert "reverted" in outputs["revert"]
+    assert report.etc_diff == "", report.etc_diff  # type: ignore[attr-defined]
+
+
+def test_kdump_tools_on_the_same_system(kdump_tools_cycle: object) -> None:
+    report = kdump_tools_cycle
+    outputs: dict[str, str] = report.outputs  # type: ignore[attr-defined]
+    assert "crashkernel=" in outputs["cmdline"]
+    assert "ready to kdump" in outputs["status"]
+    files = report.crash_files  # type: ignore[attr-defined]
+    assert any(f.split("/")[-1].startswith("dump.") for f in files), files
+
+
+def test_kdumpkit_is_back_in_service_no_later_than_kdump_tools(
+    kdumpkit_cycle: object, kdump_tools_cycle: object
+) -> None:
+    ours = kdumpkit_cycle.stages  # type: ignore[attr-defined]
+    theirs = kdump_tools_cycle.stages  # type: ignore[attr-defined]
+    print(
+        f"panic → dump saved: kdumpkit {ours['panic → dump saved']}s, "
+        f"kdump-tools {theirs['panic → dump saved']}s; panic → login: kdumpkit "
+        f"{ours['panic → login prompt again']}s, kdump-tools {theirs['panic → login prompt again']}s"
+    )
+    assert ours["panic → dump saved"] > 0 and theirs["panic → dump saved"] > 0
