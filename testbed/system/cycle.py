@@ -79,9 +79,15 @@ def kdumpkit_cycle(out: Path) -> CycleReport:
         machine.wait(r"GRUB|Booting `|Linux version", timeout_s=600)
         machine.wait_for_shell()
         report.stage("reboot with crashkernel=", time.monotonic() - rebooted)
+        # the login prompt can come before the load unit has finished
+        machine.run(
+            "timeout 900 sh -c 'while [ \"$(systemctl is-active kdumpkit-load.service)\" "
+            "= activating ]; do sleep 2; done'"
+        )
         for name, command in (
             ("cmdline", "cat /proc/cmdline"),
             ("load-unit", "systemctl is-active kdumpkit-load.service"),
+            ("load-journal", "journalctl -b -o cat -u kdumpkit-load.service"),
             ("check-after", "kdumpkit check"),
             ("status", "kdumpkit status"),
         ):
