@@ -28,10 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from image import CACHE, build_base_image, build_wheelhouse, wheel_disk  # noqa: E402
-from machine import Machine, copy_out, overlay  # noqa: E402
+from image import CACHE, build_base_image, build_wheelhouse, wheel_disk
+from machine import Machine, copy_out, overlay
 
 PANIC = r"Kernel panic - not syncing"
+POWER_CUT_DELAY_S = 3.0
 
 
 @dataclass
@@ -49,7 +50,83 @@ class CycleReport:
         print(f"[cycle {self.flavour}] {name}: {seconds:.1f}s", file=sys.stderr, flush=True)
 
 
-def kdumpkit_cycle(out: Path) -> CycleReport:
+def wait_for_load_unit(machine: Machine) -> None:
+    """The login prompt can come before kdumpkit-load.service has finished."""
+    machine.run(
+        "timeout 900 sh -c 'while [ \"$(systemctl is-active kdumpkit-load.service)\" "
+        "= activating ]; do sleep 2; done'"
+    )
+
+
+def power_cut_during_collect(machine: Machine, report: CycleReport) -> None:
+    """Panic again and cut the power while the capture kernel writes the dump."""
+    machine.send("kdumpkit test --yes-crash-this-machine")
+    machine.wait(PANIC, timeout_s=300)
+    machine.wait(r"kdumpkit collect: saved the kernel log", timeout_s=1200)
+    time.sleep(POWER_CUT_DELAY_S)  # into the dump's writing (the journal commits its name)
+    machine.guest.kill()
+    report.stage("power cut during collect", 0)
+
+
+def after_power_cut(machine: Machine, report: CycleReport) -> None:
+    """Back up after the power cut: the system boots, check names the cut-short dump."""
+    started = time.monotonic()
+    machine.wait_for_shell()
+    report.stage("boot after the power cut", time.monotonic() - started)
+    wait_for_load_unit(machine)
+    report.outputs["check-after-power-cut"] = machine.run("kdumpkit check").output
+    report.outputs["crash-dir-after-power-cut"] = machine.run("ls /var/crash/*/").output
+    # clear the cut-short capture for the next stages
+    machine.check("rm -f /var/crash/*/*.incomplete")
+
+
+def full_dump_directory(machine: Machine, report: CycleReport) -> None:
+    """/var/crash on a 6 MiB file system: the capture keeps the log, the system comes back."""
+    machine.check(
+        "cp /etc/fstab /root/fstab.orig && truncate -s 6M /root/small.img && "
+        "mkfs.ext4 -q -F /root/small.img && "
+        "echo '/root/small.img /var/crash ext4 loop 0 0' >> /etc/fstab && "
+        "systemctl daemon-reload && mount /var/crash"
+    )
+    machine.send("kdumpkit test --yes-crash-this-machine")
+    panicked, _ = machine.wait(PANIC, timeout_s=300)
+    _, line = machine.wait(r"kdumpkit collect: .*(not enough free space|no space)", 1200)
+    report.outputs["collect-full"] = line
+    back = machine.wait_for_shell()
+    report.stage("full /var/crash: panic → login prompt again", back - panicked)
+    report.outputs["crash-dir-full"] = machine.run("ls /var/crash/*/").output
+    machine.check(
+        "umount /var/crash && cp /root/fstab.orig /etc/fstab && rm /root/small.img "
+        "/root/fstab.orig && systemctl daemon-reload"
+    )
+
+
+def broken_config(machine: Machine, report: CycleReport) -> None:
+    """A broken /etc/kdumpkit.toml: the load unit fails with one line, the boot goes on."""
+    machine.check("printf '[dump]\\ncompress = \"rar\"\\n' > /etc/kdumpkit.toml")
+    rebooted = time.monotonic()
+    machine.send("systemctl reboot")
+    machine.wait_for_shell()
+    report.stage("reboot with a broken config", time.monotonic() - rebooted)
+    wait_for_load_unit(machine)
+    report.outputs["load-broken-config"] = machine.run(
+        "systemctl is-failed kdumpkit-load.service; "
+        "journalctl -b -o cat -u kdumpkit-load.service | grep '^kdumpkit'"
+    ).output
+    report.outputs["check-broken-config"] = machine.run("kdumpkit check").output
+    machine.check("rm /etc/kdumpkit.toml")
+
+
+def revert(machine: Machine, report: CycleReport) -> None:
+    """``setup --revert --apply``: /etc as it was before setup."""
+    step = machine.check("kdumpkit setup --revert --apply")
+    report.outputs["revert"] = step.output
+    report.etc_diff = machine.run("diff -r --no-dereference /root/etc-before /etc").output
+    machine.send("sync; systemctl poweroff")
+    machine.wait_exit(300)
+
+
+def kdumpkit_cycle(out: Path, faults: bool = True) -> CycleReport:
     report = CycleReport("kdumpkit")
     base = build_base_image("kdumpkit")
     wheels = wheel_disk(build_wheelhouse(CACHE / "wheels"), out / "wheels.raw")
@@ -79,11 +156,7 @@ def kdumpkit_cycle(out: Path) -> CycleReport:
         machine.wait(r"GRUB|Booting `|Linux version", timeout_s=600)
         machine.wait_for_shell()
         report.stage("reboot with crashkernel=", time.monotonic() - rebooted)
-        # the login prompt can come before the load unit has finished
-        machine.run(
-            "timeout 900 sh -c 'while [ \"$(systemctl is-active kdumpkit-load.service)\" "
-            "= activating ]; do sleep 2; done'"
-        )
+        wait_for_load_unit(machine)
         for name, command in (
             ("cmdline", "cat /proc/cmdline"),
             ("load-unit", "systemctl is-active kdumpkit-load.service"),
@@ -108,12 +181,17 @@ def kdumpkit_cycle(out: Path) -> CycleReport:
         report.outputs["report"] = step.output
         report.stage("report", step.seconds)
         report.outputs["check-after-crash"] = machine.run("kdumpkit check").output
-        step = machine.check("kdumpkit setup --revert --apply")
-        report.outputs["revert"] = step.output
-        diff = machine.run("diff -r --no-dereference /root/etc-before /etc")
-        report.etc_diff = diff.output
-        machine.send("sync; systemctl poweroff")
-        machine.wait_exit(300)
+        if faults:
+            power_cut_during_collect(machine, report)
+        else:
+            revert(machine, report)
+    if faults:
+        # the machine is powered on again from the same disk
+        with Machine(disk, out / "console-kdumpkit-2.log") as machine:
+            after_power_cut(machine, report)
+            full_dump_directory(machine, report)
+            broken_config(machine, report)
+            revert(machine, report)
     copy_out(disk, "/var/crash", out / "crash")
     report.crash_files = sorted(
         str(p.relative_to(out / "crash")) for p in (out / "crash").rglob("*") if p.is_file()
