@@ -67,6 +67,37 @@ def test_install_setup_reboot_panic_capture_report_revert(kdumpkit_cycle: object
     assert not any(f.endswith(".incomplete") for f in files), files
     assert "sysrq" in outputs["report"].lower()
     assert "saved dumps" in outputs["check-after-crash"]
+    # the capture kernel brought up the CPUs the reservation pays for, and said what it used
+    assert "nr_cpus=2" in outputs["status"] or "nr_cpus=2" in outputs["load-journal"]
+    assert "peak memory" in outputs["collect"]
+
+
+def test_power_cut_during_collect(kdumpkit_cycle: object) -> None:
+    """QEMU killed while the capture kernel writes: the system boots, check names it."""
+    outputs: dict[str, str] = kdumpkit_cycle.outputs  # type: ignore[attr-defined]
+    assert "boot after the power cut" in kdumpkit_cycle.stages  # type: ignore[attr-defined]
+    check = outputs["check-after-power-cut"]
+    assert "cut short" in check and ".incomplete" in check, check
+
+
+def test_full_dump_directory(kdumpkit_cycle: object) -> None:
+    """/var/crash on a 6 MiB file system: the log is saved, the machine comes back."""
+    outputs: dict[str, str] = kdumpkit_cycle.outputs  # type: ignore[attr-defined]
+    assert "not enough free space" in outputs["collect-full"], outputs["collect-full"]
+    listing = outputs["crash-dir-full"]
+    assert "dmesg." in listing and "dump." not in listing.replace("dmesg.", ""), listing
+
+
+def test_broken_config(kdumpkit_cycle: object) -> None:
+    """A broken /etc/kdumpkit.toml: the load unit fails with one line, the boot goes on."""
+    outputs: dict[str, str] = kdumpkit_cycle.outputs  # type: ignore[attr-defined]
+    assert "reboot with a broken config" in kdumpkit_cycle.stages  # type: ignore[attr-defined]
+    lines = outputs["load-broken-config"].splitlines()
+    assert lines[0] == "failed", lines
+    errors = [line for line in lines[1:] if line.startswith("kdumpkit load:")]
+    assert len(errors) == 1 and "/etc/kdumpkit.toml" in errors[0], lines
+    assert "Traceback" not in outputs["load-broken-config"]
+    assert "FAIL" in outputs["check-broken-config"]
     # revert: /etc exactly as before setup
     assert "reverted" in outputs["revert"]
     assert report.etc_diff == "", report.etc_diff  # type: ignore[attr-defined]
