@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in STAGES:
         rows.append((stage, f"{ours.stages[stage]:.0f} s", f"{theirs.stages[stage]:.0f} s"))
     sizes = []
-    for report, folder in ((ours, out / "kdumpkit"), (theirs, out / "kdump-tools")):
+    for folder in (out / "kdumpkit", out / "kdump-tools"):
         dumps = [p for p in (folder / "crash").rglob("dump.*") if p.is_file()]
         sizes.append(f"{sum(p.stat().st_size for p in dumps) / 2**20:.1f} MiB" if dumps else "-")
     rows.append(("dump size", *sizes))
