@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from kdumpkit.analyze.commands.bt import Frame, frame_line, register_lines, render_trace
+from kdumpkit.analyze.commands.stacktext import render_trace
+from kdumpkit.analyze.crashformat import frame_line, register_lines
 from kdumpkit.analyze.program import open_program
 from kdumpkit.analyze.session import Session
-from kdumpkit.analyze.stack import PT_REGS_NAMES, _unwinder
+from kdumpkit.analyze.stack import PT_REGS_NAMES, Frame, _unwinder
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_bt_rows(session: Session) -> None:
     assert (row["pid"], row["cpu"], row["comm"]) == (134, 0, "testbed_crasher")
     names = [frame["function"] for frame in row["frames"]]
     assert names[:3] == ["machine_kexec", "__crash_kexec", "panic"]
-    assert row["frames"][-1]["exception"] and row["frames"][-1]["user_mode"]
+    assert row["frames"][-1]["is_exception_frame"] and row["frames"][-1]["user_mode"]
     assert row["frames"][-1]["registers"]["rip"] == 0x47B7A0
 
 

@@ -6,12 +6,14 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
-from kdumpkit.analyze.commands.bt import backtrace
-from kdumpkit.analyze.commands.common import (
-    active_tasks,
+from kdumpkit.analyze.commands.stacktext import backtrace
+from kdumpkit.analyze.facts.cpus import active_tasks
+from kdumpkit.analyze.facts.tasks import (
+    ALL_STATE_CODES,
     for_each_task_with_idle,
     is_kernel_thread,
     task_comm,
+    task_state_code,
 )
 from kdumpkit.analyze.stack import cpu_current_task, saved_registers
 from kdumpkit.dump.errors import DumpError
@@ -20,15 +22,9 @@ if TYPE_CHECKING:
     from drgn import Object, Program
 
 #: crash's task-state keywords (``foreach RU bt``).
-STATE_KEYWORDS = ("RU", "IN", "UN", "ST", "TR", "ZO", "DE", "PA", "ID")
+STATE_KEYWORDS = ALL_STATE_CODES
 #: The per-task commands foreach can run.
 SUPPORTED = ("bt",)
-
-
-def _task_state(task: Object) -> str:
-    from kdumpkit.analyze.commands.ps import task_state_code
-
-    return task_state_code(task)
 
 
 def select_tasks(prog: Program, filters: list[str]) -> list[Object]:
@@ -136,7 +132,7 @@ def _matches(task: Object, selector: str) -> bool:
     if selector.isdigit() and int(selector) == task.pid.value_():
         return True
     if selector in STATE_KEYWORDS:
-        return _task_state(task) == selector
+        return task_state_code(task) == selector
     try:
         if int(selector, 16) == task.value_():
             return True

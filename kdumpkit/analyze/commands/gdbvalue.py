@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import drgn
 
-from kdumpkit.analyze.commands.common import symbolize
+from kdumpkit.analyze.facts.symbols import symbolize
 
 _CHAR_NAMES = {"char", "signed char", "unsigned char"}
 _ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r",

@@ -8,12 +8,9 @@ from typing import TYPE_CHECKING
 import drgn
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
-from kdumpkit.analyze.commands.common import (
-    fault_message,
-    parse_address,
-    parse_count,
-    symbolize,
-)
+from kdumpkit.analyze.commands.common import fault_message, parse_address, parse_count
+from kdumpkit.analyze.facts.symbols import symbolize
+from kdumpkit.kernel.x86_64_layout import KERNEL_SPACE_START
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -22,8 +19,6 @@ if TYPE_CHECKING:
 LINE_BYTES = 16
 #: characters per line of ``rd -a``
 ASCII_LINE = 60
-#: the lowest kernel virtual address on x86_64 (the upper canonical half)
-KERNEL_HALF = 0xFFFF800000000000
 #: longest ``rd -a`` string, so that a missing NUL cannot read unbounded memory
 ASCII_LIMIT = 1 << 20
 
@@ -56,7 +51,7 @@ def hex_lines(
         for word in words:
             if symbolic is not None and width == 8:
                 # only kernel addresses name symbols (per-cpu offsets are small numbers)
-                name = symbolize(symbolic, word) if word >= KERNEL_HALF else None
+                name = symbolize(symbolic, word) if word >= KERNEL_SPACE_START else None
                 cells.append(f"{name or format(word, '016x'):<16}")
             elif decimal:
                 cells.append(f"{word:>{digits + 4}}")

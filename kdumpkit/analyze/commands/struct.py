@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 import drgn
 
 from kdumpkit.analyze.commands.base import CommandError, Result, register
-from kdumpkit.analyze.commands.common import for_each_cpu_in_dump, parse_address
+from kdumpkit.analyze.commands.common import parse_address
 from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
 from kdumpkit.analyze.commands.gdbvalue import format_value, top_level_text
+from kdumpkit.analyze.context import next_value_number
+from kdumpkit.analyze.facts.cpus import for_each_cpu_in_dump
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -212,8 +214,7 @@ class Print(DrgnCrashCommand):
             raise CommandError(f"Cannot access memory at address 0x{exc.address:x}") from None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        number = prog.cache.get("kdumpkit.value_history", 0) + 1
-        prog.cache["kdumpkit.value_history"] = number
+        number = next_value_number(prog)
         if symbol:
             # crash starts an array symbol's value on a line of its own.
             array = obj.type_.unaliased_kind() == drgn.TypeKind.ARRAY

@@ -1,0 +1,261 @@
+"""crash 9.0.2's text shapes, in one place: dates, uptimes, sizes, the label: value
+blocks of ``sys`` and ``set``, task headers, ``ps`` rows, log lines, register blocks
+and frame lines.  Pure functions of values and facts records: nothing here reads
+the dump."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kdumpkit.analyze.facts.log import LogRecord
+    from kdumpkit.analyze.facts.modules import ModuleInfo
+    from kdumpkit.analyze.facts.system import SystemInfo
+    from kdumpkit.analyze.facts.tasks import ProcessEntry, TaskContext
+    from kdumpkit.analyze.stack import Frame
+
+GIGABYTE = 1 << 30
+#: crash reports memory as the next whole gigabyte when it is this close to it
+ROUND_UP_SLACK = 64 << 20
+#: what ``sys`` says for KERNEL when no vmlinux was given
+NO_VMLINUX = "(none: types from BTF, symbols from kallsyms)"
+
+
+# --- numbers, sizes, times ----------------------------------------------------------------
+
+
+def date_text(timestamp: int) -> str:
+    """``Thu Nov 26 08:41:23 UTC 2026``."""
+    when = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return when.strftime("%a %b %e %H:%M:%S UTC %Y")
+
+
+def uptime_text(seconds: int) -> str:
+    """``00:00:05`` or ``3 days, 01:02:03``."""
+    days, rest = divmod(int(seconds), 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days} days, {text}" if days else text
+
+
+def elapsed_text(nanoseconds: int) -> str:
+    """``D HH:MM:SS.mmm`` (``ps -m``, ``runq -m``)."""
+    days, rest = divmod(nanoseconds, 86400 * 10**9)
+    hours, rest = divmod(rest, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds, rest = divmod(rest, 10**9)
+    return f"{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{rest // 10**6:03d}"
+
+
+def size_text(nbytes: float) -> str:
+    """A byte count as crash prints it: ``717 MB``, ``659.2 MB``, ``1 GB``, ``0``."""
+    if nbytes == 0:
+        return "0"
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if nbytes >= scale:
+            text = f"{nbytes / scale:.1f}"
+            if text.endswith(".0"):
+                text = text[:-2]
+            return f"{text} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
+def memory_text(total: int) -> str:
+    """``sys``'s MEMORY: a total just under a gigabyte boundary is rounded up to it."""
+    next_gig = -(-total // GIGABYTE) * GIGABYTE
+    if next_gig - total <= ROUND_UP_SLACK:
+        total = next_gig
+    return size_text(total)
+
+
+# --- label: value blocks ------------------------------------------------------------------
+
+
+def format_pairs(pairs: Sequence[tuple[str, str]], width: int = 12) -> str:
+    """Labels right-aligned to ``width`` columns (``sys``'s 12), then ``: value``."""
+    return "".join(f"{label:>{width}}: {value}\n" for label, value in pairs)
+
+
+def dump_flags_text(flags: str | None) -> str:
+    """``  [PARTIAL DUMP]`` after DUMPFILE, or nothing."""
+    return f"  [{flags}]" if flags else ""
+
+
+def sys_pairs(info: SystemInfo) -> list[tuple[str, str]]:
+    """``sys``'s (label, value) pairs in crash's order."""
+    kernel = info.kernel or NO_VMLINUX
+    if info.tainted:
+        kernel += "  [TAINTED]"
+    cpus = str(info.cpus)
+    if info.offline_cpus:
+        cpus += f" [OFFLINE: {info.offline_cpus}]"
+    machine = info.machine
+    if info.mhz:
+        machine += f"  ({info.mhz} Mhz)"
+    pairs = [
+        ("KERNEL", kernel),
+        ("DUMPFILE", (info.dumpfile or "") + dump_flags_text(info.dump_flags)),
+        ("CPUS", cpus),
+        ("DATE", date_text(info.timestamp)),
+        ("UPTIME", uptime_text(info.uptime_seconds)),
+        ("LOAD AVERAGE", info.load_average),
+        ("TASKS", str(info.tasks)),
+        ("NODENAME", info.nodename),
+        ("RELEASE", info.release),
+        ("VERSION", info.version),
+        ("MACHINE", machine),
+        ("MEMORY", memory_text(info.memory_bytes)),
+    ]
+    if info.panic is not None:
+        pairs.append(("PANIC", f'"{info.panic}"'))
+    return pairs
+
+
+def state_text(name: str, activity: str | None) -> str:
+    """``TASK_RUNNING (PANIC)``; crash leaves the space before an absent annotation."""
+    return f"{name} ({activity})" if activity else f"{name} "
+
+
+def context_pairs(context: TaskContext) -> list[tuple[str, str]]:
+    """crash's task context block: PID, COMMAND, TASK, CPU, STATE."""
+    return [
+        ("PID", str(context.pid)),
+        ("COMMAND", f'"{context.comm}"'),
+        ("TASK", f"{context.task:x}  [THREAD_INFO: {context.thread_info:x}]"),
+        ("CPU", str(context.cpu)),
+        ("STATE", state_text(context.state, context.activity)),
+    ]
+
+
+def context_block(context: TaskContext) -> str:
+    """``set``'s context display, labels right-aligned to ``COMMAND``."""
+    return format_pairs(context_pairs(context), width=7)
+
+
+# --- task headers and ps -------------------------------------------------------------------
+
+
+def task_header(pid: int, task: int, cpu: int, comm: str) -> str:
+    """The task header of ``ps -p/-c/-t/-l``:
+    ``PID: 1        TASK: ...  CPU: 0    COMMAND: "init"``."""
+    return f'PID: {pid:<8} TASK: {task:x}  CPU: {cpu:<3}  COMMAND: "{comm}"'
+
+
+def bt_task_header(pid: int, task: int, cpu: int, comm: str) -> str:
+    """``bt``'s header: ``PID: 134      TASK: ffff...  CPU: 0    COMMAND: "..."``."""
+    return f'PID: {pid:<7}  TASK: {task:<16x}  CPU: {cpu:<3}  COMMAND: "{comm}"'
+
+
+def runq_task_line(pid: int, task: int, comm: str) -> str:
+    """``runq``'s ``PID: 1      TASK: ...  COMMAND: "..."``."""
+    return f'PID: {pid:<6} TASK: {task:x}  COMMAND: "{comm}"'
+
+
+PS_HEADER = "      PID    PPID  CPU       TASK        ST  %MEM      VSZ      RSS  COMM"
+
+
+def ps_row(entry: ProcessEntry) -> str:
+    """crash's ``ps`` line; ``>`` marks the task running on its CPU."""
+    comm = f"[{entry.comm}]" if entry.kernel_thread else entry.comm
+    marker = ">" if entry.active else " "
+    return (
+        f"{marker}{entry.pid:>8}{entry.ppid:>8}{entry.cpu:>4}  {entry.task:016x}"
+        f"  {entry.state}{entry.mem_percent:>6.1f}{entry.vsz_kb:>9}{entry.rss_kb:>9}"
+        f"  {comm}"
+    )
+
+
+def ps_entry_header(entry: ProcessEntry) -> str:
+    """:func:`task_header` of a ``ps`` entry."""
+    return task_header(entry.pid, entry.task, entry.cpu, entry.comm)
+
+
+# --- modules -----------------------------------------------------------------------------
+
+
+def module_table(modules: Sequence[ModuleInfo], base_label: str) -> str:
+    """crash's ``mod`` table: the NAME column as wide as the longest name."""
+    width = max([len("NAME"), *(len(m.name) for m in modules)])
+    lines = [f"{'MODULE':^16}  {'NAME':<{width}}  {base_label:^16}  {'SIZE':>5}  OBJECT FILE"]
+    # crash loads no module objects: their symbols come from kallsyms
+    lines += [
+        f"{m.module:016x}  {m.name:<{width}}  {m.base:016x}"
+        f"  {m.size:>5}  (not loaded)  [CONFIG_KALLSYMS]"
+        for m in modules
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- the log -----------------------------------------------------------------------------
+
+
+def log_line(
+    record: LogRecord,
+    *,
+    timestamps: bool = True,
+    level: bool = False,
+    caller: bool = False,
+    dictionary: bool = False,
+) -> str:
+    """``[    5.273271] text`` with crash's optional level and caller prefixes, and with
+    ``dictionary`` the record's KEY=value lines (SUBSYSTEM=, DEVICE=) under its text."""
+    prefix = ""
+    if timestamps:
+        seconds, nanos = divmod(record.timestamp_ns, 1_000_000_000)
+        prefix = f"[{seconds:>5}.{nanos // 1000:06d}] "
+    if caller:
+        if record.caller_tid is not None:
+            prefix += f"[{'T' + str(record.caller_tid):>6}] "
+        elif record.caller_cpu is not None:
+            prefix += f"[{'C' + str(record.caller_cpu):>6}] "
+    if level:
+        prefix += f"<{record.level}>"
+    # A record's continuation lines are indented under its text, as crash does.
+    text = prefix + record.text.replace("\n", "\n" + " " * len(prefix))
+    if dictionary:
+        text += "".join(f"\n{' ' * len(prefix)}{key}={value}" for key, value in record.dict.items())
+    return text
+
+
+# --- stacks --------------------------------------------------------------------------------
+
+#: crash's register block: (label, register) triples per line; labels are right-aligned.
+_REGISTER_ROWS = (
+    (("RIP", "rip"), ("RSP", "rsp"), ("RFLAGS", "eflags")),
+    (("RAX", "rax"), ("RBX", "rbx"), ("RCX", "rcx")),
+    (("RDX", "rdx"), ("RSI", "rsi"), ("RDI", "rdi")),
+    (("RBP", "rbp"), ("R8", "r8"), ("R9", "r9")),
+    (("R10", "r10"), ("R11", "r11"), ("R12", "r12")),
+    (("R13", "r13"), ("R14", "r14"), ("R15", "r15")),
+)
+
+
+def register_lines(registers: dict[str, int], orig_rax: bool = True) -> list[str]:
+    """An exception frame's saved registers, as crash prints them (a CPU's saved state
+    without ORIG_RAX)."""
+    lines = []
+    for row in _REGISTER_ROWS:
+        cells = []
+        for label, name in row:
+            width = 8 if name == "eflags" else 16
+            cells.append(f"{label:>3}: {registers[name]:0{width}x}")
+        lines.append("    " + "  ".join(cells))
+    segments = f"CS: {registers['cs']:04x}  SS: {registers['ss']:04x}"
+    if orig_rax:
+        lines.append(f"    ORIG_RAX: {registers['orig_rax']:016x}  {segments}")
+    else:
+        lines.append(f"    {segments}")
+    return lines
+
+
+def exception_rip_line(symbol: str | None) -> str:
+    """``[exception RIP: func+off]`` (``symbol`` with its decimal offset)."""
+    return f"    [exception RIP: {symbol or 'unknown or invalid address'}]"
+
+
+def frame_line(index: int, frame: Frame, with_offset: bool = False) -> str:
+    """`` #N [sp] function at pc [module]``."""
+    name = frame.symbol_text if with_offset else (frame.function or f"{frame.pc:x}")
+    module = f" [{frame.module}]" if frame.module else ""
+    return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {frame.pc:x}{module}"
