@@ -310,7 +310,7 @@ def _crashing_without_types(
 def blocked_tasks(prog: Program, errors: list[str]) -> tuple[list[ReportTask], int]:
     """Tasks in uninterruptible sleep (crash's ``UN``; not the idle ``ID`` kthreads): what
     a hung machine waits on. The first :data:`BLOCKED_SHOWN` with backtraces, and the count."""
-    tasks = _safely("tasks", errors, list, for_each_task_with_idle(prog)) or []
+    tasks: list[Object] = _safely("tasks", errors, list, for_each_task_with_idle(prog)) or []
     blocked = [
         task for task in tasks if _safely("task state", errors, task_state_code, task) == "UN"
     ]

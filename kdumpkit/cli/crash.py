@@ -86,13 +86,14 @@ def interactive(session: Session, pager: bool = True) -> int:
                 session.run(line)
         return 0
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
     from kdumpkit.cli.crash_completion import CommandCompleter
 
     if pager:
         session.pager = shlex.split(os.environ.get("PAGER") or "less -FRX")
 
+    history: History
     try:
         history = FileHistory(HISTORY)
     except OSError:

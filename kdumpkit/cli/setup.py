@@ -7,7 +7,7 @@ import shlex
 
 from kdumpkit.service.bootloader import bootloader_changes
 from kdumpkit.service.changes import Changes, apply_changes, missing_commands
-from kdumpkit.service.crashkernel import effective_crashkernel, parse_crashkernel
+from kdumpkit.service.crashkernel import Crashkernel, effective_crashkernel, parse_crashkernel
 from kdumpkit.service.errors import CrashkernelError
 from kdumpkit.service.estimate import estimate_machine
 from kdumpkit.service.host import Host
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Gather every change, then show it (dry run) or make it (--apply)."""
     host = Host(args.root)
     config = host.load_config(args.config)
+    value: Crashkernel | None
     if args.crashkernel:
         value = parse_crashkernel(args.crashkernel)
     else:

@@ -43,7 +43,7 @@ def open_dump(path: PathLike | Sequence[PathLike]) -> Dump:
         raise DumpFormatError("no dump file given")
     if os.path.isdir(paths[0]) and len(paths) == 1:
         raise DumpFormatError(f"{os.fspath(paths[0])}: is a directory, not a dump file")
-    sources = [FileSource(p) for p in paths]
+    sources: list[ByteSource] = [FileSource(p) for p in paths]
     try:
         if len(sources) == 1:
             return open_source(sources[0])

@@ -85,11 +85,11 @@ class Bt(Command):
                 raise CommandError("no panic task; give a PID or task address")
             work = [(task, None)]
         blocks, rows = [], []
-        for task, cpu in work:
+        for task, on_cpu in work:
             text, row = backtrace(
                 prog,
                 task,
-                cpu=cpu,
+                cpu=on_cpu,
                 full=args.full,
                 with_offset=args.with_offset,
                 symbolic=args.symbolic,

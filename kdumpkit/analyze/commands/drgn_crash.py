@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 class PassThroughParser(argparse.ArgumentParser):
     """Keeps the words as they are: drgn's own parser reads them."""
 
-    def parse_args(
+    def parse_args(  # type: ignore[override]
         self,
-        args: Sequence[str] | None = None,  # type: ignore[override]
+        args: Sequence[str] | None = None,
         namespace: Any = None,
     ) -> argparse.Namespace:
         return argparse.Namespace(argv=list(args or []))

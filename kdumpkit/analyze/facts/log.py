@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,9 +28,9 @@ class LogRecord:
     caller_cpu: int | None
     text: str
     #: the record's dictionary (SUBSYSTEM=, DEVICE=)
-    dict: dict[str, str] = field(default_factory=dict)
+    dict: builtins.dict[str, str] = field(default_factory=builtins.dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> builtins.dict[str, Any]:
         """The record as JSON-ready data."""
         return asdict(self)
 
