@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from kdumpkit.analyze.facts.fs import MountInfo
     from kdumpkit.analyze.facts.log import LogRecord
     from kdumpkit.analyze.facts.modules import ModuleInfo
+    from kdumpkit.analyze.facts.swap import SwapDevice
     from kdumpkit.analyze.facts.system import SystemInfo
     from kdumpkit.analyze.facts.tasks import ProcessEntry, TaskContext
     from kdumpkit.analyze.stack import Frame
@@ -21,6 +23,25 @@ GIGABYTE = 1 << 30
 ROUND_UP_SLACK = 64 << 20
 #: what ``sys`` says for KERNEL when no vmlinux was given
 NO_VMLINUX = "(none: types from BTF, symbols from kallsyms)"
+
+
+# --- crash's field justification -------------------------------------------------------------
+
+#: crash's VADDR_PRLEN on a 64-bit kernel
+VADDR_PRLEN = 16
+
+
+def mkstring(text: str, size: int, *, center: bool = False, rjust: bool = False) -> str:
+    """crash's ``mkstring()``: ``text`` in a field of ``size`` (never cut): centred
+    (the odd space to the right, or with ``rjust`` to the left), right- or
+    left-justified."""
+    extra = size - len(text)
+    if extra <= 0:
+        return text
+    if center:
+        left = extra // 2 + (extra % 2 if rjust else 0)
+        return " " * left + text + " " * (extra - left)
+    return " " * extra + text if rjust else text + " " * extra
 
 
 # --- numbers, sizes, times ----------------------------------------------------------------
@@ -169,6 +190,63 @@ def ps_row(entry: ProcessEntry) -> str:
 def ps_entry_header(entry: ProcessEntry) -> str:
     """:func:`task_header` of a ``ps`` entry."""
     return task_header(entry.pid, entry.task, entry.cpu, entry.comm)
+
+
+# --- memory and filesystems --------------------------------------------------------------------
+
+SWAP_HEADER = "SWAP_INFO_STRUCT    TYPE       SIZE       USED     PCT  PRI  FILENAME"
+
+
+def swap_row(device: SwapDevice, page_kb: int) -> str:
+    """One ``swap`` line (memory.c dump_swap_info())."""
+    size_kb, used_kb = device.pages * page_kb, device.used_pages * page_kb
+    percent = used_kb * 100 // size_kb if size_kb else 0
+    return "  ".join(
+        [
+            mkstring(f"{device.address:x}", len("SWAP_INFO_STRUCT"), center=True),
+            " ".join(
+                [
+                    "PARTITION" if device.partition else "  FILE   ",
+                    mkstring(f"{size_kb}k", 10, center=True, rjust=True),
+                    mkstring(f"{used_kb}k", 10, center=True, rjust=True),
+                    mkstring(f"{percent:2d}%", 4, center=True, rjust=True),
+                    mkstring(str(device.priority), 4, rjust=True),
+                ]
+            ),
+            device.filename,
+        ]
+    )
+
+
+#: ``mount``'s DEVNAME field: strlen("DEVNAME") + 2
+_DEVNAME_WIDTH = 9
+
+MOUNT_HEADER = " ".join(
+    [
+        mkstring("MOUNT", VADDR_PRLEN, center=True),
+        mkstring("SUPERBLK", VADDR_PRLEN, center=True),
+        mkstring("TYPE", len("rootfs")),
+        mkstring("DEVNAME", _DEVNAME_WIDTH),
+        "DIRNAME",
+    ]
+)
+
+
+def mount_row(mount: MountInfo) -> str:
+    """One ``mount`` line (filesys.c show_mounts()): TYPE and DEVNAME padded, then
+    trailing spaces given back while the two are longer than 17 columns."""
+    names = f"{mount.fstype:<6} " + mkstring(mount.devname, _DEVNAME_WIDTH) + " "
+    while len(names) > 17 and names[-2] == " ":
+        names = names[:-1]
+    return f"{mount.mount:16x} {mount.super_block:16x} {names}{mount.dirname:<10}"
+
+
+def ptov_lines(physical: int, virtual: int) -> list[str]:
+    """``ptov``'s two lines: the header and the direct-map address."""
+    return [
+        f"{'VIRTUAL':<{VADDR_PRLEN}}  {'PHYSICAL':<{VADDR_PRLEN}}",
+        f"{virtual:<{VADDR_PRLEN}x}  {physical:<{VADDR_PRLEN}x}",
+    ]
 
 
 # --- modules -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import drgn
 from kdumpkit.analyze.commands.base import CommandError, Result, register
 from kdumpkit.analyze.commands.common import parse_address
 from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
-from kdumpkit.analyze.commands.gdbvalue import format_value, top_level_text
+from kdumpkit.analyze.commands.gdbvalue import format_value, members_text, top_level_text
 from kdumpkit.analyze.context import next_value_number
 from kdumpkit.analyze.facts.cpus import for_each_cpu_in_dump
 
@@ -61,20 +61,6 @@ def _radix(argv: list[str]) -> tuple[list[str], bool]:
     return [word for word in argv if word not in ("-x", "-d")], hexadecimal
 
 
-def _is_last_member(type_: drgn.Type, path: str) -> bool:
-    """Whether the last step of ``path`` (``a.b.c``) names its structure's last member."""
-    *parents, last = path.split(".")
-    try:
-        for name in parents:
-            type_ = type_.member(name.split("[", 1)[0]).type
-            while type_.kind in (drgn.TypeKind.TYPEDEF, drgn.TypeKind.ARRAY):
-                type_ = type_.type
-    except LookupError:
-        return False
-    named = [m.name for m in type_.members or () if m.name]
-    return bool(named) and named[-1] == last.split("[", 1)[0]
-
-
 def aggregate_text(
     prog: Program, keyword: str, spec: str, address: int, hexadecimal: bool = False
 ) -> str:
@@ -90,19 +76,15 @@ def aggregate_text(
     try:
         if not match["members"]:
             return f"{keyword} {match['name']} {format_value(obj, 0, hexadecimal)}\n"
-        lines = []
-        for member in match["members"].split(","):
+        members = match["members"].split(",")
+        for member in members:
             try:
-                value = obj.subobject_(member)
+                obj.subobject_(member)
             except LookupError:
                 raise CommandError(
                     f"invalid data structure reference: {match['name']}.{member}"
                 ) from None
-            # crash cuts the member out of gdb's print of the whole structure: no comma
-            # after the structure's last member.
-            comma = "" if _is_last_member(type_, member) else ","
-            lines.append(f"  {member} = {format_value(value, 2, hexadecimal)}{comma}\n")
-        return "".join(lines)
+        return members_text(obj, members, hexadecimal)
     except drgn.FaultError as exc:
         raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None
 
