@@ -34,6 +34,23 @@ BYTE_IDENTICAL = [
     "task -R se.load 1",
     "task -R thread_info,on_cpu,prio 1",
     f"struct task_struct {PANIC_TASK}",
+    # files: root, cwd and open files; crash's blank lines between arguments' blocks
+    f"files {PANIC_PID}",
+    "files",
+    "files 0",
+    "files 2",
+    f"files {PANIC_TASK}",
+    f"files {PANIC_TASK} 1",
+    "files 1 2",
+    "files 0 1",
+    "files 99999 1",
+    # foreach with per-task commands, name patterns and states
+    "foreach files",
+    "foreach 1 134 files",
+    "foreach ps",
+    "foreach RU ps",
+    "foreach 'kworker*' bt",
+    "foreach task -R pid,prio",
     # alias: crash's built-in aliases
     "alias",
     "alias dmesg",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kdumpkit.analyze.facts.fs import MountInfo
+    from kdumpkit.analyze.facts.fs import MountInfo, OpenFile, TaskFiles
     from kdumpkit.analyze.facts.log import LogRecord
     from kdumpkit.analyze.facts.modules import ModuleInfo
     from kdumpkit.analyze.facts.swap import SwapDevice
@@ -239,6 +239,53 @@ def mount_row(mount: MountInfo) -> str:
     while len(names) > 17 and names[-2] == " ":
         names = names[:-1]
     return f"{mount.mount:16x} {mount.super_block:16x} {names}{mount.dirname:<10}"
+
+
+FILES_HEADER = " ".join(
+    [
+        " FD",
+        mkstring("FILE", VADDR_PRLEN, center=True),
+        mkstring("DENTRY", VADDR_PRLEN, center=True),
+        mkstring("INODE", VADDR_PRLEN, center=True),
+        "TYPE",
+        "PATH",
+    ]
+)
+
+
+def root_cwd_line(root: str, cwd: str) -> str:
+    """``files``' ``ROOT: /    CWD: /``."""
+    return f"ROOT: {root}    CWD: {cwd}"
+
+
+def open_file_row(file: OpenFile) -> str:
+    """One ``files`` line (filesys.c file_dump()); an empty dentry or inode shows as
+    zeros and ``?``."""
+
+    def address(value: int) -> str:
+        return mkstring(f"{value:x}", VADDR_PRLEN, center=True, rjust=True)
+
+    if not file.dentry:
+        cells = [address(file.file), f"{0:016x}", mkstring("?", VADDR_PRLEN, center=True)]
+        return f"{file.fd:3d} " + " ".join([*cells, "?   ", "?"])
+    if not file.inode:
+        cells = [address(file.file), address(file.dentry), f"{0:016x}"]
+        return f"{file.fd:3d} " + " ".join([*cells, "?   ", "?"])
+    cells = [address(file.file), address(file.dentry), address(file.inode)]
+    return f"{file.fd:3d} " + " ".join([*cells, f"{file.type:<4}", file.path])
+
+
+def files_text(header: str, files: TaskFiles) -> str:
+    """One task's ``files`` block (without the blank lines crash puts around it)."""
+    lines = [header]
+    if files.root is not None:
+        lines.append(root_cwd_line(files.root, files.cwd or ""))
+    if files.files:
+        lines.append(FILES_HEADER)
+        lines += [open_file_row(file) for file in files.files]
+    else:
+        lines.append("No open files")
+    return "".join(line + "\n" for line in lines)
 
 
 def ptov_lines(physical: int, virtual: int) -> list[str]:

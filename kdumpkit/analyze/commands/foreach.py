@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 from typing import TYPE_CHECKING, Any
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
+from kdumpkit.analyze.commands.gdbvalue import task_struct_text
 from kdumpkit.analyze.commands.stacktext import backtrace
+from kdumpkit.analyze.crashformat import PS_HEADER, bt_task_header, files_text, ps_row
 from kdumpkit.analyze.facts.cpus import active_tasks
+from kdumpkit.analyze.facts.fs import task_files
 from kdumpkit.analyze.facts.tasks import (
     ALL_STATE_CODES,
     for_each_task_with_idle,
     is_kernel_thread,
+    process_entries,
     task_comm,
     task_state_code,
 )
@@ -24,7 +29,7 @@ if TYPE_CHECKING:
 #: crash's task-state keywords (``foreach RU bt``).
 STATE_KEYWORDS = ALL_STATE_CODES
 #: The per-task commands foreach can run.
-SUPPORTED = ("bt",)
+SUPPORTED = ("bt", "files", "task", "ps")
 
 
 def select_tasks(prog: Program, filters: list[str]) -> list[Object]:
@@ -138,7 +143,10 @@ def _matches(task: Object, selector: str) -> bool:
             return True
     except ValueError:
         pass
-    return selector.strip("\\") == task_comm(task)
+    name = selector.strip("\\")
+    if any(c in name for c in "*?["):
+        return fnmatch.fnmatchcase(task_comm(task), name)
+    return name == task_comm(task)
 
 
 @register
@@ -162,14 +170,53 @@ class Foreach(Command):
                 f"{unknown or 'no command given'}: foreach runs only {', '.join(SUPPORTED)}"
             )
         filters, command, flags = words[:index], words[index], words[index + 1 :]
-        options = _bt_options(command, flags)
+        tasks = select_tasks(prog, filters)
+        if command == "ps":
+            if flags:
+                raise CommandError(f"foreach ps: unsupported option {flags[0]}")
+            entries = process_entries(prog, tasks)
+            text = PS_HEADER + "\n" + "".join(ps_row(e) + "\n" for e in entries)
+            return Result(text, [e.to_json() for e in entries])
         blocks: list[str] = []
         rows: list[dict[str, Any]] = []
-        for task in select_tasks(prog, filters):
-            text, row = backtrace(prog, task, **options)
+        for task in tasks:
+            if command == "bt":
+                text, row = backtrace(prog, task, **_bt_options(command, flags))
+            elif command == "files":
+                text, row = _files(task, flags)
+            else:
+                text, row = _task(task, flags)
             blocks.append(text)
             rows.append(row)
-        return Result("\n".join(blocks), rows)
+        # crash separates blocks by a blank line, but -R's member lists end with one
+        separator = "" if command == "task" and "-R" in flags else "\n"
+        return Result(separator.join(blocks), rows)
+
+
+def _files(task: Object, flags: list[str]) -> tuple[str, dict[str, Any]]:
+    from drgn.helpers.linux.sched import task_cpu
+
+    if flags:
+        raise CommandError(f"foreach files: unsupported option {flags[0]}")
+    pid, address = task.pid.value_(), task.value_()
+    files = task_files(task)
+    header = bt_task_header(pid, address, task_cpu(task), task_comm(task))
+    return files_text(header, files), {"pid": pid, "task": address, **files.to_json()}
+
+
+def _task(task: Object, flags: list[str]) -> tuple[str, dict[str, Any]]:
+    members: list[str] = []
+    hexadecimal = False
+    words = iter(flags)
+    for flag in words:
+        if flag == "-R":
+            members += next(words, "").split(",")
+        elif flag == "-x":
+            hexadecimal = True
+        else:
+            raise CommandError(f"foreach task: unsupported option {flag}")
+    text = task_struct_text(task, [m for m in members if m], hexadecimal)
+    return text, {"pid": task.pid.value_(), "task": task.value_()}
 
 
 def _bt_options(command: str, flags: list[str]) -> dict[str, Any]:

@@ -199,3 +199,30 @@ def top_level_text(obj: drgn.Object, hexadecimal: bool = False) -> str:
     if type_.kind == drgn.TypeKind.POINTER and not _is_char(type_.type):
         return f"({obj.type_.type_name()}) {text}"
     return text
+
+
+def task_struct_text(task: drgn.Object, members: list[str], hexadecimal: bool = False) -> str:
+    """crash's ``task`` block of one task: its header, then the named members, or the
+    whole task_struct and thread_info."""
+    from drgn.helpers.linux.sched import task_cpu
+
+    from kdumpkit.analyze.commands.base import CommandError
+    from kdumpkit.analyze.crashformat import bt_task_header
+    from kdumpkit.analyze.facts.tasks import task_comm, task_thread_info_address
+
+    header = bt_task_header(task.pid.value_(), task.value_(), task_cpu(task), task_comm(task))
+    struct = task[0]
+    try:
+        if members:
+            try:
+                return f"{header}\n{members_text(struct, members, hexadecimal)}\n"
+            except LookupError as exc:
+                raise CommandError(f"invalid task_struct member: {exc}") from None
+        address = task_thread_info_address(task)
+        thread_info = drgn.Object(task.prog_, "struct thread_info", address=address)
+        return (
+            f"{header}\nstruct task_struct {format_value(struct, 0, hexadecimal)}\n\n"
+            f"struct thread_info {format_value(thread_info, 0, hexadecimal)}\n\n"
+        )
+    except drgn.FaultError as exc:
+        raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None

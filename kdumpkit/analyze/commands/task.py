@@ -5,24 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-import drgn
-
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
 from kdumpkit.analyze.commands.common import find_task_arg
-from kdumpkit.analyze.commands.gdbvalue import format_value, members_text
+from kdumpkit.analyze.commands.gdbvalue import task_struct_text
 from kdumpkit.analyze.context import select_task
-from kdumpkit.analyze.crashformat import bt_task_header, context_block
+from kdumpkit.analyze.crashformat import context_block
 from kdumpkit.analyze.facts.cpus import active_tasks
 from kdumpkit.analyze.facts.tasks import (
     context_task,
     panic_task,
-    task_comm,
     task_context,
-    task_thread_info_address,
 )
 
 if TYPE_CHECKING:
-    from drgn import Object, Program
+    from drgn import Program
 
 
 @register
@@ -92,31 +88,7 @@ class Task(Command):
         members = [m for group in args.members for m in group.split(",") if m]
         blocks, rows = [], []
         for task in tasks:
-            text = task_text(task, members, args.hexadecimal)
+            text = task_struct_text(task, members, args.hexadecimal)
             blocks.append(text)
             rows.append({"task": task.value_(), "pid": task.pid.value_(), "text": text})
         return Result("".join(blocks), rows)
-
-
-def task_text(task: Object, members: list[str], hexadecimal: bool = False) -> str:
-    """One task's block: crash's header, then its members or whole structures."""
-    from drgn.helpers.linux.sched import task_cpu
-
-    header = bt_task_header(task.pid.value_(), task.value_(), task_cpu(task), task_comm(task))
-    struct = task[0]
-    try:
-        if members:
-            try:
-                return f"{header}\n{members_text(struct, members, hexadecimal)}\n"
-            except LookupError as exc:
-                raise CommandError(f"invalid task_struct member: {exc}") from None
-        prog = task.prog_
-        thread_info = drgn.Object(
-            prog, "struct thread_info", address=task_thread_info_address(task)
-        )
-        return (
-            f"{header}\nstruct task_struct {format_value(struct, 0, hexadecimal)}\n\n"
-            f"struct thread_info {format_value(thread_info, 0, hexadecimal)}\n\n"
-        )
-    except drgn.FaultError as exc:
-        raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None

@@ -3,7 +3,7 @@ and the process entries ``ps`` lists."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +136,19 @@ def _threads(process: Object, count: int) -> Iterator[Object]:
         if count + index >= MAX_TASKS:
             return
         yield thread
+
+
+def tasks_with_pid(prog: Program, pid: int) -> list[Object]:
+    """The tasks with this PID: one, or for PID 0 every CPU's idle task; none when no
+    task has it."""
+    if pid == 0:
+        from drgn.helpers.linux.sched import idle_task
+
+        return [idle_task(prog, cpu) for cpu in for_each_cpu_in_dump(prog)]
+    from drgn.helpers.linux.pid import find_task
+
+    task = find_task(prog, pid)
+    return [task] if task else []
 
 
 def is_task(task: Object) -> bool:
@@ -336,14 +349,17 @@ def process_entry(
     )
 
 
-def process_table(prog: Program) -> list[ProcessEntry]:
-    """Every task (idle tasks included), sorted by PID then CPU as crash sorts them."""
+def process_entries(prog: Program, tasks: Iterable[Object]) -> list[ProcessEntry]:
+    """The ``ps`` entries of these tasks, in their order."""
     page_kb = prog["PAGE_SIZE"].value_() // 1024
     total_pages = physical_pages(prog)
     active = active_tasks(prog)
-    entries = [
-        process_entry(task, active, total_pages, page_kb) for task in for_each_task_with_idle(prog)
-    ]
+    return [process_entry(task, active, total_pages, page_kb) for task in tasks]
+
+
+def process_table(prog: Program) -> list[ProcessEntry]:
+    """Every task (idle tasks included), sorted by PID then CPU as crash sorts them."""
+    entries = process_entries(prog, for_each_task_with_idle(prog))
     entries.sort(key=lambda entry: (entry.pid, entry.cpu))
     return entries
 
