@@ -44,6 +44,14 @@ BYTE_IDENTICAL = [
     "files 1 2",
     "files 0 1",
     "files 99999 1",
+    # vm: the mm_struct line and the memory areas (maple tree)
+    f"vm {PANIC_PID}",
+    "vm",
+    "vm 2",
+    "vm 0",
+    f"vm 1 {PANIC_PID}",
+    f"vm {PANIC_TASK} 1",
+    "foreach vm",
     # foreach with per-task commands, name patterns and states
     "foreach files",
     "foreach 1 134 files",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kdumpkit.analyze.facts.fs import MountInfo, OpenFile, TaskFiles
     from kdumpkit.analyze.facts.log import LogRecord
+    from kdumpkit.analyze.facts.mm import TaskMemory, Vma
     from kdumpkit.analyze.facts.modules import ModuleInfo
     from kdumpkit.analyze.facts.swap import SwapDevice
     from kdumpkit.analyze.facts.system import SystemInfo
@@ -285,6 +286,58 @@ def files_text(header: str, files: TaskFiles) -> str:
         lines += [open_file_row(file) for file in files.files]
     else:
         lines.append("No open files")
+    return "".join(line + "\n" for line in lines)
+
+
+#: crash's UVADDR_PRLEN on x86_64
+UVADDR_PRLEN = 10
+
+VM_HEADER = "  ".join(
+    [
+        mkstring("MM", VADDR_PRLEN, center=True),
+        mkstring("PGD", VADDR_PRLEN, center=True),
+        mkstring("RSS", 6, center=True),
+        mkstring("TOTAL_VM", 8, center=True),
+    ]
+)
+VMA_HEADER = (
+    " ".join(
+        [
+            mkstring("VMA", VADDR_PRLEN, center=True),
+            mkstring("START", UVADDR_PRLEN, center=True, rjust=True),
+            mkstring("END", UVADDR_PRLEN, center=True, rjust=True),
+        ]
+    )
+    + "  FLAGS FILE"
+)
+
+
+def vm_line(memory: TaskMemory, page_size: int) -> str:
+    """``vm``'s MM line (memory.c PRINT_VM_DATA)."""
+    return "  ".join(
+        [
+            mkstring(f"{memory.mm:x}", VADDR_PRLEN, center=True),
+            mkstring(f"{memory.pgd:x}", VADDR_PRLEN, center=True),
+            mkstring(f"{memory.rss_pages * page_size // 1024}k", 6, center=True),
+            mkstring(f"{memory.total_vm_pages * page_size // 1024}k", 8, center=True),
+        ]
+    )
+
+
+def vma_line(vma: Vma) -> str:
+    """One ``vm`` area line (memory.c PRINT_VMA_DATA)."""
+    return (
+        f"{mkstring(f'{vma.address:x}', VADDR_PRLEN, center=True)} "
+        f"{vma.start:>{UVADDR_PRLEN}x} {vma.end:>{UVADDR_PRLEN}x} {vma.flags:6x} {vma.file}"
+    )
+
+
+def vm_text(header: str, memory: TaskMemory, vmas: Sequence[Vma], page_size: int) -> str:
+    """One task's ``vm`` block: its header, the MM line, and the areas (when it has an
+    mm_struct)."""
+    lines = [header, VM_HEADER, vm_line(memory, page_size)]
+    if memory.mm:
+        lines += [VMA_HEADER, *(vma_line(vma) for vma in vmas)]
     return "".join(line + "\n" for line in lines)
 
 
