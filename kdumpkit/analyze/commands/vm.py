@@ -32,7 +32,8 @@ class Vm(Command):
                 raise CommandError("no current context")
             text, row = vm_block(current)
             return Result(text, [row])
-        blocks, rows = [], []
+        blocks: list[str] = []
+        rows: list[dict[str, Any]] = []
         for target in args.targets:
             if target.isdigit():
                 tasks = tasks_with_pid(prog, int(target))
