@@ -59,6 +59,18 @@ BYTE_IDENTICAL = [
     "foreach RU ps",
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
+    # whatis TYPE: gdb's ptype of structures, unions, enums and typedefs, from BTF
+    *(
+        f"whatis {name}"
+        for name in (
+            "task_struct", "list_head", "struct list_head", "union rcu_special", "pid_t",
+            "enum pid_type", "pid_type", "atomic_t", "cpumask_t", "u64", "spinlock_t",
+            "enum zone_type", "sk_buff", "inode", "file", "page", "mm_struct",
+            "net_device", "super_block", "module", "rq", "bio", "file_operations",
+            "irq_desc", "pt_regs", "ktime_t", "pgd_t", "wait_queue_head_t",
+            "enum irqreturn", "schedule", "jiffies",
+        )
+    ),  # fmt: skip
     # alias: crash's built-in aliases
     "alias",
     "alias dmesg",

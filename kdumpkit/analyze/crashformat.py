@@ -6,10 +6,13 @@ the dump."""
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import drgn
+
     from kdumpkit.analyze.facts.fs import MountInfo, OpenFile, TaskFiles
     from kdumpkit.analyze.facts.log import LogRecord
     from kdumpkit.analyze.facts.mm import TaskMemory, Vma
@@ -347,6 +350,61 @@ def ptov_lines(physical: int, virtual: int) -> list[str]:
         f"{'VIRTUAL':<{VADDR_PRLEN}}  {'PHYSICAL':<{VADDR_PRLEN}}",
         f"{virtual:<{VADDR_PRLEN}x}  {physical:<{VADDR_PRLEN}x}",
     ]
+
+
+# --- types --------------------------------------------------------------------------------------
+
+
+def type_definition(type_: drgn.Type) -> str:
+    """``whatis TYPE`` as crash prints it (gdb's ``ptype``): a struct or union with
+    4-space indents and its size; an enum's enumerators without commas and no size; a
+    typedef resolved to its final type, a structure's body included."""
+    import drgn
+
+    kind = type_.kind
+    if kind == drgn.TypeKind.ENUM:
+        lines = [f"  {e.name} = {e.value}" for e in type_.enumerators or ()]
+        return "\n".join([f"{type_.type_name()} {{", *lines, "};"]) + "\n"
+    if kind == drgn.TypeKind.TYPEDEF:
+        target = type_.type
+        while target.kind == drgn.TypeKind.TYPEDEF:
+            target = target.type
+        if target.kind in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION) and target.tag:
+            text = f"typedef {_gdb_body(str(target))} {type_.name};"
+        else:
+            resolved = type_.prog.typedef_type(type_.name, target)
+            text = _gdb_body(str(resolved)) + ";"
+    else:
+        text = _gdb_body(str(type_))
+    return f"{text}\nSIZE: {drgn.sizeof(type_)}\n"
+
+
+#: a member's anonymous enum as drgn spells it, one enumerator a line
+_NESTED_ENUM = re.compile(r"^(\t+)enum \{\n((?:\1\t\w+ = -?\d+,\n)+)\1\}", re.MULTILINE)
+
+
+def _gdb_enum(match: re.Match[str]) -> str:
+    """A member's anonymous enum on one line, as gdb prints it: ``enum {A, B = 5}``
+    (a value only where it is not the previous one plus one)."""
+    items, expected = [], 0
+    for name, value in re.findall(r"(\w+) = (-?\d+),", match.group(2)):
+        items.append(name if int(value) == expected else f"{name} = {value}")
+        expected = int(value) + 1
+    return f"{match.group(1)}enum {{{', '.join(items)}}}"
+
+
+def _gdb_body(declaration: str) -> str:
+    """drgn's declaration as gdb prints it: four-space indents, members' anonymous enums
+    on one line, flexible arrays as ``[]``."""
+    lines = _NESTED_ENUM.sub(_gdb_enum, declaration).split("\n")
+    for i, line in enumerate(lines[:-1]):
+        # only a structure's last member is a flexible array; a [0] before others
+        # is a zero-length array, and gdb prints it so
+        if line.endswith("[0];") and lines[i + 1].lstrip("\t").startswith("}"):
+            lines[i] = line[: -len("[0];")] + "[];"
+    return "\n".join(
+        "    " * (len(line) - len(line.lstrip("\t"))) + line.lstrip("\t") for line in lines
+    )
 
 
 # --- modules -----------------------------------------------------------------------------

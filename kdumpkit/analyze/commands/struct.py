@@ -17,7 +17,9 @@ from kdumpkit.analyze.commands.common import parse_address
 from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
 from kdumpkit.analyze.commands.gdbvalue import format_value, members_text, top_level_text
 from kdumpkit.analyze.context import next_value_number
+from kdumpkit.analyze.crashformat import type_definition
 from kdumpkit.analyze.facts.cpus import for_each_cpu_in_dump
+from kdumpkit.analyze.stack import kernel_symbol
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -209,7 +211,35 @@ class Print(DrgnCrashCommand):
 
 @register
 class Whatis(DrgnCrashCommand):
-    """crash's ``whatis``."""
+    """crash's ``whatis``: a type's definition here; a symbol's, and the options, by
+    drgn."""
 
     name = "whatis"
     help = "type or symbol definition"
+
+    def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        words = list(args.argv)
+        type_ = _named_type(prog, words)
+        if type_ is None:
+            return super().run(prog, args)
+        text = type_definition(type_)
+        return Result(text, [{"type": type_.type_name(), "size": drgn.sizeof(type_), "text": text}])
+
+
+def _named_type(prog: Program, words: list[str]) -> drgn.Type | None:
+    """The type ``whatis`` names: ``struct X``, ``union X``, ``enum X``, or a bare name of
+    a typedef, base type, structure, union or enumeration; None if it names none."""
+    if len(words) == 2 and words[0] in ("struct", "union", "enum"):
+        candidates = [" ".join(words)]
+    elif len(words) == 1 and re.fullmatch(r"[A-Za-z_]\w*", words[0]):
+        if kernel_symbol(prog, words[0]) is not None:
+            return None  # a variable or function of that name wins, as in crash
+        candidates = [words[0], *(f"{kw} {words[0]}" for kw in ("struct", "union", "enum"))]
+    else:
+        return None
+    for name in candidates:
+        try:
+            return prog.type(name)
+        except LookupError:
+            continue
+    return None
