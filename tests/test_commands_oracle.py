@@ -24,6 +24,15 @@ OUTPUTS = CACHE / "crash-9.0.2-outputs" / FIXTURE_RELEASE
 #: the fixture's panic task and init
 PANIC_PID, PANIC_TASK = 134, "ffff8f0bc207b000"
 
+#: ``whatis`` of these: structures, unions, enums, typedefs, and two symbols (by drgn)
+WHATIS_NAMES = (
+    "task_struct", "list_head", "struct list_head", "union rcu_special", "pid_t",
+    "enum pid_type", "pid_type", "atomic_t", "cpumask_t", "u64", "spinlock_t",
+    "enum zone_type", "sk_buff", "inode", "file", "page", "mm_struct", "net_device",
+    "super_block", "module", "rq", "bio", "file_operations", "irq_desc", "pt_regs",
+    "ktime_t", "pgd_t", "wait_queue_head_t", "enum irqreturn", "schedule", "jiffies",
+)  # fmt: skip
+
 #: the commands whose output is crash's, byte for byte
 BYTE_IDENTICAL = [
     # task: gdb's print of task_struct and thread_info from BTF
@@ -60,17 +69,7 @@ BYTE_IDENTICAL = [
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
     # whatis TYPE: gdb's ptype of structures, unions, enums and typedefs, from BTF
-    *(
-        f"whatis {name}"
-        for name in (
-            "task_struct", "list_head", "struct list_head", "union rcu_special", "pid_t",
-            "enum pid_type", "pid_type", "atomic_t", "cpumask_t", "u64", "spinlock_t",
-            "enum zone_type", "sk_buff", "inode", "file", "page", "mm_struct",
-            "net_device", "super_block", "module", "rq", "bio", "file_operations",
-            "irq_desc", "pt_regs", "ktime_t", "pgd_t", "wait_queue_head_t",
-            "enum irqreturn", "schedule", "jiffies",
-        )
-    ),  # fmt: skip
+    *(f"whatis {name}" for name in WHATIS_NAMES),
     # alias: crash's built-in aliases
     "alias",
     "alias dmesg",
