@@ -24,6 +24,18 @@ OUTPUTS = CACHE / "crash-9.0.2-outputs" / FIXTURE_RELEASE
 #: the fixture's panic task and init
 PANIC_PID, PANIC_TASK = 134, "ffff8f0bc207b000"
 
+#: ``rd`` with these: every size, -s/-S/-SS symbols and slab caches, -x, -d/-D, -p, -a
+#: with and without a count (crash stops at the first unprintable byte, mid-line)
+RD_OPTIONS = (
+    f"-s {PANIC_TASK} 32", f"-S {PANIC_TASK} 32", f"-SS {PANIC_TASK} 32",
+    f"-s {PANIC_TASK} 3", "-s linux_banner 4", f"-x {PANIC_TASK} 4",
+    f"-d {PANIC_TASK} 4", f"-D {PANIC_TASK} 4", f"-d -32 {PANIC_TASK} 4",
+    f"-8 -d {PANIC_TASK} 4", "-p 1000 8", f"-32 -x {PANIC_TASK} 4",
+    f"-8 {PANIC_TASK} 20", f"-8 {PANIC_TASK} 19", f"-16 {PANIC_TASK} 9",
+    f"-32 {PANIC_TASK} 5", f"{PANIC_TASK} 3", PANIC_TASK, f"-64 -x {PANIC_TASK} 3",
+    "-a init_uts_ns", "-a linux_proc_banner", "-a linux_banner 100",
+)  # fmt: skip
+
 #: ``whatis`` of these: structures, unions, enums, typedefs, and two symbols (by drgn)
 WHATIS_NAMES = (
     "task_struct", "list_head", "struct list_head", "union rcu_special", "pid_t",
@@ -68,6 +80,8 @@ BYTE_IDENTICAL = [
     "foreach RU ps",
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
+    # rd (see RD_OPTIONS)
+    *(f"rd {options}" for options in RD_OPTIONS),
     # whatis TYPE: gdb's ptype of structures, unions, enums and typedefs, from BTF
     *(f"whatis {name}" for name in WHATIS_NAMES),
     # alias: crash's built-in aliases

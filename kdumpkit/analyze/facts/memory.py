@@ -86,3 +86,17 @@ def slab_object(prog: Program, address: int) -> tuple[int, str] | None:
         return int(info.address), name
     except (LookupError, ValueError, drgn.FaultError, AttributeError):
         return None
+
+
+def slab_cache_name(prog: Program, address: int) -> str | None:
+    """The name of the slab cache whose slab holds ``address`` (an object allocated
+    or free), else None."""
+    from drgn.helpers.linux.slab import slab_object_info
+
+    try:
+        info = slab_object_info(prog, address)
+        if info is None:
+            return None
+        return str(info.slab_cache.name.string_().decode("latin-1", "replace"))
+    except (LookupError, ValueError, drgn.FaultError, AttributeError):
+        return None
