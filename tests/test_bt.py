@@ -71,8 +71,8 @@ def test_bt_f_shows_the_stack_between_frames(session: Session) -> None:
     frames = result.rows[0]["frames"]
     data = [line for line in lines if line.startswith("    ffff")]
     words = [int(word, 16) for line in data for word in line.split(":", 1)[1].split()]
-    # every word from each frame's slot to the next frame's, except into the pt_regs
-    spans = [(a["sp"] + 8, b["sp"]) for a, b in itertools.pairwise(frames)]
+    # every word from each frame's slot to the next frame's return address, as crash
+    spans = [(a["sp"] + 8, b["sp"] + 8) for a, b in itertools.pairwise(frames)]
     expected = []
     for start, end in spans:
         raw = prog.read(start, end - start)
@@ -148,8 +148,8 @@ def test_bt_errors(session: Session) -> None:
     assert session.run_to_text("bt -c 0-99999999") == (
         "bt: invalid cpu specification: 0-99999999\n"
     )
-    assert session.run_to_text("foreach vm").startswith("foreach: vm: foreach runs only bt")
-    assert session.run_to_text("foreach bt -x") == "foreach: foreach bt: unsupported option -x\n"
+    assert session.run_to_text("foreach net").startswith("foreach: net: foreach runs only bt")
+    assert session.run_to_text("foreach bt -t") == "foreach: foreach bt: unsupported option -t\n"
 
 
 def test_foreach_filters(session: Session, fx61: Path) -> None:

@@ -80,6 +80,27 @@ BYTE_IDENTICAL = [
     "foreach RU ps",
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
+    # log: the audit queue (empty here), and the forms crash users type
+    "log -a",
+    "log -m",
+    "log -T",
+    "log -t",
+    "log -c",
+    "log -d",
+    "log -m -t",
+    # bt: frame data up to the next return address, slab caches free or not, radix
+    "bt -f",
+    "bt -f 1",
+    "bt -a -f",
+    "foreach bt -f",
+    "bt -sx",
+    "bt -sd",
+    "bt -x",
+    "foreach bt -sx",
+    "bt -a -sx",
+    "bt -a",
+    "bt -c 0,1",
+    "bt 1",
     # rd (see RD_OPTIONS)
     *(f"rd {options}" for options in RD_OPTIONS),
     # whatis TYPE: gdb's ptype of structures, unions, enums and typedefs, from BTF

@@ -490,8 +490,16 @@ def exception_rip_line(symbol: str | None) -> str:
     return f"    [exception RIP: {symbol or 'unknown or invalid address'}]"
 
 
-def frame_line(index: int, frame: Frame, with_offset: bool = False) -> str:
-    """`` #N [sp] function at pc [module]``."""
-    name = frame.symbol_text if with_offset else (frame.function or f"{frame.pc:x}")
+def frame_line(
+    index: int, frame: Frame, with_offset: bool = False, hex_offsets: bool = False
+) -> str:
+    """`` #N [sp] function at pc [module]``; with ``with_offset`` ``function+off``, the
+    offset in decimal or (``hex_offsets``, ``bt -sx``) in hex."""
+    if with_offset and hex_offsets and frame.function is not None and frame.offset:
+        name = f"{frame.function}+{frame.offset:#x}"
+    elif with_offset:
+        name = frame.symbol_text
+    else:
+        name = frame.function or f"{frame.pc:x}"
     module = f" [{frame.module}]" if frame.module else ""
     return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {frame.pc:x}{module}"

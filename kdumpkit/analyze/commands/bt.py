@@ -60,6 +60,12 @@ class Bt(Command):
             "-s", dest="with_offset", action="store_true", help="show symbol+offset"
         )
         parser.add_argument(
+            "-x", dest="hex_offsets", action="store_true", help="offsets in hexadecimal (-s)"
+        )
+        parser.add_argument(
+            "-d", dest="decimal", action="store_true", help="offsets in decimal (-s, default)"
+        )
+        parser.add_argument(
             "targets",
             nargs="*",
             metavar="pid | taskp",
@@ -93,6 +99,7 @@ class Bt(Command):
                 full=args.full,
                 with_offset=args.with_offset,
                 symbolic=args.symbolic,
+                hex_offsets=args.hex_offsets and not args.decimal,
             )
             blocks.append(text)
             rows.append(row)

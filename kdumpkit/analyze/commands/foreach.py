@@ -235,13 +235,21 @@ def _task(task: Object, flags: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def _bt_options(command: str, flags: list[str]) -> dict[str, Any]:
-    """``bt``'s per-task options given to foreach: -f, -F, -FF, -s (also combined, -fs)."""
-    options: dict[str, Any] = {"full": False, "with_offset": False, "symbolic": 0}
+    """``bt``'s per-task options given to foreach: -f, -F, -FF, -s, -x, -d (also
+    combined, -fs)."""
+    options: dict[str, Any] = {
+        "full": False,
+        "with_offset": False,
+        "symbolic": 0,
+        "hex_offsets": False,
+    }
     for flag in flags:
         letters = flag[1:] if flag.startswith("-") and len(flag) > 1 else ""
-        if not letters or set(letters) - set("fFs"):
+        if not letters or set(letters) - set("fFsxd"):
             raise CommandError(f"foreach {command}: unsupported option {flag}")
         options["full"] = options["full"] or "f" in letters
         options["with_offset"] = options["with_offset"] or "s" in letters
         options["symbolic"] = max(options["symbolic"], letters.count("F"))
+        if "x" in letters or "d" in letters:
+            options["hex_offsets"] = "x" in letters
     return options

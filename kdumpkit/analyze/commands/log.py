@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from kdumpkit.analyze.commands.base import Command, Result, register
+from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
 from kdumpkit.analyze.crashformat import date_text, log_line
 from kdumpkit.analyze.facts.clock import boot_seconds
-from kdumpkit.analyze.facts.log import log_records
+from kdumpkit.analyze.facts.log import audit_records, log_records
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @register
 class Log(Command):
-    """crash's ``log`` (-t, -m, -c, -d, -T)."""
+    """crash's ``log`` (-t, -m, -c, -d, -T, -a)."""
 
     name = "log"
     help = "dump system message buffer"
@@ -40,8 +40,21 @@ class Log(Command):
         parser.add_argument(
             "-T", dest="human", action="store_true", help="human-readable timestamps"
         )
+        parser.add_argument(
+            "-a", dest="audit", action="store_true", help="the audit messages auditd has not read"
+        )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        if args.audit:
+            audit = audit_records(prog)
+            if audit is None:
+                raise CommandError(
+                    "-a option not supported or applicable on this architecture or kernel"
+                )
+            if not audit:
+                raise CommandError("kernel audit log is empty")
+            text = "".join(f"type={r.type} {r.text}\n" for r in audit)
+            return Result(text, [r.to_json() for r in audit])
         records = log_records(prog)
         if args.human:
             boot = boot_seconds(prog)

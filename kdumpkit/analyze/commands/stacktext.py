@@ -13,7 +13,7 @@ from kdumpkit.analyze.crashformat import (
     frame_line,
     register_lines,
 )
-from kdumpkit.analyze.facts.memory import slab_object
+from kdumpkit.analyze.facts.memory import slab_cache_name
 from kdumpkit.analyze.facts.symbols import symbolize
 from kdumpkit.analyze.facts.tasks import task_comm
 from kdumpkit.analyze.stack import (
@@ -45,10 +45,10 @@ def stack_word_text(prog: Program, word: int, symbolic: int) -> str:
     if found is not None:
         name, offset = found
         return f"{name}+{offset}" if offset else name
-    slab = slab_object(prog, word)
-    if slab is not None:
-        address, cache = slab
-        return f"[{address:x}:{cache}]" if symbolic > 1 else f"[{cache}]"
+    # any word in a slab page, object allocated or free (crash's vaddr_to_kmem_cache())
+    cache = slab_cache_name(prog, word)
+    if cache is not None:
+        return f"[{word:x}:{cache}]" if symbolic > 1 else f"[{cache}]"
     return f"{word:016x}"
 
 
@@ -57,7 +57,8 @@ def frame_data_lines(
 ) -> list[str]:
     """``bt -f``: the stack words between a frame's slot and the next frame's, two a
     line; with ``symbolic`` (``-F``, ``-FF``) named as text symbols or slab objects."""
-    start, end = frame.sp + 8, next_frame.sp
+    # up to and including the next frame's return address, as crash shows them
+    start, end = frame.sp + 8, next_frame.sp + 8
     if not 0 < end - start <= MAX_FRAME_BYTES or frame.registers is not None:
         return []
     try:
@@ -67,7 +68,9 @@ def frame_data_lines(
     words = [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data), 8)]
     lines = []
     for i in range(0, len(words), 2):
-        cells = "".join(f"{stack_word_text(prog, word, symbolic)} " for word in words[i : i + 2])
+        cells = "".join(
+            f"{stack_word_text(prog, word, symbolic):<16} " for word in words[i : i + 2]
+        )
         lines.append(f"    {start + 8 * i:x}: {cells}")
     return lines
 
@@ -79,6 +82,7 @@ def render_trace(
     full: bool = False,
     with_offset: bool = False,
     symbolic: int = 0,
+    hex_offsets: bool = False,
 ) -> list[str]:
     """The frame lines of one trace, with exception registers and stack transitions."""
     lines: list[str] = []
@@ -86,7 +90,7 @@ def render_trace(
     for index, frame in enumerate(frames):
         following = frames[index + 1] if index + 1 < len(frames) else None
         if not (frame.saved_state or frame.interrupted):
-            lines.append(frame_line(number, frame, with_offset))
+            lines.append(frame_line(number, frame, with_offset, hex_offsets))
             number += 1
             if (full or symbolic) and following is not None:
                 lines.extend(frame_data_lines(prog, frame, following, symbolic))
@@ -107,6 +111,7 @@ def backtrace(
     full: bool = False,
     with_offset: bool = False,
     symbolic: int = 0,
+    hex_offsets: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """One task's ``bt`` block (header and frames) and its record: pid, task, cpu, comm,
     frames (:meth:`Frame.to_json`) and, when the trace could not be started, error."""
@@ -124,6 +129,13 @@ def backtrace(
     row["frames"] = [frame.to_json(i) for i, frame in enumerate(frames)]
     lines = [
         header,
-        *render_trace(prog, frames, full=full, with_offset=with_offset, symbolic=symbolic),
+        *render_trace(
+            prog,
+            frames,
+            full=full,
+            with_offset=with_offset,
+            symbolic=symbolic,
+            hex_offsets=hex_offsets,
+        ),
     ]
     return "\n".join(lines) + "\n", row

@@ -111,3 +111,60 @@ def dump_stack_task(lines: list[str], cpu: int) -> tuple[int, str] | None:
         if match and int(match.group(1)) == cpu:
             return int(match.group(2)), match.group(3)
     return None
+
+
+@dataclass
+class AuditRecord:
+    """One audit message still queued for auditd (an ``sk_buff`` of a netlink
+    message)."""
+
+    #: the netlink message type (AUDIT_*)
+    type: int
+    text: str
+
+    def to_json(self) -> builtins.dict[str, Any]:
+        """The record as JSON-ready data."""
+        return asdict(self)
+
+
+#: the queues the kernel keeps audit messages in, oldest first: Linux kernel commit
+#: c6480207fdf7 ("audit: rework the audit queue handling") (v4.11) renamed
+#: audit_skb_queue / audit_skb_hold_queue and added audit_retry_queue
+AUDIT_QUEUES = (
+    ("audit_queue", ("audit_hold_queue", "audit_retry_queue", "audit_queue")),
+    ("audit_skb_queue", ("audit_skb_hold_queue", "audit_skb_queue")),
+)
+#: sizeof(struct nlmsghdr), already NLMSG_ALIGNTO-aligned; nlmsg_type's offset in it
+NLMSGHDR_SIZE, NLMSG_TYPE_OFFSET = 16, 4
+
+
+def audit_records(prog: Program) -> list[AuditRecord] | None:
+    """The audit messages not yet read by auditd, or None when the kernel has no audit
+    queues (CONFIG_AUDIT=n)."""
+    import drgn
+
+    from kdumpkit.analyze.stack import kernel_symbol
+
+    for marker, queues in AUDIT_QUEUES:
+        if kernel_symbol(prog, marker) is None:
+            continue
+        records = []
+        for name in queues:
+            symbol = kernel_symbol(prog, name)
+            if symbol is None:
+                continue
+            head = drgn.Object(prog, "struct sk_buff_head", address=symbol.address)
+            skb = head.next.read_()
+            for _ in range(1 << 20):  # a corrupt list must not run forever
+                if skb.value_() == symbol.address:
+                    break
+                data = skb.data.value_()
+                length = skb.len.value_() - NLMSGHDR_SIZE
+                kind = int.from_bytes(prog.read(data + NLMSG_TYPE_OFFSET, 2), "little")
+                text = prog.read(data + NLMSGHDR_SIZE, max(length, 0))
+                records.append(
+                    AuditRecord(kind, text.split(b"\0", 1)[0].decode("utf-8", "replace"))
+                )
+                skb = skb.next.read_()
+        return records
+    return None

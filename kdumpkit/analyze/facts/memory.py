@@ -73,21 +73,6 @@ def task_rss_pages(task: Object) -> int:
     return max(total, 0)
 
 
-def slab_object(prog: Program, address: int) -> tuple[int, str] | None:
-    """(object start, slab cache name) of an allocated slab object holding ``address``,
-    else None."""
-    from drgn.helpers.linux.slab import slab_object_info
-
-    try:
-        info = slab_object_info(prog, address)
-        if info is None or not info.allocated:
-            return None
-        name = info.slab_cache.name.string_().decode("latin-1", "replace")
-        return int(info.address), name
-    except (LookupError, ValueError, drgn.FaultError, AttributeError):
-        return None
-
-
 def slab_cache_name(prog: Program, address: int) -> str | None:
     """The name of the slab cache whose slab holds ``address`` (an object allocated
     or free), else None."""
