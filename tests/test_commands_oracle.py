@@ -80,6 +80,8 @@ BYTE_IDENTICAL = [
     "foreach RU ps",
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
+    # irq: affinity, softirq vectors, counts per CPU with chip and flow
+    "irq -a", "irq -b", "irq -s",
     # log: the audit queue (empty here), and the forms crash users type
     "log -a",
     "log -m",

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import drgn
 
     from kdumpkit.analyze.facts.fs import MountInfo, OpenFile, TaskFiles
+    from kdumpkit.analyze.facts.irq import IrqAffinity, IrqCounts, SoftirqAction
     from kdumpkit.analyze.facts.log import LogRecord
     from kdumpkit.analyze.facts.mm import TaskMemory, Vma
     from kdumpkit.analyze.facts.modules import ModuleInfo
@@ -350,6 +351,51 @@ def ptov_lines(physical: int, virtual: int) -> list[str]:
         f"{'VIRTUAL':<{VADDR_PRLEN}}  {'PHYSICAL':<{VADDR_PRLEN}}",
         f"{virtual:<{VADDR_PRLEN}x}  {physical:<{VADDR_PRLEN}x}",
     ]
+
+
+# --- interrupts ---------------------------------------------------------------------------------
+
+IRQ_AFFINITY_HEADER = "IRQ NAME                 AFFINITY"
+SOFTIRQ_HEADER = "SOFTIRQ_VEC " + mkstring("ACTION", VADDR_PRLEN, center=True, rjust=True)
+
+
+def cpu_list(cpus: Sequence[int]) -> str:
+    """``0-1,3``: runs of consecutive CPUs (kernel.c display_cpu_affinity())."""
+    runs: list[list[int]] = []
+    for cpu in cpus:
+        if runs and runs[-1][1] == cpu - 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def irq_affinity_line(irq: IrqAffinity) -> str:
+    """One ``irq -a`` line."""
+    return f"{irq.irq:3d} {','.join(irq.names):<20} {cpu_list(irq.cpus)}"
+
+
+def irq_counts_header(cpus: Sequence[int]) -> str:
+    """``irq -s``'s header: a column per CPU."""
+    return "     " + "".join(f"{'CPU' + str(cpu):>10} " for cpu in cpus)
+
+
+def irq_counts_line(irq: IrqCounts) -> str:
+    """One ``irq -s`` line (kernel.c generic_show_interrupts())."""
+    line = f"{irq.irq:3d}: " + "".join(f"{count:10d} " for count in irq.counts)
+    if irq.chip is not None:
+        line += f"{irq.chip:>8}"
+        if irq.flow is not None:
+            line += f"-{irq.flow:<8}"
+    return f"{line} {','.join(irq.names)}"
+
+
+def softirq_line(action: SoftirqAction) -> str:
+    """One ``irq -b`` line."""
+    address = mkstring(f"{action.address:x}", VADDR_PRLEN, center=True, rjust=True)
+    spaces = " " * (4 if action.vector < 10 else 3)
+    line = f"    [{action.vector}]{spaces} {address}  <{action.function or ''}>"
+    return line + (f"  [{action.module}]" if action.module else "")
 
 
 # --- types --------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ PASS_THROUGH = {
     "dev": "device data",
     "eval": "evaluate an expression",
     "ipcs": "System V IPC facilities",
-    "irq": "IRQ data",
     "list": "walk a linked list",
     "net": "network devices",
     "ptob": "page number to bytes",
