@@ -81,7 +81,9 @@ BYTE_IDENTICAL = [
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
     # irq: affinity, softirq vectors, counts per CPU with chip and flow
-    "irq -a", "irq -b", "irq -s",
+    "irq -a",
+    "irq -b",
+    "irq -s",
     # log: the audit queue (empty here), and the forms crash users type
     "log -a",
     "log -m",
