@@ -80,6 +80,8 @@ BYTE_IDENTICAL = [
     "foreach RU ps",
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
+    # net: the devices of the task's network namespace
+    "net",
     # irq: affinity, softirq vectors, counts per CPU with chip and flow
     "irq -a",
     "irq -b",
@@ -156,6 +158,32 @@ def session(kdump61: Path) -> Session:
     from kdumpkit.analyze.program import open_program
 
     return Session(open_program(kdump61))
+
+
+def test_crash_json_gives_the_facts_records(
+    kdump61: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``kdumpkit crash --json``: each command's records, from the same facts as its text."""
+    import json
+
+    from kdumpkit.cli.main import main
+
+    commands = ["mount", f"files {PANIC_PID}", f"vm {PANIC_PID}", "net", "irq -a", "sys", "mod"]
+    argv = ["crash", str(kdump61), "--json"]
+    for command in commands:
+        argv += ["-c", command]
+    assert main(argv) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert list(records) == commands
+    assert records["mount"][0]["dirname"] == "/"
+    (files,) = records[f"files {PANIC_PID}"]
+    assert [f["path"] for f in files["files"]][:2] == ["/dev/console", "/proc/sysrq-trigger"]
+    (vm,) = records[f"vm {PANIC_PID}"]
+    assert vm["vmas"][0]["file"] == "/bin/busybox" and vm["mm"] > 0
+    assert [d["name"] for d in records["net"]] == ["lo", "dummy0"]
+    assert records["irq -a"][0] == {"irq": 0, "names": ["timer"], "cpus": [0, 1]}
+    assert records["sys"][0]["release"] == "6.1.0-56-cloud-amd64"
+    assert all({"name", "base", "size", "taints"} <= set(m) for m in records["mod"])
 
 
 @pytest.mark.parametrize("command", BYTE_IDENTICAL)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from kdumpkit.analyze.facts.log import LogRecord
     from kdumpkit.analyze.facts.mm import TaskMemory, Vma
     from kdumpkit.analyze.facts.modules import ModuleInfo
+    from kdumpkit.analyze.facts.net import NetDevice
     from kdumpkit.analyze.facts.swap import SwapDevice
     from kdumpkit.analyze.facts.system import SystemInfo
     from kdumpkit.analyze.facts.tasks import ProcessEntry, TaskContext
@@ -351,6 +352,17 @@ def ptov_lines(physical: int, virtual: int) -> list[str]:
         f"{'VIRTUAL':<{VADDR_PRLEN}}  {'PHYSICAL':<{VADDR_PRLEN}}",
         f"{virtual:<{VADDR_PRLEN}x}  {physical:<{VADDR_PRLEN}x}",
     ]
+
+
+# --- networking ------------------------------------------------------------------------------
+
+NET_HEADER = mkstring("NET_DEVICE", VADDR_PRLEN, center=True) + "  NAME       IP ADDRESS(ES)"
+
+
+def net_device_line(device: NetDevice) -> str:
+    """One ``net`` line (net.c show_net_devices_v3())."""
+    address = mkstring(f"{device.address:x}", VADDR_PRLEN, center=True, rjust=True)
+    return f"{address}  {device.name:<10} {', '.join(device.addresses)}"
 
 
 # --- interrupts ---------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ PASS_THROUGH = {
     "eval": "evaluate an expression",
     "ipcs": "System V IPC facilities",
     "list": "walk a linked list",
-    "net": "network devices",
     "ptob": "page number to bytes",
     "search": "search memory for a value",
     "sig": "task signal handling",
