@@ -80,6 +80,14 @@ BYTE_IDENTICAL = [
     "foreach RU ps",
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
+    # sig: handlers, blocked, private and shared pending signals
+    f"sig {PANIC_PID}",
+    "sig",
+    f"sig 1 {PANIC_PID}",
+    "sig 0",
+    f"sig {PANIC_TASK}",
+    "foreach sig",
+    "foreach 1 sig",
     # net: the devices of the task's network namespace
     "net",
     # irq: affinity, softirq vectors, counts per CPU with chip and flow

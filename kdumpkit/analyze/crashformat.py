@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from kdumpkit.analyze.facts.mm import TaskMemory, Vma
     from kdumpkit.analyze.facts.modules import ModuleInfo
     from kdumpkit.analyze.facts.net import NetDevice
+    from kdumpkit.analyze.facts.signals import PendingSignals, SignalAction, TaskSignals
     from kdumpkit.analyze.facts.swap import SwapDevice
     from kdumpkit.analyze.facts.system import SystemInfo
     from kdumpkit.analyze.facts.tasks import ProcessEntry, TaskContext
@@ -352,6 +353,68 @@ def ptov_lines(physical: int, virtual: int) -> list[str]:
         f"{'VIRTUAL':<{VADDR_PRLEN}}  {'PHYSICAL':<{VADDR_PRLEN}}",
         f"{virtual:<{VADDR_PRLEN}x}  {physical:<{VADDR_PRLEN}x}",
     ]
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+SIGNAL_HEADER = " SIG " + " ".join(
+    [
+        mkstring("SIGACTION", VADDR_PRLEN, center=True),
+        mkstring("HANDLER", UVADDR_PRLEN, rjust=True),
+        mkstring("MASK", 16, center=True),
+        mkstring("FLAGS", VADDR_PRLEN),
+    ]
+)
+#: sa_flags names in crash's order (x86_64 values)
+SA_FLAG_NAMES = (
+    (0x00000001, "SA_NOCLDSTOP"),
+    (0x04000000, "SA_RESTORER"),
+    (0x00000002, "SA_NOCLDWAIT"),
+    (0x00000004, "SA_SIGINFO"),
+    (0x08000000, "SA_ONSTACK"),
+    (0x10000000, "SA_RESTART"),
+    (0x40000000, "SA_NODEFER"),
+    (0x80000000, "SA_RESETHAND"),
+)
+_HANDLER_NAMES = {-1: "SIG_ERR", 0: "SIG_DFL", 1: "SIG_IGN"}
+
+
+def signal_action_line(action: SignalAction) -> str:
+    """One handler line (task.c dump_signal_data())."""
+    signed = action.handler - (1 << 64) if action.handler >= 1 << 63 else action.handler
+    handler = _HANDLER_NAMES.get(signed, f"{action.handler:x}")
+    flags = [name for bit, name in SA_FLAG_NAMES if action.flags & bit]
+    names = f"({'|'.join(flags)})" if flags else ""
+    return (
+        f"{' ' if action.signal < 10 else ''}[{action.signal}] "
+        f"{action.address:<{UVADDR_PRLEN}x} {handler:>{UVADDR_PRLEN}} "
+        f"{action.mask:016x} {action.flags:x} {names}"
+    )
+
+
+def _pending_lines(pending: PendingSignals) -> list[str]:
+    lines = [f"    SIGNAL: {pending.signals:016x}"]
+    if not pending.queue:
+        return [*lines, "  SIGQUEUE: (empty)"]
+    lines.append("  SIGQUEUE:  SIG  " + mkstring("SIGINFO", VADDR_PRLEN, center=True))
+    return lines + [f"             {signal:3d}  {info:x}" for signal, info in pending.queue]
+
+
+def signals_text(header: str, signals: TaskSignals) -> str:
+    """A task's ``sig`` block, with the blank line crash ends it with."""
+    lines = [
+        header,
+        f"SIGNAL_STRUCT: {signals.signal_struct:x}  NR_THREADS: {signals.nr_threads}",
+        SIGNAL_HEADER,
+        *(signal_action_line(action) for action in signals.actions),
+        f"SIGPENDING: {'yes' if signals.sigpending else 'no'}",
+        f"   BLOCKED: {signals.blocked:016x}",
+        "PRIVATE_PENDING",
+        *_pending_lines(signals.private),
+        "SHARED_PENDING",
+        *_pending_lines(signals.shared),
+    ]
+    return "".join(f"{line}\n" for line in lines) + "\n"
 
 
 # --- networking ------------------------------------------------------------------------------

@@ -9,10 +9,18 @@ from typing import TYPE_CHECKING, Any
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
 from kdumpkit.analyze.commands.gdbvalue import task_struct_text
 from kdumpkit.analyze.commands.stacktext import backtrace
-from kdumpkit.analyze.crashformat import PS_HEADER, bt_task_header, files_text, ps_row, vm_text
+from kdumpkit.analyze.crashformat import (
+    PS_HEADER,
+    bt_task_header,
+    files_text,
+    ps_row,
+    signals_text,
+    vm_text,
+)
 from kdumpkit.analyze.facts.cpus import active_tasks
 from kdumpkit.analyze.facts.fs import task_files
 from kdumpkit.analyze.facts.mm import task_memory, task_vmas
+from kdumpkit.analyze.facts.signals import task_signals
 from kdumpkit.analyze.facts.tasks import (
     ALL_STATE_CODES,
     for_each_task_with_idle,
@@ -30,7 +38,7 @@ if TYPE_CHECKING:
 #: crash's task-state keywords (``foreach RU bt``).
 STATE_KEYWORDS = ALL_STATE_CODES
 #: The per-task commands foreach can run.
-SUPPORTED = ("bt", "files", "task", "ps", "vm")
+SUPPORTED = ("bt", "files", "task", "ps", "vm", "sig")
 
 
 def select_tasks(prog: Program, filters: list[str]) -> list[Object]:
@@ -185,6 +193,10 @@ class Foreach(Command):
                 text, row = backtrace(prog, task, **_bt_options(command, flags))
             elif command == "files":
                 text, row = _files(task, flags)
+            elif command == "sig":
+                if flags:
+                    raise CommandError(f"foreach sig: unsupported option {flags[0]}")
+                text, row = _sig(task)
             elif command == "vm":
                 if flags:
                     raise CommandError(f"foreach vm: unsupported option {flags[0]}")
@@ -217,6 +229,16 @@ def _vm(task: Object) -> tuple[str, dict[str, Any]]:
     header = bt_task_header(pid, address, task_cpu(task), task_comm(task))
     text = vm_text(header, memory, vmas, task.prog_["PAGE_SIZE"].value_())
     return text, {"pid": pid, "task": address, **memory.to_json()}
+
+
+def _sig(task: Object) -> tuple[str, dict[str, Any]]:
+    from drgn.helpers.linux.sched import task_cpu
+
+    pid, address = task.pid.value_(), task.value_()
+    header = bt_task_header(pid, address, task_cpu(task), task_comm(task))
+    # foreach separates the blocks by one blank line: not sig's own closing one
+    text = signals_text(header, task_signals(task)).removesuffix("\n")
+    return text, {"pid": pid, "task": address}
 
 
 def _task(task: Object, flags: list[str]) -> tuple[str, dict[str, Any]]:
