@@ -80,6 +80,8 @@ BYTE_IDENTICAL = [
     "foreach RU ps",
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
+    # timer: each CPU's wheel bases, timers by expiry
+    "timer",
     # sig: handlers, blocked, private and shared pending signals
     f"sig {PANIC_PID}",
     "sig",

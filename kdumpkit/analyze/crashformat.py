@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from kdumpkit.analyze.facts.swap import SwapDevice
     from kdumpkit.analyze.facts.system import SystemInfo
     from kdumpkit.analyze.facts.tasks import ProcessEntry, TaskContext
+    from kdumpkit.analyze.facts.timers import TimerBase
     from kdumpkit.analyze.stack import Frame
 
 GIGABYTE = 1 << 30
@@ -353,6 +354,42 @@ def ptov_lines(physical: int, virtual: int) -> list[str]:
         f"{'VIRTUAL':<{VADDR_PRLEN}}  {'PHYSICAL':<{VADDR_PRLEN}}",
         f"{virtual:<{VADDR_PRLEN}x}  {physical:<{VADDR_PRLEN}x}",
     ]
+
+
+# --- timers ----------------------------------------------------------------------------------
+
+
+def timers_text(jiffies: int, bases: Sequence[TimerBase], symbols: dict[int, str]) -> str:
+    """``timer`` (kernel.c dump_timer_data_timer_bases()): jiffies, then each base's
+    timers sorted by expiry, the TTE column as wide as the farthest one."""
+    width = max(len(str(jiffies)), len("JIFFIES"))
+    lines = [mkstring("JIFFIES", width), f"{jiffies:>{width}}", ""]
+    previous_cpu = None
+    for base in bases:
+        if previous_cpu is not None and base.cpu != previous_cpu:
+            lines.append("")
+        previous_cpu = base.cpu
+        lines.append(f"TIMER_BASES[{base.cpu}][{base.name}]: {base.address:x}")
+        timers = sorted(base.timers, key=lambda t: t.expires)
+        ttes = [_signed(t.expires - jiffies) for t in timers]
+        tte_width = max(len(str(max((abs(t) for t in ttes), default=0))) + 1, len("TTE"))
+        lines.append(
+            f"  {mkstring('EXPIRES', width)}     {mkstring('TTE', tte_width)}"
+            "     TIMER_LIST     FUNCTION"
+        )
+        for timer, tte in zip(timers, ttes, strict=True):
+            lines.append(
+                f"  {timer.expires:>{width}}  {tte:>{tte_width}}  {timer.address:>16x}"
+                f"  {timer.function:>16x}  <{symbols.get(timer.function, '')}>"
+            )
+        if not timers:
+            lines.append("  (none)")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _signed(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 # --- signals ------------------------------------------------------------------------------------

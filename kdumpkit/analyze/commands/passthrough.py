@@ -17,7 +17,6 @@ PASS_THROUGH = {
     "list": "walk a linked list",
     "ptob": "page number to bytes",
     "search": "search memory for a value",
-    "timer": "timer queues",
     "tree": "walk a tree (rbtree, radix, xarray, maple)",
     "vtop": "virtual address to physical address",
     "waitq": "wait queue entries",
