@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import drgn
 
     from kdumpkit.analyze.facts.fs import MountInfo, OpenFile, TaskFiles
+    from kdumpkit.analyze.facts.ipc import IpcObject
     from kdumpkit.analyze.facts.irq import IrqAffinity, IrqCounts, SoftirqAction
     from kdumpkit.analyze.facts.log import LogRecord
     from kdumpkit.analyze.facts.mm import TaskMemory, Vma
@@ -354,6 +355,53 @@ def ptov_lines(physical: int, virtual: int) -> list[str]:
         f"{'VIRTUAL':<{VADDR_PRLEN}}  {'PHYSICAL':<{VADDR_PRLEN}}",
         f"{virtual:<{VADDR_PRLEN}x}  {physical:<{VADDR_PRLEN}x}",
     ]
+
+
+# --- System V IPC -----------------------------------------------------------------------------
+
+SHM_HEADER = " ".join(
+    mkstring(text, width)
+    for text, width in (
+        ("SHMID_KERNEL", VADDR_PRLEN), ("KEY", 8), ("SHMID", 10), ("UID", 5),
+        ("PERMS", 5), ("BYTES", 10), ("NATTCH", 6), ("STATUS", 6),
+    )
+)  # fmt: skip
+SEM_HEADER = " ".join(
+    mkstring(text, width)
+    for text, width in (
+        ("SEM_ARRAY", VADDR_PRLEN), ("KEY", 8), ("SEMID", 10), ("UID", 5), ("PERMS", 5),
+        ("NSEMS", 10),
+    )
+)  # fmt: skip
+MSG_HEADER = " ".join(
+    mkstring(text, width)
+    for text, width in (
+        ("MSG_QUEUE", VADDR_PRLEN), ("KEY", 8), ("MSQID", 10), ("UID", 5), ("PERMS", 5),
+        ("USED-BYTES", 12), ("MESSAGES", 12),
+    )
+)  # fmt: skip
+
+
+def ipcs_text(shm: Sequence[IpcObject], sem: Sequence[IpcObject], msg: Sequence[IpcObject]) -> str:
+    """``ipcs`` (ipcs.c): each kind's header, its objects or ``(none allocated)``, and a
+    blank line."""
+
+    def common(o: IpcObject) -> str:
+        return (
+            f"{o.address:<{VADDR_PRLEN}x} {o.key:08x} {o.id:<10d} {o.uid:<5d} {o.mode & 0o777:<5o}"
+        )
+
+    shm_rows = [
+        f"{common(o)} {o.size:<10d} {o.count:<6d} "
+        f"{'dest' if o.mode & 0o1000 else ''} {'locked' if o.mode & 0o2000 else ''}"
+        for o in shm
+    ]
+    sem_rows = [f"{common(o)} {o.size:<10d}" for o in sem]
+    msg_rows = [f"{common(o)} {o.size:<12d} {o.count:<12d}" for o in msg]
+    lines = []
+    for header, rows in ((SHM_HEADER, shm_rows), (SEM_HEADER, sem_rows), (MSG_HEADER, msg_rows)):
+        lines += [header, *(rows or ["(none allocated)"]), ""]
+    return "".join(f"{line}\n" for line in lines)
 
 
 # --- timers ----------------------------------------------------------------------------------
