@@ -22,6 +22,7 @@ test-fast: setup
 lint: setup
 	$(PY) -m ruff check --no-cache kdumpkit tests bench
 	$(PY) -m ruff format --check --no-cache kdumpkit tests bench
+	$(PY) -m mypy
 
 demo: setup
 	@testbed/demo.sh

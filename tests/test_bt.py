@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from kdumpkit.analyze.commands.bt import Frame, frame_line, register_lines, render_trace
+from kdumpkit.analyze.commands.stacktext import render_trace
+from kdumpkit.analyze.crashformat import frame_line, register_lines
 from kdumpkit.analyze.program import open_program
 from kdumpkit.analyze.session import Session
-from kdumpkit.analyze.stack import PT_REGS_NAMES, _unwinder
+from kdumpkit.analyze.stack import PT_REGS_NAMES, Frame, _unwinder
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_bt_rows(session: Session) -> None:
     assert (row["pid"], row["cpu"], row["comm"]) == (134, 0, "testbed_crasher")
     names = [frame["function"] for frame in row["frames"]]
     assert names[:3] == ["machine_kexec", "__crash_kexec", "panic"]
-    assert row["frames"][-1]["exception"] and row["frames"][-1]["user_mode"]
+    assert row["frames"][-1]["is_exception_frame"] and row["frames"][-1]["user_mode"]
     assert row["frames"][-1]["registers"]["rip"] == 0x47B7A0
 
 
@@ -70,8 +71,8 @@ def test_bt_f_shows_the_stack_between_frames(session: Session) -> None:
     frames = result.rows[0]["frames"]
     data = [line for line in lines if line.startswith("    ffff")]
     words = [int(word, 16) for line in data for word in line.split(":", 1)[1].split()]
-    # every word from each frame's slot to the next frame's, except into the pt_regs
-    spans = [(a["sp"] + 8, b["sp"]) for a, b in itertools.pairwise(frames)]
+    # every word from each frame's slot to the next frame's return address, as crash
+    spans = [(a["sp"] + 8, b["sp"] + 8) for a, b in itertools.pairwise(frames)]
     expected = []
     for start, end in spans:
         raw = prog.read(start, end - start)
@@ -147,8 +148,8 @@ def test_bt_errors(session: Session) -> None:
     assert session.run_to_text("bt -c 0-99999999") == (
         "bt: invalid cpu specification: 0-99999999\n"
     )
-    assert session.run_to_text("foreach vm").startswith("foreach: vm: foreach runs only bt")
-    assert session.run_to_text("foreach bt -x") == "foreach: foreach bt: unsupported option -x\n"
+    assert session.run_to_text("foreach net").startswith("foreach: net: foreach runs only bt")
+    assert session.run_to_text("foreach bt -t") == "foreach: foreach bt: unsupported option -t\n"
 
 
 def test_foreach_filters(session: Session, fx61: Path) -> None:

@@ -196,8 +196,8 @@ def test_sym_knows_modules_and_nm_letters(session: Session, fx61: Path) -> None:
 
 
 def test_help_for_commands_drgn_runs(session: Session) -> None:
-    text = session.run_to_text("help mount")
-    assert text.startswith("NAME\n  mount - mounted filesystems\n\nSYNOPSIS\n  mount ")
+    text = session.run_to_text("help dev")
+    assert text.startswith("NAME\n  dev - device data\n\nSYNOPSIS\n  dev ")
     assert "-o NAME: member offsets" in session.run_to_text("help struct")
 
 
@@ -251,3 +251,23 @@ def test_bt_imports_only_its_own_command_module(kdump61: Path) -> None:
     )
     for name in ("bt", "ps", "log", "kmem", "mount", "struct", "vtop"):
         assert f" {name} " in f" {' '.join(run.stdout.split())} ", name
+
+
+def test_a_command_module_that_fails_to_import_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A typo in a command module is an error naming the module, not a vanished command."""
+    import importlib
+
+    from kdumpkit.analyze import commands
+
+    real = importlib.import_module
+
+    def broken(name: str, *args: object) -> object:
+        if name == "kdumpkit.analyze.commands.mod":
+            raise ImportError("cannot import name 'module_tabel'")
+        return real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(commands.importlib, "import_module", broken)
+    with pytest.raises(commands.CommandImportError, match=r"commands\.mod failed.*module_tabel"):
+        commands._import_command_module("mod")

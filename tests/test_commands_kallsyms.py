@@ -80,7 +80,8 @@ def test_rd_matches_the_banner(session: Session, fx61: Path) -> None:
     banner = (fx61 / "crash-9.0.2" / "log.txt").read_text().splitlines()[0].split("] ", 1)[1]
     text = session.run_to_text("rd -a linux_banner")
     joined = "".join(line.split(":  ", 1)[1] for line in text.splitlines())
-    assert joined == banner + "."  # the banner's newline, shown as a dot
+    # crash stops at the banner's newline (its first unprintable byte), mid-line
+    assert joined == banner and not text.endswith("\n")
     words = session.run_to_text("rd linux_banner 2")
     assert re.fullmatch(
         r"ffffffff8531ffe0:  65762078756e694c 2e36206e6f697372   "
@@ -94,7 +95,7 @@ def test_rd_physical_and_faults(session: Session) -> None:
     assert session.run_to_text("rd 0 2") == (
         'rd: invalid kernel virtual address: 0  type: "64-bit KVADDR"\n'
     )
-    assert session.run_to_text("rd -p 1000 2").startswith("1000:  0000000000000000")
+    assert session.run_to_text("rd -p 1000 2").startswith("            1000:  0000000000000000")
 
 
 def test_dis_function_and_reverse(session: Session) -> None:
@@ -160,8 +161,8 @@ def test_dis_annotates_rip_relative_and_rd_s_names_return_addresses(session: Ses
     # the panic task's stack: return addresses crash's bt shows as frames #3 and #4
     text = session.run_to_text("rd -s ffffd186803f3a88 4")
     assert text == (
-        "ffffd186803f3a88:  0000000000000000 sysrq_handle_crash+22\n"
-        "ffffd186803f3a98:  __handle_sysrq.cold+68 0000000000000002\n"
+        "ffffd186803f3a88:  0000000000000000 sysrq_handle_crash+22 \n"
+        "ffffd186803f3a98:  __handle_sysrq.cold+68 0000000000000002 \n"
     )
 
 

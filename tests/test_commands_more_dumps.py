@@ -124,11 +124,12 @@ def test_one_crash_one_signature(kdump61: Path) -> None:
     from kdumpkit.analyze.program import open_program
     from kdumpkit.analyze.report import gather_report
 
-    expected = gather_report(open_program(kdump61))["signature"]["sha256"]
+    expected = gather_report(open_program(kdump61)).signature
+    assert expected is not None
     for dump, _ in COMPLETE_CASES:
         report = gather_report(open_program(dump))
-        assert report["signature"]["sha256"] == expected, dump
-        assert report["panic"] == "Kernel panic - not syncing: sysrq triggered crash"
+        assert report.signature is not None and report.signature.sha256 == expected.sha256, dump
+        assert report.panic == "Kernel panic - not syncing: sysrq triggered crash"
 
 
 #: crash command -> its output file: the pipeline's (testbed 50-crash.sh) and the further

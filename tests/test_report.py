@@ -12,22 +12,35 @@ import pytest
 
 pytest.importorskip("drgn")
 
+from kdumpkit.analyze.facts.taint import decode_taint
 from kdumpkit.analyze.report import (
+    Report,
+    ReportTask,
     crash_signature,
-    decode_taint,
     gather_report,
     normalise_function,
     render_html,
     render_json,
     render_text,
 )
+from kdumpkit.analyze.stack import Frame
 
 
 @pytest.fixture(scope="module")
-def report(kdump61: Path) -> dict[str, Any]:
+def typed_report(kdump61: Path) -> Report:
     from kdumpkit.analyze.program import open_program
 
     return gather_report(open_program(kdump61))
+
+
+@pytest.fixture(scope="module")
+def report(typed_report: Report) -> dict[str, Any]:
+    """The report's JSON form (what ``report --json`` prints)."""
+    return typed_report.to_json()
+
+
+def names(frames: list[dict[str, str]]) -> list[str]:
+    return [frame["function"] for frame in frames]
 
 
 def bt_functions(text: str) -> list[list[str]]:
@@ -91,7 +104,7 @@ def test_signature_drops_the_panic_machinery(report: dict[str, Any]) -> None:
             "ksys_write",
         )
     ]
-    assert crash_signature(frames, None)["sha256"] == report["signature"]["sha256"]
+    assert crash_signature(names(frames), None).sha256 == report["signature"]["sha256"]
     # a hypervisor's dump of the same crash: panic notifiers ran inside panic()
     notified = [
         {"function": n}
@@ -111,7 +124,7 @@ def test_signature_drops_the_panic_machinery(report: dict[str, Any]) -> None:
             "entry_SYSCALL_64_after_hwframe",
         )
     ]
-    assert crash_signature(notified, None)["sha256"] == report["signature"]["sha256"]
+    assert crash_signature(names(notified), None).sha256 == report["signature"]["sha256"]
     # an oops: the faulting function comes first, whatever the exception path was
     oops = [
         {"function": n}
@@ -127,24 +140,24 @@ def test_signature_drops_the_panic_machinery(report: dict[str, Any]) -> None:
             "blk_request_module",
         )
     ]
-    assert crash_signature(oops, None)["frames"] == ["brd_probe", "blk_request_module"]
+    assert crash_signature(names(oops), None).frames == ["brd_probe", "blk_request_module"]
 
 
 def test_taint_letters_as_the_kernel_prints_them(report: dict[str, Any]) -> None:
     assert report["taint"] == {"mask": 0, "letters": "", "flags": [], "tainted": False}
     # "Tainted: G           OE" is what an out-of-tree unsigned module gives
-    assert decode_taint((1 << 12) | (1 << 13))["letters"] == "G           OE"
-    assert decode_taint((1 << 0) | (1 << 9))["letters"] == "P        W"
-    assert decode_taint(1 << 9)["flags"] == ["W"]
+    assert decode_taint((1 << 12) | (1 << 13)).letters == "G           OE"
+    assert decode_taint((1 << 0) | (1 << 9)).letters == "P        W"
+    assert decode_taint(1 << 9).flags == ["W"]
     assert normalise_function("foo.constprop.0+0x10") == "foo"
 
 
-def test_renderings(report: dict[str, Any]) -> None:
-    text = render_text(report)
+def test_renderings(typed_report: Report, report: dict[str, Any]) -> None:
+    text = render_text(typed_report)
     assert "panic: Kernel panic - not syncing: sysrq triggered crash" in text
     assert "#10 [ffffd186803f3f50] entry_SYSCALL_64_after_hwframe at ffffffff84e00126" in text
-    assert json.loads(render_json(report))["signature"] == report["signature"]
-    page = render_html(report)
+    assert json.loads(render_json(typed_report)) == report
+    page = render_html(typed_report)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "&lt;TASK&gt;" in page  # log text is escaped
 
@@ -152,7 +165,8 @@ def test_renderings(report: dict[str, Any]) -> None:
 def test_report_without_types_keeps_the_essentials(kdump61: Path, report: dict[str, Any]) -> None:
     from test_commands_kallsyms import bare_program
 
-    bare = gather_report(bare_program(kdump61))
+    typed_bare = gather_report(bare_program(kdump61))
+    bare = typed_bare.to_json()
     for key in ("release", "version", "machine", "crash_date", "uptime", "panic"):
         assert bare[key] == report[key], key
     assert bare["signature"] == report["signature"]
@@ -163,11 +177,11 @@ def test_report_without_types_keeps_the_essentials(kdump61: Path, report: dict[s
     ]
     assert [(o["cpu"], o["pid"]) for o in bare["other_cpus"]] == [(1, 126)]
     assert bare["log_tail"] == report["log_tail"]
-    assert 'Crashing task: PID 134 "testbed_crasher" on CPU 0' in render_text(bare)
+    assert 'Crashing task: PID 134 "testbed_crasher" on CPU 0' in render_text(typed_bare)
 
 
-def test_text_backtraces_read_like_crash_bt(report: dict[str, Any], fx61: Path) -> None:
-    blocks = render_text(report).split("\n\n")
+def test_text_backtraces_read_like_crash_bt(typed_report: Report, fx61: Path) -> None:
+    blocks = render_text(typed_report).split("\n\n")
     crash_blocks = (fx61 / "crash-9.0.2" / "bt-a.txt").read_text().rstrip("\n").split("\n\n")
     crashing = next(b for b in blocks if b.startswith("Crashing task:"))
     other = next(b for b in blocks if b.startswith("CPU 1:"))
@@ -176,24 +190,26 @@ def test_text_backtraces_read_like_crash_bt(report: dict[str, Any], fx61: Path) 
     assert other.splitlines()[1:] == crash_blocks[1].splitlines()[1:]
 
 
-def test_blocked_tasks_are_crash_ps_un_tasks(report: dict[str, Any], fx61: Path) -> None:
+def test_blocked_tasks_are_crash_ps_un_tasks(
+    typed_report: Report, report: dict[str, Any], fx61: Path
+) -> None:
     ps = (fx61 / "crash-9.0.2" / "ps.txt").read_text().splitlines()
     uninterruptible = [line for line in ps if line.split()[4:5] == ["UN"]]
     assert report["blocked_count"] == len(uninterruptible) == 0
     assert report["live"] is False
-    assert "Blocked tasks (uninterruptible sleep): none" in render_text(report)
+    assert "Blocked tasks (uninterruptible sleep): none" in render_text(typed_report)
 
 
 def test_live_report_has_no_crash_parts() -> None:
-    frame = {"function": "wait_for_vfork_done", "pc": 0xFFFFFFFF81000010, "sp": 0xFF00}
-    blocked = {"pid": 200, "comm": "vforker", "task": 0xAB00, "cpu": 1, "backtrace": [frame]}
-    live = {
-        "live": True, "release": "6.12.0", "version": "#1", "machine": "x86_64", "cpus": 2,
-        "crash_date": "Thu Nov 26 15:39:14 UTC 2026", "uptime": "00:00:27", "panic": None,
-        "running": [{"pid": 190, "comm": "python", "task": 0xCD00, "cpu": 1}],
-        "blocked_tasks": [blocked], "blocked_count": 12, "signature": None,
-        "crashing_task": None, "other_cpus": [], "modules": [], "log_tail": [], "errors": [],
-    }  # fmt: skip
+    frame = Frame(pc=0xFFFFFFFF81000010, sp=0xFF00, function="wait_for_vfork_done", offset=0x10)
+    blocked = ReportTask(pid=200, comm="vforker", task=0xAB00, cpu=1, backtrace=[frame])
+    live = Report(
+        live=True, release="6.12.0", version="#1", machine="x86_64", cpus=2,
+        crash_time=1795707554, uptime_seconds=27, panic=None,
+        running=[ReportTask(pid=190, comm="python", task=0xCD00, cpu=1)],
+        blocked_tasks=[blocked], blocked_count=12,
+    )  # fmt: skip
+    assert live.crash_date == "Thu Nov 26 15:39:14 UTC 2026" and live.uptime == "00:00:27"
     text = render_text(live)
     assert text.startswith("LIVE KERNEL REPORT")
     assert "        time: Thu Nov 26 15:39:14 UTC 2026" in text

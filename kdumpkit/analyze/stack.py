@@ -35,12 +35,13 @@ shown by crash as ``[exception RIP: ...]``).  Every trace is bounded: at most
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import drgn
 import numpy as np
 
+from kdumpkit.analyze.context import UNWINDER_KEY, program_dump, program_symbols
 from kdumpkit.debuginfo.orc import (
     ORC_REG_BP,
     ORC_REG_BP_INDIRECT,
@@ -129,6 +130,11 @@ class Frame:
     #: only as the previous frame's ``[exception RIP: ...]`` line.
     interrupted: bool = False
 
+    def to_json(self, level: int) -> dict[str, Any]:
+        """The frame as the JSON record ``bt --json`` and ``report --json`` share;
+        ``level`` is its index in the trace, innermost 0."""
+        return {"level": level, **asdict(self)}
+
     @property
     def symbol_text(self) -> str:
         """``function+off`` with a decimal offset, as crash's ``bt -s`` prints it (or
@@ -175,11 +181,28 @@ class _CpuStacks:
 
 
 def _unwinder(prog: drgn.Program) -> _Unwinder:
-    unwinder = prog.cache.get("kdumpkit.unwinder")
+    unwinder = prog.cache.get(UNWINDER_KEY)
     if unwinder is None:
         unwinder = _Unwinder(prog)
-        prog.cache["kdumpkit.unwinder"] = unwinder
+        prog.cache[UNWINDER_KEY] = unwinder
     return unwinder
+
+
+def text_symbol(prog: drgn.Program, address: int) -> tuple[str, int] | None:
+    """(function, offset) of a kernel or module text address as ``bt`` names it
+    (the nearest kallsyms symbol at or below it), or None when it is not text."""
+    unwinder = _unwinder(prog)
+    if not unwinder.is_text(address):
+        return None
+    name, offset, _ = unwinder.symbolize(address, True)
+    return (name, offset) if name is not None else None
+
+
+def image_symbol(prog: drgn.Program, address: int) -> tuple[str, int] | None:
+    """(symbol, offset) of an address in the kernel image or module text, as ``bt``
+    names it (the nearest kallsyms symbol at or below it), or None."""
+    name, offset, _ = _unwinder(prog).symbolize(address, True)
+    return (name, offset) if name is not None else None
 
 
 def stack_trace(prog: drgn.Program, task_or_cpu: drgn.Object | int) -> list[Frame]:
@@ -251,9 +274,8 @@ def task_cpu(task: drgn.Object) -> int:
 
 def kernel_symbol(prog: drgn.Program, name: str) -> drgn.Symbol | None:
     """A kernel symbol by name, or None; a miss does not load module symbols."""
-    info = prog.cache.get("kdumpkit.debuginfo")
-    symbols = getattr(info, "symbols", None)
-    if symbols is not None and hasattr(symbols, "address") and symbols.address(name) is None:
+    symbols = program_symbols(prog)
+    if symbols is not None and symbols.address(name) is None:
         return None
     try:
         return prog.symbol(name)
@@ -273,7 +295,7 @@ def saved_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
     if cached is None:
         cached = _crash_notes_registers(prog)
         if not cached:
-            dump: Dump | None = prog.cache.get("kdumpkit.dump")
+            dump: Dump | None = program_dump(prog)
             statuses = dump.prstatus if dump is not None else []
             cached = {status.cpu: status.registers for status in statuses if status.registers}
         prog.cache["kdumpkit.cpu_registers"] = cached
@@ -328,8 +350,7 @@ class _Unwinder:
         self.prog = prog
         self.cpu_registers = saved_registers(prog)
         self.orc = OrcUnwindInfo(prog)
-        symbols = getattr(prog.cache.get("kdumpkit.debuginfo"), "symbols", None)
-        self._kallsyms = symbols if hasattr(symbols, "finder") else None
+        self._kallsyms = program_symbols(prog)
         self._stacks: dict[int, _CpuStacks] = {}
 
     # --- memory and symbols ---------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from kdumpkit.capture.filter import (
     CLASS_LABELS,
@@ -77,7 +77,7 @@ def crashed_utsname(dump: Dump) -> dict[str, str] | None:
 
 def save_dump(
     src: Dump,
-    out: str | os.PathLike[str] | BinaryIO | Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | IO[bytes] | Sequence[str | os.PathLike[str]],
     *,
     dump_level: int = 31,
     fmt: str = "kdump",

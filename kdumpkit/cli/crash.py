@@ -8,14 +8,14 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
+from kdumpkit.cli.crash_words import EXIT_WORDS, PROMPT
+
 if TYPE_CHECKING:
     from drgn import Program
 
     from kdumpkit.analyze.session import Session
 
 HELP = "crash-compatible commands on a dump (bt, log, ps, ...)"
-PROMPT = "crash> "
-EXIT_WORDS = frozenset({"exit", "q", "quit"})
 HISTORY = os.path.join(os.path.expanduser("~"), ".kdumpkit_crash_history")
 
 
@@ -56,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def banner(prog: Program) -> str:
     """crash's start-up text: the version, then ``sys`` and the panic task's context."""
     from kdumpkit import __version__
-    from kdumpkit.analyze.commands import sys as sys_command
+    from kdumpkit.analyze.crashformat import context_pairs, format_pairs, sys_pairs
+    from kdumpkit.analyze.facts.system import system_info
+    from kdumpkit.analyze.facts.tasks import panic_task, task_context
 
     head = (
         f"\nkdumpkit crash {__version__} (crash 9.0.2-compatible commands; "
@@ -64,11 +66,13 @@ def banner(prog: Program) -> str:
         'Type "help" for the list of commands, "exit" to leave.\n\n'
     )
     try:
-        info = sys_command.system_info(prog)
-        pairs = sys_command.render_sys(prog, info) + sys_command.panic_context(prog)
+        pairs = sys_pairs(system_info(prog))
+        task = panic_task(prog)
+        if task is not None:
+            pairs += context_pairs(task_context(task))
     except Exception as exc:  # the banner must not stop the session from starting
         return head + f"(system summary unavailable: {exc})\n\n"
-    return head + sys_command.format_pairs(pairs) + "\n"
+    return head + format_pairs(pairs) + "\n"
 
 
 def interactive(session: Session, pager: bool = True) -> int:
@@ -82,13 +86,14 @@ def interactive(session: Session, pager: bool = True) -> int:
                 session.run(line)
         return 0
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
     from kdumpkit.cli.crash_completion import CommandCompleter
 
     if pager:
         session.pager = shlex.split(os.environ.get("PAGER") or "less -FRX")
 
+    history: History
     try:
         history = FileHistory(HISTORY)
     except OSError:

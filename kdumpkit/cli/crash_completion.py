@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from kdumpkit.cli.crash import EXIT_WORDS
+from kdumpkit.cli.crash_words import EXIT_WORDS
 
 if TYPE_CHECKING:
     from kdumpkit.analyze.session import Session

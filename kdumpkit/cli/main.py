@@ -11,6 +11,7 @@ import argparse
 import atexit
 import gc
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence

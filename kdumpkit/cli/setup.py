@@ -7,7 +7,7 @@ import shlex
 
 from kdumpkit.service.bootloader import bootloader_changes, bootloader_revert
 from kdumpkit.service.changes import Changes, apply_changes, missing_commands
-from kdumpkit.service.crashkernel import effective_crashkernel, parse_crashkernel
+from kdumpkit.service.crashkernel import Crashkernel, effective_crashkernel, parse_crashkernel
 from kdumpkit.service.errors import CrashkernelError
 from kdumpkit.service.estimate import estimate_machine
 from kdumpkit.service.host import Host
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.revert:
         return _revert(host, args)
     config = host.load_config(args.config)
+    value: Crashkernel | None
     if args.crashkernel:
         value = parse_crashkernel(args.crashkernel)
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -239,10 +239,10 @@ class Btf:
         types = bytes(data[hdr_len + type_off : hdr_len + type_off + type_len])
         self._words = memoryview(types).cast("I")
         #: Ids of this blob's types start here (1 for vmlinux, after the base's for split BTF).
-        self.start_id = base.end_id if base is not None else 1
-        self.str_start = len(base.strings) + base.str_start if base is not None else 0
+        self.start_id: int = base.end_id if base is not None else 1
+        self.str_start: int = len(base.strings) + base.str_start if base is not None else 0
         self._offsets = self._walk(self._words)
-        self.end_id = self.start_id + len(self._offsets)
+        self.end_id: int = self.start_id + len(self._offsets)
         self._name_index: tuple[np.ndarray, np.ndarray] | None = None
         self._name_offsets: np.ndarray | None = None
         self._string_offsets: dict[str, list[int]] | None = None
@@ -261,7 +261,7 @@ class Btf:
     def _walk_one_by_one(self, words: memoryview) -> np.ndarray:
         """:meth:`_walk` record after record (~25 ms for vmlinux), with the error that
         says where a corrupt blob goes wrong."""
-        offsets = []
+        offsets: list[int] = []
         append = offsets.append
         fixed, per_item = _FIXED, _PER_ITEM
         n = len(words)
@@ -481,7 +481,13 @@ class Btf:
         kind_flag = bool(info >> 31)
         name = self.string(name_off)
         p = pos + 3
-        common = {"id": type_id, "kind": kind, "name": name, "kind_flag": kind_flag, "vlen": vlen}
+        common: dict[str, Any] = {
+            "id": type_id,
+            "kind": kind,
+            "name": name,
+            "kind_flag": kind_flag,
+            "vlen": vlen,
+        }
         if kind == Kind.INT:
             enc = words[p]
             extra = ((enc >> 24) & 0x0F, (enc >> 16) & 0xFF, enc & 0xFF)

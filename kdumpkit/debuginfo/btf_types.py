@@ -9,10 +9,11 @@ under the blob that defines it, so vmlinux types are shared by every module.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import cast
 
 import drgn
 
-from kdumpkit.debuginfo.btf import INT_BOOL, Btf, BtfError, BtfType, Kind
+from kdumpkit.debuginfo.btf import INT_BOOL, Btf, BtfError, BtfType, Kind, Member
 
 #: drgn's type kinds and the BTF kinds that can answer them.
 _BTF_KINDS_FOR: dict[drgn.TypeKind, tuple[Kind, ...]] = {
@@ -177,7 +178,7 @@ class BtfTypes:
         return build
 
     def _member(self, btf: Btf, member: object) -> drgn.TypeMember:
-        name, type_id, bit_offset, bitfield_size = member  # type: ignore[misc]
+        name, type_id, bit_offset, bitfield_size = cast(Member, member)
         if _underlying_kind(btf, type_id) in _NOT_MEMBER_KINDS:
             raise BtfError(f"{btf.name} BTF: member {name!r} has type {type_id}, which has no size")
         if bitfield_size:

@@ -24,9 +24,7 @@ from kdumpkit.kernel.kallsyms import (
     missing_kallsyms_symbols,
     read_kallsyms,
 )
-
-#: x86_64 kernel space starts here (the upper canonical half).
-KERNEL_SPACE_START = 0xFFFF800000000000
+from kdumpkit.kernel.x86_64_layout import KERNEL_SPACE_START, START_KERNEL_MAP
 
 
 class SymbolError(DumpError):
@@ -205,12 +203,9 @@ def load_vmcoreinfo_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> KernelSymb
     return KernelSymbols(names, addresses, types)
 
 
-#: __START_KERNEL_map: link-time addresses at or above it move with KASLR; per-cpu
-#: symbols (offsets into the per-cpu area, near 0) do not.
-START_KERNEL_MAP = 0xFFFFFFFF80000000
-
-
 def _relocate(addresses: np.ndarray, kaslr_offset: int) -> np.ndarray:
+    # Link-time addresses at or above __START_KERNEL_map move with KASLR; per-cpu
+    # symbols (offsets into the per-cpu area, near 0) do not.
     moved = addresses >= np.uint64(START_KERNEL_MAP)
     out = addresses.copy()
     out[moved] += np.uint64(kaslr_offset & ((1 << 64) - 1))

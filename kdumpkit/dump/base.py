@@ -197,7 +197,7 @@ class Dump(ABC):
 
     def iter_page_chunks(
         self, only: np.ndarray | None = None, max_pages: int = 256, *, threads: int = 1
-    ) -> Iterator[tuple[np.ndarray, bytes]]:
+    ) -> Iterator[tuple[np.ndarray, bytes | memoryview]]:
         """Pages with data in pfn order, in groups of up to ``max_pages``:
         ``(pfns, their bytes back to back)``.  Writers use it; formats that store
         pages contiguously (ELF) override it to avoid per-page copies; compressed

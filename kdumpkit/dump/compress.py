@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def _mapped_batch_compressor(
         source: bytes | memoryview = view.tobytes() if needs_bytes else view
         starts = pages * page_size
         bounds = map(slice, starts.tolist(), (starts + page_size).tolist())
-        pieces = list(map(source.__getitem__, bounds))
+        pieces: list[bytes | memoryview] = list(map(source.__getitem__, bounds))
         stored: list[bytes | memoryview] = list(map(compress, pieces, *map(repeat, args)))
         sizes = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
         for j in np.flatnonzero(sizes >= page_size).tolist():
@@ -249,7 +250,7 @@ def _zstd_batch_compressor() -> BatchCompressor:
         frames = cctx.multi_compress_to_buffer(
             zstd.BufferWithSegments(view, segments.tobytes()), threads=1
         )
-        stored: list[object] = list(frames)
+        stored: list[Any] = list(frames)
         sizes = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
         for j in np.flatnonzero(sizes >= page_size).tolist():
             start = int(pages[j]) * page_size

@@ -26,10 +26,10 @@ from kdumpkit.dump.base import (
     check_count,
 )
 from kdumpkit.dump.errors import DumpFormatError
+from kdumpkit.dump.formats import ELF_MAGIC
 from kdumpkit.dump.notes import parse_notes
 from kdumpkit.dump.source import ByteSource
 
-ELF_MAGIC = b"\x7fELF"
 ET_CORE = 4
 PT_LOAD = 1
 PT_NOTE = 4

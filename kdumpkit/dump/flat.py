@@ -21,9 +21,9 @@ from typing import BinaryIO
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpFormatError
+from kdumpkit.dump.formats import FLAT_SIGNATURE, detect_format
 from kdumpkit.dump.source import ByteSource
 
-FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"
 FLAT_HEADER_SIZE = 4096
 TYPE_FLAT_HEADER = 1
 VERSION_FLAT_HEADER = 1
@@ -158,8 +158,6 @@ class FlatSource:
 
 def open_flat(source: ByteSource) -> Dump:
     """Open the kdump-compressed or ELF dump a flattened stream carries."""
-    from kdumpkit.dump.open import detect_format
-
     flat = FlatSource(source)
     kind = detect_format(flat.pread(0, min(16, flat.size)))
     dump: Dump

@@ -125,7 +125,7 @@ def decode_prstatus(note: Note, cpu: int) -> PrStatus:
 
 def prstatus_notes(notes: list[Note]) -> list[PrStatus]:
     """The NT_PRSTATUS notes of the kernel ("CORE"), numbered in order as CPUs."""
-    out = []
+    out: list[PrStatus] = []
     for note in notes:
         if note.type == NT_PRSTATUS and note.name == "CORE":
             out.append(decode_prstatus(note, len(out)))

@@ -7,24 +7,10 @@ from collections.abc import Sequence
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpFormatError
+from kdumpkit.dump.formats import detect_format
 from kdumpkit.dump.source import ByteSource, FileSource
 
-ELF_MAGIC = b"\x7fELF"
-KDUMP_SIGNATURES = (b"KDUMP   ", b"DISKDUMP")
-FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"
-
 PathLike = str | os.PathLike[str]
-
-
-def detect_format(head: bytes) -> str | None:
-    """'elf', 'kdump' or 'flat' from a file's first 16 bytes, or None."""
-    if head[:4] == ELF_MAGIC:
-        return "elf"
-    if head[:8] in KDUMP_SIGNATURES:
-        return "kdump"
-    if head[:16] == FLAT_SIGNATURE:
-        return "flat"
-    return None
 
 
 def open_source(source: ByteSource) -> Dump:
@@ -57,7 +43,7 @@ def open_dump(path: PathLike | Sequence[PathLike]) -> Dump:
         raise DumpFormatError("no dump file given")
     if os.path.isdir(paths[0]) and len(paths) == 1:
         raise DumpFormatError(f"{os.fspath(paths[0])}: is a directory, not a dump file")
-    sources = [FileSource(p) for p in paths]
+    sources: list[ByteSource] = [FileSource(p) for p in paths]
     try:
         if len(sources) == 1:
             return open_source(sources[0])

@@ -42,7 +42,7 @@ import numpy as np
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
-from kdumpkit.kernel.x86_64 import address_space
+from kdumpkit.kernel.x86_64_layout import kernel_image_reader
 
 #: ``read(vaddr, size) -> bytes``: kernel virtual memory.
 ReadFn = Callable[[int, int], bytes]
@@ -317,7 +317,9 @@ def load_kallsyms(dump: Dump) -> KallsymsTable | None:
     info = dump.vmcoreinfo
     if info is None or missing_kallsyms_symbols(info):
         return None  # before Linux 6.0, or CONFIG_KALLSYMS=n
-    decoded = read_kallsyms(info, address_space(dump).read)
+    # The tables are in the kernel image: read through its mapping, which needs no
+    # page tables (kdumpkit.kernel.x86_64 looks variables up through these tables).
+    decoded = read_kallsyms(info, kernel_image_reader(dump))
     return KallsymsTable(
         names=decoded.names,
         types=list(decoded.types.decode("latin-1")),

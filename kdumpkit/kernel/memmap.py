@@ -22,6 +22,7 @@ import numpy as np
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError, PageNotPresentError
+from kdumpkit.kernel.x86_64_layout import KERNEL_SPACE_START_L5
 
 #: section_mem_map flag bits (include/linux/mmzone.h)
 SECTION_MARKED_PRESENT = 1 << 0
@@ -30,8 +31,6 @@ SECTION_HAS_MEM_MAP = 1 << 1
 #: mem_map is aligned far beyond that.
 SECTION_MAP_FLAG_MASK = (1 << 6) - 1
 U64 = (1 << 64) - 1
-#: x86_64 kernel addresses start here (both 4- and 5-level paging).
-KERNEL_SPACE_START = 0xFF00000000000000
 #: More sections than this (512 TiB of 128 MiB sections) is a corrupt VMCOREINFO.
 MAX_SECTIONS = 1 << 22
 #: Bounds of SIZE(page) on any kernel (56..80 bytes in practice).
@@ -240,7 +239,7 @@ class SparseMem:
                 roots = struct.unpack(f"<{count}Q", self.space.read(candidate, count * 8))
             except DumpError:
                 continue
-            if any(roots) and all(not p or p >= KERNEL_SPACE_START for p in roots):
+            if any(roots) and all(not p or p >= KERNEL_SPACE_START_L5 for p in roots):
                 first = next(p for p in roots if p)
                 try:
                     if self._decode_sections(first, 0, self.sections_per_root_extreme):

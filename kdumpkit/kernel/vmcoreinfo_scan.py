@@ -40,6 +40,7 @@ from kdumpkit.dump.errors import DumpError, DumpFormatError
 from kdumpkit.dump.notes import Note, encode_notes
 from kdumpkit.dump.source import FileSource
 from kdumpkit.dump.vmcoreinfo import MAX_VMCOREINFO_BYTES, VmcoreInfo
+from kdumpkit.kernel.x86_64_layout import START_KERNEL_MAP
 
 #: The note header fields before the name: namesz (len("VMCOREINFO") + 1), descsz, type.
 VMCOREINFO_NOTE_NAME = "VMCOREINFO"
@@ -54,8 +55,6 @@ TEXT_START = b"OSRELEASE="
 CHUNK_BYTES = 16 << 20
 #: Default bound on a scan, in seconds (a 1 GiB ELF dump takes about one).
 DEFAULT_TIME_LIMIT = 120.0
-#: x86_64 __START_KERNEL_map: kernel text virtual addresses map to phys_base from here.
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 UTS_FIELD_LEN = 65
 #: struct new_utsname: sysname, nodename, release, ...: release is the third field.
 UTS_RELEASE_INDEX = 2

@@ -33,15 +33,18 @@ import weakref
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError, PageNotPresentError
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
+from kdumpkit.kernel.x86_64_layout import (
+    DEFAULT_KERNEL_IMAGE_SIZE,
+    KERNEL_SPACE_START,
+    KERNEL_SPACE_START_L5,
+    PAGE_OFFSET_L4,
+    PAGE_OFFSET_L5,
+    START_KERNEL_MAP,
+    VMEMMAP_START_L4,
+    VMEMMAP_START_L5,
+    phys_base_from_headers,
+)
 
-START_KERNEL_MAP = 0xFFFFFFFF80000000
-#: KERNEL_IMAGE_SIZE when VMCOREINFO does not say (the non-KASLR default, 512 MiB).
-DEFAULT_KERNEL_IMAGE_SIZE = 512 << 20
-#: __PAGE_OFFSET_BASE_L4 / _L5: the direct map without KASLR.
-PAGE_OFFSET_L4 = 0xFFFF888000000000
-PAGE_OFFSET_L5 = 0xFF11000000000000
-VMEMMAP_START_L4 = 0xFFFFEA0000000000
-VMEMMAP_START_L5 = 0xFFD4000000000000
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PTRS_PER_TABLE = 512
@@ -55,6 +58,21 @@ SECTION_MAP_FLAG_MASK = 0x3F
 _TLB_LIMIT = 1 << 16
 _LEVEL_NAMES_5 = ("PGD", "P4D", "PUD", "PMD", "PTE")
 _LEVEL_NAMES_4 = ("PGD", "PUD", "PMD", "PTE")
+
+
+__all__ = [
+    "DEFAULT_KERNEL_IMAGE_SIZE",
+    "KERNEL_SPACE_START",
+    "KERNEL_SPACE_START_L5",
+    "PAGE_OFFSET_L4",
+    "PAGE_OFFSET_L5",
+    "START_KERNEL_MAP",
+    "VMEMMAP_START_L4",
+    "VMEMMAP_START_L5",
+    "TranslationError",
+    "X86_64AddressSpace",
+    "address_space",
+]
 
 
 class TranslationError(DumpError):
@@ -84,7 +102,7 @@ class X86_64AddressSpace:
         self.kaslr_offset: int = info.kerneloffset or 0
         phys_base = info.phys_base
         if phys_base is None:  # NUMBER(phys_base) is Linux 4.10+
-            phys_base = self._phys_base_from_headers(dump)
+            phys_base = phys_base_from_headers(dump)
         self.phys_base: int = phys_base or 0
         self.pgtable_l5: bool = bool(info.number("pgtable_l5_enabled"))
         self.sme_mask: int = info.number("sme_mask") or 0
@@ -110,6 +128,9 @@ class X86_64AddressSpace:
         self._vmemmap_base: int | None = None
         self._vmemmap_looked_up = False
         self.page_offset_source = ""
+
+    #: phys_base from the headers (kernels before 4.10 lack NUMBER(phys_base))
+    _phys_base_from_headers = staticmethod(phys_base_from_headers)
 
     # --- region bases -------------------------------------------------------------------
 
@@ -142,18 +163,6 @@ class X86_64AddressSpace:
                 self.page_offset_source = source
                 return value
         raise DumpError(f"{self.dump.name}: cannot find the direct map (page_offset_base)")
-
-    @staticmethod
-    def _phys_base_from_headers(dump: Dump) -> int | None:
-        # /proc/vmcore's kernel-text PT_LOAD has p_vaddr in __START_KERNEL_map;
-        # a kdump-compressed file records it in its sub-header.
-        for seg in getattr(dump, "segments", None) or ():
-            if seg.vaddr >= START_KERNEL_MAP:
-                return seg.paddr - (seg.vaddr - START_KERNEL_MAP)
-        value = dump.header.extra.get("phys_base")
-        if isinstance(value, int):
-            return value - (1 << 64) if value >= 1 << 63 else value
-        return None
 
     def _page_offset_from_elf(self) -> int | None:
         segments = getattr(self.dump, "segments", None)

@@ -18,14 +18,16 @@ __all__ = [
     "COMMANDS",
     "Command",
     "CommandError",
+    "CommandImportError",
     "Result",
     "find_command",
     "load_all_commands",
     "register",
 ]
 
-#: modules of this package that define no command
-HELPER_MODULES = frozenset({"base", "common"})
+#: modules of this package that define no command (commands may import these, and
+#: these import no command module)
+HELPER_MODULES = frozenset({"base", "common", "drgn_crash", "gdbvalue", "stacktext"})
 #: commands that need every other command registered first (help lists them all)
 NEEDS_ALL_COMMANDS = frozenset({"help"})
 
@@ -45,11 +47,18 @@ def command_module_names() -> list[str]:
     return _module_names
 
 
+class CommandImportError(ImportError):
+    """A command module failed to import: a bug, reported rather than hidden (its
+    commands would silently vanish)."""
+
+
 def _import_command_module(name: str) -> None:
     try:
         importlib.import_module(f"{__name__}.{name}")
-    except ImportError:
-        pass  # a module whose optional dependency is missing only loses its commands
+    except ImportError as exc:
+        raise CommandImportError(
+            f"command module kdumpkit.analyze.commands.{name} failed to import: {exc}"
+        ) from exc
 
 
 def load_all_commands() -> dict[str, type[Command]]:

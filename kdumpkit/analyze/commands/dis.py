@@ -7,7 +7,8 @@ import re
 from typing import TYPE_CHECKING
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
-from kdumpkit.analyze.commands.common import parse_address, parse_count, symbolize
+from kdumpkit.analyze.commands.common import parse_address, parse_count
+from kdumpkit.analyze.facts.symbols import symbolize
 
 if TYPE_CHECKING:
     from drgn import Program

@@ -1,5 +1,6 @@
-"""Commands whose output drgn 0.3.0's crash-compatible implementation already gives
-(``drgn.commands``): run there, with their output captured into a Result."""
+"""Running drgn 0.3.0's crash-compatible commands (``drgn.commands``) with their output
+captured into a Result: the base class of the commands we pass through to drgn (a
+helper module: it registers no command; :mod:`.passthrough` does)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ if TYPE_CHECKING:
 class PassThroughParser(argparse.ArgumentParser):
     """Keeps the words as they are: drgn's own parser reads them."""
 
-    def parse_args(
+    def parse_args(  # type: ignore[override]
         self,
-        args: Sequence[str] | None = None,  # type: ignore[override]
+        args: Sequence[str] | None = None,
         namespace: Any = None,
     ) -> argparse.Namespace:
         return argparse.Namespace(argv=list(args or []))
@@ -59,45 +60,3 @@ class DrgnCrashCommand(Command):
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         text = run_drgn_crash_command(prog, [self.drgn_name or self.name, *args.argv])
         return Result(text, [{"text": text}])
-
-
-#: drgn 0.3.0 crash commands that no module of ours implements: offered as they are.
-PASS_THROUGH = {
-    "ascii": "translate a hexadecimal value to ASCII",
-    "bpf": "eBPF programs and maps",
-    "btop": "bytes to page number",
-    "dev": "device data",
-    "eval": "evaluate an expression",
-    "ipcs": "System V IPC facilities",
-    "irq": "IRQ data",
-    "list": "walk a linked list",
-    "mount": "mounted filesystems",
-    "net": "network devices",
-    "ptob": "page number to bytes",
-    "ptov": "physical address to kernel virtual address",
-    "search": "search memory for a value",
-    "sig": "task signal handling",
-    "swap": "swap devices",
-    "timer": "timer queues",
-    "tree": "walk a tree (rbtree, radix, xarray, maple)",
-    "vtop": "virtual address to physical address",
-    "waitq": "wait queue entries",
-}
-
-
-def _register_pass_through() -> None:
-    from kdumpkit.analyze.commands.base import COMMANDS, register
-
-    for name, description in PASS_THROUGH.items():
-        if name in COMMANDS:
-            continue
-        register(
-            type(
-                f"Drgn_{name}",
-                (DrgnCrashCommand,),
-                {"name": name, "help": description, "__doc__": description},
-            )
-        )
-
-
-_register_pass_through()

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 from typing import TYPE_CHECKING, Any
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
-from kdumpkit.analyze.commands.bt import backtrace
-from kdumpkit.analyze.commands.common import (
-    active_tasks,
+from kdumpkit.analyze.commands.gdbvalue import task_struct_text
+from kdumpkit.analyze.commands.stacktext import backtrace
+from kdumpkit.analyze.crashformat import (
+    PS_HEADER,
+    bt_task_header,
+    files_text,
+    ps_row,
+    signals_text,
+    vm_text,
+)
+from kdumpkit.analyze.facts.cpus import active_tasks
+from kdumpkit.analyze.facts.fs import task_files
+from kdumpkit.analyze.facts.mm import task_memory, task_vmas
+from kdumpkit.analyze.facts.signals import task_signals
+from kdumpkit.analyze.facts.tasks import (
+    ALL_STATE_CODES,
     for_each_task_with_idle,
     is_kernel_thread,
+    process_entries,
     task_comm,
+    task_state_code,
 )
 from kdumpkit.analyze.stack import cpu_current_task, saved_registers
 from kdumpkit.dump.errors import DumpError
@@ -20,15 +36,9 @@ if TYPE_CHECKING:
     from drgn import Object, Program
 
 #: crash's task-state keywords (``foreach RU bt``).
-STATE_KEYWORDS = ("RU", "IN", "UN", "ST", "TR", "ZO", "DE", "PA", "ID")
+STATE_KEYWORDS = ALL_STATE_CODES
 #: The per-task commands foreach can run.
-SUPPORTED = ("bt",)
-
-
-def _task_state(task: Object) -> str:
-    from kdumpkit.analyze.commands.ps import task_state_code
-
-    return task_state_code(task)
+SUPPORTED = ("bt", "files", "task", "ps", "vm", "sig")
 
 
 def select_tasks(prog: Program, filters: list[str]) -> list[Object]:
@@ -136,13 +146,16 @@ def _matches(task: Object, selector: str) -> bool:
     if selector.isdigit() and int(selector) == task.pid.value_():
         return True
     if selector in STATE_KEYWORDS:
-        return _task_state(task) == selector
+        return task_state_code(task) == selector
     try:
         if int(selector, 16) == task.value_():
             return True
     except ValueError:
         pass
-    return selector.strip("\\") == task_comm(task)
+    name = selector.strip("\\")
+    if any(c in name for c in "*?["):
+        return fnmatch.fnmatchcase(task_comm(task), name)
+    return name == task_comm(task)
 
 
 @register
@@ -166,24 +179,99 @@ class Foreach(Command):
                 f"{unknown or 'no command given'}: foreach runs only {', '.join(SUPPORTED)}"
             )
         filters, command, flags = words[:index], words[index], words[index + 1 :]
-        options = _bt_options(command, flags)
+        tasks = select_tasks(prog, filters)
+        if command == "ps":
+            if flags:
+                raise CommandError(f"foreach ps: unsupported option {flags[0]}")
+            entries = process_entries(prog, tasks)
+            text = PS_HEADER + "\n" + "".join(ps_row(e) + "\n" for e in entries)
+            return Result(text, [e.to_json() for e in entries])
         blocks: list[str] = []
         rows: list[dict[str, Any]] = []
-        for task in select_tasks(prog, filters):
-            text, row = backtrace(prog, task, **options)
+        for task in tasks:
+            if command == "bt":
+                text, row = backtrace(prog, task, **_bt_options(command, flags))
+            elif command == "files":
+                text, row = _files(task, flags)
+            elif command == "sig":
+                if flags:
+                    raise CommandError(f"foreach sig: unsupported option {flags[0]}")
+                text, row = _sig(task)
+            elif command == "vm":
+                if flags:
+                    raise CommandError(f"foreach vm: unsupported option {flags[0]}")
+                text, row = _vm(task)
+            else:
+                text, row = _task(task, flags)
             blocks.append(text)
             rows.append(row)
-        return Result("\n".join(blocks), rows)
+        # crash separates blocks by a blank line, but -R's member lists end with one
+        separator = "" if command == "task" and "-R" in flags else "\n"
+        return Result(separator.join(blocks), rows)
+
+
+def _files(task: Object, flags: list[str]) -> tuple[str, dict[str, Any]]:
+    from drgn.helpers.linux.sched import task_cpu
+
+    if flags:
+        raise CommandError(f"foreach files: unsupported option {flags[0]}")
+    pid, address = task.pid.value_(), task.value_()
+    files = task_files(task)
+    header = bt_task_header(pid, address, task_cpu(task), task_comm(task))
+    return files_text(header, files), {"pid": pid, "task": address, **files.to_json()}
+
+
+def _vm(task: Object) -> tuple[str, dict[str, Any]]:
+    from drgn.helpers.linux.sched import task_cpu
+
+    pid, address = task.pid.value_(), task.value_()
+    memory, vmas = task_memory(task), task_vmas(task)
+    header = bt_task_header(pid, address, task_cpu(task), task_comm(task))
+    text = vm_text(header, memory, vmas, task.prog_["PAGE_SIZE"].value_())
+    return text, {"pid": pid, "task": address, **memory.to_json()}
+
+
+def _sig(task: Object) -> tuple[str, dict[str, Any]]:
+    from drgn.helpers.linux.sched import task_cpu
+
+    pid, address = task.pid.value_(), task.value_()
+    header = bt_task_header(pid, address, task_cpu(task), task_comm(task))
+    # foreach separates the blocks by one blank line: not sig's own closing one
+    text = signals_text(header, task_signals(task)).removesuffix("\n")
+    return text, {"pid": pid, "task": address}
+
+
+def _task(task: Object, flags: list[str]) -> tuple[str, dict[str, Any]]:
+    members: list[str] = []
+    hexadecimal = False
+    words = iter(flags)
+    for flag in words:
+        if flag == "-R":
+            members += next(words, "").split(",")
+        elif flag == "-x":
+            hexadecimal = True
+        else:
+            raise CommandError(f"foreach task: unsupported option {flag}")
+    text = task_struct_text(task, [m for m in members if m], hexadecimal)
+    return text, {"pid": task.pid.value_(), "task": task.value_()}
 
 
 def _bt_options(command: str, flags: list[str]) -> dict[str, Any]:
-    """``bt``'s per-task options given to foreach: -f, -F, -FF, -s (also combined, -fs)."""
-    options: dict[str, Any] = {"full": False, "with_offset": False, "symbolic": 0}
+    """``bt``'s per-task options given to foreach: -f, -F, -FF, -s, -x, -d (also
+    combined, -fs)."""
+    options: dict[str, Any] = {
+        "full": False,
+        "with_offset": False,
+        "symbolic": 0,
+        "hex_offsets": False,
+    }
     for flag in flags:
         letters = flag[1:] if flag.startswith("-") and len(flag) > 1 else ""
-        if not letters or set(letters) - set("fFs"):
+        if not letters or set(letters) - set("fFsxd"):
             raise CommandError(f"foreach {command}: unsupported option {flag}")
         options["full"] = options["full"] or "f" in letters
         options["with_offset"] = options["with_offset"] or "s" in letters
         options["symbolic"] = max(options["symbolic"], letters.count("F"))
+        if "x" in letters or "d" in letters:
+            options["hex_offsets"] = "x" in letters
     return options

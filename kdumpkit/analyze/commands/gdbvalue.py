@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import drgn
 
-from kdumpkit.analyze.commands.common import symbolize
+from kdumpkit.analyze.facts.symbols import symbolize
 
 _CHAR_NAMES = {"char", "signed char", "unsigned char"}
 _ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r",
@@ -77,6 +77,49 @@ def _pointer_text(prog: drgn.Program, obj: drgn.Object, target: drgn.Type) -> st
     return f"{text} <{name}>" if name else text
 
 
+def _c_string(prog: drgn.Program, address: int, limit: int) -> bytes:
+    """The bytes at ``address`` up to a NUL (at most ``limit``; what can be read)."""
+    out = b""
+    while len(out) < limit:
+        chunk = min(limit - len(out), 4096 - (address + len(out)) % 4096)
+        try:
+            data = prog.read(address + len(out), chunk)
+        except drgn.FaultError:
+            break
+        nul = data.find(b"\0")
+        if nul >= 0:
+            return out + data[:nul]
+        out += data
+    return out
+
+
+def members_text(obj: drgn.Object, members: list[str], hexadecimal: bool = False) -> str:
+    """``  a = 1,`` lines of the named members of a structure, as crash cuts them out of
+    gdb's print of the whole structure (no comma after the structure's last member).
+    Raises LookupError for a member the structure does not have."""
+    lines = []
+    for member in members:
+        value = obj.subobject_(member)
+        comma = "" if _is_last_member(obj.type_, member) else ","
+        lines.append(f"  {member} = {format_value(value, 2, hexadecimal)}{comma}\n")
+    return "".join(lines)
+
+
+def _is_last_member(type_: drgn.Type, path: str) -> bool:
+    """Whether the last step of ``path`` (``a.b.c``) names its structure's last member."""
+    *parents, last = path.split(".")
+    type_ = _underlying(type_)
+    try:
+        for name in parents:
+            type_ = type_.member(name.split("[", 1)[0]).type
+            while type_.kind in (drgn.TypeKind.TYPEDEF, drgn.TypeKind.ARRAY):
+                type_ = type_.type
+    except LookupError:
+        return False
+    named = [m.name for m in type_.members or () if m.name]
+    return bool(named) and named[-1] == last.split("[", 1)[0]
+
+
 def format_value(obj: drgn.Object, indent: int = 0, hexadecimal: bool = False) -> str:
     """``obj`` in crash's (gdb's) notation; nested lines are indented from ``indent``."""
     type_ = _underlying(obj.type_)
@@ -84,7 +127,7 @@ def format_value(obj: drgn.Object, indent: int = 0, hexadecimal: bool = False) -
     if kind in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION, drgn.TypeKind.CLASS):
         members = type_.members or ()
         if not members:
-            return "{}"
+            return "{<No data fields>}"
         pad = " " * (indent + 2)
         lines = []
         for member in members:
@@ -99,7 +142,12 @@ def format_value(obj: drgn.Object, indent: int = 0, hexadecimal: bool = False) -
         length = type_.length or 0
         if not length and obj.address_ is not None:  # a flexible array: its address
             text = _pointer_text(obj.prog_, obj.address_of_(), type_)
-            return f'{text} ""' if _is_char(type_.type) else text
+            if not _is_char(type_.type):
+                return text
+            # gdb prints the string found there, as for a char pointer
+            data = _c_string(obj.prog_, obj.address_, PRINT_ELEMENTS + 1)
+            more = "..." if len(data) > PRINT_ELEMENTS else ""
+            return f"{text} {quote_bytes(data[:PRINT_ELEMENTS])}{more}"
         shown = min(length, PRINT_ELEMENTS)
         more = "..." if length > shown else ""
         if _is_char(type_.type):
@@ -151,3 +199,30 @@ def top_level_text(obj: drgn.Object, hexadecimal: bool = False) -> str:
     if type_.kind == drgn.TypeKind.POINTER and not _is_char(type_.type):
         return f"({obj.type_.type_name()}) {text}"
     return text
+
+
+def task_struct_text(task: drgn.Object, members: list[str], hexadecimal: bool = False) -> str:
+    """crash's ``task`` block of one task: its header, then the named members, or the
+    whole task_struct and thread_info."""
+    from drgn.helpers.linux.sched import task_cpu
+
+    from kdumpkit.analyze.commands.base import CommandError
+    from kdumpkit.analyze.crashformat import bt_task_header
+    from kdumpkit.analyze.facts.tasks import task_comm, task_thread_info_address
+
+    header = bt_task_header(task.pid.value_(), task.value_(), task_cpu(task), task_comm(task))
+    struct = task[0]
+    try:
+        if members:
+            try:
+                return f"{header}\n{members_text(struct, members, hexadecimal)}\n"
+            except LookupError as exc:
+                raise CommandError(f"invalid task_struct member: {exc}") from None
+        address = task_thread_info_address(task)
+        thread_info = drgn.Object(task.prog_, "struct thread_info", address=address)
+        return (
+            f"{header}\nstruct task_struct {format_value(struct, 0, hexadecimal)}\n\n"
+            f"struct thread_info {format_value(thread_info, 0, hexadecimal)}\n\n"
+        )
+    except drgn.FaultError as exc:
+        raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None

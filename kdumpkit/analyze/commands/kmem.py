@@ -7,8 +7,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from kdumpkit.analyze.commands.base import Result, register
-from kdumpkit.analyze.commands.common import size_text
 from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
+from kdumpkit.analyze.crashformat import size_text
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -174,7 +174,7 @@ def vm_stats(prog: Program) -> dict[str, list[tuple[str, int]]]:
     """The global zone and node counters and every CPU's event counters summed."""
     from drgn.helpers.linux.percpu import per_cpu
 
-    from kdumpkit.analyze.commands.common import for_each_cpu_in_dump
+    from kdumpkit.analyze.facts.cpus import for_each_cpu_in_dump
 
     zone = prog["vm_zone_stat"]
     node = prog["vm_node_stat"]

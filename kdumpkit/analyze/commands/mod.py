@@ -3,75 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kdumpkit.analyze.commands.base import Command, Result, register
+from kdumpkit.analyze.crashformat import module_table
+from kdumpkit.analyze.facts.modules import has_module_memory, loaded_modules
 
 if TYPE_CHECKING:
-    from drgn import Object, Program
-
-
-def has_module_memory(prog: Program) -> bool:
-    """Whether modules are laid out as ``mem[]`` regions (v6.4+), whose text base crash
-    labels TEXT_BASE."""
-    try:
-        return prog.type("struct module").has_member("mem")
-    except LookupError:
-        return False
-
-
-def module_base_size(module: Object) -> tuple[int, int]:
-    """The module's core base address and size."""
-    try:
-        layout = module.core_layout
-    except AttributeError:
-        # Linux kernel commit ac3b43283923 ("module: replace module_layout with
-        # module_memory") (v6.4): the text region's base, all core regions' sizes.
-        prog = module.prog_
-        text = module.mem[prog.constant("MOD_TEXT").value_()]
-        size = sum(
-            module.mem[prog.constant(name).value_()].size.value_()
-            for name in ("MOD_TEXT", "MOD_DATA", "MOD_RODATA", "MOD_RO_AFTER_INIT")
-        )
-        return text.base.value_(), size
-    return layout.base.value_(), layout.size.value_()
-
-
-def module_table(prog: Program) -> list[dict[str, Any]]:
-    """Every loaded module: address of its struct module, name, base, size, taint."""
-    from drgn.helpers.linux.module import for_each_module, module_taints
-
-    rows = []
-    for module in for_each_module(prog):
-        base, size = module_base_size(module)
-        try:
-            taints = module_taints(module)
-        except LookupError:
-            taints = ""
-        rows.append(
-            {
-                "module": module.value_(),
-                "name": module.name.string_().decode("utf-8", "replace"),
-                "base": base,
-                "size": size,
-                "taints": taints,
-            }
-        )
-    rows.sort(key=lambda row: row["module"])
-    return rows
-
-
-def render_table(rows: list[dict[str, Any]], base_label: str) -> str:
-    """crash's ``mod`` table: the NAME column as wide as the longest name."""
-    width = max([len("NAME"), *(len(row["name"]) for row in rows)])
-    lines = [f"{'MODULE':^16}  {'NAME':<{width}}  {base_label:^16}  {'SIZE':>5}  OBJECT FILE"]
-    # crash loads no module objects: their symbols come from kallsyms
-    lines += [
-        f"{row['module']:016x}  {row['name']:<{width}}  {row['base']:016x}"
-        f"  {row['size']:>5}  (not loaded)  [CONFIG_KALLSYMS]"
-        for row in rows
-    ]
-    return "\n".join(lines) + "\n"
+    from drgn import Program
 
 
 @register
@@ -87,14 +26,14 @@ class Mod(Command):
         )
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
-        rows = module_table(prog)
+        modules = loaded_modules(prog)
         if args.taint:
-            tainting = [r for r in rows if r["taints"]]
+            tainting = [m for m in modules if m.taints]
             if not tainting:
                 return Result("no tainted modules\n", [])
             text = "NAME                    TAINTS\n" + "".join(
-                f"{r['name']:<23} {r['taints']}\n" for r in tainting
+                f"{m.name:<23} {m.taints}\n" for m in tainting
             )
-            return Result(text, tainting)
+            return Result(text, [m.to_json() for m in tainting])
         label = "TEXT_BASE" if has_module_memory(prog) else "BASE"
-        return Result(render_table(rows, label), rows)
+        return Result(module_table(modules, label), [m.to_json() for m in modules])

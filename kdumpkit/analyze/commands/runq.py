@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 import drgn
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
-from kdumpkit.analyze.commands.common import MAX_TASKS, for_each_cpu_in_dump, task_comm
+from kdumpkit.analyze.crashformat import elapsed_text, runq_task_line
+from kdumpkit.analyze.facts.cpus import for_each_cpu_in_dump
+from kdumpkit.analyze.facts.tasks import MAX_TASKS, task_comm
 
 if TYPE_CHECKING:
     from drgn import Object, Program
@@ -151,15 +153,13 @@ def _cpu_label(cpu: int) -> str:
 
 
 def _task_line(task: Object) -> str:
-    return f'PID: {task.pid.value_():<6} TASK: {task.value_():x}  COMMAND: "{task_comm(task)}"'
+    return runq_task_line(task.pid.value_(), task.value_(), task_comm(task))
 
 
 def render_timestamps(prog: Program, cpus: list[int], elapsed: bool) -> str:
     """``runq -t``: each run queue's clock and its current task's last_arrival;
     ``runq -m``: the time between the two."""
     from drgn.helpers.linux.sched import cpu_rq
-
-    from kdumpkit.analyze.commands.ps import elapsed_text
 
     lines = []
     for cpu in cpus:

@@ -13,9 +13,13 @@ from typing import TYPE_CHECKING
 import drgn
 
 from kdumpkit.analyze.commands.base import CommandError, Result, register
-from kdumpkit.analyze.commands.common import for_each_cpu_in_dump, parse_address
+from kdumpkit.analyze.commands.common import parse_address
 from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
-from kdumpkit.analyze.commands.gdbvalue import format_value, top_level_text
+from kdumpkit.analyze.commands.gdbvalue import format_value, members_text, top_level_text
+from kdumpkit.analyze.context import next_value_number
+from kdumpkit.analyze.crashformat import type_definition
+from kdumpkit.analyze.facts.cpus import for_each_cpu_in_dump
+from kdumpkit.analyze.stack import kernel_symbol
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -59,20 +63,6 @@ def _radix(argv: list[str]) -> tuple[list[str], bool]:
     return [word for word in argv if word not in ("-x", "-d")], hexadecimal
 
 
-def _is_last_member(type_: drgn.Type, path: str) -> bool:
-    """Whether the last step of ``path`` (``a.b.c``) names its structure's last member."""
-    *parents, last = path.split(".")
-    try:
-        for name in parents:
-            type_ = type_.member(name.split("[", 1)[0]).type
-            while type_.kind in (drgn.TypeKind.TYPEDEF, drgn.TypeKind.ARRAY):
-                type_ = type_.type
-    except LookupError:
-        return False
-    named = [m.name for m in type_.members or () if m.name]
-    return bool(named) and named[-1] == last.split("[", 1)[0]
-
-
 def aggregate_text(
     prog: Program, keyword: str, spec: str, address: int, hexadecimal: bool = False
 ) -> str:
@@ -88,19 +78,15 @@ def aggregate_text(
     try:
         if not match["members"]:
             return f"{keyword} {match['name']} {format_value(obj, 0, hexadecimal)}\n"
-        lines = []
-        for member in match["members"].split(","):
+        members = match["members"].split(",")
+        for member in members:
             try:
-                value = obj.subobject_(member)
+                obj.subobject_(member)
             except LookupError:
                 raise CommandError(
                     f"invalid data structure reference: {match['name']}.{member}"
                 ) from None
-            # crash cuts the member out of gdb's print of the whole structure: no comma
-            # after the structure's last member.
-            comma = "" if _is_last_member(type_, member) else ","
-            lines.append(f"  {member} = {format_value(value, 2, hexadecimal)}{comma}\n")
-        return "".join(lines)
+        return members_text(obj, members, hexadecimal)
     except drgn.FaultError as exc:
         raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None
 
@@ -212,8 +198,7 @@ class Print(DrgnCrashCommand):
             raise CommandError(f"Cannot access memory at address 0x{exc.address:x}") from None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        number = prog.cache.get("kdumpkit.value_history", 0) + 1
-        prog.cache["kdumpkit.value_history"] = number
+        number = next_value_number(prog)
         if symbol:
             # crash starts an array symbol's value on a line of its own.
             array = obj.type_.unaliased_kind() == drgn.TypeKind.ARRAY
@@ -226,7 +211,35 @@ class Print(DrgnCrashCommand):
 
 @register
 class Whatis(DrgnCrashCommand):
-    """crash's ``whatis``."""
+    """crash's ``whatis``: a type's definition here; a symbol's, and the options, by
+    drgn."""
 
     name = "whatis"
     help = "type or symbol definition"
+
+    def run(self, prog: Program, args: argparse.Namespace) -> Result:
+        words = list(args.argv)
+        type_ = _named_type(prog, words)
+        if type_ is None:
+            return super().run(prog, args)
+        text = type_definition(type_)
+        return Result(text, [{"type": type_.type_name(), "size": drgn.sizeof(type_), "text": text}])
+
+
+def _named_type(prog: Program, words: list[str]) -> drgn.Type | None:
+    """The type ``whatis`` names: ``struct X``, ``union X``, ``enum X``, or a bare name of
+    a typedef, base type, structure, union or enumeration; None if it names none."""
+    if len(words) == 2 and words[0] in ("struct", "union", "enum"):
+        candidates = [" ".join(words)]
+    elif len(words) == 1 and re.fullmatch(r"[A-Za-z_]\w*", words[0]):
+        if kernel_symbol(prog, words[0]) is not None:
+            return None  # a variable or function of that name wins, as in crash
+        candidates = [words[0], *(f"{kw} {words[0]}" for kw in ("struct", "union", "enum"))]
+    else:
+        return None
+    for name in candidates:
+        try:
+            return prog.type(name)
+        except LookupError:
+            continue
+    return None

@@ -6,7 +6,8 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from kdumpkit.analyze.commands.base import Command, CommandError, Result, register
-from kdumpkit.analyze.commands.common import symbol_module, symbol_type_letter
+from kdumpkit.analyze.context import program_debuginfo
+from kdumpkit.analyze.facts.symbols import symbol_module, symbol_type_letter
 
 if TYPE_CHECKING:
     import drgn
@@ -15,11 +16,11 @@ if TYPE_CHECKING:
 
 def symbol_tables(prog: Program) -> list[Any]:
     """kdumpkit's kallsyms tables (vmlinux, then modules) with their nm letters, if any."""
-    info = prog.cache.get("kdumpkit.debuginfo")
+    info = program_debuginfo(prog)
     if info is None:
         return []
-    tables = [info.symbols] if getattr(info, "symbols", None) is not None else []
-    module_symbols = getattr(info, "module_symbols", None)
+    tables: list[Any] = [info.symbols] if info.symbols is not None else []
+    module_symbols = info.module_symbols
     if module_symbols is not None:
         if module_symbols.table is None:
             module_symbols.finder(prog, "", None, True)  # loads the modules' kallsyms once
