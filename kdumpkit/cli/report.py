@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kdumpkit.cli.output import DamageWarnings, add_zero_excluded
+
 HELP = "one-page triage report: why did this kernel die?"
 
 
@@ -16,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     form.add_argument("--json", action="store_true", help="JSON instead of text")
     form.add_argument("--html", action="store_true", help="a standalone HTML page")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    add_zero_excluded(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,8 +26,12 @@ def run(args: argparse.Namespace) -> int:
     from kdumpkit.analyze.report import gather_report, render_html, render_json, render_text
     from kdumpkit.analyze.session import open_for_analysis
 
-    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
-    report = gather_report(prog)
+    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux, zero_excluded=args.zero_excluded)
+    warnings = DamageWarnings("report", prog)
+    try:
+        report = gather_report(prog)
+    finally:
+        warnings.finish()
     render = render_json if args.json else render_html if args.html else render_text
     text = render(report)
     if args.output:
