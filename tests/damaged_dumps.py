@@ -431,16 +431,58 @@ def run_paths(
     return outcomes, int(data.get("maxrss_kb") or 0), seconds
 
 
+#: Bases bigger than this are patched in place in a kept copy (and restored after the
+#: run) instead of copied for each variant (the raw ELF: 847 MB, 194 MB of data).
+PATCH_IN_PLACE = 64 << 20
+
+
 def run_variant(v: Variant, workdir: Path, verbs: Sequence[Sequence[str]] = VERBS) -> Outcome:
-    """Write the variant into ``workdir``, run the verbs on it, remove it."""
-    suffix = Path(v.base).suffix
-    path = workdir / f"variant{suffix}"
+    """Write the variant into ``workdir``, run the verbs on it, remove it (or, for a big
+    base, patch a kept copy of it and restore the patched bytes afterwards)."""
+    base = Path(v.base)
+    if v.truncate_at is None and base.stat().st_size > PATCH_IN_PLACE:
+        kept = workdir / f"kept-{base.name}"
+        if not kept.exists():
+            materialize(Variant(v.base, "copy", 0), kept)
+        pristine = Variant(v.base, "restore", 0)
+        with open(kept, "r+b") as file:
+            for at, data in v.patches:
+                file.seek(at)
+                pristine.patches.append((at, file.read(len(data))))
+        damaged = Variant(v.base, "patch", 0, patches=_resolved(v))
+        _patch(kept, damaged.patches)
+        try:
+            outcomes, rss, seconds = run_paths(kept, verbs)
+        finally:
+            _patch(kept, pristine.patches[::-1])
+        return Outcome(v, outcomes, rss, seconds)
+    path = workdir / f"variant{base.suffix}"
     materialize(v, path)
     try:
         outcomes, rss, seconds = run_paths(path, verbs)
     finally:
         path.unlink(missing_ok=True)
     return Outcome(v, outcomes, rss, seconds)
+
+
+def _resolved(v: Variant) -> list[tuple[int, bytes]]:
+    """The variant's patches as the bytes to write (memory flips are xor masks)."""
+    if v.kind != "memory":
+        return v.patches
+    out = []
+    with open(v.base, "rb") as file:
+        for at, mask in v.patches:
+            file.seek(at)
+            old = file.read(len(mask))
+            out.append((at, bytes(a ^ b for a, b in zip(old, mask, strict=True))))
+    return out
+
+
+def _patch(path: Path, patches: list[tuple[int, bytes]]) -> None:
+    with open(path, "r+b") as file:
+        for at, data in patches:
+            file.seek(at)
+            file.write(data)
 
 
 def memory_pages(elf: Path) -> list[int]:
