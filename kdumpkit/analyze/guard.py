@@ -183,11 +183,12 @@ def list_entries(
 
 
 def tasks(prog: drgn.Program, limit: int = MAX_LIST_ENTRIES) -> Iterator[drgn.Object]:
-    """Every task (drgn's ``for_each_task``), bounded and cycle-checked: a task list that
-    loops or points into a page not in the dump ends with a note."""
-    from drgn.helpers.linux.pid import for_each_task
-
-    return bounded(for_each_task(prog), "task list", prog, limit, key=lambda task: task.value_())
+    """Every process (thread-group leader) on ``init_task.tasks``, bounded and
+    cycle-checked: a task list that loops, or points into a page not in the dump, ends
+    with a note.  (drgn's ``for_each_task`` walks the PID IDR instead.)"""
+    return list_entries(
+        prog, prog["init_task"].tasks, "struct task_struct", "tasks", "task list", limit
+    )
 
 
 def readable(prog: drgn.Program, address: int, size: int) -> bool:
