@@ -485,6 +485,21 @@ def _patch(path: Path, patches: list[tuple[int, bytes]]) -> None:
             file.write(data)
 
 
+def run_report_text(path: Path) -> str:
+    """``kdumpkit report PATH``'s text (the test of a killed capture reads it)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdumpkit", "report", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=_limit_memory,
+        timeout=VERB_TIMEOUT,
+        check=False,
+    )
+    return proc.stdout
+
+
 def memory_pages(elf: Path) -> list[int]:
     """File offsets of the pages of the raw ELF dump that a clean analysis reads."""
     code = r"""

@@ -71,3 +71,45 @@ def test_a_bad_build_id_variant_is_counted_as_an_answer(tmp_path: Path) -> None:
     outcome = dd.run_variant(variant, tmp_path, verbs=dd.VERBS[2:4])
     assert [v.kind for v in outcome.verbs] == ["answer", "answer"]
     assert all("warning: VMCOREINFO BUILD-ID" in v.stderr for v in outcome.verbs)
+
+
+@pytest.mark.slow
+def test_capture_killed_half_way(tmp_path: Path) -> None:
+    """A real killed capture: ``kdumpkit save`` of the raw 6.1 /proc/vmcore killed (SIGKILL)
+    once 15 MB of its ~17.7 MB are written.  The kernel's text, kallsyms and BTF are
+    in the file, the pages after the cut are not: report gives the panic task and lists
+    what it could not read; every verb ends in an answer or one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bases = _require_fixtures()
+    if "elf" not in bases:
+        pytest.skip("the decompressed ELF fixture is not in the cache")
+    out = tmp_path / "dump.kdump"
+    env = dict(os.environ, PYTHONPATH=str(dd.ROOT))
+    save = subprocess.Popen(
+        [sys.executable, "-m", "kdumpkit", "save", str(bases["elf"]), str(out), "-d", "31",
+         "--compress", "zlib", "--threads", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while save.poll() is None and time.monotonic() < deadline:
+        if out.exists() and out.stat().st_size >= 15_000_000:
+            save.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    save.wait()
+    assert save.returncode == -signal.SIGKILL, "save ended before it could be killed"
+    outcomes, rss, _ = dd.run_paths(out)
+    assert rss < dd.MEMORY_LIMIT // 1024
+    kinds = {o.verb.split()[0]: o for o in outcomes}
+    assert all(o.kind in ("answer", "error") for o in outcomes), [o.stderr for o in outcomes]
+    report = kinds["report"]
+    assert report.kind == "answer", report.stderr
+    text = dd.run_report_text(out)
+    assert "Crashing task: PID 134" in text and "Could not read:" in text
+    assert "page not in dump (lost)" in text or "past EOF" in text
+    out.unlink()

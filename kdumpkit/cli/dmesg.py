@@ -6,8 +6,10 @@ import argparse
 import sys
 
 from kdumpkit.cli.output import DamageWarnings, add_zero_excluded, replaced_on_success
-from kdumpkit.kernel.printk import get_printk_records, render_dmesg
+from kdumpkit.dump.errors import PageNotPresentError
+from kdumpkit.kernel.printk import PrintkError, get_printk_records, render_dmesg
 from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
+from kdumpkit.kernel.x86_64 import TranslationError
 
 HELP = "print the kernel log saved in a dump"
 
@@ -36,9 +38,12 @@ def run(args: argparse.Namespace) -> int:
         dump.zero_excluded = args.zero_excluded
         warnings = DamageWarnings("dmesg", dump=dump)
         try:
-            text = render_dmesg(get_printk_records(dump), caller_id=args.caller_id)
+            records = get_printk_records(dump)
+        except (TranslationError, PageNotPresentError) as exc:
+            raise PrintkError(f"kernel log: {exc}") from None
         finally:
             warnings.finish()
+        text = render_dmesg(records, caller_id=args.caller_id)
     if args.out is None or args.out == "-":
         sys.stdout.buffer.write(text)
         sys.stdout.buffer.flush()
