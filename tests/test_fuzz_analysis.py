@@ -664,3 +664,39 @@ def test_orc_entry_damaged_ends_the_backtrace_early(kdump61: Path, orc_entries: 
     text = Session(damaged).run_to_text("bt")
     assert text.splitlines() == clean.splitlines()[:6]
     assert text.splitlines()[-1].startswith(" #4 [") and "__handle_sysrq" in text
+
+
+def test_module_list_that_loops_ends_with_a_note(kdump61: Path) -> None:
+    """The fourth module's list.next pointed back at the second: drgn's own walk (behind
+    for_each_module, mod, report) would go round for ever; it stops after four modules
+    and the damage is named."""
+    from drgn.helpers.linux.module import for_each_module
+
+    from kdumpkit.analyze.report import gather_report
+
+    clean = open_program(kdump61)
+    space = address_space(clean.cache["kdumpkit.dump"])
+    modules = [module.value_() for module in for_each_module(clean)]
+    offset = drgn.offsetof(clean.type("struct module"), "list")
+    damaged = _damaged_program(
+        kdump61, {space.v2p(modules[3] + offset): struct.pack("<Q", modules[1] + offset)}
+    )
+    start = time.monotonic()
+    assert len(Session(damaged).run_to_text("mod").splitlines()) == 5  # header + 4
+    assert len(gather_report(damaged)["modules"]) == 4
+    assert time.monotonic() - start < 20
+    assert [str(d) for d in guard.damage_notes(damaged)] == [
+        f"list modules: loops back to {modules[1] + offset:#x} after 4 entries; stopped there"
+    ]
+
+
+def test_guarded_walks_equal_drgns(prog: drgn.Program) -> None:
+    """On lists that do not loop, the guarded walks yield what drgn's own do."""
+    import drgn.helpers.linux.list as lists
+
+    head = prog["init_task"].tasks.address_of_()
+    forward = [pos.value_() for pos in lists.list_for_each(head)]
+    backward = [pos.value_() for pos in lists.list_for_each_reverse(head)]
+    assert lists._kdumpkit_guarded and len(forward) > 50 and forward == backward[::-1]
+    modules = prog["modules"].address_of_()
+    assert [m.value_() for m in lists.list_for_each_entry("struct module", modules, "list")]

@@ -166,29 +166,21 @@ def list_entries(
     type_name: str | drgn.Type,
     member: str,
     what: str | None = None,
-    limit: int = MAX_LIST_ENTRIES,
 ) -> Iterator[drgn.Object]:
-    """``list_for_each_entry`` that cannot hang: bounded, cycle-checked, and ending
-    with a note (not an exception) at a pointer to nowhere."""
-    from drgn.helpers.linux.list import list_for_each_entry
-
-    name = what or f"list of {type_name} at {head.address_ or 0:#x}"
-    return bounded(
-        list_for_each_entry(type_name, head.address_of_(), member),
-        name,
-        prog,
-        limit,
-        key=lambda entry: entry.value_(),
-    )
+    """``list_for_each_entry`` that cannot hang (:func:`walk_list`); a fault while
+    walking also ends the walk with a note instead of an exception."""
+    name = what or _list_name(prog, head.address_ or 0)
+    entry_type = prog.type(type_name) if isinstance(type_name, str) else type_name
+    nodes = bounded(walk_list(head.address_of_(), "next", name), name, prog)
+    for node in nodes:
+        yield drgn.container_of(node, entry_type, member)
 
 
-def tasks(prog: drgn.Program, limit: int = MAX_LIST_ENTRIES) -> Iterator[drgn.Object]:
+def tasks(prog: drgn.Program) -> Iterator[drgn.Object]:
     """Every process (thread-group leader) on ``init_task.tasks``, bounded and
     cycle-checked: a task list that loops, or points into a page not in the dump, ends
     with a note.  (drgn's ``for_each_task`` walks the PID IDR instead.)"""
-    return list_entries(
-        prog, prog["init_task"].tasks, "struct task_struct", "tasks", "task list", limit
-    )
+    return list_entries(prog, prog["init_task"].tasks, "struct task_struct", "tasks", "task list")
 
 
 def readable(prog: drgn.Program, address: int, size: int) -> bool:
@@ -198,3 +190,86 @@ def readable(prog: drgn.Program, address: int, size: int) -> bool:
     except (drgn.FaultError, ValueError, OverflowError):
         return False
     return True
+
+
+def walk_list(
+    head: drgn.Object, direction: str = "next", what: str | None = None
+) -> Iterator[drgn.Object]:
+    """The nodes of the list at ``head`` (a ``struct list_head *``) following ``next``
+    (or ``prev``), as drgn's ``list_for_each``, but stopping with a note naming the list
+    (``what``, or the kernel variable it is) at a node seen before or after
+    :data:`MAX_LIST_ENTRIES` nodes, instead of walking a looping list for ever."""
+    head = head.read_()
+    head_address = head.value_()
+    seen: set[int] = set()
+    pos = getattr(head, direction).read_()
+    while (address := pos.value_()) != head_address:
+        if address in seen or len(seen) >= MAX_LIST_ENTRIES:
+            problem = (
+                f"loops back to {address:#x} after {len(seen)} entries; stopped there"
+                if address in seen
+                else f"has more than {MAX_LIST_ENTRIES} entries; stopped there"
+            )
+            note_damage(head.prog_, what or _list_name(head.prog_, head_address), problem)
+            return
+        seen.add(address)
+        yield pos
+        pos = getattr(pos, direction).read_()
+
+
+def _guarded_list_walk(direction: str) -> Callable[[drgn.Object], Iterator[drgn.Object]]:
+    def walk(head: drgn.Object) -> Iterator[drgn.Object]:
+        return walk_list(head, direction)
+
+    walk.__doc__ = f"list_for_each{'' if direction == 'next' else '_reverse'}, cycle-checked."
+    return walk
+
+
+def _list_name(prog: drgn.Program, address: int) -> str:
+    """``list modules`` for the head of a list that is a kernel variable, else the
+    list's address (and the symbol it lies in, if any)."""
+    try:
+        symbol = prog.symbol(address)
+    except (LookupError, ValueError, drgn.FaultError):
+        return f"list at {address:#x}"
+    if symbol.address == address:
+        return f"list {symbol.name}"
+    return f"list at {address:#x} ({symbol.name}+{address - symbol.address:#x})"
+
+
+def _guarded_hlist_walk(head: drgn.Object) -> Iterator[drgn.Object]:
+    """drgn's ``hlist_for_each``, stopping with a note at a node seen before."""
+    seen: set[int] = set()
+    pos = head.first.read_()
+    while address := pos.value_():
+        if address in seen or len(seen) >= MAX_LIST_ENTRIES:
+            note_damage(
+                head.prog_,
+                f"hlist at {head.address_ or 0:#x}",
+                f"loops back to {address:#x} after {len(seen)} entries; stopped there",
+            )
+            return
+        seen.add(address)
+        yield pos
+        pos = pos.next.read_()
+
+
+def guard_drgn_lists() -> None:
+    """Make drgn's list walks cycle-checked, for every helper built on them.
+
+    drgn's ``list_for_each_entry`` and its kin (``for_each_module``, a task's children
+    and threads, the run queues' lists, every command and the user's shell code) walk
+    ``next`` pointers until they come back to the head: in a damaged dump, a pointer
+    into the middle of the list makes that walk endless.  The walks in
+    ``drgn.helpers.linux.list`` are replaced (once per process) by ones that stop at
+    the first node seen twice and note the damage on the program.  They yield the same
+    nodes as drgn's on any list that does not loop.
+    """
+    import drgn.helpers.linux.list as lists
+
+    if getattr(lists, "_kdumpkit_guarded", False):
+        return
+    lists.list_for_each = _guarded_list_walk("next")
+    lists.list_for_each_reverse = _guarded_list_walk("prev")
+    lists.hlist_for_each = _guarded_hlist_walk
+    lists._kdumpkit_guarded = True  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 import drgn
 
 import kdumpkit.numpy_setup  # noqa: F401  (before anything imports numpy)
-from kdumpkit.analyze.guard import Damage, note_damage
+from kdumpkit.analyze.guard import Damage, guard_drgn_lists, note_damage
 from kdumpkit.debuginfo.loader import (
     load_dump_debuginfo,
     load_dwarf_companions,
@@ -418,6 +418,7 @@ def open_program(
     in the dump as zeros (``dump.zero_filled`` collects those read).  What the dump's
     content damages on the way is noted in ``prog.cache`` (:mod:`kdumpkit.analyze.guard`).
     """
+    guard_drgn_lists()
     with garbage_collection_paused():
         return _open_program(path_or_paths, vmlinux, zero_excluded)
 
