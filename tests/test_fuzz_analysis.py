@@ -700,3 +700,21 @@ def test_guarded_walks_equal_drgns(prog: drgn.Program) -> None:
     assert lists._kdumpkit_guarded and len(forward) > 50 and forward == backward[::-1]
     modules = prog["modules"].address_of_()
     assert [m.value_() for m in lists.list_for_each_entry("struct module", modules, "list")]
+
+
+def test_list_guard_installs_when_drgn_lists_are_first_imported(kdump61: Path) -> None:
+    """In a fresh process the guard waits for drgn's list module to be imported (bt
+    imports none of drgn's Linux helpers) and guards it then."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from kdumpkit.analyze.program import open_program; "
+        "open_program(sys.argv[1]); assert 'drgn.helpers.linux' not in sys.modules; "
+        "import drgn.helpers.linux.list as l; print(l._kdumpkit_guarded, "
+        "l.list_for_each.__module__)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(kdump61)], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.split() == ["True", "kdumpkit.analyze.guard"]

@@ -19,8 +19,13 @@ it skipped, once per part:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TypeVar
 
 import drgn
@@ -254,6 +259,42 @@ def _guarded_hlist_walk(head: drgn.Object) -> Iterator[drgn.Object]:
         pos = pos.next.read_()
 
 
+LIST_MODULE = "drgn.helpers.linux.list"
+
+
+def _guard_list_module(lists: ModuleType) -> None:
+    if getattr(lists, "_kdumpkit_guarded", False):
+        return
+    lists.list_for_each = _guarded_list_walk("next")  # type: ignore[attr-defined]
+    lists.list_for_each_reverse = _guarded_list_walk("prev")  # type: ignore[attr-defined]
+    lists.hlist_for_each = _guarded_hlist_walk  # type: ignore[attr-defined]
+    lists._kdumpkit_guarded = True  # type: ignore[attr-defined]
+
+
+class _ListModuleFinder(importlib.abc.MetaPathFinder):
+    """Guards drgn's list module when something first imports it (importing it loads
+    every drgn Linux helper, which commands like ``bt`` never need)."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != LIST_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_and_guard(module: ModuleType) -> None:
+            exec_module(module)
+            _guard_list_module(module)
+
+        loader.exec_module = exec_and_guard  # type: ignore[method-assign]
+        return spec
+
+
 def guard_drgn_lists() -> None:
     """Make drgn's list walks cycle-checked, for every helper built on them.
 
@@ -261,15 +302,13 @@ def guard_drgn_lists() -> None:
     and threads, the run queues' lists, every command and the user's shell code) walk
     ``next`` pointers until they come back to the head: in a damaged dump, a pointer
     into the middle of the list makes that walk endless.  The walks in
-    ``drgn.helpers.linux.list`` are replaced (once per process) by ones that stop at
-    the first node seen twice and note the damage on the program.  They yield the same
-    nodes as drgn's on any list that does not loop.
+    ``drgn.helpers.linux.list`` are replaced (once per process, when it is first
+    imported) by :func:`walk_list`, which stops at the first node seen twice and notes
+    the damage on the program.  They yield the same nodes as drgn's on any list that
+    does not loop.
     """
-    import drgn.helpers.linux.list as lists
-
-    if getattr(lists, "_kdumpkit_guarded", False):
-        return
-    lists.list_for_each = _guarded_list_walk("next")
-    lists.list_for_each_reverse = _guarded_list_walk("prev")
-    lists.hlist_for_each = _guarded_hlist_walk
-    lists._kdumpkit_guarded = True  # type: ignore[attr-defined]
+    lists = sys.modules.get(LIST_MODULE)
+    if lists is not None:
+        _guard_list_module(lists)
+    elif not any(isinstance(finder, _ListModuleFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ListModuleFinder())
