@@ -718,3 +718,19 @@ def test_list_guard_installs_when_drgn_lists_are_first_imported(kdump61: Path) -
         [sys.executable, "-c", probe, str(kdump61)], capture_output=True, text=True, check=True
     )
     assert run.stdout.split() == ["True", "kdumpkit.analyze.guard"]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("prog.read(1 << 40, 8, True)", "-e: FaultError: "),
+        ("print(x)", "-e: NameError: name 'x' is not defined"),
+        ("print((", "-e: SyntaxError: "),
+    ],
+)
+def test_shell_code_errors_are_one_line(
+    kdump61: Path, code: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """shell -e: a page the dump lacks, or the code's own mistake, is one line (exit 2)."""
+    status, _out, err = _run(["shell", str(kdump61), "-e", code], capsys)
+    assert status == 2 and err.startswith(f"kdumpkit shell: {message}") and err.count("\n") == 1

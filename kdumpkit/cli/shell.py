@@ -70,17 +70,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, prog: Any) -> int:
-    from kdumpkit.analyze.guard import DUMP_DAMAGE_ERRORS, describe_error
+    import os
+
+    from kdumpkit.analyze.guard import describe_error
     from kdumpkit.errors import KdumpkitError
 
     names = namespace(prog)
     if args.expression:
-        code_object = compile(args.expression, "<-e>", "exec")
         try:
-            exec(code_object, names)  # the user's own code
-        except DUMP_DAMAGE_ERRORS as exc:
-            # What the dump lacks (a page not in it, a damaged structure) is one line;
-            # the user's own mistakes (NameError, ...) keep their traceback.
+            exec(compile(args.expression, "<-e>", "exec"), names)  # the user's own code
+        except Exception as exc:
+            # One line, as every verb: what the dump lacks (a page not in it, types a
+            # damaged BTF got wrong) or the code's own mistake; KDUMPKIT_DEBUG=1 shows
+            # the traceback.
+            if os.environ.get("KDUMPKIT_DEBUG"):
+                raise
             raise KdumpkitError(f"-e: {type(exc).__name__}: {describe_error(exc)}") from None
         return 0
     banner = (
