@@ -34,7 +34,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
 
-from kdumpkit.dump.errors import DumpError
+from kdumpkit.errors import KdumpkitError
 
 DEFAULT_CONFIG_PATH = "/etc/kdumpkit.toml"
 CONFIG_ENV = "KDUMPKIT_CONFIG"
@@ -50,7 +50,7 @@ STAMP_RE = re.compile(r"^\d{12}$")
 _SSH_TARGET = re.compile(r"^(?:[^@\s:/]+@)?[^@\s:/]+:/\S*$")
 
 
-class ConfigError(DumpError):
+class ConfigError(KdumpkitError):
     """The config file is missing, unreadable, not TOML, or holds a bad key or value."""
 
 

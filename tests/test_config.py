@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kdumpkit.config import Config, ConfigError, load_config, parse_config
-from kdumpkit.dump.errors import DumpError
+from kdumpkit.errors import KdumpkitError
 
 FULL = """
 [dump]
@@ -104,7 +104,7 @@ def test_mistakes_name_file_key_and_problem(tmp_path: Path, text: str, message: 
         load_config(str(path))
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
-    assert isinstance(info.value, DumpError)
+    assert isinstance(info.value, KdumpkitError)
 
 
 def test_cmdline_remove_accepts_a_string() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from service_machine import MiB, bzimage, initramfs, newc_cpio
 
-from kdumpkit.dump.errors import DumpError
+from kdumpkit.errors import KdumpkitError
 from kdumpkit.service.cmdline import capture_cmdline, split_cmdline
 from kdumpkit.service.crashkernel import (
     Crashkernel,
@@ -78,7 +78,7 @@ def test_suffixes_and_offset_with_ranges() -> None:
 def test_invalid_values_are_one_line_errors(text: str, message: str) -> None:
     with pytest.raises(CrashkernelError, match=message) as info:
         parse_crashkernel(text)
-    assert isinstance(info.value, DumpError) and "\n" not in str(info.value)
+    assert isinstance(info.value, KdumpkitError) and "\n" not in str(info.value)
 
 
 def test_size_not_below_ram_reserves_nothing() -> None:

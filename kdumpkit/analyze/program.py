@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 import drgn
 
 import kdumpkit.numpy_setup  # noqa: F401  (before anything imports numpy)
+from kdumpkit.analyze.guard import Damage, guard_drgn_lists, note_damage
 from kdumpkit.debuginfo.loader import (
     load_dump_debuginfo,
     load_dwarf_companions,
@@ -35,7 +36,9 @@ from kdumpkit.debuginfo.loader import (
 from kdumpkit.debuginfo.symbols import load_elf_symtab, load_system_map
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError, DumpFormatError, PageNotPresentError
+from kdumpkit.dump.notes import Note, encode_notes
 from kdumpkit.dump.open import open_dump
+from kdumpkit.dump.vmcoreinfo import VmcoreInfo
 
 PathArg = str | os.PathLike[str]
 LIVE_PATHS = ("/proc/kcore",)
@@ -48,6 +51,28 @@ EM_X86_64 = 62
 #: on import, which kdumpkit's drgn pass-through does itself when it needs them.
 DRGN_OWN_PLUGINS = frozenset({"builtin_commands", "crash_commands"})
 PLUGIN_GROUP = "[drgn.plugins]"
+#: The VMCOREINFO keys whose value drgn 0.3.0 parses as a number when it opens a core
+#: (libdrgn/drgn_program_parse_vmcoreinfo.inc.strswitch), with strtoull's base: one bad
+#: value there fails the whole open, so they are checked first.
+DRGN_NUMBER_KEYS: dict[str, int] = {
+    "PAGESIZE": 0,
+    "KERNELOFFSET": 16,
+    "KERNELOFFPHYS": 16,
+    "SYMBOL(swapper_pg_dir)": 16,
+    "LENGTH(mem_section)": 0,
+    "NUMBER(SECTION_SIZE_BITS)": 0,
+    "NUMBER(MAX_PHYSMEM_BITS)": 0,
+    "NUMBER(pgtable_l5_enabled)": 0,
+    "NUMBER(kimage_voffset)": 0,
+    "NUMBER(phys_base)": 0,
+    "NUMBER(KERNELPACMASK)": 16,
+    "NUMBER(VA_BITS)": 0,
+    "NUMBER(TCR_EL1_T1SZ)": 0,
+}
+#: drgn keeps OSRELEASE in a 65-byte buffer (utsname's) and the build ID in 20 bytes.
+OSRELEASE_MAX = 64
+BUILD_ID_MAX_BYTES = 20
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class PhysicalMemory:
@@ -185,6 +210,124 @@ def drgn_plugin_scan_skipped() -> Iterator[None]:
         os.environ.pop("DRGN_DISABLE_PLUGINS", None)
 
 
+def strtoull(text: bytes, base: int) -> int | None:
+    """C's ``strtoull`` over a whole value as drgn uses it: None where drgn would call the
+    number invalid (no digits, anything after them) or too large."""
+    text = text.lstrip(b" \t\n\v\f\r")
+    negative = text[:1] == b"-"
+    if text[:1] in (b"+", b"-"):
+        text = text[1:]
+    if base in (0, 16) and text[:2] in (b"0x", b"0X") and text[2:3] and text[2] in _HEX:
+        text, base = text[2:], 16
+    elif base == 0:
+        base = 8 if text[:1] == b"0" else 10
+    digits = b"0123456789abcdefABCDEF"[: base + max(0, base - 10)]
+    if not text or any(char not in digits for char in text):
+        return None
+    value = int(text, base)
+    if value >= 1 << 64:
+        return None
+    return (-value) % (1 << 64) if negative else value
+
+
+def _vmcoreinfo_problem(key: str, value: bytes) -> str | None:
+    """What is wrong with one VMCOREINFO line as drgn would parse it, or None."""
+    if key == "BUILD-ID":
+        if len(value) // 2 > BUILD_ID_MAX_BYTES or len(value) % 2 or set(value) - _HEX:
+            return "not a build ID"
+    elif key == "OSRELEASE":
+        if not value or len(value) > OSRELEASE_MAX:
+            return "not a kernel release"
+    elif key in DRGN_NUMBER_KEYS:
+        number = strtoull(value, DRGN_NUMBER_KEYS[key])
+        if number is None:
+            return "not a number"
+        if key == "PAGESIZE" and (number < 512 or number & (number - 1)):
+            return "not a page size"
+        if (
+            key in ("NUMBER(SECTION_SIZE_BITS)", "NUMBER(MAX_PHYSMEM_BITS)")
+            and not 0 < number <= 64
+        ):
+            return "out of range"
+        if key == "SYMBOL(swapper_pg_dir)" and number == 0:
+            return "a null address"
+    return None
+
+
+def checked_vmcoreinfo(raw: bytes, dump: Dump) -> tuple[bytes, list[Damage]]:
+    """VMCOREINFO as drgn can take it, and the damage found: a line holding a NUL byte or
+    a value drgn cannot parse is dropped (drgn would refuse the whole dump for one bad
+    BUILD-ID); a damaged OSRELEASE or PAGESIZE is replaced from the dump's header.
+    A damaged ``SYMBOL(swapper_pg_dir)`` (no address can be translated without it) raises
+    :class:`DumpFormatError` naming it."""
+    damage: list[Damage] = []
+    kept: list[bytes] = []
+    seen: set[str] = set()
+    for number, line in enumerate(raw.rstrip(b"\0").split(b"\n"), 1):
+        key_bytes, equals, value = line.partition(b"=")
+        key = key_bytes.decode("latin-1")
+        if b"\0" in line:
+            name = key if equals and key.isprintable() else f"line {number}"
+            damage.append(Damage(f"VMCOREINFO {name}", "holds a NUL byte; line ignored"))
+            continue
+        if not equals:
+            kept.append(line)
+            continue
+        problem = _vmcoreinfo_problem(key, value)
+        if problem is not None:
+            shown = value[:40].decode("latin-1")
+            damage.append(Damage(f"VMCOREINFO {key}", f"{shown!r} is {problem}; line ignored"))
+            continue
+        seen.add(key)
+        kept.append(line)
+    while kept and not kept[-1]:
+        kept.pop()
+    if "OSRELEASE" not in seen:
+        release = (dump.header.utsname.get("release") or "").encode("latin-1", "replace")
+        if _vmcoreinfo_problem("OSRELEASE", release) is not None:
+            release, source = b"unknown", "no release known"
+        else:
+            source = "the release from the dump header"
+        kept.insert(0, b"OSRELEASE=" + release)
+        _replaced(damage, "VMCOREINFO OSRELEASE", f"{source} used")
+    if "PAGESIZE" not in seen:
+        kept.append(b"PAGESIZE=%d" % dump.page_size)
+        _replaced(damage, "VMCOREINFO PAGESIZE", f"the dump's page size {dump.page_size} used")
+    if "SYMBOL(swapper_pg_dir)" not in seen:
+        raise DumpFormatError(
+            f"{dump.name}: VMCOREINFO SYMBOL(swapper_pg_dir) is missing or damaged: "
+            "no kernel address can be translated"
+        )
+    return b"\n".join(kept) + b"\n", damage
+
+
+def _replaced(damage: list[Damage], part: str, instead: str) -> None:
+    """Note that ``part`` is missing or damaged and what replaced it (one note)."""
+    for index, found in enumerate(damage):
+        if found.part == part:
+            damage[index] = Damage(part, found.detail.replace("line ignored", instead))
+            return
+    damage.append(Damage(part, f"missing; {instead}"))
+
+
+def _checked_notes(dump: Dump) -> tuple[bytes, list[Damage]]:
+    """The dump's notes for drgn, their VMCOREINFO checked (:func:`checked_vmcoreinfo`)."""
+    assert dump.vmcoreinfo is not None
+    notes = list(dump.notes)
+    index = next((i for i, n in enumerate(notes) if n.name == "VMCOREINFO"), None)
+    raw = notes[index].desc if index is not None else dump.vmcoreinfo.raw
+    text, damage = checked_vmcoreinfo(raw, dump)
+    if not damage and index is not None:
+        return dump.note_data, damage
+    note = Note("VMCOREINFO", 0, text)
+    if index is None:
+        notes.append(note)
+    else:
+        notes[index] = note
+    dump.vmcoreinfo = VmcoreInfo.parse(text)
+    return encode_notes(notes)[1], damage
+
+
 def program_from_dump(dump: Dump) -> drgn.Program:
     """A drgn Program over an opened dump, without any debug information yet."""
     if dump.header.machine != "x86_64":
@@ -200,12 +343,15 @@ def program_from_dump(dump: Dump) -> drgn.Program:
                 "cannot analyse the kernel"
             )
     prog = drgn.Program()
-    # ensure_vmcoreinfo added the note it found to dump.note_data, as writers want too.
-    fd = notes_core(dump.note_data)
+    # ensure_vmcoreinfo added the note it found to dump.notes, as writers want too.
+    note_data, damage = _checked_notes(dump)
+    for found in damage:
+        note_damage(prog, found.part, found.detail)
+    fd = notes_core(note_data)
     try:
         with drgn_plugin_scan_skipped():
             prog.set_core_dump(fd)  # drgn owns the fd from here on, even when it fails
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, drgn.BadDataError, OverflowError) as exc:
         raise DumpFormatError(f"{dump.name}: drgn refused the dump's notes: {exc}") from None
     memory = PhysicalMemory(dump)
     prog.add_memory_segment(0, max(dump.max_pfn, 1) * dump.page_size, memory.read, physical=True)
@@ -256,7 +402,10 @@ def debug_file_kind(path: PathArg) -> str:
 
 
 def open_program(
-    path_or_paths: PathArg | Sequence[PathArg] | None = None, vmlinux: PathArg | None = None
+    path_or_paths: PathArg | Sequence[PathArg] | None = None,
+    vmlinux: PathArg | None = None,
+    *,
+    zero_excluded: bool = False,
 ) -> drgn.Program:
     """Open a dump (any format, or a split set) or the live kernel as a drgn Program.
 
@@ -264,9 +413,14 @@ def open_program(
     both read from the dump.  ``vmlinux`` may be a vmlinux with DWARF or a debug
     directory (DWARF types), or, for kernels before 6.0 whose VMCOREINFO lacks
     kallsyms, a System.map or a stripped vmlinux (symbols; types still from BTF).
+
+    ``zero_excluded`` (crash's ``--zero_excluded``) reads the pages that are RAM but not
+    in the dump as zeros (``dump.zero_filled`` collects those read).  What the dump's
+    content damages on the way is noted in ``prog.cache`` (:mod:`kdumpkit.analyze.guard`).
     """
+    guard_drgn_lists()
     with garbage_collection_paused():
-        return _open_program(path_or_paths, vmlinux)
+        return _open_program(path_or_paths, vmlinux, zero_excluded)
 
 
 @contextlib.contextmanager
@@ -284,13 +438,16 @@ def garbage_collection_paused() -> Iterator[None]:
 
 
 def _open_program(
-    path_or_paths: PathArg | Sequence[PathArg] | None, vmlinux: PathArg | None
+    path_or_paths: PathArg | Sequence[PathArg] | None,
+    vmlinux: PathArg | None,
+    zero_excluded: bool = False,
 ) -> drgn.Program:
     if path_or_paths is None or (
         isinstance(path_or_paths, (str, os.PathLike)) and os.fspath(path_or_paths) in LIVE_PATHS
     ):
         return _open_live(vmlinux)
     dump = open_dump(path_or_paths)  # type: ignore[arg-type]
+    dump.zero_excluded = zero_excluded
     try:
         prog = program_from_dump(dump)
         assert dump.vmcoreinfo is not None

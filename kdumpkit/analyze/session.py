@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import drgn
 from kdumpkit.analyze.commands import find_command, load_all_commands
 from kdumpkit.analyze.commands.base import Command, CommandError, Result
 from kdumpkit.dump.errors import DumpError
+from kdumpkit.errors import KdumpkitError
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -25,22 +27,28 @@ class AnalysisOpenError(DumpError):
     """A dump opened as a file but could not be set up for analysis."""
 
 
-def open_for_analysis(path: str, vmlinux: str | None = None) -> Program:
-    """``open_program`` with every failure turned into one :class:`DumpError` line."""
+def open_for_analysis(
+    path: str, vmlinux: str | None = None, *, zero_excluded: bool = False
+) -> Program:
+    """``open_program`` with every failure the dump's content causes turned into one
+    :class:`DumpError` line naming what is damaged (the damage it could go past is noted
+    in ``prog.cache``: :func:`kdumpkit.analyze.guard.damage_notes`)."""
+    from kdumpkit.analyze.guard import DUMP_DAMAGE_ERRORS, describe_error
     from kdumpkit.analyze.program import open_program
 
     try:
-        return open_program(path, vmlinux=vmlinux)
-    except (DumpError, OSError):
+        return open_program(path, vmlinux=vmlinux, zero_excluded=zero_excluded)
+    except (KdumpkitError, OSError):
         raise
     except (
-        drgn.FaultError,
+        *DUMP_DAMAGE_ERRORS,
         drgn.MissingDebugInfoError,
         LookupError,
         ValueError,
         NotImplementedError,
+        struct.error,
     ) as exc:
-        raise AnalysisOpenError(f"{path}: cannot be analysed: {exc}") from None
+        raise AnalysisOpenError(f"{path}: cannot be analysed: {describe_error(exc)}") from None
 
 
 def load_commands() -> dict[str, type[Command]]:

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from kdumpkit.cli.crash_words import EXIT_WORDS, PROMPT
+from kdumpkit.cli.output import DamageWarnings, add_zero_excluded
 
 if TYPE_CHECKING:
     from drgn import Program
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with -c: print each command's records as JSON instead of text",
     )
+    add_zero_excluded(parser)
 
 
 def banner(prog: Program) -> str:
@@ -75,7 +77,9 @@ def banner(prog: Program) -> str:
     return head + format_pairs(pairs) + "\n"
 
 
-def interactive(session: Session, pager: bool = True) -> int:
+def interactive(
+    session: Session, pager: bool = True, warnings: DamageWarnings | None = None
+) -> int:
     """The prompt, with history and completion, until ``exit`` or end of input."""
     if not sys.stdin.isatty():
         for line in sys.stdin:
@@ -84,6 +88,8 @@ def interactive(session: Session, pager: bool = True) -> int:
                 break
             if line:
                 session.run(line)
+                if warnings:
+                    warnings.flush()
         return 0
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory, History, InMemoryHistory
@@ -116,13 +122,26 @@ def interactive(session: Session, pager: bool = True) -> int:
                 session.run(line)
             except KeyboardInterrupt:
                 print("\ninterrupted", file=sys.stderr)
+            if warnings:
+                warnings.flush()
 
 
 def run(args: argparse.Namespace) -> int:
     """Open the dump, then run the -c commands or the prompt."""
-    from kdumpkit.analyze.session import Session, open_for_analysis
+    from kdumpkit.analyze.session import open_for_analysis
 
-    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
+    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux, zero_excluded=args.zero_excluded)
+    warnings = DamageWarnings("crash", prog)
+    warnings.flush()
+    try:
+        return _run(args, prog, warnings)
+    finally:
+        warnings.finish()
+
+
+def _run(args: argparse.Namespace, prog: Program, warnings: DamageWarnings) -> int:
+    from kdumpkit.analyze.session import Session
+
     session = Session(prog)
     show_banner = not args.silent and (args.banner or not (args.commands or args.input))
     if show_banner:
@@ -141,8 +160,9 @@ def run(args: argparse.Namespace) -> int:
             if command.strip() in EXIT_WORDS:
                 break
             status |= session.run(command)
+            warnings.flush()
         return status
-    return interactive(session, pager=not args.no_pager)
+    return interactive(session, pager=not args.no_pager, warnings=warnings)
 
 
 def run_json(session: Session, commands: list[str]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from kdumpkit.cli.output import warn_damage
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpFormatError
 from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
@@ -52,7 +53,11 @@ def describe(dump: Dump) -> dict[str, Any]:
     present = dump.present_bitmap()
     ram = dump.ram_bitmap()
     extra = dict(hdr.extra)
-    crashtime = (vmci.crashtime if vmci else None) or hdr.timestamp
+    try:
+        crashtime = (vmci.crashtime if vmci else None) or hdr.timestamp
+    except DumpFormatError as exc:  # a damaged CRASHTIME line: the header's time, said so
+        warn_damage("info", [str(exc)])
+        crashtime = hdr.timestamp
     info: dict[str, Any] = {
         "file": dump.name,
         "format": hdr.format,

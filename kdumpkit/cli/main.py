@@ -16,7 +16,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from kdumpkit.dump.errors import DumpError
+from kdumpkit.cli.output import internal_error_line
+from kdumpkit.errors import KdumpkitError
 
 #: verb -> (module, one-line help).  The help is here so ``--help`` imports nothing.
 VERBS: dict[str, tuple[str, str]] = {
@@ -83,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except DumpError as exc:
+    except KdumpkitError as exc:
         print(f"kdumpkit {verb}: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"kdumpkit {verb}: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kdumpkit {verb}: interrupted", file=sys.stderr)
@@ -98,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except Exception as exc:  # a bug: one line, the traceback only when asked for
+        if os.environ.get("KDUMPKIT_DEBUG"):
+            raise
+        print(f"kdumpkit {verb}: {internal_error_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from kdumpkit.cli.output import DamageWarnings, add_zero_excluded, warn_damage
+from kdumpkit.dump.errors import DumpError
 
 HELP = "one-page triage report: why did this kernel die?"
+#: Log lines in the report (as the full report's tail).
+LOG_TAIL = 50
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +22,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     form.add_argument("--json", action="store_true", help="JSON instead of text")
     form.add_argument("--html", action="store_true", help="a standalone HTML page")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    add_zero_excluded(parser)
+
+
+def log_only_report(path: str, damage: DumpError) -> dict[str, Any] | None:
+    """When the kernel's types or symbols cannot be set up (damaged kallsyms, BTF, page
+    tables), what the dump still says without them: its header, VMCOREINFO and kernel
+    log (read from VMCOREINFO alone, as ``dmesg``), the panic line from the log.  None
+    when the log cannot be read either."""
+    from kdumpkit.analyze.commands.sys import date_text
+    from kdumpkit.analyze.report import panic_from_log
+    from kdumpkit.kernel.printk import format_record, get_printk_records
+    from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
+
+    try:
+        with open_kernel_dump(path) as dump:
+            records = get_printk_records(dump)
+            vmci = dump.vmcoreinfo
+            uts = dump.header.utsname
+            crash_time = vmci.crashtime if vmci else None
+            release = (vmci.osrelease if vmci else None) or uts.get("release")
+            machine = uts.get("machine") or dump.header.machine
+            cpus = len(dump.prstatus)
+            dumpfile = dump.name
+    except (DumpError, ValueError, OverflowError):
+        return None
+    lines = [
+        line
+        for record in records
+        for line in format_record(record, caller_id=False).decode("utf-8", "replace").splitlines()
+    ]
+    return {
+        "release": release,
+        "version": uts.get("version"),
+        "machine": machine,
+        "nodename": uts.get("nodename"),
+        "cpus": cpus,
+        "uptime_seconds": None,
+        "uptime": None,
+        "crash_time": crash_time,
+        "crash_date": date_text(crash_time) if crash_time else None,
+        "panic": panic_from_log(lines),
+        "dumpfile": dumpfile,
+        "live": False,
+        "partial": True,
+        "blocked_tasks": [],
+        "blocked_count": 0,
+        "taint": None,
+        "log_tail": lines[-LOG_TAIL:],
+        "modules": [],
+        "crashing_task": None,
+        "other_cpus": [],
+        "signature": None,
+        "errors": [f"tasks, backtraces, modules: not read, the analysis cannot start: {damage}"],
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,8 +83,20 @@ def run(args: argparse.Namespace) -> int:
     from kdumpkit.analyze.report import gather_report, render_html, render_json, render_text
     from kdumpkit.analyze.session import open_for_analysis
 
-    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
-    report = gather_report(prog)
+    try:
+        prog = open_for_analysis(args.dump, vmlinux=args.vmlinux, zero_excluded=args.zero_excluded)
+    except DumpError as exc:
+        partial = None if args.vmlinux else log_only_report(args.dump, exc)
+        if partial is None:
+            raise
+        warn_damage("report", [f"{exc}; the report holds the log only"])
+        report = partial
+    else:
+        warnings = DamageWarnings("report", prog)
+        try:
+            report = gather_report(prog)
+        finally:
+            warnings.finish()
     render = render_json if args.json else render_html if args.html else render_text
     text = render(report)
     if args.output:

@@ -6,6 +6,8 @@ import argparse
 import code
 from typing import Any
 
+from kdumpkit.cli.output import DamageWarnings, add_zero_excluded
+
 HELP = "a Python prompt with the dump opened as `prog`"
 
 
@@ -16,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-e", dest="expression", metavar="CODE", help="run this Python code instead of the prompt"
     )
+    add_zero_excluded(parser)
 
 
 def namespace(prog: Any) -> dict[str, Any]:
@@ -57,10 +60,32 @@ def run(args: argparse.Namespace) -> int:
     """Open the dump and start Python."""
     from kdumpkit.analyze.session import open_for_analysis
 
-    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux)
+    prog = open_for_analysis(args.dump, vmlinux=args.vmlinux, zero_excluded=args.zero_excluded)
+    warnings = DamageWarnings("shell", prog)
+    warnings.flush()
+    try:
+        return _run(args, prog)
+    finally:
+        warnings.finish()
+
+
+def _run(args: argparse.Namespace, prog: Any) -> int:
+    import os
+
+    from kdumpkit.analyze.guard import describe_error
+    from kdumpkit.errors import KdumpkitError
+
     names = namespace(prog)
     if args.expression:
-        exec(compile(args.expression, "<-e>", "exec"), names)  # the user's own code
+        try:
+            exec(compile(args.expression, "<-e>", "exec"), names)  # the user's own code
+        except Exception as exc:
+            # One line, as every verb: what the dump lacks (a page not in it, types a
+            # damaged BTF got wrong) or the code's own mistake; KDUMPKIT_DEBUG=1 shows
+            # the traceback.
+            if os.environ.get("KDUMPKIT_DEBUG"):
+                raise
+            raise KdumpkitError(f"-e: {type(exc).__name__}: {describe_error(exc)}") from None
         return 0
     banner = (
         "kdumpkit shell: `prog` is the dump; drgn and its Linux helpers are imported;\n"

@@ -71,6 +71,13 @@ def read_vmlinux_btf(prog: drgn.Program, symbols: KernelSymbols) -> Btf:
     return Btf(data)
 
 
+def _why(exc: BaseException) -> str:
+    """One line for an error met while reading a table from the dump."""
+    if isinstance(exc, drgn.FaultError):
+        return f"not readable at {exc.address:#x} ({exc.message})"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def load_dump_debuginfo(
     prog: drgn.Program,
     vmcoreinfo: VmcoreInfo,
@@ -83,7 +90,10 @@ def load_dump_debuginfo(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if symbols is None:
-        symbols = load_vmcoreinfo_kallsyms(vmcoreinfo, prog.read)
+        try:
+            symbols = load_vmcoreinfo_kallsyms(vmcoreinfo, prog.read)
+        except (drgn.FaultError, OverflowError, ValueError) as exc:
+            raise SymbolError(f"kallsyms tables (found through VMCOREINFO): {_why(exc)}") from None
     timings["kallsyms"] = time.perf_counter() - t0
     prog.register_symbol_finder(f"{FINDER_NAME}-vmlinux", symbols.finder, enable_index=0)
     module_symbols = ModuleSymbols()
@@ -92,8 +102,11 @@ def load_dump_debuginfo(
     if btf is None:
         btf = read_vmlinux_btf(prog, symbols)
     timings["btf"] = time.perf_counter() - t1
-    types = BtfTypes(prog, btf)
-    objects = KernelObjects(prog, types, symbols)
+    try:
+        types = BtfTypes(prog, btf)
+        objects = KernelObjects(prog, types, symbols)
+    except (drgn.FaultError, OverflowError, ValueError, LookupError) as exc:
+        raise BtfError(f"vmlinux BTF: {_why(exc)}") from None
     info = DebugInfo(symbols, btf, types, objects, module_symbols, timings=timings)
 
     def find_type(

@@ -63,6 +63,18 @@ class Dump(ABC):
     notes: list[Note]
     #: The raw PT_NOTE segment, copied verbatim by writers.
     note_data: bytes
+    #: crash's ``--zero_excluded``: a page that is RAM but not in the dump (excluded by
+    #: the dump level, or never written to an incomplete dump) reads as zeros instead of
+    #: raising PageNotPresentError; each such pfn read is added to ``zero_filled``.
+    zero_excluded: bool = False
+    _zero_filled: set[int] | None = None
+
+    @property
+    def zero_filled(self) -> set[int]:
+        """The pfns read as zeros because of :attr:`zero_excluded`."""
+        if self._zero_filled is None:
+            self._zero_filled = set()
+        return self._zero_filled
 
     def _init_notes(self, note_data: bytes, notes: list[Note]) -> None:
         self.note_data = note_data
@@ -149,12 +161,16 @@ class Dump(ABC):
         """The bytes of page ``pfn``.
 
         A page that is not in the dump raises :class:`PageNotPresentError`,
-        or reads as zeros with ``zero_missing=True``.
+        or reads as zeros with ``zero_missing=True`` (or, when it is RAM, with
+        :attr:`zero_excluded` set).
         """
         state = self.page_state(pfn) if 0 <= pfn < self.max_pfn else PageState.HOLE
         if state == PageState.PRESENT:
             return self._read_present_page(pfn)
         if zero_missing:
+            return bytes(self.page_size)
+        if self.zero_excluded and state in (PageState.EXCLUDED, PageState.LOST):
+            self.zero_filled.add(pfn)
             return bytes(self.page_size)
         raise PageNotPresentError(pfn, _STATE_REASON[state], pfn * self.page_size)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from kdumpkit.errors import KdumpkitError
 
-class DumpError(Exception):
+
+class DumpError(KdumpkitError):
     """Base class of every error the dump layer raises."""
 
 

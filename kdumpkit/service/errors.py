@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from kdumpkit.dump.errors import DumpError
+from kdumpkit.errors import KdumpkitError
 
 
-class ServiceError(DumpError):
+class ServiceError(KdumpkitError):
     """A service operation cannot be done; the message says why and what to do."""
 
 
