@@ -35,6 +35,7 @@ shown by crash as ``[exception RIP: ...]``).  Every trace is bounded: at most
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -172,6 +173,44 @@ class _CpuStacks:
             if address in region:
                 return region
         return None
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """A frame record: the two words a function's prologue pushes and its frame pointer
+    points at (x86_64 ``push rbp; mov rbp, rsp``, arm64 ``stp x29, x30, [sp, #-N]!;
+    mov x29, sp``): the caller's frame pointer, then the return address."""
+
+    #: Where the record is (the frame pointer's value).
+    address: int
+    #: The caller's frame pointer (0 ends the chain).
+    next_fp: int
+    #: The return address into the caller, pointer-authentication bits stripped.
+    return_address: int
+
+
+def read_frame_record(
+    read_u64: Callable[[int], int],
+    fp: int,
+    stacks: _CpuStacks,
+    *,
+    above: int = 0,
+    align: int = 8,
+    strip: Callable[[int], int] | None = None,
+) -> FrameRecord | None:
+    """The frame record at ``fp``, or None when ``fp`` cannot be one: not aligned, not
+    inside a known stack with room for both words, or not above ``above`` (a chain
+    only goes up a stack; pass the previous record's address or the stack pointer)."""
+    if not fp or fp % align or (fp <= above and stacks.find(above) == stacks.find(fp)):
+        return None
+    region = stacks.find(fp)
+    if region is None or fp + 16 > region.high:
+        return None
+    try:
+        next_fp, ret = read_u64(fp), read_u64(fp + 8)
+    except drgn.FaultError:
+        return None
+    return FrameRecord(fp, next_fp, strip(ret) if strip is not None else ret)
 
 
 def _unwinder(prog: drgn.Program) -> _Unwinder:
@@ -644,10 +683,13 @@ class _Unwinder:
                 # stack switch (``--- <NMI exception stack> ---``).
                 frame.interrupted = True
             frames.append(frame)
-            if not self.is_text(state.pc):
-                break
             try:
-                nxt = self._step(state, frame, stacks)
+                if self.is_text(state.pc):
+                    nxt = self._step(state, frame, stacks)
+                else:
+                    # Code with no ORC at all (BPF JIT images, which push rbp and set
+                    # it up as every JIT prologue does): follow the frame pointer.
+                    nxt = self._frame_pointer_step(state, stacks)
             except drgn.FaultError:
                 break
             if nxt is None:
@@ -696,6 +738,16 @@ class _Unwinder:
             bp = regs["rbp"] if full else state.bp
             return _State(regs["rip"], regs["rsp"], bp, regs if full else None, True, regs["rsp"])
         return None
+
+    def _frame_pointer_step(self, state: _State, stacks: _CpuStacks) -> _State | None:
+        """The caller of a frame with no ORC, by its frame record at ``rbp``."""
+        if state.bp is None:
+            return None
+        record = read_frame_record(self.read_u64, state.bp, stacks, above=state.sp - 8)
+        if record is None or not record.return_address:
+            return None
+        sp = record.address + 16
+        return _State(record.return_address, sp, record.next_fp, None, False, sp - 8)
 
     def _cfa(self, entry: OrcEntry, state: _State) -> int | None:
         reg = entry.sp_reg
