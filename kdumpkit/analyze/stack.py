@@ -98,6 +98,23 @@ MODULES_END = 0xFFFFFFFFFF000000
 MAX_CPUS = 8192
 
 
+#: arm64: the exception level and stack pointer choice in PSTATE's low bits; EL0t is user.
+PSTATE_MODE_MASK = 0xF
+PSTATE_EL0T = 0
+#: arm64 THREAD_SIZE with 4K and 16K pages (THREAD_SHIFT 14 without KASAN); with 64K
+#: pages a stack is one page.
+AARCH64_MIN_THREAD_SIZE = 16 << 10
+#: ``struct pt_regs`` begins with ``struct user_pt_regs``, NT_PRSTATUS's order.
+AARCH64_PT_REGS_NAMES = (*(f"x{i}" for i in range(31)), "sp", "pc", "pstate")
+#: offsetof(struct pt_regs, stackframe) when BTF cannot say: user_pt_regs (272 bytes),
+#: orig_x0, syscallno + unused2, sdei_ttbr1, pmr_save (Linux 5.x to 6.12).
+AARCH64_PT_REGS_STACKFRAME = 304
+#: Linux kernel commit "arm64: stacktrace: unwind exception boundaries"
+#: (in v6.13) zeroes the frame record in pt_regs and marks it by a type word after it.
+FRAME_META_TYPE_FINAL = 1
+FRAME_META_TYPE_PT_REGS = 2
+
+
 class UnwindError(DumpError):
     """A stack trace cannot be started (no registers, no ORC, unknown task)."""
 
@@ -210,15 +227,25 @@ def read_frame_record(
         next_fp, ret = read_u64(fp), read_u64(fp + 8)
     except drgn.FaultError:
         return None
-    return FrameRecord(fp, next_fp, strip(ret) if strip is not None else ret)
+    return FrameRecord(fp, next_fp, strip(ret) if strip is not None and ret else ret)
 
 
 def _unwinder(prog: drgn.Program) -> _Unwinder:
     unwinder = prog.cache.get("kdumpkit.unwinder")
     if unwinder is None:
-        unwinder = _Unwinder(prog)
+        if prog.platform is not None and prog.platform.arch == drgn.Architecture.AARCH64:
+            unwinder = _AArch64Unwinder(prog)
+        else:
+            unwinder = _Unwinder(prog)
         prog.cache["kdumpkit.unwinder"] = unwinder
     return unwinder
+
+
+def user_mode(registers: dict[str, int]) -> bool:
+    """Whether saved registers are user-mode ones (x86_64 CS ring 3, arm64 EL0)."""
+    if "pstate" in registers:
+        return registers["pstate"] & PSTATE_MODE_MASK == PSTATE_EL0T
+    return bool(registers["cs"] & 3)
 
 
 def stack_trace(prog: drgn.Program, task_or_cpu: drgn.Object | int) -> list[Frame]:
@@ -254,7 +281,7 @@ def panic_cpu(prog: drgn.Program) -> int:
     if cpu in saved:
         return cpu
     for saved_cpu, registers in sorted(saved.items()):
-        if not registers["cs"] & 3:
+        if not user_mode(registers):
             return saved_cpu
     return 0
 
@@ -264,6 +291,8 @@ def cpu_current_task(prog: drgn.Program, cpu: int) -> drgn.Object | None:
     up any typed global; None if it cannot be read."""
     unwinder = _unwinder(prog)
     address = unwinder._percpu_u64("current_task", cpu)
+    if address is None and isinstance(unwinder, _AArch64Unwinder):
+        address = unwinder._cpu_curr(cpu)  # arm64 keeps current in sp_el0 only
     if address is None:
         # Linux kernel commit e57ef2ed97c1 ("x86: Put hot per CPU variables into a
         # struct") (in v6.2) moved current_task into struct pcpu_hot.
@@ -292,7 +321,14 @@ def kernel_symbol(prog: drgn.Program, name: str) -> drgn.Symbol | None:
     """A kernel symbol by name, or None; a miss does not load module symbols."""
     info = prog.cache.get("kdumpkit.debuginfo")
     symbols = getattr(info, "symbols", None)
-    if symbols is not None and hasattr(symbols, "address") and symbols.address(name) is None:
+    if (
+        symbols is not None
+        and hasattr(symbols, "address")
+        and symbols.address(name) is None
+        # Without CONFIG_KALLSYMS_ALL kallsyms lists only text: a DWARF vmlinux may
+        # still know a variable.
+        and symbols.address("init_task") is not None
+    ):
         return None
     try:
         return prog.symbol(name)
@@ -331,7 +367,10 @@ def _percpu_address(per_cpu_offset: int, address: int) -> int:
 
 
 def _crash_notes_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
-    from kdumpkit.dump.notes import NT_PRSTATUS, X86_64_PRSTATUS_SIZE, Note, decode_prstatus
+    from kdumpkit.dump.notes import NT_PRSTATUS, PRSTATUS_SIZES, Note, decode_prstatus
+
+    machine = "aarch64" if prog.platform.arch == drgn.Architecture.AARCH64 else "x86_64"
+    prstatus_size = PRSTATUS_SIZES[machine]
 
     notes = kernel_symbol(prog, "crash_notes")
     offsets = kernel_symbol(prog, "__per_cpu_offset")
@@ -348,15 +387,13 @@ def _crash_notes_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
     for cpu in range(count):
         try:
             address = (base + prog.read_u64(offsets.address + 8 * cpu)) & (2**64 - 1)
-            data = prog.read(address, header.size + X86_64_PRSTATUS_SIZE)
+            data = prog.read(address, header.size + prstatus_size)
         except drgn.FaultError:
             continue
         namesz, descsz, note_type, name = header.unpack_from(data)
-        if (namesz, note_type, name[:5]) != (5, NT_PRSTATUS, b"CORE\0") or (
-            descsz < X86_64_PRSTATUS_SIZE
-        ):
+        if (namesz, note_type, name[:5]) != (5, NT_PRSTATUS, b"CORE\0") or (descsz < prstatus_size):
             continue
-        status = decode_prstatus(Note("CORE", NT_PRSTATUS, data[header.size :]), cpu)
+        status = decode_prstatus(Note("CORE", NT_PRSTATUS, data[header.size :]), cpu, machine)
         if status.registers and any(status.registers.values()):
             found[cpu] = status.registers
     return found
@@ -801,3 +838,218 @@ class _Unwinder:
                     slot = state.sp + 8 * index
                     return _State(value, slot + 8, state.bp, None, False, slot)
         return None
+
+
+class _AArch64Unwinder:
+    """arm64 stack traces: frame records (x29 chains; arm64 always builds with frame
+    pointers and has no ORC), pointer-authentication bits stripped with
+    ``NUMBER(KERNELPACMASK)``, exception frames from the frame record inside
+    ``struct pt_regs`` (``stackframe``)."""
+
+    def __init__(self, prog: drgn.Program) -> None:
+        self.prog = prog
+        self.cpu_registers = saved_registers(prog)
+        dump: Dump | None = prog.cache.get("kdumpkit.dump")
+        info = dump.vmcoreinfo if dump is not None else None
+        self.pac_mask = ((info.number("KERNELPACMASK") if info else None) or 0) & (2**64 - 1)
+        page_size = (info.page_size if info else None) or 4096
+        self.thread_size = max(AARCH64_MIN_THREAD_SIZE, page_size)
+        symbols = getattr(prog.cache.get("kdumpkit.debuginfo"), "symbols", None)
+        self._kallsyms = symbols if hasattr(symbols, "finder") else None
+        self._text: list[tuple[int, int]] = []
+        for start, end in (("_stext", "_etext"), ("_sinittext", "_einittext")):
+            low, high = kernel_symbol(prog, start), kernel_symbol(prog, end)
+            if low is not None and high is not None:
+                self._text.append((low.address, high.address))
+        modules = (info.number("MODULES_VADDR"), info.number("MODULES_END")) if info else ()
+        if len(modules) == 2 and modules[0] is not None and modules[1] is not None:
+            self._text.append((modules[0] & (2**64 - 1), modules[1] & (2**64 - 1)))
+        self._stacks: dict[int, _CpuStacks] = {}
+        try:
+            regs_type = prog.type("struct pt_regs")
+            self.stackframe_offset = drgn.offsetof(regs_type, "stackframe")
+        except (LookupError, ValueError):
+            self.stackframe_offset = AARCH64_PT_REGS_STACKFRAME
+
+    # --- memory and symbols ---------------------------------------------------------
+
+    def read_u64(self, address: int) -> int:
+        return self.prog.read_u64(address)
+
+    def strip_pac(self, address: int) -> int:
+        """A return address without its pointer-authentication code (kernel addresses
+        have every PAC bit set once stripped)."""
+        return address | self.pac_mask if self.pac_mask else address
+
+    def is_text(self, address: int) -> bool:
+        return any(low <= address < high for low, high in self._text)
+
+    def symbolize(self, pc: int, exact: bool) -> tuple[str | None, int, str | None]:
+        """(function, offset from its start to pc, module) for a pc."""
+        address = pc if exact else pc - 1
+        symbol = None
+        if self._kallsyms is not None:
+            found = self._kallsyms.finder(self.prog, None, address, True)
+            symbol = found[0] if found else None
+        if symbol is None:
+            try:
+                symbol = self.prog.symbol(address)
+            except (LookupError, OverflowError):
+                return None, 0, None
+        return symbol.name, pc - symbol.address, None
+
+    def _percpu_u64(self, name: str, cpu: int) -> int | None:
+        offsets = kernel_symbol(self.prog, "__per_cpu_offset")
+        symbol = kernel_symbol(self.prog, name)
+        if offsets is None or symbol is None:
+            return None
+        try:
+            return self.read_u64(
+                _percpu_address(self.read_u64(offsets.address + 8 * cpu), symbol.address)
+            )
+        except drgn.FaultError:
+            return None
+
+    def _cpu_curr(self, cpu: int) -> int | None:
+        """The kernel's cpu_curr(cpu)."""
+        offsets = kernel_symbol(self.prog, "__per_cpu_offset")
+        runqueues = kernel_symbol(self.prog, "runqueues")
+        if offsets is None or runqueues is None:
+            return None
+        try:
+            curr = drgn.offsetof(self.prog.type("struct rq"), "curr")
+            base = self.read_u64(offsets.address + 8 * cpu)
+            return self.read_u64(_percpu_address(base, runqueues.address + curr))
+        except (LookupError, drgn.FaultError):
+            return None
+
+    # --- stacks ---------------------------------------------------------------------
+
+    def cpu_stacks(self, cpu: int) -> _CpuStacks:
+        """The IRQ stack of a CPU (``irq_stack_ptr``, THREAD_SIZE bytes)."""
+        stacks = self._stacks.get(cpu)
+        if stacks is None:
+            stacks = _CpuStacks()
+            base = self._percpu_u64("irq_stack_ptr", cpu)
+            if base:
+                stacks.regions.append(StackRegion("IRQ", base, base + self.thread_size))
+            self._stacks[cpu] = stacks
+        return stacks
+
+    def _task_stack(self, task: drgn.Object | None, sp: int | None) -> StackRegion | None:
+        if task is not None:
+            try:
+                low = int(task.stack.value_())
+                if low:
+                    return StackRegion(None, low, low + self.thread_size)
+            except (AttributeError, drgn.FaultError):
+                pass
+        if sp is None:
+            return None
+        # Stacks are THREAD_SIZE-aligned (THREAD_ALIGN is twice that with VMAP_STACK).
+        low = sp & ~(self.thread_size - 1)
+        return StackRegion(None, low, low + self.thread_size)
+
+    # --- starting points --------------------------------------------------------------
+
+    def cpu_trace(self, cpu: int, task: drgn.Object | None = None) -> list[Frame]:
+        """The trace of what ``cpu`` ran at the crash, from its NT_PRSTATUS registers."""
+        if cpu not in self.cpu_registers:
+            raise UnwindError(f"no saved registers for CPU {cpu}")
+        regs = dict(self.cpu_registers[cpu])
+        if user_mode(regs):
+            return [
+                Frame(regs["pc"], regs["sp"], None, 0, None, True, regs, True, saved_state=True)
+            ]
+        regions = list(self.cpu_stacks(cpu).regions)
+        own = self._task_stack(task, regs["sp"])
+        if own is not None and own not in regions:
+            regions.append(own)
+        return self.unwind(regs["pc"], regs["sp"], regs["x29"], _CpuStacks(regions), exact=True)
+
+    def task_trace(self, task: drgn.Object) -> list[Frame]:
+        """A task's trace: from its CPU's registers if it was running, else from the
+        context ``cpu_switch_to()`` saved in ``thread.cpu_context``."""
+        task = task.read_()
+        cpu = self._active_cpu(task)
+        if cpu is not None:
+            return self.cpu_trace(cpu, task)
+        try:
+            context = task.thread.cpu_context
+            pc, sp, fp = (int(context.pc), int(context.sp), int(context.fp))
+        except (AttributeError, drgn.FaultError) as exc:
+            raise UnwindError(f"cannot read the task's saved context: {exc}") from None
+        region = self._task_stack(task, None)
+        if region is None:
+            raise UnwindError("the task has no kernel stack (it has exited)")
+        if sp not in region:
+            raise UnwindError(f"the task's saved stack pointer {sp:#x} is outside its stack")
+        return self.unwind(self.strip_pac(pc), sp, fp, _CpuStacks([region]), exact=False)
+
+    def _active_cpu(self, task: drgn.Object) -> int | None:
+        try:
+            cpu = task_cpu(task)
+            if cpu in self.cpu_registers and self._cpu_curr(cpu) == task.value_():
+                return cpu
+        except (LookupError, AttributeError, drgn.FaultError, ValueError):
+            pass
+        return None
+
+    # --- the unwinder -----------------------------------------------------------------
+
+    def _read_pt_regs(self, address: int) -> dict[str, int]:
+        data = self.prog.read(address, 8 * len(AARCH64_PT_REGS_NAMES))
+        values = struct.unpack(f"<{len(AARCH64_PT_REGS_NAMES)}Q", data)
+        return dict(zip(AARCH64_PT_REGS_NAMES, values, strict=True))
+
+    def _exception_regs(self, record: FrameRecord) -> dict[str, int] | None:
+        """The pt_regs whose ``stackframe`` is this frame record, if it is one: the
+        entry code stores the interrupted x29 and pc there (or, since 6.13, zeroes it
+        and marks it FRAME_META_TYPE_PT_REGS); a task's last record, in the pt_regs at
+        the top of its stack, is zero (FRAME_META_TYPE_FINAL since 6.13)."""
+        try:
+            regs = self._read_pt_regs(record.address - self.stackframe_offset)
+            meta = self.read_u64(record.address + 16)
+        except drgn.FaultError:
+            return None
+        if record.next_fp == 0 and record.return_address == 0:
+            if meta == FRAME_META_TYPE_PT_REGS or user_mode(regs):
+                return regs
+            return None
+        if regs["pc"] == record.return_address and regs["x29"] == record.next_fp:
+            return regs
+        return None
+
+    def unwind(self, pc: int, sp: int, fp: int, stacks: _CpuStacks, *, exact: bool) -> list[Frame]:
+        """Frames from ``pc`` (``exact``: not a return address) up the frame records
+        from ``fp``, until a zero record, user registers or the bounds."""
+        frames: list[Frame] = []
+        above = sp - 1
+        switches = 0
+        while len(frames) < MAX_FRAMES:
+            name, offset, module = self.symbolize(pc, exact)
+            region = stacks.find(sp)
+            frame = Frame(pc, sp, name, offset, module, stack=region.name if region else None)
+            frames.append(frame)
+            record = read_frame_record(self.read_u64, fp, stacks, above=above, strip=self.strip_pac)
+            if record is None:
+                break
+            if stacks.find(record.address) != stacks.find(above):
+                switches += 1
+                if switches > MAX_STACK_SWITCHES:
+                    break
+            regs = self._exception_regs(record)
+            if regs is not None:
+                frame.is_exception_frame = True
+                frame.registers = regs
+                if user_mode(regs) or not regs["pc"]:
+                    frame.user_mode = user_mode(regs)
+                    break
+                pc, sp, fp, exact = regs["pc"], regs["sp"], regs["x29"], True
+                above = record.address
+                continue
+            if not record.return_address:
+                break
+            pc, sp, fp, exact = record.return_address, record.address + 16, record.next_fp, False
+            above = record.address
+        return frames
