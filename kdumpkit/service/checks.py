@@ -326,7 +326,7 @@ def check_images(
                     Finding(
                         "kernel",
                         OK,
-                        f"{kernel_path}: bzImage, needs {_mib(kernel.memory_needed)} to boot",
+                        f"{kernel_path}: {kernel.kind}, needs {_mib(kernel.memory_needed)} to boot",
                     )
                 )
             else:
@@ -334,7 +334,7 @@ def check_images(
                     Finding(
                         "kernel",
                         WARN,
-                        f"{kernel_path}: not a 64-bit bzImage; "
+                        f"{kernel_path}: not a 64-bit bzImage or arm64 Image; "
                         "only kexec-tools' kexec -p can load it",
                     )
                 )
