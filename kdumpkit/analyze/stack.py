@@ -146,6 +146,18 @@ class Frame:
     #: The code a kernel-mode exception interrupted on the same stack: crash shows it
     #: only as the previous frame's ``[exception RIP: ...]`` line.
     interrupted: bool = False
+    #: The address crash prints after "at" when it is not ``pc``: on arm64 the call
+    #: instruction, 4 bytes before a return address.
+    display_pc: int | None = None
+    #: crash does not list this frame: on arm64 the last frame of a kernel thread (or
+    #: idle task), whose frame record is the zeroed one in the pt_regs at the top of
+    #: its stack.
+    hidden: bool = False
+    #: A frame left on a stack below the saved registers, as crash finds it
+    #: (``machine_kexec()``, which never returned; the IPI handler that saved a
+    #: stopped CPU's registers): crash lists it, drgn, which starts from the saved
+    #: registers, does not.
+    stale: bool = False
 
     @property
     def symbol_text(self) -> str:
@@ -840,6 +852,13 @@ class _Unwinder:
         return None
 
 
+def _is_section_marker(name: str) -> bool:
+    """Whether a symbol is a linker-script marker (``_stext``, ``__entry_text_start``)."""
+    return name in ("_text", "_stext", "_etext", "_sinittext", "_einittext") or (
+        name.startswith("__") and name.endswith(("_start", "_end"))
+    )
+
+
 class _AArch64Unwinder:
     """arm64 stack traces: frame records (x29 chains; arm64 always builds with frame
     pointers and has no ORC), pointer-authentication bits stripped with
@@ -889,8 +908,11 @@ class _AArch64Unwinder:
         address = pc if exact else pc - 1
         symbol = None
         if self._kallsyms is not None:
-            found = self._kallsyms.finder(self.prog, None, address, True)
-            symbol = found[0] if found else None
+            found = self._kallsyms.finder(self.prog, None, address, False)
+            # Where a function starts a section, crash names the function, not the
+            # section's marker (gic_handle_irq, not _stext or __irqentry_text_start).
+            named = [s for s in found if not _is_section_marker(s.name)]
+            symbol = (named or found or [None])[0]
         if symbol is None:
             try:
                 symbol = self.prog.symbol(address)
@@ -957,15 +979,95 @@ class _AArch64Unwinder:
         if cpu not in self.cpu_registers:
             raise UnwindError(f"no saved registers for CPU {cpu}")
         regs = dict(self.cpu_registers[cpu])
-        if user_mode(regs):
-            return [
-                Frame(regs["pc"], regs["sp"], None, 0, None, True, regs, True, saved_state=True)
-            ]
         regions = list(self.cpu_stacks(cpu).regions)
-        own = self._task_stack(task, regs["sp"])
+        own = self._task_stack(task, None if user_mode(regs) else regs["sp"])
         if own is not None and own not in regions:
             regions.append(own)
-        return self.unwind(regs["pc"], regs["sp"], regs["x29"], _CpuStacks(regions), exact=True)
+        stacks = _CpuStacks(regions)
+        if user_mode(regs):
+            saved = Frame(regs["pc"], regs["sp"], None, 0, None, True, regs, True, saved_state=True)
+            # The IPI that stopped the CPU left its handler's frames on the IRQ stack,
+            # down to the EL0 exception frame holding these very registers.
+            handler = self._stale_chain(stacks, regs)
+            if handler:
+                saved.hidden = True
+                return [*handler, saved]
+            return [saved]
+        frames = self.unwind(regs["pc"], regs["sp"], regs["x29"], stacks, exact=True)
+        if frames and cpu == panic_cpu(self.prog):
+            kexec = self._machine_kexec_frame(stacks, regs)
+            if kexec is not None:
+                frame, call_return = kexec
+                frames[0].display_pc = call_return - 4
+                frames[0].sp = regs["x29"]
+                frames.insert(0, frame)
+        return frames
+
+    def _records_below(self, stacks: _CpuStacks, high: int | None = None) -> list[FrameRecord]:
+        """Every plausible frame record (16-byte aligned, a text return address) on the
+        given stacks, below ``high`` when given, lowest first."""
+        found = []
+        for region in stacks.regions:
+            top = region.high if high is None or high not in region else high
+            words = self._stack_words(region.low, top)
+            for index in range(0, len(words) - 1, 2):
+                ret = self.strip_pac(int(words[index + 1])) if words[index + 1] else 0
+                if ret and self.is_text(ret):
+                    found.append(FrameRecord(region.low + 8 * index, int(words[index]), ret))
+        return sorted(found, key=lambda r: r.address)
+
+    def _stack_words(self, low: int, high: int) -> np.ndarray:
+        if high <= low:
+            return np.zeros(0, dtype="<u8")
+        try:
+            return np.frombuffer(self.prog.read(low, high - low), dtype="<u8")
+        except drgn.FaultError:
+            return np.zeros(0, dtype="<u8")
+
+    def _machine_kexec_frame(
+        self, stacks: _CpuStacks, regs: dict[str, int]
+    ) -> tuple[Frame, int] | None:
+        """machine_kexec()'s frame below the panic CPU's saved registers, as crash shows
+        it, and the address its call returns to in the saver (``__crash_kexec``)."""
+        saver = self.symbolize(regs["pc"], True)[0]
+        records = self._records_below(stacks, regs["sp"])
+        for record in records:
+            if record.next_fp != regs["x29"]:
+                continue
+            if self.symbolize(record.return_address, False)[0] != saver:
+                continue
+            # machine_kexec()'s last call left the record right under its own.
+            callees = [r for r in records if r.next_fp == record.address]
+            if not callees:
+                continue
+            callee = callees[-1]
+            name, offset, module = self.symbolize(callee.return_address, False)
+            if name != KEXEC_FUNCTION:
+                continue
+            frame = Frame(callee.return_address, record.address, name, offset, module)
+            frame.display_pc, frame.stale = callee.return_address - 4, True
+            return frame, record.return_address
+        return None
+
+    def _stale_chain(self, stacks: _CpuStacks, regs: dict[str, int]) -> list[Frame]:
+        """The deepest chain of frame records on the CPU's IRQ stack that unwinds to an
+        exception frame holding ``regs`` (what the crash-stop IPI interrupted)."""
+        irq = _CpuStacks([r for r in stacks.regions if r.name is not None])
+        for record in self._records_below(irq):
+            frames = self.unwind(
+                record.return_address, record.next_fp, record.next_fp, stacks, exact=False
+            )
+            last = frames[-1] if frames else None
+            if (
+                last is not None
+                and last.registers is not None
+                and last.registers["pc"] == regs["pc"]
+                and last.registers["sp"] == regs["sp"]
+            ):
+                for frame in frames:
+                    frame.stale = True
+                return frames
+        return []
 
     def task_trace(self, task: drgn.Object) -> list[Frame]:
         """A task's trace: from its CPU's registers if it was running, else from the
@@ -1013,7 +1115,9 @@ class _AArch64Unwinder:
         except drgn.FaultError:
             return None
         if record.next_fp == 0 and record.return_address == 0:
-            if meta == FRAME_META_TYPE_PT_REGS or user_mode(regs):
+            # Zeroed registers (a kernel thread's or the idle task's) are no user state.
+            live = regs["pc"] or regs["sp"]
+            if meta == FRAME_META_TYPE_PT_REGS or (live and user_mode(regs)):
                 return regs
             return None
         if regs["pc"] == record.return_address and regs["x29"] == record.next_fp:
@@ -1029,7 +1133,12 @@ class _AArch64Unwinder:
         while len(frames) < MAX_FRAMES:
             name, offset, module = self.symbolize(pc, exact)
             region = stacks.find(sp)
-            frame = Frame(pc, sp, name, offset, module, stack=region.name if region else None)
+            # crash shows a frame at its frame record (x29), the first one at its sp.
+            shown = fp if frames and fp else sp
+            region = stacks.find(shown) or region
+            frame = Frame(pc, shown, name, offset, module, stack=region.name if region else None)
+            if not exact:
+                frame.display_pc = pc - 4
             frames.append(frame)
             record = read_frame_record(self.read_u64, fp, stacks, above=above, strip=self.strip_pac)
             if record is None:
@@ -1040,15 +1149,19 @@ class _AArch64Unwinder:
                     break
             regs = self._exception_regs(record)
             if regs is not None:
+                if not regs["pc"] and not user_mode(regs):
+                    frame.hidden = True  # a kernel thread's final (zeroed) pt_regs
+                    break
                 frame.is_exception_frame = True
                 frame.registers = regs
-                if user_mode(regs) or not regs["pc"]:
-                    frame.user_mode = user_mode(regs)
+                if user_mode(regs):
+                    frame.user_mode = True
                     break
                 pc, sp, fp, exact = regs["pc"], regs["sp"], regs["x29"], True
                 above = record.address
                 continue
             if not record.return_address:
+                frame.hidden = not record.next_fp
                 break
             pc, sp, fp, exact = record.return_address, record.address + 16, record.next_fp, False
             above = record.address

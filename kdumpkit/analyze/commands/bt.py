@@ -71,6 +71,43 @@ def register_lines(registers: dict[str, int], orig_rax: bool = True) -> list[str
     return lines
 
 
+def arm64_register_lines(prog: Program, frame: Frame) -> list[str]:
+    """An arm64 exception frame's registers as crash prints them: PC, LR, SP, then x29
+    down to x0 three a line, then ORIG_X0, SYSCALLNO and PSTATE (read from the pt_regs
+    that hold the registers, which follow user_pt_regs)."""
+    registers = frame.registers or {}
+    lines = [
+        f"     PC: {registers['pc']:016x}   LR: {registers['x30']:016x}   "
+        f"SP: {registers['sp']:016x}"
+    ]
+    cells = [f"{f'X{n}':>3}: {registers[f'x{n}']:016x}" for n in range(29, -1, -1)]
+    for i in range(0, len(cells), 3):
+        lines.append("    " + "  ".join(cells[i : i + 3]))
+    extra = _arm64_pt_regs_tail(prog, frame)
+    if extra is not None:
+        orig_x0, syscallno = extra
+        lines.append(
+            f"    ORIG_X0: {orig_x0:016x}  SYSCALLNO: {syscallno:x}  "
+            f"PSTATE: {registers['pstate']:08x}"
+        )
+    return lines
+
+
+def _arm64_pt_regs_tail(prog: Program, frame: Frame) -> tuple[int, int] | None:
+    """``orig_x0`` and ``syscallno`` of the pt_regs an exception frame's registers came
+    from (its frame record, ``frame.sp``, is ``pt_regs.stackframe``)."""
+    if frame.saved_state:
+        return None
+    try:
+        regs_type = prog.type("struct pt_regs")
+        base = frame.sp - drgn.offsetof(regs_type, "stackframe")
+        orig_x0 = prog.read_u64(base + drgn.offsetof(regs_type, "orig_x0"))
+        syscallno = prog.read_u32(base + drgn.offsetof(regs_type, "syscallno"))
+    except (LookupError, ValueError, drgn.FaultError):
+        return None
+    return orig_x0, syscallno
+
+
 def exception_rip_line(prog: Program, rip: int) -> str:
     """``[exception RIP: func+off]`` (decimal offset, as crash prints it)."""
     try:
@@ -85,7 +122,8 @@ def frame_line(index: int, frame: Frame, with_offset: bool = False) -> str:
     """`` #N [sp] function at pc [module]``."""
     name = frame.symbol_text if with_offset else (frame.function or f"{frame.pc:x}")
     module = f" [{frame.module}]" if frame.module else ""
-    return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {frame.pc:x}{module}"
+    pc = frame.pc if frame.display_pc is None else frame.display_pc
+    return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {pc:x}{module}"
 
 
 def frame_data_lines(
@@ -157,12 +195,16 @@ def render_trace(
     number = 0
     for index, frame in enumerate(frames):
         following = frames[index + 1] if index + 1 < len(frames) else None
+        if frame.hidden:
+            continue
         if not (frame.saved_state or frame.interrupted):
             lines.append(frame_line(number, frame, with_offset))
             number += 1
             if (full or symbolic) and following is not None:
                 lines.extend(frame_data_lines(prog, frame, following, symbolic))
-        if frame.registers is not None:
+        if frame.registers is not None and "pstate" in frame.registers:
+            lines.extend(arm64_register_lines(prog, frame))
+        elif frame.registers is not None:
             if not frame.user_mode:
                 lines.append(exception_rip_line(prog, frame.registers["rip"]))
             lines.extend(register_lines(frame.registers, orig_rax=not frame.saved_state))
