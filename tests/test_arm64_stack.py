@@ -84,7 +84,8 @@ def test_bt_is_crash_text(command: str) -> None:
     """crash 9.0.2 (arm64, under qemu-user) with the DWARF vmlinux on 6.1: the same text,
     machine_kexec's frame and the stopped CPU's IPI handler on its IRQ stack included."""
     folder = arm64_file(f"kdump-{KVER_6_1}-load", "vmcore.kdump").parent
-    reference = folder / "crash-9.0.2" / "vmcore.kdump" / f"{command.replace(' -', '-').replace(' ', '-')}.txt"
+    name = command.replace(" -", "-").replace(" ", "-")
+    reference = folder / "crash-9.0.2" / "vmcore.kdump" / f"{name}.txt"
     vmlinux = arm64_vmlinux(KVER_6_1)
     if not reference.exists() or vmlinux is None:
         pytest.skip("crash 9.0.2's arm64 output or the -dbg vmlinux is not made (50-crash.sh)")
