@@ -39,3 +39,21 @@ def test_big_endian_image_is_not_taken(tmp_path: Path) -> None:
 
 def test_kexec_file_load_number() -> None:
     assert SYSCALL_KEXEC_FILE_LOAD["aarch64"] == 294
+
+
+def test_check_wants_frame_pointers_not_orc_on_arm64(tmp_path: Path) -> None:
+    """Debian's arm64 kernel config, on a simulated machine: FRAME_POINTER is what the
+    analysis needs there, and KEXEC_FILE's absence is told (kexec -p still loads)."""
+    config = TESTBED / "arm64/kernels" / KVER_6_1 / "boot" / f"config-{KVER_6_1}"
+    if not config.exists():
+        pytest.skip(f"{config} not fetched (testbed/arm64/10-fetch-kernels.sh)")
+    from service_machine import Machine
+
+    from kdumpkit.service.checks import check_kernel_config
+    from kdumpkit.service.host import Host
+
+    root = Machine(kernel_config=config.read_text()).build(tmp_path)
+    findings = {f.item: f for f in check_kernel_config(Host(str(root)))}
+    assert findings["CONFIG_FRAME_POINTER"].status == "OK"
+    assert "CONFIG_UNWINDER_ORC" not in findings
+    assert findings["CONFIG_KEXEC_FILE"].status == "WARN"
