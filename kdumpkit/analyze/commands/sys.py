@@ -240,6 +240,8 @@ def render_sys(prog: Program, info: dict[str, Any]) -> list[tuple[str, str]]:
     machine = info["machine"]
     if info["mhz"]:
         machine += f"  ({info['mhz']} Mhz)"
+    elif info["machine"] == "aarch64":
+        machine += "  (unknown Mhz)"  # crash 9.0.2 reads no clock rate from an arm64 dump
     pairs = [
         ("KERNEL", kernel),
         ("DUMPFILE", (info["dumpfile"] or "") + dump_flags(prog)),
