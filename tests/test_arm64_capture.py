@@ -107,3 +107,22 @@ def test_qemu_kdump_with_64k_blocks_is_refused_in_one_line(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "65536-byte pages are not the kernel's 4096-byte pages" in err
     assert "Traceback" not in err
+
+
+def test_qemu_dump_without_vmcoreinfo_finds_it_in_memory(tmp_path: Path) -> None:
+    """QEMU's dump of an arm64 guest with no vmcoreinfo device: the note the kernel keeps
+    in memory is found, and the log and a -d 31 save follow from it."""
+    from kdumpkit.kernel.vmcoreinfo_scan import ensure_vmcoreinfo
+
+    path = arm64_file(f"qemu-{KVER_6_1}-nofwcfg", "vmcore.qemu.elf")
+    with open_dump(path) as dump:
+        assert dump.vmcoreinfo is None
+        assert ensure_vmcoreinfo(dump)
+        assert dump.vmcoreinfo is not None and dump.vmcoreinfo.osrelease == KVER_6_1
+        texts = [r.text for r in get_printk_records(dump)]
+    assert any(b"Kernel panic - not syncing: sysrq triggered crash" in t for t in texts)
+    out = tmp_path / "dump.kdump"
+    assert main(["save", "-d", "31", str(path), str(out)]) == 0
+    with open_dump(out) as saved:
+        assert saved.vmcoreinfo is not None and saved.header.dump_level == 31
+        assert [r.text for r in get_printk_records(saved)] == texts
