@@ -123,6 +123,8 @@ def sys_pairs(info: SystemInfo) -> list[tuple[str, str]]:
     machine = info.machine
     if info.mhz:
         machine += f"  ({info.mhz} Mhz)"
+    elif info.machine == "aarch64":
+        machine += "  (unknown Mhz)"  # crash 9.0.2 reads no clock rate from an arm64 dump
     pairs = [
         ("KERNEL", kernel),
         ("DUMPFILE", (info.dumpfile or "") + dump_flags_text(info.dump_flags)),
@@ -617,13 +619,16 @@ def _gdb_body(declaration: str) -> str:
 
 
 def module_table(modules: Sequence[ModuleInfo], base_label: str) -> str:
-    """crash's ``mod`` table: the NAME column as wide as the longest name."""
+    """crash's ``mod`` table: the NAME and SIZE columns as wide as their longest values."""
     width = max([len("NAME"), *(len(m.name) for m in modules)])
-    lines = [f"{'MODULE':^16}  {'NAME':<{width}}  {base_label:^16}  {'SIZE':>5}  OBJECT FILE"]
+    size_width = max([len("SIZE"), *(len(str(m.size)) for m in modules)])
+    lines = [
+        f"{'MODULE':^16}  {'NAME':<{width}}  {base_label:^16}  {'SIZE':>{size_width}}  OBJECT FILE"
+    ]
     # crash loads no module objects: their symbols come from kallsyms
     lines += [
         f"{m.module:016x}  {m.name:<{width}}  {m.base:016x}"
-        f"  {m.size:>5}  (not loaded)  [CONFIG_KALLSYMS]"
+        f"  {m.size:>{size_width}}  (not loaded)  [CONFIG_KALLSYMS]"
         for m in modules
     ]
     return "\n".join(lines) + "\n"
@@ -691,6 +696,28 @@ def register_lines(registers: dict[str, int], orig_rax: bool = True) -> list[str
     return lines
 
 
+def arm64_register_lines(
+    registers: dict[str, int], pt_regs_tail: tuple[int, int] | None = None
+) -> list[str]:
+    """An arm64 exception frame's registers as crash prints them: PC, LR, SP, then x29
+    down to x0 three a line, then ORIG_X0, SYSCALLNO and PSTATE when the pt_regs they
+    came from is known (``pt_regs_tail`` = its orig_x0 and syscallno)."""
+    lines = [
+        f"     PC: {registers['pc']:016x}   LR: {registers['x30']:016x}   "
+        f"SP: {registers['sp']:016x}"
+    ]
+    cells = [f"{f'X{n}':>3}: {registers[f'x{n}']:016x}" for n in range(29, -1, -1)]
+    for i in range(0, len(cells), 3):
+        lines.append("    " + "  ".join(cells[i : i + 3]))
+    if pt_regs_tail is not None:
+        orig_x0, syscallno = pt_regs_tail
+        lines.append(
+            f"    ORIG_X0: {orig_x0:016x}  SYSCALLNO: {syscallno:x}  "
+            f"PSTATE: {registers['pstate']:08x}"
+        )
+    return lines
+
+
 def exception_rip_line(symbol: str | None) -> str:
     """``[exception RIP: func+off]`` (``symbol`` with its decimal offset)."""
     return f"    [exception RIP: {symbol or 'unknown or invalid address'}]"
@@ -708,4 +735,6 @@ def frame_line(
     else:
         name = frame.function or f"{frame.pc:x}"
     module = f" [{frame.module}]" if frame.module else ""
-    return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {frame.pc:x}{module}"
+    # arm64: crash shows where a frame record's return lands, not the unwinder's pc
+    pc = frame.pc if frame.display_pc is None else frame.display_pc
+    return f"{'' if index >= 10 else ' '}#{index} [{frame.sp:x}] {name} at {pc:x}{module}"

@@ -39,6 +39,7 @@ from kdumpkit.dump.errors import DumpError, DumpFormatError, PageNotPresentError
 from kdumpkit.dump.notes import Note, encode_notes
 from kdumpkit.dump.open import open_dump
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
+from kdumpkit.kernel.arch import machine_of
 
 PathArg = str | os.PathLike[str]
 LIVE_PATHS = ("/proc/kcore",)
@@ -47,6 +48,9 @@ PAGE_CACHE_PAGES = 4096
 #: Reads larger than this bypass the page cache.
 BULK_READ_BYTES = 256 << 10
 EM_X86_64 = 62
+EM_AARCH64 = 183
+#: The ELF machine of the notes core drgn reads, by the dump's machine.
+ELF_MACHINES = {"x86_64": EM_X86_64, "aarch64": EM_AARCH64}
 #: drgn's own plugins (drgn 0.3.0's dist-info): they only register drgn's commands
 #: on import, which kdumpkit's drgn pass-through does itself when it needs them.
 DRGN_OWN_PLUGINS = frozenset({"builtin_commands", "crash_commands"})
@@ -330,8 +334,9 @@ def _checked_notes(dump: Dump) -> tuple[bytes, list[Damage]]:
 
 def program_from_dump(dump: Dump) -> drgn.Program:
     """A drgn Program over an opened dump, without any debug information yet."""
-    if dump.header.machine != "x86_64":
-        raise DumpFormatError(f"{dump.name}: {dump.header.machine} dumps are not supported")
+    machine = machine_of(dump)
+    if machine not in ELF_MACHINES:
+        raise DumpFormatError(f"{dump.name}: {machine} dumps are not supported")
     if dump.vmcoreinfo is None:
         # QEMU's dump-guest-memory without a vmcoreinfo device, or a stripped core:
         # the kernel keeps its VMCOREINFO note in memory too.
@@ -347,7 +352,7 @@ def program_from_dump(dump: Dump) -> drgn.Program:
     note_data, damage = _checked_notes(dump)
     for found in damage:
         note_damage(prog, found.part, found.detail)
-    fd = notes_core(note_data)
+    fd = notes_core(note_data, ELF_MACHINES[machine])
     try:
         with drgn_plugin_scan_skipped():
             prog.set_core_dump(fd)  # drgn owns the fd from here on, even when it fails

@@ -35,6 +35,7 @@ shown by crash as ``[exception RIP: ...]``).  Every trace is bounded: at most
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,23 @@ MODULES_END = 0xFFFFFFFFFF000000
 MAX_CPUS = 8192
 
 
+#: arm64: the exception level and stack pointer choice in PSTATE's low bits; EL0t is user.
+PSTATE_MODE_MASK = 0xF
+PSTATE_EL0T = 0
+#: arm64 THREAD_SIZE with 4K and 16K pages (THREAD_SHIFT 14 without KASAN); with 64K
+#: pages a stack is one page.
+AARCH64_MIN_THREAD_SIZE = 16 << 10
+#: ``struct pt_regs`` begins with ``struct user_pt_regs``, NT_PRSTATUS's order.
+AARCH64_PT_REGS_NAMES = (*(f"x{i}" for i in range(31)), "sp", "pc", "pstate")
+#: offsetof(struct pt_regs, stackframe) when BTF cannot say: user_pt_regs (272 bytes),
+#: orig_x0, syscallno + unused2, sdei_ttbr1, pmr_save (Linux 5.x to 6.12).
+AARCH64_PT_REGS_STACKFRAME = 304
+#: Linux kernel commit "arm64: stacktrace: unwind exception boundaries"
+#: (in v6.13) zeroes the frame record in pt_regs and marks it by a type word after it.
+FRAME_META_TYPE_FINAL = 1
+FRAME_META_TYPE_PT_REGS = 2
+
+
 class UnwindError(DumpError):
     """A stack trace cannot be started (no registers, no ORC, unknown task)."""
 
@@ -129,6 +147,18 @@ class Frame:
     #: The code a kernel-mode exception interrupted on the same stack: crash shows it
     #: only as the previous frame's ``[exception RIP: ...]`` line.
     interrupted: bool = False
+    #: The address crash prints after "at" when it is not ``pc``: on arm64 the call
+    #: instruction, 4 bytes before a return address.
+    display_pc: int | None = None
+    #: crash does not list this frame: on arm64 the last frame of a kernel thread (or
+    #: idle task), whose frame record is the zeroed one in the pt_regs at the top of
+    #: its stack.
+    hidden: bool = False
+    #: A frame left on a stack below the saved registers, as crash finds it
+    #: (``machine_kexec()``, which never returned; the IPI handler that saved a
+    #: stopped CPU's registers): crash lists it, drgn, which starts from the saved
+    #: registers, does not.
+    stale: bool = False
 
     def to_json(self, level: int) -> dict[str, Any]:
         """The frame as the JSON record ``bt --json`` and ``report --json`` share;
@@ -180,10 +210,51 @@ class _CpuStacks:
         return None
 
 
+@dataclass(frozen=True)
+class FrameRecord:
+    """A frame record: the two words a function's prologue pushes and its frame pointer
+    points at (x86_64 ``push rbp; mov rbp, rsp``, arm64 ``stp x29, x30, [sp, #-N]!;
+    mov x29, sp``): the caller's frame pointer, then the return address."""
+
+    #: Where the record is (the frame pointer's value).
+    address: int
+    #: The caller's frame pointer (0 ends the chain).
+    next_fp: int
+    #: The return address into the caller, pointer-authentication bits stripped.
+    return_address: int
+
+
+def read_frame_record(
+    read_u64: Callable[[int], int],
+    fp: int,
+    stacks: _CpuStacks,
+    *,
+    above: int = 0,
+    align: int = 8,
+    strip: Callable[[int], int] | None = None,
+) -> FrameRecord | None:
+    """The frame record at ``fp``, or None when ``fp`` cannot be one: not aligned, not
+    inside a known stack with room for both words, or not above ``above`` (a chain
+    only goes up a stack; pass the previous record's address or the stack pointer)."""
+    if not fp or fp % align or (fp <= above and stacks.find(above) == stacks.find(fp)):
+        return None
+    region = stacks.find(fp)
+    if region is None or fp + 16 > region.high:
+        return None
+    try:
+        next_fp, ret = read_u64(fp), read_u64(fp + 8)
+    except drgn.FaultError:
+        return None
+    return FrameRecord(fp, next_fp, strip(ret) if strip is not None and ret else ret)
+
+
 def _unwinder(prog: drgn.Program) -> _Unwinder:
     unwinder = prog.cache.get(UNWINDER_KEY)
     if unwinder is None:
-        unwinder = _Unwinder(prog)
+        if prog.platform is not None and prog.platform.arch == drgn.Architecture.AARCH64:
+            unwinder = _AArch64Unwinder(prog)
+        else:
+            unwinder = _Unwinder(prog)
         prog.cache[UNWINDER_KEY] = unwinder
     return unwinder
 
@@ -203,6 +274,13 @@ def image_symbol(prog: drgn.Program, address: int) -> tuple[str, int] | None:
     names it (the nearest kallsyms symbol at or below it), or None."""
     name, offset, _ = _unwinder(prog).symbolize(address, True)
     return (name, offset) if name is not None else None
+
+
+def user_mode(registers: dict[str, int]) -> bool:
+    """Whether saved registers are user-mode ones (x86_64 CS ring 3, arm64 EL0)."""
+    if "pstate" in registers:
+        return registers["pstate"] & PSTATE_MODE_MASK == PSTATE_EL0T
+    return bool(registers["cs"] & 3)
 
 
 def stack_trace(prog: drgn.Program, task_or_cpu: drgn.Object | int) -> list[Frame]:
@@ -238,7 +316,7 @@ def panic_cpu(prog: drgn.Program) -> int:
     if cpu in saved:
         return cpu
     for saved_cpu, registers in sorted(saved.items()):
-        if not registers["cs"] & 3:
+        if not user_mode(registers):
             return saved_cpu
     return 0
 
@@ -248,6 +326,8 @@ def cpu_current_task(prog: drgn.Program, cpu: int) -> drgn.Object | None:
     up any typed global; None if it cannot be read."""
     unwinder = _unwinder(prog)
     address = unwinder._percpu_u64("current_task", cpu)
+    if address is None and isinstance(unwinder, _AArch64Unwinder):
+        address = unwinder._cpu_curr(cpu)  # arm64 keeps current in sp_el0 only
     if address is None:
         # Linux kernel commit e57ef2ed97c1 ("x86: Put hot per CPU variables into a
         # struct") (in v6.2) moved current_task into struct pcpu_hot.
@@ -275,7 +355,13 @@ def task_cpu(task: drgn.Object) -> int:
 def kernel_symbol(prog: drgn.Program, name: str) -> drgn.Symbol | None:
     """A kernel symbol by name, or None; a miss does not load module symbols."""
     symbols = program_symbols(prog)
-    if symbols is not None and symbols.address(name) is None:
+    if (
+        symbols is not None
+        and symbols.address(name) is None
+        # Without CONFIG_KALLSYMS_ALL kallsyms lists only text: a DWARF vmlinux may
+        # still know a variable.
+        and symbols.address("init_task") is not None
+    ):
         return None
     try:
         return prog.symbol(name)
@@ -314,7 +400,10 @@ def _percpu_address(per_cpu_offset: int, address: int) -> int:
 
 
 def _crash_notes_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
-    from kdumpkit.dump.notes import NT_PRSTATUS, X86_64_PRSTATUS_SIZE, Note, decode_prstatus
+    from kdumpkit.dump.notes import NT_PRSTATUS, PRSTATUS_SIZES, Note, decode_prstatus
+
+    machine = "aarch64" if prog.platform.arch == drgn.Architecture.AARCH64 else "x86_64"
+    prstatus_size = PRSTATUS_SIZES[machine]
 
     notes = kernel_symbol(prog, "crash_notes")
     offsets = kernel_symbol(prog, "__per_cpu_offset")
@@ -331,15 +420,13 @@ def _crash_notes_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
     for cpu in range(count):
         try:
             address = (base + prog.read_u64(offsets.address + 8 * cpu)) & (2**64 - 1)
-            data = prog.read(address, header.size + X86_64_PRSTATUS_SIZE)
+            data = prog.read(address, header.size + prstatus_size)
         except drgn.FaultError:
             continue
         namesz, descsz, note_type, name = header.unpack_from(data)
-        if (namesz, note_type, name[:5]) != (5, NT_PRSTATUS, b"CORE\0") or (
-            descsz < X86_64_PRSTATUS_SIZE
-        ):
+        if (namesz, note_type, name[:5]) != (5, NT_PRSTATUS, b"CORE\0") or (descsz < prstatus_size):
             continue
-        status = decode_prstatus(Note("CORE", NT_PRSTATUS, data[header.size :]), cpu)
+        status = decode_prstatus(Note("CORE", NT_PRSTATUS, data[header.size :]), cpu, machine)
         if status.registers and any(status.registers.values()):
             found[cpu] = status.registers
     return found
@@ -665,10 +752,13 @@ class _Unwinder:
                 # stack switch (``--- <NMI exception stack> ---``).
                 frame.interrupted = True
             frames.append(frame)
-            if not self.is_text(state.pc):
-                break
             try:
-                nxt = self._step(state, frame, stacks)
+                if self.is_text(state.pc):
+                    nxt = self._step(state, frame, stacks)
+                else:
+                    # Code with no ORC at all (BPF JIT images, which push rbp and set
+                    # it up as every JIT prologue does): follow the frame pointer.
+                    nxt = self._frame_pointer_step(state, stacks)
             except drgn.FaultError:
                 break
             if nxt is None:
@@ -717,6 +807,16 @@ class _Unwinder:
             bp = regs["rbp"] if full else state.bp
             return _State(regs["rip"], regs["rsp"], bp, regs if full else None, True, regs["rsp"])
         return None
+
+    def _frame_pointer_step(self, state: _State, stacks: _CpuStacks) -> _State | None:
+        """The caller of a frame with no ORC, by its frame record at ``rbp``."""
+        if state.bp is None:
+            return None
+        record = read_frame_record(self.read_u64, state.bp, stacks, above=state.sp - 8)
+        if record is None or not record.return_address:
+            return None
+        sp = record.address + 16
+        return _State(record.return_address, sp, record.next_fp, None, False, sp - 8)
 
     def _cfa(self, entry: OrcEntry, state: _State) -> int | None:
         reg = entry.sp_reg
@@ -770,3 +870,319 @@ class _Unwinder:
                     slot = state.sp + 8 * index
                     return _State(value, slot + 8, state.bp, None, False, slot)
         return None
+
+
+def _is_section_marker(name: str) -> bool:
+    """Whether a symbol is a linker-script marker (``_stext``, ``__entry_text_start``)."""
+    return name in ("_text", "_stext", "_etext", "_sinittext", "_einittext") or (
+        name.startswith("__") and name.endswith(("_start", "_end"))
+    )
+
+
+class _AArch64Unwinder:
+    """arm64 stack traces: frame records (x29 chains; arm64 always builds with frame
+    pointers and has no ORC), pointer-authentication bits stripped with
+    ``NUMBER(KERNELPACMASK)``, exception frames from the frame record inside
+    ``struct pt_regs`` (``stackframe``)."""
+
+    def __init__(self, prog: drgn.Program) -> None:
+        self.prog = prog
+        self.cpu_registers = saved_registers(prog)
+        dump: Dump | None = program_dump(prog)
+        info = dump.vmcoreinfo if dump is not None else None
+        self.pac_mask = ((info.number("KERNELPACMASK") if info else None) or 0) & (2**64 - 1)
+        page_size = (info.page_size if info else None) or 4096
+        self.thread_size = max(AARCH64_MIN_THREAD_SIZE, page_size)
+        symbols = program_symbols(prog)
+        self._kallsyms = symbols if hasattr(symbols, "finder") else None
+        self._text: list[tuple[int, int]] = []
+        for start, end in (("_stext", "_etext"), ("_sinittext", "_einittext")):
+            low, high = kernel_symbol(prog, start), kernel_symbol(prog, end)
+            if low is not None and high is not None:
+                self._text.append((low.address, high.address))
+        modules = (info.number("MODULES_VADDR"), info.number("MODULES_END")) if info else ()
+        if len(modules) == 2 and modules[0] is not None and modules[1] is not None:
+            self._text.append((modules[0] & (2**64 - 1), modules[1] & (2**64 - 1)))
+        self._stacks: dict[int, _CpuStacks] = {}
+        try:
+            regs_type = prog.type("struct pt_regs")
+            self.stackframe_offset = drgn.offsetof(regs_type, "stackframe")
+        except (LookupError, ValueError):
+            self.stackframe_offset = AARCH64_PT_REGS_STACKFRAME
+
+    # --- memory and symbols ---------------------------------------------------------
+
+    def read_u64(self, address: int) -> int:
+        return self.prog.read_u64(address)
+
+    def strip_pac(self, address: int) -> int:
+        """A return address without its pointer-authentication code (kernel addresses
+        have every PAC bit set once stripped)."""
+        return address | self.pac_mask if self.pac_mask else address
+
+    def is_text(self, address: int) -> bool:
+        return any(low <= address < high for low, high in self._text)
+
+    def symbolize(self, pc: int, exact: bool) -> tuple[str | None, int, str | None]:
+        """(function, offset from its start to pc, module) for a pc."""
+        address = pc if exact else pc - 1
+        symbol = None
+        if self._kallsyms is not None:
+            found = self._kallsyms.finder(self.prog, None, address, False)
+            # Where a function starts a section, crash names the function, not the
+            # section's marker (gic_handle_irq, not _stext or __irqentry_text_start).
+            named = [s for s in found if not _is_section_marker(s.name)]
+            symbol = (named or found or [None])[0]
+        if symbol is None:
+            try:
+                symbol = self.prog.symbol(address)
+            except (LookupError, OverflowError):
+                return None, 0, None
+        return symbol.name, pc - symbol.address, None
+
+    def _percpu_u64(self, name: str, cpu: int) -> int | None:
+        offsets = kernel_symbol(self.prog, "__per_cpu_offset")
+        symbol = kernel_symbol(self.prog, name)
+        if offsets is None or symbol is None:
+            return None
+        try:
+            return self.read_u64(
+                _percpu_address(self.read_u64(offsets.address + 8 * cpu), symbol.address)
+            )
+        except drgn.FaultError:
+            return None
+
+    def _cpu_curr(self, cpu: int) -> int | None:
+        """The kernel's cpu_curr(cpu)."""
+        offsets = kernel_symbol(self.prog, "__per_cpu_offset")
+        runqueues = kernel_symbol(self.prog, "runqueues")
+        if offsets is None or runqueues is None:
+            return None
+        try:
+            curr = drgn.offsetof(self.prog.type("struct rq"), "curr")
+            base = self.read_u64(offsets.address + 8 * cpu)
+            return self.read_u64(_percpu_address(base, runqueues.address + curr))
+        except (LookupError, drgn.FaultError):
+            return None
+
+    # --- stacks ---------------------------------------------------------------------
+
+    def cpu_stacks(self, cpu: int) -> _CpuStacks:
+        """The IRQ stack of a CPU (``irq_stack_ptr``, THREAD_SIZE bytes)."""
+        stacks = self._stacks.get(cpu)
+        if stacks is None:
+            stacks = _CpuStacks()
+            base = self._percpu_u64("irq_stack_ptr", cpu)
+            if base:
+                stacks.regions.append(StackRegion("IRQ", base, base + self.thread_size))
+            self._stacks[cpu] = stacks
+        return stacks
+
+    def _task_stack(self, task: drgn.Object | None, sp: int | None) -> StackRegion | None:
+        if task is not None:
+            try:
+                low = int(task.stack.value_())
+                if low:
+                    return StackRegion(None, low, low + self.thread_size)
+            except (AttributeError, drgn.FaultError):
+                pass
+        if sp is None:
+            return None
+        # Stacks are THREAD_SIZE-aligned (THREAD_ALIGN is twice that with VMAP_STACK).
+        low = sp & ~(self.thread_size - 1)
+        return StackRegion(None, low, low + self.thread_size)
+
+    # --- starting points --------------------------------------------------------------
+
+    def cpu_trace(self, cpu: int, task: drgn.Object | None = None) -> list[Frame]:
+        """The trace of what ``cpu`` ran at the crash, from its NT_PRSTATUS registers."""
+        if cpu not in self.cpu_registers:
+            raise UnwindError(f"no saved registers for CPU {cpu}")
+        regs = dict(self.cpu_registers[cpu])
+        regions = list(self.cpu_stacks(cpu).regions)
+        own = self._task_stack(task, None if user_mode(regs) else regs["sp"])
+        if own is not None and own not in regions:
+            regions.append(own)
+        stacks = _CpuStacks(regions)
+        if user_mode(regs):
+            saved = Frame(regs["pc"], regs["sp"], None, 0, None, True, regs, True, saved_state=True)
+            # The IPI that stopped the CPU left its handler's frames on the IRQ stack,
+            # down to the EL0 exception frame holding these very registers.
+            handler = self._stale_chain(stacks, regs)
+            if handler:
+                saved.hidden = True
+                return [*handler, saved]
+            return [saved]
+        frames = self.unwind(regs["pc"], regs["sp"], regs["x29"], stacks, exact=True)
+        if frames and cpu == panic_cpu(self.prog):
+            kexec = self._machine_kexec_frame(stacks, regs)
+            if kexec is not None:
+                frame, call_return = kexec
+                frames[0].display_pc = call_return - 4
+                frames[0].sp = regs["x29"]
+                frames.insert(0, frame)
+        return frames
+
+    def _records_below(self, stacks: _CpuStacks, high: int | None = None) -> list[FrameRecord]:
+        """Every plausible frame record (16-byte aligned, a text return address) on the
+        given stacks, below ``high`` when given, lowest first."""
+        found = []
+        for region in stacks.regions:
+            top = region.high if high is None or high not in region else high
+            words = self._stack_words(region.low, top)
+            for index in range(0, len(words) - 1, 2):
+                ret = self.strip_pac(int(words[index + 1])) if words[index + 1] else 0
+                if ret and self.is_text(ret):
+                    found.append(FrameRecord(region.low + 8 * index, int(words[index]), ret))
+        return sorted(found, key=lambda r: r.address)
+
+    def _stack_words(self, low: int, high: int) -> np.ndarray:
+        if high <= low:
+            return np.zeros(0, dtype="<u8")
+        try:
+            return np.frombuffer(self.prog.read(low, high - low), dtype="<u8")
+        except drgn.FaultError:
+            return np.zeros(0, dtype="<u8")
+
+    def _machine_kexec_frame(
+        self, stacks: _CpuStacks, regs: dict[str, int]
+    ) -> tuple[Frame, int] | None:
+        """machine_kexec()'s frame below the panic CPU's saved registers, as crash shows
+        it, and the address its call returns to in the saver (``__crash_kexec``)."""
+        saver = self.symbolize(regs["pc"], True)[0]
+        records = self._records_below(stacks, regs["sp"])
+        for record in records:
+            if record.next_fp != regs["x29"]:
+                continue
+            if self.symbolize(record.return_address, False)[0] != saver:
+                continue
+            # machine_kexec()'s last call left the record right under its own.
+            callees = [r for r in records if r.next_fp == record.address]
+            if not callees:
+                continue
+            callee = callees[-1]
+            name, offset, module = self.symbolize(callee.return_address, False)
+            if name != KEXEC_FUNCTION:
+                continue
+            frame = Frame(callee.return_address, record.address, name, offset, module)
+            frame.display_pc, frame.stale = callee.return_address - 4, True
+            return frame, record.return_address
+        return None
+
+    def _stale_chain(self, stacks: _CpuStacks, regs: dict[str, int]) -> list[Frame]:
+        """The deepest chain of frame records on the CPU's IRQ stack that unwinds to an
+        exception frame holding ``regs`` (what the crash-stop IPI interrupted)."""
+        irq = _CpuStacks([r for r in stacks.regions if r.name is not None])
+        for record in self._records_below(irq):
+            frames = self.unwind(
+                record.return_address, record.next_fp, record.next_fp, stacks, exact=False
+            )
+            last = frames[-1] if frames else None
+            if (
+                last is not None
+                and last.registers is not None
+                and last.registers["pc"] == regs["pc"]
+                and last.registers["sp"] == regs["sp"]
+            ):
+                for frame in frames:
+                    frame.stale = True
+                return frames
+        return []
+
+    def task_trace(self, task: drgn.Object) -> list[Frame]:
+        """A task's trace: from its CPU's registers if it was running, else from the
+        context ``cpu_switch_to()`` saved in ``thread.cpu_context``."""
+        task = task.read_()
+        cpu = self._active_cpu(task)
+        if cpu is not None:
+            return self.cpu_trace(cpu, task)
+        try:
+            context = task.thread.cpu_context
+            pc, sp, fp = (int(context.pc), int(context.sp), int(context.fp))
+        except (AttributeError, drgn.FaultError) as exc:
+            raise UnwindError(f"cannot read the task's saved context: {exc}") from None
+        region = self._task_stack(task, None)
+        if region is None:
+            raise UnwindError("the task has no kernel stack (it has exited)")
+        if sp not in region:
+            raise UnwindError(f"the task's saved stack pointer {sp:#x} is outside its stack")
+        return self.unwind(self.strip_pac(pc), sp, fp, _CpuStacks([region]), exact=False)
+
+    def _active_cpu(self, task: drgn.Object) -> int | None:
+        try:
+            cpu = task_cpu(task)
+            if cpu in self.cpu_registers and self._cpu_curr(cpu) == task.value_():
+                return cpu
+        except (LookupError, AttributeError, drgn.FaultError, ValueError):
+            pass
+        return None
+
+    # --- the unwinder -----------------------------------------------------------------
+
+    def _read_pt_regs(self, address: int) -> dict[str, int]:
+        data = self.prog.read(address, 8 * len(AARCH64_PT_REGS_NAMES))
+        values = struct.unpack(f"<{len(AARCH64_PT_REGS_NAMES)}Q", data)
+        return dict(zip(AARCH64_PT_REGS_NAMES, values, strict=True))
+
+    def _exception_regs(self, record: FrameRecord) -> dict[str, int] | None:
+        """The pt_regs whose ``stackframe`` is this frame record, if it is one: the
+        entry code stores the interrupted x29 and pc there (or, since 6.13, zeroes it
+        and marks it FRAME_META_TYPE_PT_REGS); a task's last record, in the pt_regs at
+        the top of its stack, is zero (FRAME_META_TYPE_FINAL since 6.13)."""
+        try:
+            regs = self._read_pt_regs(record.address - self.stackframe_offset)
+            meta = self.read_u64(record.address + 16)
+        except drgn.FaultError:
+            return None
+        if record.next_fp == 0 and record.return_address == 0:
+            # Zeroed registers (a kernel thread's or the idle task's) are no user state.
+            live = regs["pc"] or regs["sp"]
+            if meta == FRAME_META_TYPE_PT_REGS or (live and user_mode(regs)):
+                return regs
+            return None
+        if regs["pc"] == record.return_address and regs["x29"] == record.next_fp:
+            return regs
+        return None
+
+    def unwind(self, pc: int, sp: int, fp: int, stacks: _CpuStacks, *, exact: bool) -> list[Frame]:
+        """Frames from ``pc`` (``exact``: not a return address) up the frame records
+        from ``fp``, until a zero record, user registers or the bounds."""
+        frames: list[Frame] = []
+        above = sp - 1
+        switches = 0
+        while len(frames) < MAX_FRAMES:
+            name, offset, module = self.symbolize(pc, exact)
+            region = stacks.find(sp)
+            # crash shows a frame at its frame record (x29), the first one at its sp.
+            shown = fp if frames and fp else sp
+            region = stacks.find(shown) or region
+            frame = Frame(pc, shown, name, offset, module, stack=region.name if region else None)
+            if not exact:
+                frame.display_pc = pc - 4
+            frames.append(frame)
+            record = read_frame_record(self.read_u64, fp, stacks, above=above, strip=self.strip_pac)
+            if record is None:
+                break
+            if stacks.find(record.address) != stacks.find(above):
+                switches += 1
+                if switches > MAX_STACK_SWITCHES:
+                    break
+            regs = self._exception_regs(record)
+            if regs is not None:
+                if not regs["pc"] and not user_mode(regs):
+                    frame.hidden = True  # a kernel thread's final (zeroed) pt_regs
+                    break
+                frame.is_exception_frame = True
+                frame.registers = regs
+                if user_mode(regs):
+                    frame.user_mode = True
+                    break
+                pc, sp, fp, exact = regs["pc"], regs["sp"], regs["x29"], True
+                above = record.address
+                continue
+            if not record.return_address:
+                frame.hidden = not record.next_fp
+                break
+            pc, sp, fp, exact = record.return_address, record.address + 16, record.next_fp, False
+            above = record.address
+        return frames

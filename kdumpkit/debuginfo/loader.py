@@ -9,6 +9,7 @@ kept in ``prog.cache["kdumpkit.debuginfo"]``.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 import drgn
@@ -52,15 +53,60 @@ class DebugInfo:
         return self.module_btfs
 
 
+#: The start of a vmlinux BTF blob: magic 0xeb9f, version 1, flags 0, hdr_len 24.
+BTF_BLOB_START = b"\x9f\xeb\x01\x00\x18\x00\x00\x00"
+#: Bytes of read-only data read per step of the search for the BTF blob.
+BTF_SEARCH_CHUNK = 1 << 20
+
+
+def find_vmlinux_btf(prog: drgn.Program, symbols: KernelSymbols) -> tuple[int, int] | None:
+    """``(__start_BTF, __stop_BTF)`` of a kernel whose kallsyms lists only text
+    (CONFIG_KALLSYMS_ALL unset, e.g. Debian 12's arm64 cloud kernel): the .BTF section
+    is in the read-only data between ``_etext`` and ``_sinittext``; the first blob
+    there whose header and string section hold up is it."""
+    low, high = symbols.address("_etext"), symbols.address("_sinittext")
+    if low is None or high is None or not 0 < high - low <= 256 << 20:
+        return None
+    address = low
+    carry = b""
+    while address < high:
+        size = min(BTF_SEARCH_CHUNK, high - address)
+        try:
+            chunk = carry + prog.read(address, size)
+        except drgn.FaultError:
+            carry, address = b"", address + size
+            continue
+        base = address - len(carry)
+        at = chunk.find(BTF_BLOB_START)
+        while at >= 0:
+            start = base + at
+            try:
+                head = prog.read(start, 32)
+                length = check_blob_header(head)
+                (str_off,) = struct.unpack_from("<I", head, 16)
+                first_string = prog.read(start + 24 + str_off, 1)
+            except (BtfError, drgn.FaultError, struct.error):
+                length, first_string = 0, b"?"
+            if 0 < length <= 256 << 20 and first_string == b"\0":
+                return start, start + length
+            at = chunk.find(BTF_BLOB_START, at + 1)
+        carry = chunk[-(len(BTF_BLOB_START) - 1) :]
+        address += size
+    return None
+
+
 def read_vmlinux_btf(prog: drgn.Program, symbols: KernelSymbols) -> Btf:
     """The vmlinux BTF blob from kernel memory, parsed."""
     start = symbols.address("__start_BTF")
     stop = symbols.address("__stop_BTF")
     if start is None or stop is None:
-        raise BtfError(
-            "the kernel has no __start_BTF/__stop_BTF symbols (built without "
-            "CONFIG_DEBUG_INFO_BTF?): give a vmlinux with DWARF"
-        )
+        found = find_vmlinux_btf(prog, symbols)
+        if found is None:
+            raise BtfError(
+                "the kernel has no __start_BTF/__stop_BTF symbols (built without "
+                "CONFIG_DEBUG_INFO_BTF?): give a vmlinux with DWARF"
+            )
+        start, stop = found
     if not 0 < stop - start <= 256 << 20:
         raise BtfError(f"__start_BTF..__stop_BTF spans {stop - start} bytes, not a BTF blob")
     try:

@@ -29,6 +29,24 @@ X86_64_PRSTATUS_SIZE = 336
 X86_64_PR_REG_OFFSET = 112
 X86_64_PR_PID_OFFSET = 32
 
+#: Register order of arm64 ``struct user_pt_regs`` (``pr_reg`` in elf_prstatus): x0-x30
+#: (x29 the frame pointer, x30 the link register), sp, pc, pstate.
+AARCH64_PR_REG_NAMES: tuple[str, ...] = (
+    *(f"x{i}" for i in range(31)),
+    "sp",
+    "pc",
+    "pstate",
+)
+#: The arm64 elf_prstatus descriptor's size (pr_reg at the same offset as on x86_64).
+AARCH64_PRSTATUS_SIZE = 392
+#: pr_reg's names by the ELF machine name (``DumpHeader.machine``).
+PR_REG_NAMES: dict[str, tuple[str, ...]] = {
+    "x86_64": X86_64_PR_REG_NAMES,
+    "aarch64": AARCH64_PR_REG_NAMES,
+}
+#: elf_prstatus descriptor sizes by machine.
+PRSTATUS_SIZES: dict[str, int] = {"x86_64": X86_64_PRSTATUS_SIZE, "aarch64": AARCH64_PRSTATUS_SIZE}
+
 _NHDR = struct.Struct("<III")
 #: Bound on the notes we parse: a real dump has one NT_PRSTATUS per CPU plus a handful.
 MAX_NOTES = 1 << 16
@@ -47,7 +65,7 @@ class Note:
 
 @dataclass(frozen=True)
 class PrStatus:
-    """A CPU's saved state at the crash (x86_64 NT_PRSTATUS)."""
+    """A CPU's saved state at the crash (x86_64 or arm64 NT_PRSTATUS)."""
 
     cpu: int
     pid: int
@@ -111,24 +129,26 @@ def encode_notes(notes: list[Note]) -> tuple[list[Note], bytes]:
     return out, bytes(data)
 
 
-def decode_prstatus(note: Note, cpu: int) -> PrStatus:
-    """Decode an x86_64 NT_PRSTATUS note; other layouts keep only the raw bytes."""
+def decode_prstatus(note: Note, cpu: int, machine: str | None = None) -> PrStatus:
+    """Decode an NT_PRSTATUS note of an x86_64 or arm64 kernel (``machine``, else told by
+    the descriptor's size); other layouts keep only the raw bytes."""
     desc = note.desc
-    if len(desc) < X86_64_PRSTATUS_SIZE:
+    if machine is None:
+        machine = next((m for m, size in PRSTATUS_SIZES.items() if size == len(desc)), "x86_64")
+    names = PR_REG_NAMES.get(machine)
+    if names is None or len(desc) < PRSTATUS_SIZES[machine]:
         return PrStatus(cpu=cpu, pid=-1, raw=desc)
     (pid,) = struct.unpack_from("<i", desc, X86_64_PR_PID_OFFSET)
-    values = struct.unpack_from(f"<{len(X86_64_PR_REG_NAMES)}Q", desc, X86_64_PR_REG_OFFSET)
-    return PrStatus(
-        cpu=cpu, pid=pid, registers=dict(zip(X86_64_PR_REG_NAMES, values, strict=True)), raw=desc
-    )
+    values = struct.unpack_from(f"<{len(names)}Q", desc, X86_64_PR_REG_OFFSET)
+    return PrStatus(cpu=cpu, pid=pid, registers=dict(zip(names, values, strict=True)), raw=desc)
 
 
-def prstatus_notes(notes: list[Note]) -> list[PrStatus]:
+def prstatus_notes(notes: list[Note], machine: str | None = None) -> list[PrStatus]:
     """The NT_PRSTATUS notes of the kernel ("CORE"), numbered in order as CPUs."""
     out: list[PrStatus] = []
     for note in notes:
         if note.type == NT_PRSTATUS and note.name == "CORE":
-            out.append(decode_prstatus(note, len(out)))
+            out.append(decode_prstatus(note, len(out), machine))
     return out
 
 

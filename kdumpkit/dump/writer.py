@@ -196,6 +196,10 @@ def _defaults(
         # QEMU's kdump header holds its own guess: the kernel's VMCOREINFO knows better.
         if phys_base is None or (src.header.extra.get("qemu") and vmci and vmci.phys_base):
             phys_base = (vmci.phys_base if vmci else None) or 0
+        phys_offset = vmci.number("PHYS_OFFSET") if vmci else None
+        if not phys_base and phys_offset is not None:
+            # arm64 has no NUMBER(phys_base); makedumpfile writes NUMBER(PHYS_OFFSET).
+            phys_base = phys_offset
     if dump_level is None:
         dump_level = src.header.dump_level or (1 if exclude_zero else 0)
     return utsname, timestamp, phys_base, dump_level

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
-from kdumpkit.kernel.x86_64 import address_space
+from kdumpkit.kernel.arch import address_space
 
 #: struct new_utsname: six char[__NEW_UTS_LEN + 1] fields, in this order.
 UTSNAME_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")

@@ -42,7 +42,7 @@ import numpy as np
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
-from kdumpkit.kernel.x86_64_layout import kernel_image_reader
+from kdumpkit.kernel.image import kernel_image_reader
 
 #: ``read(vaddr, size) -> bytes``: kernel virtual memory.
 ReadFn = Callable[[int, int], bytes]

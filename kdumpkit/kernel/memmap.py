@@ -153,13 +153,19 @@ class SparseMem:
     """The SPARSEMEM memory model of a dump: sections and their struct pages."""
 
     def __init__(self, dump: Dump) -> None:
-        from kdumpkit.kernel.x86_64 import address_space
+        from kdumpkit.kernel.arch import address_space
 
         self.dump = dump
         info = _vmcoreinfo(dump)
         self.space = address_space(dump)
         self.layout = page_layout(dump)
         self.page_size = dump.page_size
+        if info.page_size and info.page_size != self.page_size:
+            # QEMU's kdump output of an arm64 guest: 64 KiB blocks for 4 KiB kernel pages.
+            raise MemMapError(
+                f"{dump.name}: the dump's {self.page_size}-byte pages are not the kernel's "
+                f"{info.page_size}-byte pages: struct pages cannot be matched to them"
+            )
         page_shift = self.page_size.bit_length() - 1
         section_bits = info.number("SECTION_SIZE_BITS")
         physmem_bits = info.number("MAX_PHYSMEM_BITS")
@@ -343,6 +349,12 @@ class SparseMem:
     def _leaf(self, vaddr: int) -> tuple[int, int]:
         """(physical address of ``vaddr``, size of the mapping that holds it)."""
         space = self.space
+        arch_leaf = getattr(space, "leaf", None)
+        if arch_leaf is not None:  # arm64: granule and block sizes of its own
+            try:
+                return arch_leaf(vaddr)
+            except DumpError as exc:
+                raise MemMapError(str(exc)) from None
         if space.is_kernel_text(vaddr):
             return space.v2p(vaddr), 4096
         key = vaddr >> 21

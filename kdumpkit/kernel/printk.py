@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
-from kdumpkit.kernel.x86_64 import X86_64AddressSpace, address_space
+from kdumpkit.kernel.arch import address_space
+from kdumpkit.kernel.vaspace import KernelAddressSpace
 
 #: The two top bits of prb_desc.state_var are the state, the rest is the id.
 DESC_FLAGS_SHIFT = 62
@@ -109,7 +110,7 @@ def get_printk_records(dump: Dump) -> list[PrintkRecord]:
 # --- Linux 5.10+: the lockless ring buffer ---------------------------------------------------
 
 
-def _prb_records(space: X86_64AddressSpace, info: VmcoreInfo) -> list[PrintkRecord]:
+def _prb_records(space: KernelAddressSpace, info: VmcoreInfo) -> list[PrintkRecord]:
     prb_ptr = _need(info, "symbol", "prb")
     prb = space.read(space.read_u64(prb_ptr), _need(info, "size", "printk_ringbuffer"))
     counter = info.offset("atomic_long_t.counter") or 0
@@ -241,7 +242,7 @@ class _InfoLayout:
 # --- Linux 3.5–5.9: variable-length records in log_buf ---------------------------------------
 
 
-def _log_buf_records(space: X86_64AddressSpace, info: VmcoreInfo) -> list[PrintkRecord]:
+def _log_buf_records(space: KernelAddressSpace, info: VmcoreInfo) -> list[PrintkRecord]:
     # Linux 3.11 renamed struct log to struct printk_log; VMCOREINFO followed.
     def offset(member: str) -> int:
         value = info.offset(f"printk_log.{member}")

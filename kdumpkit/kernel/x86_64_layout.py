@@ -57,9 +57,6 @@ def kernel_phys_base(dump: Dump) -> int:
 def kernel_image_reader(dump: Dump) -> Callable[[int, int], bytes]:
     """``read(vaddr, size)`` for addresses in the kernel image mapping."""
     info = dump.vmcoreinfo
-    machine = dump.header.machine
-    if machine not in ("x86_64", "", None):
-        raise DumpError(f"{dump.name}: a {machine} dump; only x86_64 kernels are supported")
     phys_base = kernel_phys_base(dump)
     image_size = (info.number("KERNEL_IMAGE_SIZE") if info else None) or DEFAULT_KERNEL_IMAGE_SIZE
 

@@ -81,6 +81,13 @@ KERNEL_OPTIONS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     ("DEBUG_INFO_BTF", ("CONFIG_DEBUG_INFO_BTF",), WARN, "types for analysis without vmlinux"),
     ("UNWINDER_ORC", ("CONFIG_UNWINDER_ORC",), WARN, "stack traces without vmlinux"),
 )
+#: arm64 has no ORC: its kernels always keep frame pointers, which the unwinder follows.
+ARM64_UNWINDER_OPTION = (
+    "FRAME_POINTER",
+    ("CONFIG_FRAME_POINTER",),
+    WARN,
+    "stack traces without vmlinux (arm64 unwinds by frame records)",
+)
 
 
 def check_kernel_config(host: Host) -> list[Finding]:
@@ -97,7 +104,10 @@ def check_kernel_config(host: Host) -> list[Finding]:
         ]
     options, source = found
     findings = []
-    for item, names, missing_status, purpose in KERNEL_OPTIONS:
+    wanted = KERNEL_OPTIONS
+    if options.get("CONFIG_ARM64") == "y":
+        wanted = tuple(ARM64_UNWINDER_OPTION if o[0] == "UNWINDER_ORC" else o for o in wanted)
+    for item, names, missing_status, purpose in wanted:
         if any(options.get(name) == "y" for name in names):
             findings.append(Finding(f"CONFIG_{item}", OK, f"set ({source})"))
         else:
@@ -326,7 +336,7 @@ def check_images(
                     Finding(
                         "kernel",
                         OK,
-                        f"{kernel_path}: bzImage, needs {_mib(kernel.memory_needed)} to boot",
+                        f"{kernel_path}: {kernel.kind}, needs {_mib(kernel.memory_needed)} to boot",
                     )
                 )
             else:
@@ -334,7 +344,7 @@ def check_images(
                     Finding(
                         "kernel",
                         WARN,
-                        f"{kernel_path}: not a 64-bit bzImage; "
+                        f"{kernel_path}: not a 64-bit bzImage or arm64 Image; "
                         "only kexec-tools' kexec -p can load it",
                     )
                 )

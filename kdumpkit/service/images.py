@@ -7,6 +7,11 @@ address until it runs, decompressor and bss included.  kexec_file_load on x86_64
 takes a bzImage of protocol >= 2.12 with a 64-bit entry.  A UEFI-bootable bzImage is
 also a PE/COFF file; its Authenticode signature is the certificate table (data
 directory 4), which kexec_file_load verifies when signatures are required.
+
+arm64 boot protocol (Documentation/arch/arm64/booting.rst): an ``Image`` has the magic
+``ARM\x64`` at 0x38, its effective size (bss included) at 0x10 and flags at 0x18 (bit 0
+big-endian).  kexec_file_load on arm64 takes a little-endian Image; Debian's arm64 vmlinuz
+is one, which is also a signed PE/COFF EFI application.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from dataclasses import dataclass
 from kdumpkit.config import Config
 from kdumpkit.service.host import Host
 
+#: arm64 Image magic at offset 0x38
+ARM64_IMAGE_MAGIC = b"ARM\x64"
 #: compressed-to-unpacked ratio assumed when the compressed stream does not say
 INITRD_RATIO = 3
 _COMPRESSED_MAGICS = {
@@ -42,10 +49,20 @@ class KernelImage:
     init_size: int = 0
     kernel_64: bool = False
     signed: bool = False
+    #: An arm64 little-endian ``Image`` (``init_size`` is then its effective size).
+    arm64_image: bool = False
+
+    @property
+    def kind(self) -> str:
+        """How the boot protocol names the image."""
+        return "arm64 Image" if self.arm64_image else "bzImage"
 
     @property
     def file_loadable(self) -> bool:
-        """Whether kexec_file_load (x86_64 bzImage64 loader) accepts this image."""
+        """Whether kexec_file_load (x86_64 bzImage64 loader, arm64 Image loader) accepts
+        this image."""
+        if self.arm64_image:
+            return True
         return self.bzimage and self.protocol >= 0x20C and self.kernel_64
 
     @property
@@ -70,6 +87,17 @@ def inspect_kernel(host_path: str, shown_path: str | None = None) -> KernelImage
         header = file.read(0x270)
         size = os.fstat(file.fileno()).st_size
         shown = shown_path or host_path
+        if len(header) >= 0x40 and header[0x38:0x3C] == ARM64_IMAGE_MAGIC:
+            image_size, flags = struct.unpack_from("<QQ", header, 0x10)
+            return KernelImage(
+                shown,
+                size,
+                bzimage=False,
+                init_size=image_size,
+                kernel_64=True,
+                signed=_pe_signed(file, header),
+                arm64_image=not flags & 1,
+            )
         if len(header) < 0x264 or header[0x202:0x206] != b"HdrS":
             return KernelImage(shown, size, bzimage=False)
         protocol = struct.unpack_from("<H", header, 0x206)[0]

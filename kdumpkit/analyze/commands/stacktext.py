@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import drgn
 
 from kdumpkit.analyze.crashformat import (
+    arm64_register_lines,
     bt_task_header,
     exception_rip_line,
     frame_line,
@@ -75,6 +76,21 @@ def frame_data_lines(
     return lines
 
 
+def arm64_pt_regs_tail(prog: Program, frame: Frame) -> tuple[int, int] | None:
+    """``orig_x0`` and ``syscallno`` of the pt_regs an arm64 exception frame's registers
+    came from (its frame record, ``frame.sp``, is ``pt_regs.stackframe``)."""
+    if frame.saved_state:
+        return None
+    try:
+        regs_type = prog.type("struct pt_regs")
+        base = frame.sp - drgn.offsetof(regs_type, "stackframe")
+        orig_x0 = prog.read_u64(base + drgn.offsetof(regs_type, "orig_x0"))
+        syscallno = prog.read_u32(base + drgn.offsetof(regs_type, "syscallno"))
+    except (LookupError, ValueError, drgn.FaultError):
+        return None
+    return orig_x0, syscallno
+
+
 def render_trace(
     prog: Program,
     frames: list[Frame],
@@ -89,12 +105,16 @@ def render_trace(
     number = 0
     for index, frame in enumerate(frames):
         following = frames[index + 1] if index + 1 < len(frames) else None
+        if frame.hidden:
+            continue
         if not (frame.saved_state or frame.interrupted):
             lines.append(frame_line(number, frame, with_offset, hex_offsets))
             number += 1
             if (full or symbolic) and following is not None:
                 lines.extend(frame_data_lines(prog, frame, following, symbolic))
-        if frame.registers is not None:
+        if frame.registers is not None and "pstate" in frame.registers:
+            lines.extend(arm64_register_lines(frame.registers, arm64_pt_regs_tail(prog, frame)))
+        elif frame.registers is not None:
             if not frame.user_mode:
                 lines.append(exception_rip_line(symbolize(prog, frame.registers["rip"])))
             lines.extend(register_lines(frame.registers, orig_rax=not frame.saved_state))
