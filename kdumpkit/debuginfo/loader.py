@@ -58,8 +58,10 @@ def read_vmlinux_btf(prog: drgn.Program, symbols: KernelSymbols) -> Btf:
     stop = symbols.address("__stop_BTF")
     if start is None or stop is None:
         raise BtfError(
-            "the kernel has no __start_BTF/__stop_BTF symbols (built without "
-            "CONFIG_DEBUG_INFO_BTF?): give a vmlinux with DWARF"
+            "the kernel has no BTF (no __start_BTF/__stop_BTF symbols: built without "
+            "CONFIG_DEBUG_INFO_BTF, as Debian 10 and RHEL 8.0/8.1 are): give its vmlinux "
+            "with DWARF, --vmlinux /usr/lib/debug/boot/vmlinux-RELEASE from Debian's "
+            "linux-image-RELEASE-dbg package (capture needs neither)"
         )
     if not 0 < stop - start <= 256 << 20:
         raise BtfError(f"__start_BTF..__stop_BTF spans {stop - start} bytes, not a BTF blob")
