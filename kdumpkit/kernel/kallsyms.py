@@ -44,6 +44,7 @@ from kdumpkit.dump.vmcoreinfo import VmcoreInfo
 from kdumpkit.kernel.kallsyms_scan import (
     KallsymsNotFound,
     KallsymsTables,
+    PageCache,
     entry_starts,
     scan_kallsyms,
     scan_range,
@@ -378,6 +379,7 @@ def find_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> FoundKallsyms:
     ``read`` must give zeros for pages it cannot read.  Raises :class:`KallsymsError`
     with one sentence when none does.
     """
+    read = PageCache(read)
     rejected: list[str] = []
     names_cache: dict[tuple[int, int, int, int], tuple[list[str], bytes] | None] = {}
     try:

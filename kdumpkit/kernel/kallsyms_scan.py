@@ -145,6 +145,33 @@ def zero_filling(read: Callable[[int, int], bytes], faults: tuple[type[BaseExcep
     return reader
 
 
+class PageCache:
+    """A reader that keeps the pages it has read (up to ``limit`` bytes), so that the
+    scan and the decoding after it read each page of the image once."""
+
+    PAGE = 4096
+
+    def __init__(self, read: ReadFn, limit: int = 32 << 20) -> None:
+        self._read = read
+        self._pages: dict[int, bytes] = {}
+        self._room = limit // self.PAGE
+
+    def __call__(self, address: int, size: int) -> bytes:
+        page = self.PAGE
+        first, last = address // page, (address + size - 1) // page
+        pages = self._pages
+        if all(number in pages for number in range(first, last + 1)):
+            data = b"".join(pages[number] for number in range(first, last + 1))
+        else:
+            data = self._read(first * page, (last + 1 - first) * page)
+            if len(pages) < self._room:
+                for number in range(first, last + 1):
+                    at = (number - first) * page
+                    pages[number] = data[at : at + page]
+        start = address - first * page
+        return data[start : start + size]
+
+
 def entry_starts(blob: bytes, count: int) -> tuple[np.ndarray, int]:
     """Where each of the first ``count`` entries of kallsyms_names starts (its length
     byte) and where the last one ends; the end is past ``len(blob)`` when they overrun."""
@@ -317,15 +344,24 @@ def _names_before(
             count = int(first[slot])
             names = num_syms + ALIGN
             blob = memoryview(buf)[names - base :]
-            if last_marker >= len(blob):
+            if last_marker >= len(blob) or not _names_fit(blob, count, values, markers - names):
                 continue
-            starts, end = entry_starts(blob, count)
-            if not markers - ALIGN < names + end <= markers:
-                continue
-            marks = starts[::TOKEN_COUNT]
-            if len(marks) == len(values) and bool((marks == values).all()):
-                yield num_syms, count
+            yield num_syms, count
         top = bottom
+
+
+def _names_fit(blob: memoryview, count: int, markers: np.ndarray, size: int) -> bool:
+    """Whether ``count`` names in ``blob`` match the markers and end ``size`` bytes (less
+    the alignment) in: the first 256 names must end at the second marker and the names
+    after the last marker where the markers start.  (The whole table is decoded, and
+    checked against VMCOREINFO, afterwards.)"""
+    if len(markers) > 1:
+        _, end = entry_starts(blob, TOKEN_COUNT)
+        if end != markers[1]:
+            return False
+    last = int(markers[-1])
+    _, end = entry_starts(blob[last:], count - TOKEN_COUNT * (len(markers) - 1))
+    return size - ALIGN < last + end <= size
 
 
 def _address_tables(
