@@ -82,6 +82,13 @@ def test_analysis_without_vmcoreinfo_kallsyms(kdump61: Path, tmp_path: Path) -> 
 
     commands = ["-c", "bt", "-c", "ps", "-c", "mod", "-c", "kmem -i", "-c", "bt -a"]
     assert run("crash", pre60, *commands) == run("crash", kdump61, *commands)
+    assert run("report", pre60) == run("report", kdump61)
+    code = (
+        'print(prog["init_uts_ns"].name.release, prog.cache["kdumpkit.debuginfo"].symbols.source)'
+    )
+    assert run("shell", pre60, "-e", code) == (
+        '(char [65])"6.1.0-56-cloud-amd64" kallsyms, found by scan at 0xffffffff854c9d08\n'
+    )
     info = run("info", pre60)
     assert "symbols: kallsyms, found by scan at 0xffffffff854c9d08 (87347 symbols" in info
     assert "types: BTF in memory at 0xffffffff85638070" in info
@@ -104,6 +111,29 @@ def test_debian_stub_system_map(kdump61: Path, tmp_path: Path) -> None:
     assert "linux-image-RELEASE-dbg" in str(exc.value) and "\n" not in str(exc.value)
     with pytest.raises(SymbolError, match="placeholder"):
         open_program(kdump61, vmlinux=stub)
+
+
+def test_no_btf_names_the_dbg_vmlinux(kdump61: Path) -> None:
+    """A kernel built without BTF (Debian 10, RHEL 8.0/8.1): one sentence naming what to give."""
+    from kdumpkit.analyze.program import program_from_dump
+    from kdumpkit.debuginfo.btf import BtfError
+    from kdumpkit.debuginfo.loader import read_vmlinux_btf
+    from kdumpkit.debuginfo.symbols import KernelSymbols, load_vmcoreinfo_kallsyms
+
+    with open_dump(kdump61) as dump:
+        prog = program_from_dump(dump)
+        symbols = load_vmcoreinfo_kallsyms(dump.vmcoreinfo, prog.read)
+        keep = [i for i, name in enumerate(symbols.names) if not name.endswith("_BTF")]
+        no_btf = KernelSymbols(
+            [symbols.names[i] for i in keep], symbols.addresses[keep],
+            bytes(symbols.types[i] for i in keep),
+        )  # fmt: skip
+        with pytest.raises(BtfError) as exc:
+            read_vmlinux_btf(prog, no_btf)
+    message = str(exc.value)
+    assert "\n" not in message and "no BTF" in message
+    assert "--vmlinux /usr/lib/debug/boot/vmlinux-RELEASE" in message
+    assert "linux-image-RELEASE-dbg" in message
 
 
 def test_no_tables_is_one_sentence(kdump61: Path) -> None:
