@@ -97,6 +97,10 @@ MODULES_END = 0xFFFFFFFFFF000000
 MAX_CPUS = 8192
 
 
+#: Bytes of a function's prologue looked at for its pushes.
+PROLOGUE_BYTES = 48
+
+
 class UnwindError(DumpError):
     """A stack trace cannot be started (no registers, no ORC, unknown task)."""
 
@@ -747,5 +751,38 @@ class _Unwinder:
                 rel = int.from_bytes(code[1:], "little", signed=True)
                 if (value + rel) & 0xFFFFFFFFFFFFFFFF == target:
                     slot = state.sp + 8 * index
-                    return _State(value, slot + 8, state.bp, None, False, slot)
+                    bp = self._bp_pushed_by(target, slot)
+                    return _State(
+                        value, slot + 8, state.bp if bp is None else bp, None, False, slot
+                    )
+        return None
+
+    def _bp_pushed_by(self, function: int, return_slot: int) -> int | None:
+        """The caller's rbp that ``function`` pushed in its prologue, read from just below
+        its return address, or None if the prologue does not push rbp.
+
+        A function that objtool does not describe (5.10's __crash_kexec: its
+        crash_setup_regs() points rbp at the saved registers) has no ORC, and a caller
+        that addresses its frame by rbp (panic) needs its own rbp back."""
+        import capstone
+        from capstone import x86_const
+
+        try:
+            code = self.prog.read(function, PROLOGUE_BYTES)
+        except drgn.FaultError:
+            return None
+        decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        decoder.detail = True
+        pushes = 0
+        for insn in decoder.disasm(code, function):
+            if insn.id == x86_const.X86_INS_PUSH:
+                pushes += 1
+                operand = insn.operands[0]
+                if operand.type == x86_const.X86_OP_REG and operand.reg == x86_const.X86_REG_RBP:
+                    return self.read_u64(return_slot - 8 * pushes)
+            elif insn.id == x86_const.X86_INS_SUB or any(
+                insn.group(group)
+                for group in (capstone.CS_GRP_JUMP, capstone.CS_GRP_CALL, capstone.CS_GRP_RET)
+            ):
+                break  # the frame is allocated, or the code goes elsewhere
         return None

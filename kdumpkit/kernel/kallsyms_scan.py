@@ -22,10 +22,10 @@ index of its code, so "0\\0" "1\\0" ... "9\\0" appear in a row, at indexes 48..5
 The token index after the table (256 u16 offsets) must list exactly the tokens that
 the NULs delimit; it gives the table's start (``index[48]`` bytes before "0"), so
 stray bytes before the table cannot shift it (bata24/gef#137).  Below the table
-(past 6.2's 3-byte ``seqs_of_names`` entries) the markers, one u32 (u64 before
-Linux 5.x's "kallsyms: reduce size a little on 64-bit") per 256 names, start at 0
-and grow; ``kallsyms_num_syms`` sits 8 bytes before the names, and walking that many
-names from there must end at the markers and pass each marker on the way.
+(past 6.2's 3-byte ``seqs_of_names`` entries) the markers, one ``.long`` (a ``PTR``,
+u64, in older kernels) per 256 names, start at 0 and grow; ``kallsyms_num_syms`` sits
+8 bytes before the names, and walking that many names from there must end at the
+markers and pass each marker on the way.
 
 The address table is then one of a few places (before ``num_syms`` or after the
 token index) in one of three encodings; this module yields each possibility as a

@@ -62,13 +62,16 @@ def module_table(prog: Program) -> list[dict[str, Any]]:
 
 
 def render_table(rows: list[dict[str, Any]], base_label: str) -> str:
-    """crash's ``mod`` table: the NAME column as wide as the longest name."""
+    """crash's ``mod`` table: the NAME and SIZE columns as wide as their longest values."""
     width = max([len("NAME"), *(len(row["name"]) for row in rows)])
-    lines = [f"{'MODULE':^16}  {'NAME':<{width}}  {base_label:^16}  {'SIZE':>5}  OBJECT FILE"]
+    size_width = max([len("SIZE"), *(len(str(row["size"])) for row in rows)])
+    lines = [
+        f"{'MODULE':^16}  {'NAME':<{width}}  {base_label:^16}  {'SIZE':>{size_width}}  OBJECT FILE"
+    ]
     # crash loads no module objects: their symbols come from kallsyms
     lines += [
         f"{row['module']:016x}  {row['name']:<{width}}  {row['base']:016x}"
-        f"  {row['size']:>5}  (not loaded)  [CONFIG_KALLSYMS]"
+        f"  {row['size']:>{size_width}}  (not loaded)  [CONFIG_KALLSYMS]"
         for row in rows
     ]
     return "\n".join(lines) + "\n"
