@@ -490,6 +490,14 @@ class _Unwinder:
         # Registers taken at an arbitrary point (a hypervisor dump): crash shows them as
         # a register block and the frames from the caller on.
         frames = self.unwind(start, stacks)
+        if frames and not user and cpu == panic_cpu(self.prog) and task_stack is not None:
+            # crash's x86_64_get_dumpfile_stack_frame(): with no kexec frames (QEMU's
+            # dump-guest-memory of a panicked guest) the panic task's trace starts at the
+            # highest word of its stack that points into panic().
+            slot = self._highest_slot_in("panic", task_stack)
+            kept = [i for i, frame in enumerate(frames) if frame.sp == slot]
+            if kept and frames[kept[0]].function == "panic":
+                return frames[kept[0] :]
         if frames:
             frames[0].is_exception_frame = True
             frames[0].registers = regs
@@ -545,6 +553,17 @@ class _Unwinder:
                 if self._reaches_regs(state, stacks, regs):
                     return state
         return None
+
+    def _highest_slot_in(self, function: str, region: StackRegion) -> int | None:
+        """The highest slot of ``region`` holding an address inside ``function``."""
+        symbol = kernel_symbol(self.prog, function)
+        if symbol is None:
+            return None
+        words = self._stack_words(region.low, region.high)
+        hits = np.flatnonzero(
+            (words > symbol.address) & (words < symbol.address + max(symbol.size, 1))
+        )
+        return region.low + 8 * int(hits[-1]) if len(hits) else None
 
     def _reaches_regs(self, state: _State, stacks: _CpuStacks, regs: dict[str, int]) -> bool:
         for frame in self.unwind(state, stacks, max_frames=24):

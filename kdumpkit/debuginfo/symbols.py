@@ -160,9 +160,34 @@ class KernelSymbols:
         else:
             found = list(range(len(self.names)))
         if one and len(found) > 1:
-            # Prefer a global symbol, as an ELF symbol table lookup would.
-            found = sorted(found, key=lambda i: self.types[i] not in _GLOBAL_LETTERS)[:1]
+            if name is None and address is not None:
+                found = [self.crash_alias(found, address)]
+            else:
+                # Prefer a global symbol, as an ELF symbol table lookup would.
+                found = sorted(found, key=lambda i: self.types[i] not in _GLOBAL_LETTERS)[:1]
         return [self.symbol(i) for i in found]
+
+    def crash_alias(self, positions: list[int], address: int) -> int:
+        """Which of several symbols at one address crash names ``address`` by.
+
+        crash sorts its symbols by address, then by name (strcmp, binutils' nm order),
+        and its value_search() gives an address inside a function the last symbol at or
+        below it (``asm_call_sysvec_on_stack`` of asm_call_irq_on_stack /
+        asm_call_on_stack / asm_call_sysvec_on_stack), an exact address the first one,
+        except that it steps over ``SyS_``/``compat_SyS_`` wrappers and ``*_text_start``
+        delimiters to the next.
+        """
+        by_name = sorted(positions, key=lambda i: self.names[i].encode("latin-1"))
+        exact = [i for i in by_name if int(self.addresses[i]) == address]
+        if not exact:
+            return by_name[-1]
+        first = exact[0]
+        name = self.names[first]
+        if len(exact) > 1 and (
+            name.startswith(("SyS_", "compat_SyS_")) or name.endswith("_text_start")
+        ):
+            return exact[1]
+        return first
 
     def symbol_index(self) -> drgn.SymbolIndex:
         """A native drgn SymbolIndex of every symbol (slower to build than :meth:`finder`)."""

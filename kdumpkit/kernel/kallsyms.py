@@ -310,6 +310,9 @@ VMCOREINFO_ALIASES = {
 #: The kernel image is placed at a multiple of this (x86_64 CONFIG_PHYSICAL_ALIGN is
 #: at least 2 MiB, arm64's image is 64 KiB aligned): ``_text - KERNELOFFSET`` is too.
 KERNEL_ALIGN = 64 << 10
+#: VMCOREINFO symbols that are a variable's value: x86_64's vmemmap is the macro
+#: ``(struct page *)VMEMMAP_START``, i.e. vmemmap_base's value under KASLR (5.x on).
+VMCOREINFO_VALUES = {"vmemmap": "vmemmap_base"}
 
 
 def vmcoreinfo_mismatch(
@@ -324,7 +327,7 @@ def vmcoreinfo_mismatch(
             wanted[key[len("SYMBOL(") : -1]] = value
     if "_stext" not in wanted:
         return "VMCOREINFO has no SYMBOL(_stext)"
-    names = set(wanted) | {"_text"}
+    names = set(wanted) | {"_text"} | set(VMCOREINFO_VALUES.values())
     for aliases in VMCOREINFO_ALIASES.values():
         names.update(aliases)
     where: dict[str, list[int]] = {}
@@ -338,6 +341,11 @@ def vmcoreinfo_mismatch(
             int.from_bytes(read(address, 8), "little") == value for address in where[name]
         ):
             continue  # VMCOREINFO_SYMBOL_ARRAY of a pointer (mem_section) gives its value
+        holder = VMCOREINFO_VALUES.get(name)
+        if holder in where and any(
+            int.from_bytes(read(address, 8), "little") == value for address in where[holder]
+        ):
+            continue
         holders = [alias for alias in VMCOREINFO_ALIASES.get(name, ()) if alias in where]
         if any(_holds(decoded, where[alias], value) for alias in holders):
             continue

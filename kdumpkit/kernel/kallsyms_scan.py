@@ -242,8 +242,8 @@ def _tables_at_digits(read: ReadFn, low: int, zero: int) -> Iterator[KallsymsTab
         return
     table, index = found
     for markers, marker_values, seqs, count_range in _markers_below(read, low, table):
-        for num_syms, count in _names_before(read, low, markers, marker_values, count_range):
-            yield from _address_tables(read, num_syms, count, markers, table, index, seqs)
+        for num_syms, names, count in _names_before(read, low, markers, marker_values, count_range):
+            yield from _address_tables(num_syms, names, count, markers, table, index, seqs)
 
 
 def _token_table(read: ReadFn, zero: int) -> tuple[int, int] | None:
@@ -317,10 +317,10 @@ def _markers_below(
 
 def _names_before(
     read: ReadFn, low: int, markers: int, values: np.ndarray, count_range: tuple[int, int]
-) -> Iterator[tuple[int, int]]:
-    """``(kallsyms_num_syms, count)`` for each place below the markers where a count in
-    ``count_range`` is stored 8 bytes before names that end at the markers and that
-    the markers index."""
+) -> Iterator[tuple[int, int, int]]:
+    """``(kallsyms_num_syms, kallsyms_names, count)`` for each place below the markers
+    where a count in ``count_range`` is stored just before names that end at the markers
+    and that the markers index."""
     fewest, most = count_range
     last_marker = int(values[-1])
     top = markers
@@ -333,20 +333,20 @@ def _names_before(
         buf = read(bottom, top - bottom) + buf
         base = markers - len(buf)
         words = np.frombuffer(buf, dtype="<u4", count=len(buf) // 4)
-        # 8-aligned u32 counts with zeros after them (u32 then padding, or a u64 count).
-        first = words[0::2][: len(words) // 2]
-        second = words[1::2][: len(first)]
-        fits = (first >= fewest) & (first <= most) & (second == 0)
+        # 4-aligned u32 counts; the names follow at once (7.x) or after 4 bytes of
+        # padding (an 8-aligned ``.long``, or a ``PTR`` count, before).
+        fits = (words >= fewest) & (words <= most)
         for slot in np.flatnonzero(fits)[::-1].tolist():
-            num_syms = base + 8 * slot
+            num_syms = base + 4 * slot
             if num_syms >= top or num_syms > highest:
                 continue
-            count = int(first[slot])
-            names = num_syms + ALIGN
-            blob = memoryview(buf)[names - base :]
-            if last_marker >= len(blob) or not _names_fit(blob, count, values, markers - names):
-                continue
-            yield num_syms, count
+            count = int(words[slot])
+            gaps = (4, 8) if slot + 1 < len(words) and words[slot + 1] == 0 else (4,)
+            for gap in gaps:
+                names = num_syms + gap
+                blob = memoryview(buf)[names - base :]
+                if last_marker < len(blob) and _names_fit(blob, count, values, markers - names):
+                    yield num_syms, names, count
         top = bottom
 
 
@@ -365,8 +365,8 @@ def _names_fit(blob: memoryview, count: int, markers: np.ndarray, size: int) -> 
 
 
 def _address_tables(
-    read: ReadFn,
     num_syms: int,
+    names: int,
     count: int,
     markers: int,
     table: int,
@@ -378,7 +378,7 @@ def _address_tables(
     common = {
         "num_syms": num_syms,
         "count": count,
-        "names": num_syms + ALIGN,
+        "names": names,
         "markers": markers,
         "token_table": table,
         "token_index": index,
