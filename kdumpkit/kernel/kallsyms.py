@@ -315,39 +315,64 @@ KERNEL_ALIGN = 64 << 10
 VMCOREINFO_VALUES = {"vmemmap": "vmemmap_base"}
 
 
+def vmcoreinfo_symbols(vmcoreinfo: VmcoreInfo) -> dict[str, int]:
+    """VMCOREINFO's ``SYMBOL()`` entries but the kallsyms tables themselves."""
+    return {
+        key[len("SYMBOL(") : -1]: value
+        for key, value in vmcoreinfo.typed().items()
+        if key.startswith("SYMBOL(") and not key.startswith("SYMBOL(kallsyms_")
+    }
+
+
+def checked_positions(vmcoreinfo: VmcoreInfo, names: list[str]) -> dict[str, list[int]]:
+    """Where in ``names`` each symbol :func:`vmcoreinfo_mismatch` looks at is."""
+    wanted = set(vmcoreinfo_symbols(vmcoreinfo)) | {"_text"} | set(VMCOREINFO_VALUES.values())
+    for aliases in VMCOREINFO_ALIASES.values():
+        wanted.update(aliases)
+    # One text search per wanted name (list.index would walk the list each time).
+    text = "\n" + "\n".join(names) + "\n"
+    line_starts: np.ndarray | None = None
+    positions: dict[str, list[int]] = {}
+    for name in sorted(wanted):
+        needle = f"\n{name}\n"
+        at = text.find(needle)
+        while at >= 0:
+            if line_starts is None:
+                raw = np.frombuffer(text.encode("latin-1"), dtype=np.uint8)
+                line_starts = np.flatnonzero(raw == ord("\n"))
+            index = int(np.searchsorted(line_starts, at))
+            positions.setdefault(name, []).append(index)
+            at = text.find(needle, at + 1)
+    return positions
+
+
 def vmcoreinfo_mismatch(
-    vmcoreinfo: VmcoreInfo, decoded: KallsymsArrays, read: ReadFn
+    vmcoreinfo: VmcoreInfo,
+    positions: dict[str, list[int]],
+    addresses: np.ndarray,
+    read: ReadFn,
 ) -> str | None:
-    """Why ``decoded`` is not the kernel's own symbol table, or None when each VMCOREINFO
-    ``SYMBOL()`` (but the kallsyms tables) lands exactly on its symbol, and ``_text``
-    moved back by ``KERNELOFFSET`` is aligned as a link address is."""
-    wanted: dict[str, int] = {}
-    for key, value in vmcoreinfo.typed().items():
-        if key.startswith("SYMBOL(") and not key.startswith("SYMBOL(kallsyms_"):
-            wanted[key[len("SYMBOL(") : -1]] = value
+    """Why the symbols at ``addresses`` (``positions`` from :func:`checked_positions`)
+    are not the kernel's own, or None when each VMCOREINFO ``SYMBOL()`` (but the
+    kallsyms tables) lands exactly on its symbol, and ``_text`` moved back by
+    ``KERNELOFFSET`` is aligned as a link address is."""
+    wanted = vmcoreinfo_symbols(vmcoreinfo)
     if "_stext" not in wanted:
         return "VMCOREINFO has no SYMBOL(_stext)"
-    names = set(wanted) | {"_text"} | set(VMCOREINFO_VALUES.values())
-    for aliases in VMCOREINFO_ALIASES.values():
-        names.update(aliases)
-    where: dict[str, list[int]] = {}
-    for position, name in enumerate(decoded.names):
-        if name in names:
-            where.setdefault(name, []).append(int(decoded.addresses[position]))
+    where = {name: [int(addresses[i]) for i in found] for name, found in positions.items()}
+
+    def holds_value(name: str | None, value: int) -> bool:
+        return name in where and any(
+            int.from_bytes(read(address, 8), "little") == value for address in where[name]
+        )
+
     for name, value in wanted.items():
         if any(address == value for address in where.get(name, ())):
             continue
-        if name in where and any(
-            int.from_bytes(read(address, 8), "little") == value for address in where[name]
-        ):
+        if holds_value(name, value) or holds_value(VMCOREINFO_VALUES.get(name), value):
             continue  # VMCOREINFO_SYMBOL_ARRAY of a pointer (mem_section) gives its value
-        holder = VMCOREINFO_VALUES.get(name)
-        if holder in where and any(
-            int.from_bytes(read(address, 8), "little") == value for address in where[holder]
-        ):
-            continue
         holders = [alias for alias in VMCOREINFO_ALIASES.get(name, ()) if alias in where]
-        if any(_holds(decoded, where[alias], value) for alias in holders):
+        if any(_holds(addresses, start, value) for alias in holders for start in where[alias]):
             continue
         if name not in where and not holders:
             return f"it has no symbol {name} (a kernel without CONFIG_KALLSYMS_ALL?)"
@@ -359,15 +384,11 @@ def vmcoreinfo_mismatch(
     return None
 
 
-def _holds(decoded: KallsymsArrays, starts: list[int], value: int) -> bool:
-    """Whether ``value`` lies in a symbol starting at one of ``starts`` (before the next)."""
-    addresses = decoded.addresses
-    for start in starts:
-        following = int(np.searchsorted(addresses, np.uint64(start), side="right"))
-        end = int(addresses[following]) if following < len(addresses) else start + 1
-        if start <= value < end:
-            return True
-    return False
+def _holds(addresses: np.ndarray, start: int, value: int) -> bool:
+    """Whether ``value`` lies in the symbol at ``start`` (before the next higher one)."""
+    higher = addresses[addresses > np.uint64(start)]
+    end = int(higher.min()) if len(higher) else start + 1
+    return start <= value < end
 
 
 @dataclass(frozen=True)
@@ -389,14 +410,18 @@ def find_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> FoundKallsyms:
     """
     read = PageCache(read)
     rejected: list[str] = []
-    names_cache: dict[tuple[int, int, int, int], tuple[list[str], bytes] | None] = {}
+    names_cache: dict[
+        tuple[int, int, int, int], tuple[list[str], bytes, dict[str, list[int]]] | None
+    ] = {}
     try:
         for tables in scan_kallsyms(vmcoreinfo, read):
             located = tables.vmcoreinfo(vmcoreinfo)
             key = (tables.names, tables.count, tables.token_table, tables.token_index)
             if key not in names_cache:
                 try:
-                    names_cache[key] = _decode_located_names(located, read, tables.count)
+                    names, types = _decode_located_names(located, read, tables.count)
+                    positions = checked_positions(vmcoreinfo, names)
+                    names_cache[key] = names, types, positions
                 except KallsymsError as exc:
                     names_cache[key] = None
                     rejected.append(f"at {tables.token_table:#x} {exc}")
@@ -407,10 +432,10 @@ def find_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> FoundKallsyms:
                 addresses = kallsyms_addresses(located, read, tables.count)
             except KallsymsError:
                 continue
-            decoded = _sorted_arrays(*decoded_names, addresses)
-            why = vmcoreinfo_mismatch(vmcoreinfo, decoded, read)
+            names, types, positions = decoded_names
+            why = vmcoreinfo_mismatch(vmcoreinfo, positions, addresses, read)
             if why is None:
-                return FoundKallsyms(tables, located, decoded)
+                return FoundKallsyms(tables, located, _sorted_arrays(names, types, addresses))
             rejected.append(f"at {tables.token_table:#x} ({tables.layout}) {why}")
     except KallsymsNotFound as exc:
         raise KallsymsError(str(exc)) from None
