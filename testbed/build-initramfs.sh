@@ -12,6 +12,8 @@ moddir="$KERNELS/$kv/lib/modules/$kv"
 [ -f "$moddir/modules.dep" ] || tb_die "kernel $kv is not unpacked (run fetch-kernel.sh)"
 MODULES="virtio_pci 9pnet_virtio 9p"          # every stage: the host root share
 QMP_MODULES="qemu_fw_cfg pvpanic-mmio"         # stage qmp: VMCOREINFO to QEMU, panic event
+# Before 5.12 ("misc/pvpanic: split-up generic and platform dependent code") one pvpanic.
+grep -qE '(^|/)pvpanic-mmio\.ko' "$moddir/modules.dep" || QMP_MODULES="qemu_fw_cfg pvpanic"
 tb_lock
 img="$IMAGES/$kv.img"
 if [ -f "$img" ] && [ "$img" -nt "$TESTBED_DIR/guest-init.sh" ] && [ "$img" -nt "$0" ] \

@@ -5,16 +5,33 @@
 # The release is what Debian's meta-package for the series depends on now
 # (linux-image-amd64 for 6.1, linux-image-6.12-amd64 for 6.12). If apt can't resolve it
 # (no mirror), the newest release of that series already in the cache is used.
+# 5.10 (Debian 11) comes from bullseye-security through a private apt state in
+# .cache/testbed/apt-bullseye (the host's apt setup is not touched), as
+# scripts/fetch-oracles.sh gets sid's tools.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 series=${1:?usage: fetch-kernel.sh SERIES}
+APT=()
+case $series in
+    5.10|5.10.*)
+        state="$CACHE/apt-bullseye"
+        APT=(-o "Dir::Etc::SourceList=$state/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+             -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache")
+        if [ ! -e "$state/.updated" ]; then
+            mkdir -p "$state/lists/partial" "$state/cache"
+            key=/usr/share/keyrings/debian-archive-keyring.gpg
+            printf 'deb [signed-by=%s] http://deb.debian.org/debian%s main\n' \
+                "$key" "-security bullseye-security" "$key" " bullseye" > "$state/sources.list"
+            apt-get "${APT[@]}" -o APT::Sandbox::User=root -qq update >&2 && touch "$state/.updated" || true
+        fi ;;
+esac
 
 meta_target() {  # the linux-image-<release> package a meta-package depends on
-    apt-cache depends "$1" 2>/dev/null |
+    apt-cache "${APT[@]}" depends "$1" 2>/dev/null |
         sed -n "s/^ *Depends: linux-image-\(.*-$FLAVOUR\)\$/\1/p" | head -n1 || true
 }
 newest_known() {  # newest linux-image-<series>.*-<flavour> package name apt knows, as a release
-    apt-cache pkgnames "linux-image-$series" 2>/dev/null |
+    apt-cache "${APT[@]}" pkgnames "linux-image-$series" 2>/dev/null |
         grep -E "^linux-image-${series//./\\.}[.-][0-9.+a-z-]*[0-9]-$FLAVOUR\$" |
         grep -v -- '-unsigned$' | sed 's/^linux-image-//' | sort -V | tail -n1 || true
 }
@@ -23,6 +40,7 @@ resolve_release() {
     case $series in
         *-"$FLAVOUR") echo "$series"; return ;;
         6.1) kv=$(meta_target "linux-image-$FLAVOUR" | grep '^6\.1\.' || true) ;;
+        5.10) kv=$(meta_target "linux-image-$FLAVOUR" | grep '^5\.10\.' || true) ;;
         *) kv=$(meta_target "linux-image-$series-$FLAVOUR") ;;
     esac
     [ -n "$kv" ] || kv=$(newest_known)   # e.g. a host whose default kernel is another series
@@ -49,7 +67,7 @@ if [ ! -f "$tree/boot/vmlinuz-$kv" ]; then
     pkg="linux-image-$kv"
     if ! ls "$DEBS/${pkg}"_*.deb >/dev/null 2>&1; then
         tb_log "downloading $pkg"
-        (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) || tb_die "apt-get download $pkg failed"
+        (cd "$DEBS" && apt-get "${APT[@]}" download -q -o APT::Sandbox::User=root "$pkg" >&2) || tb_die "apt-get download $pkg failed"
     fi
     tb_log "unpacking $pkg"
     rm -rf "$tree.part"; mkdir -p "$tree.part"

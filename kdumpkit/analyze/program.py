@@ -33,7 +33,11 @@ from kdumpkit.debuginfo.loader import (
     load_dwarf_companions,
     load_live_debuginfo,
 )
-from kdumpkit.debuginfo.symbols import load_elf_symtab, load_system_map
+from kdumpkit.debuginfo.symbols import (
+    dump_scanned_symbols,
+    load_elf_symtab,
+    load_system_map,
+)
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError, DumpFormatError, PageNotPresentError
 from kdumpkit.dump.notes import Note, encode_notes
@@ -462,7 +466,8 @@ def _open_program(
             load_vmlinux(prog, vmlinux)
             load_dwarf_companions(prog, dump.vmcoreinfo)
         elif kind is None:
-            load_dump_debuginfo(prog, dump.vmcoreinfo)
+            # Before 6.0: kallsyms found by scanning the image (None: VMCOREINFO has it).
+            load_dump_debuginfo(prog, dump.vmcoreinfo, symbols=dump_scanned_symbols(dump))
         else:
             # Kernels before 6.0 have no kallsyms in VMCOREINFO: symbols from the file,
             # types still from the BTF in memory.

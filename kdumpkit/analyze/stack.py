@@ -114,6 +114,8 @@ AARCH64_PT_REGS_STACKFRAME = 304
 #: (in v6.13) zeroes the frame record in pt_regs and marks it by a type word after it.
 FRAME_META_TYPE_FINAL = 1
 FRAME_META_TYPE_PT_REGS = 2
+#: Bytes of a function's prologue looked at for its pushes.
+PROLOGUE_BYTES = 48
 
 
 class UnwindError(DumpError):
@@ -594,6 +596,14 @@ class _Unwinder:
         # Registers taken at an arbitrary point (a hypervisor dump): crash shows them as
         # a register block and the frames from the caller on.
         frames = self.unwind(start, stacks)
+        if frames and not user and cpu == panic_cpu(self.prog) and task_stack is not None:
+            # crash's x86_64_get_dumpfile_stack_frame(): with no kexec frames (QEMU's
+            # dump-guest-memory of a panicked guest) the panic task's trace starts at the
+            # highest word of its stack that points into panic().
+            slot = self._highest_slot_in("panic", task_stack)
+            kept = [i for i, frame in enumerate(frames) if frame.sp == slot]
+            if kept and frames[kept[0]].function == "panic":
+                return frames[kept[0] :]
         if frames:
             frames[0].is_exception_frame = True
             frames[0].registers = regs
@@ -649,6 +659,17 @@ class _Unwinder:
                 if self._reaches_regs(state, stacks, regs):
                     return state
         return None
+
+    def _highest_slot_in(self, function: str, region: StackRegion) -> int | None:
+        """The highest slot of ``region`` holding an address inside ``function``."""
+        symbol = kernel_symbol(self.prog, function)
+        if symbol is None:
+            return None
+        words = self._stack_words(region.low, region.high)
+        hits = np.flatnonzero(
+            (words > symbol.address) & (words < symbol.address + max(symbol.size, 1))
+        )
+        return region.low + 8 * int(hits[-1]) if len(hits) else None
 
     def _reaches_regs(self, state: _State, stacks: _CpuStacks, regs: dict[str, int]) -> bool:
         for frame in self.unwind(state, stacks, max_frames=24):
@@ -868,7 +889,40 @@ class _Unwinder:
                 rel = int.from_bytes(code[1:], "little", signed=True)
                 if (value + rel) & 0xFFFFFFFFFFFFFFFF == target:
                     slot = state.sp + 8 * index
-                    return _State(value, slot + 8, state.bp, None, False, slot)
+                    bp = self._bp_pushed_by(target, slot)
+                    return _State(
+                        value, slot + 8, state.bp if bp is None else bp, None, False, slot
+                    )
+        return None
+
+    def _bp_pushed_by(self, function: int, return_slot: int) -> int | None:
+        """The caller's rbp that ``function`` pushed in its prologue, read from just below
+        its return address, or None if the prologue does not push rbp.
+
+        A function that objtool does not describe (5.10's __crash_kexec: its
+        crash_setup_regs() points rbp at the saved registers) has no ORC, and a caller
+        that addresses its frame by rbp (panic) needs its own rbp back."""
+        import capstone
+        from capstone import x86_const
+
+        try:
+            code = self.prog.read(function, PROLOGUE_BYTES)
+        except drgn.FaultError:
+            return None
+        decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        decoder.detail = True
+        pushes = 0
+        for insn in decoder.disasm(code, function):
+            if insn.id == x86_const.X86_INS_PUSH:
+                pushes += 1
+                operand = insn.operands[0]
+                if operand.type == x86_const.X86_OP_REG and operand.reg == x86_const.X86_REG_RBP:
+                    return self.read_u64(return_slot - 8 * pushes)
+            elif insn.id == x86_const.X86_INS_SUB or any(
+                insn.group(group)
+                for group in (capstone.CS_GRP_JUMP, capstone.CS_GRP_CALL, capstone.CS_GRP_RET)
+            ):
+                break  # the frame is allocated, or the code goes elsewhere
         return None
 
 

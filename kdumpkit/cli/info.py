@@ -12,7 +12,14 @@ import numpy as np
 
 from kdumpkit.cli.output import warn_damage
 from kdumpkit.dump.base import Dump
-from kdumpkit.dump.errors import DumpFormatError
+from kdumpkit.dump.errors import DumpError, DumpFormatError
+from kdumpkit.kernel.kallsyms import (
+    KallsymsError,
+    KallsymsTable,
+    found_kallsyms,
+    kallsyms,
+    missing_kallsyms_symbols,
+)
 from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
 
 HELP = "describe a dump: format, kernel, CPUs, pages, VMCOREINFO"
@@ -93,7 +100,53 @@ def describe(dump: Dump) -> dict[str, Any]:
     }
     if "segments" in extra:
         info["segments"] = extra["segments"]
+    if vmci is not None:
+        info["sources"] = sources(dump)
     return info
+
+
+def sources(dump: Dump) -> dict[str, str]:
+    """Where analysis without a vmlinux takes symbols, types and unwind tables from
+    (``--vmlinux`` replaces them with a System.map's or a vmlinux's symbols and DWARF)."""
+    vmci = dump.vmcoreinfo
+    assert vmci is not None
+    table: KallsymsTable | None = None
+    symbols = "none"
+    try:
+        table = kallsyms(dump)
+    except DumpError as exc:
+        symbols = f"none: kallsyms is corrupt ({exc})"
+    if table is not None and not missing_kallsyms_symbols(vmci):
+        symbols = f"kallsyms, located by VMCOREINFO ({len(table)} symbols)"
+    elif table is not None:
+        tables = found_kallsyms(dump).tables
+        symbols = (
+            f"kallsyms, found by scan at {tables.token_table:#x} "
+            f"({len(table)} symbols, {tables.layout} addresses)"
+        )
+    elif missing_kallsyms_symbols(vmci):
+        try:
+            found_kallsyms(dump)
+        except KallsymsError as exc:
+            symbols = f"none in the dump ({exc}): give a System.map or vmlinux"
+    return {
+        "symbols": symbols,
+        "types": _span(table, "__start_BTF", "__stop_BTF", "BTF")
+        or "no BTF in the dump (built without CONFIG_DEBUG_INFO_BTF?): give the vmlinux "
+        "with DWARF (Debian: linux-image-RELEASE-dbg)",
+        "unwind": _span(table, "__start_orc_unwind_ip", "__stop_orc_unwind_ip", "ORC")
+        or "no ORC tables found: frame pointers",
+    }
+
+
+def _span(table: KallsymsTable | None, start: str, stop: str, what: str) -> str | None:
+    """``WHAT in memory at ADDRESS (N bytes)`` when ``table`` has both symbols."""
+    if table is None:
+        return None
+    begin, end = table.lookup(start), table.lookup(stop)
+    if begin is None or end is None or end <= begin:
+        return None
+    return f"{what} in memory at {begin:#x} ({end - begin} bytes)"
 
 
 def _format_text(info: dict[str, Any]) -> str:
@@ -147,6 +200,8 @@ def _format_text(info: dict[str, Any]) -> str:
                 value = vmci[key]
                 shown = f"{value:#x}" if key == "KERNELOFFSET" and isinstance(value, int) else value
                 lines.append(f"    {key}={shown}")
+    for what, where in info.get("sources", {}).items():
+        lines.append(f"  {what}: {where}")
     return "\n".join(lines)
 
 

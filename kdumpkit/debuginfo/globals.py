@@ -266,6 +266,22 @@ GLOBAL_TYPES: dict[str, GlobalType] = {
     "ipc_mni_shift": GlobalType(("int",)),
     "log_buf": GlobalType(("char *",)),
     "vermagic": GlobalType(("const char []",), _length_of_string),
+    # Per-CPU variables, for kernels whose BTF has no VAR entries at all (Debian 11's
+    # 5.10: built with pahole's --skip_encoding_btf_vars or a pahole before 1.18); BTF's
+    # own VARs come first where they exist.
+    "runqueues": GlobalType(("struct rq",)),
+    "current_task": GlobalType(("struct task_struct *",)),
+    "hardirq_stack_ptr": GlobalType(("struct irq_stack *", "void *")),
+    "hardirq_stack_inuse": GlobalType(("bool",)),
+    "cea_exception_stacks": GlobalType(("struct cea_exception_stacks *",)),
+    "cpu_number": GlobalType(("int",)),
+    "this_cpu_off": GlobalType(("unsigned long",)),
+    "fixed_percpu_data": GlobalType(("struct fixed_percpu_data",)),
+    "cpu_tss_rw": GlobalType(("struct tss_struct",)),
+    "kernel_cpustat": GlobalType(("struct kernel_cpustat",)),
+    "irq_stat": GlobalType(("irq_cpustat_t",)),
+    "kstat": GlobalType(("struct kernel_stat",)),
+    "cpu_info": GlobalType(("struct cpuinfo_x86",)),
 }
 
 #: Constants that kernel BTF does not carry: (value, type, and a check against BTF

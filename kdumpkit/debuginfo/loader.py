@@ -103,8 +103,10 @@ def read_vmlinux_btf(prog: drgn.Program, symbols: KernelSymbols) -> Btf:
         found = find_vmlinux_btf(prog, symbols)
         if found is None:
             raise BtfError(
-                "the kernel has no __start_BTF/__stop_BTF symbols (built without "
-                "CONFIG_DEBUG_INFO_BTF?): give a vmlinux with DWARF"
+                "the kernel has no BTF (no __start_BTF/__stop_BTF symbols: built without "
+                "CONFIG_DEBUG_INFO_BTF, as Debian 10 and RHEL 8.0/8.1 are): give its vmlinux "
+                "with DWARF, --vmlinux /usr/lib/debug/boot/vmlinux-RELEASE from Debian's "
+                "linux-image-RELEASE-dbg package (capture needs neither)"
             )
         start, stop = found
     if not 0 < stop - start <= 256 << 20:

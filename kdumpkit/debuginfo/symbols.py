@@ -1,9 +1,11 @@
 """Kernel symbols without a vmlinux: kallsyms from memory, System.map or an ELF symtab.
 
-The kernel's own compressed symbol table is found through VMCOREINFO (Linux 6.0+)
+The kernel's own compressed symbol table is found through VMCOREINFO (Linux 6.0+),
+or on older kernels by scanning the kernel image (:mod:`kdumpkit.kernel.kallsyms_scan`),
 and decoded by :mod:`kdumpkit.kernel.kallsyms` through drgn's memory
-(:func:`load_vmcoreinfo_kallsyms`).  Older kernels need ``System.map`` or a vmlinux
-ELF symtab (:func:`load_system_map`, :func:`load_elf_symtab`).
+(:func:`load_vmcoreinfo_kallsyms`).  Failing that, ``System.map`` or a vmlinux ELF
+symtab (:func:`load_system_map`, :func:`load_elf_symtab`); Debian's placeholder
+System.map is recognised (:func:`debian_stub_system_map`).
 
 The result is a :class:`KernelSymbols` table that builds a ``drgn.SymbolIndex``.
 """
@@ -16,14 +18,19 @@ from dataclasses import dataclass
 import drgn
 import numpy as np
 
+from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
 from kdumpkit.kernel.kallsyms import (
+    FoundKallsyms,
     KallsymsError,
     ReadFn,
+    find_kallsyms,
+    found_kallsyms,
     missing_kallsyms_symbols,
     read_kallsyms,
 )
+from kdumpkit.kernel.kallsyms_scan import zero_filling
 from kdumpkit.kernel.x86_64_layout import KERNEL_SPACE_START, START_KERNEL_MAP
 
 
@@ -151,9 +158,34 @@ class KernelSymbols:
         else:
             found = list(range(len(self.names)))
         if one and len(found) > 1:
-            # Prefer a global symbol, as an ELF symbol table lookup would.
-            found = sorted(found, key=lambda i: self.types[i] not in _GLOBAL_LETTERS)[:1]
+            if name is None and address is not None:
+                found = [self.crash_alias(found, address)]
+            else:
+                # Prefer a global symbol, as an ELF symbol table lookup would.
+                found = sorted(found, key=lambda i: self.types[i] not in _GLOBAL_LETTERS)[:1]
         return [self.symbol(i) for i in found]
+
+    def crash_alias(self, positions: list[int], address: int) -> int:
+        """Which of several symbols at one address crash names ``address`` by.
+
+        crash sorts its symbols by address, then by name (strcmp, binutils' nm order),
+        and its value_search() gives an address inside a function the last symbol at or
+        below it (``asm_call_sysvec_on_stack`` of asm_call_irq_on_stack /
+        asm_call_on_stack / asm_call_sysvec_on_stack), an exact address the first one,
+        except that it steps over ``SyS_``/``compat_SyS_`` wrappers and ``*_text_start``
+        delimiters to the next.
+        """
+        by_name = sorted(positions, key=lambda i: self.names[i].encode("latin-1"))
+        exact = [i for i in by_name if int(self.addresses[i]) == address]
+        if not exact:
+            return by_name[-1]
+        first = exact[0]
+        name = self.names[first]
+        if len(exact) > 1 and (
+            name.startswith(("SyS_", "compat_SyS_")) or name.endswith("_text_start")
+        ):
+            return exact[1]
+        return first
 
     def symbol_index(self) -> drgn.SymbolIndex:
         """A native drgn SymbolIndex of every symbol (slower to build than :meth:`finder`)."""
@@ -186,21 +218,66 @@ _GLOBAL_LETTERS = frozenset(ord(c) for c in "ABCDGRSTUVW")
 
 
 def load_vmcoreinfo_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> KernelSymbols:
-    """Decode the kernel's kallsyms tables located by VMCOREINFO (Linux 6.0+).
+    """Decode the kernel's kallsyms tables: located by VMCOREINFO (Linux 6.0+), or else
+    found by scanning the kernel image and checked against VMCOREINFO's symbols.
 
     ``read(vaddr, size)`` reads kernel virtual memory (drgn's, for a Program).
     """
-    missing = missing_kallsyms_symbols(vmcoreinfo)
-    if missing:
-        raise SymbolError(
-            f"VMCOREINFO has no {', '.join(missing)} (kernel older than 6.0?): "
-            "give a System.map or vmlinux"
-        )
+    if missing_kallsyms_symbols(vmcoreinfo):
+        try:
+            found = find_kallsyms(vmcoreinfo, zero_filling(read, (drgn.FaultError, DumpError)))
+        except KallsymsError as exc:
+            raise SymbolError(no_kallsyms_message(str(exc))) from None
+        return scanned_symbols(found)
     try:
         names, types, addresses = read_kallsyms(vmcoreinfo, read)
     except KallsymsError as exc:
         raise SymbolError(str(exc)) from None
     return KernelSymbols(names, addresses, types)
+
+
+def no_kallsyms_message(reason: str) -> str:
+    """The one sentence said when a kernel older than 6.0 has no kallsyms to be found."""
+    return (
+        f"VMCOREINFO does not locate kallsyms (kernel older than 6.0) and {reason}: "
+        "give a System.map or vmlinux (Debian: the linux-image-RELEASE-dbg package's)"
+    )
+
+
+def scanned_symbols(found: FoundKallsyms) -> KernelSymbols:
+    """The symbols of kallsyms found by scanning, saying where they were found."""
+    decoded = found.decoded
+    source = f"kallsyms, found by scan at {found.tables.token_table:#x}"
+    return KernelSymbols(decoded.names, decoded.addresses, decoded.types, source)
+
+
+def dump_scanned_symbols(dump: Dump) -> KernelSymbols | None:
+    """For a kernel older than 6.0 (VMCOREINFO does not locate kallsyms): the symbols of
+    the kallsyms found by scanning its image, found once per dump and shared with
+    :func:`kdumpkit.kernel.kallsyms.kallsyms`.  None when VMCOREINFO locates them."""
+    info = dump.vmcoreinfo
+    if info is None or not missing_kallsyms_symbols(info):
+        return None
+    try:
+        return scanned_symbols(found_kallsyms(dump))
+    except KallsymsError as exc:
+        raise SymbolError(no_kallsyms_message(str(exc))) from None
+
+
+#: Debian's /boot/System.map-RELEASE is one line (83 bytes):
+#: "ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package".
+DEBIAN_STUB_SYSTEM_MAP = b"The real System.map is in the linux-image-"
+STUB_MAX_BYTES = 512
+
+
+def debian_stub_system_map(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is Debian's placeholder System.map, which names no symbol."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(STUB_MAX_BYTES + 1)
+    except OSError:
+        return False
+    return len(head) <= STUB_MAX_BYTES and DEBIAN_STUB_SYSTEM_MAP in head
 
 
 def _relocate(addresses: np.ndarray, kaslr_offset: int) -> np.ndarray:
@@ -219,6 +296,12 @@ def _read_nm_listing(path: str | os.PathLike[str]) -> KernelSymbols:
     which :mod:`kdumpkit.debuginfo.modules` reads from the kernel; they are skipped.
     """
     name = os.fspath(path)
+    if debian_stub_system_map(path):
+        raise SymbolError(
+            f"{name} is Debian's placeholder System.map, not a symbol table: the real one "
+            "is in the linux-image-RELEASE-dbg package (leave it out: kallsyms is then "
+            "read from the dump)"
+        )
     names: list[str] = []
     addresses: list[int] = []
     types = bytearray()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import bisect
 import weakref
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -43,6 +42,15 @@ from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
 from kdumpkit.kernel.image import kernel_image_reader
+from kdumpkit.kernel.kallsyms_scan import (
+    KallsymsNotFound,
+    KallsymsTables,
+    PageCache,
+    entry_starts,
+    scan_kallsyms,
+    scan_range,
+    zero_filling,
+)
 
 #: ``read(vaddr, size) -> bytes``: kernel virtual memory.
 ReadFn = Callable[[int, int], bytes]
@@ -150,26 +158,12 @@ def decode_tokens(token_table: bytes, token_index: np.ndarray) -> list[bytes]:
 def _entry_starts(blob: bytes, count: int) -> tuple[np.ndarray, int]:
     """Where each of the ``count`` entries of kallsyms_names starts (its length byte),
     and where the last one ends."""
-    starts = array("q")
-    add_start = starts.append
-    pos = 0
-    # Each entry's place depends on every length before it, so this cannot be numpy;
-    # kept minimal (~8 ms for 87k entries): lengths are checked afterwards, in bulk.
-    try:
-        for _ in range(count):
-            length = blob[pos]
-            add_start(pos)
-            if length & 0x80:  # Linux 6.1 "kallsyms: support big kernel symbols": two bytes
-                pos += 2 + ((length & 0x7F) | (blob[pos + 1] << 7))
-            else:
-                pos += 1 + length
-    except IndexError:
-        pos = len(blob) + 1  # a length byte past the end
+    starts, pos = entry_starts(blob, count)
     if pos > len(blob):
         raise KallsymsError(
             f"kallsyms_names is cut short: {count} names overrun its {len(blob)} bytes"
         )
-    return np.frombuffer(starts, dtype=np.int64), pos
+    return starts, pos
 
 
 def decode_names(
@@ -303,8 +297,170 @@ def read_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> KallsymsArrays:
         names_size = min(MAX_NAMES_BYTES, count * NAMES_BYTES_PER_SYMBOL)
     names, types = decode_names(read(names_at, names_size), count, token_table, token_index)
     addresses = kallsyms_addresses(vmcoreinfo, read, count)
+    # Absolute per-CPU symbols may come anywhere in the kernel's (name table) order.
+    return _sorted_arrays(names, types, addresses)
+
+
+#: VMCOREINFO symbols that are not kallsyms names, and the symbol that holds them:
+#: x86_64's swapper_pg_dir is a macro for init_top_pgt (init_level4_pgt before 4.13);
+#: node_online_map is ``node_states[N_ONLINE]``, inside node_states.
+VMCOREINFO_ALIASES = {
+    "swapper_pg_dir": ("init_top_pgt", "init_level4_pgt"),
+    "node_online_map": ("node_states",),
+}
+#: The kernel image is placed at a multiple of this (x86_64 CONFIG_PHYSICAL_ALIGN is
+#: at least 2 MiB, arm64's image is 64 KiB aligned): ``_text - KERNELOFFSET`` is too.
+KERNEL_ALIGN = 64 << 10
+#: VMCOREINFO symbols that are a variable's value: x86_64's vmemmap is the macro
+#: ``(struct page *)VMEMMAP_START``, i.e. vmemmap_base's value under KASLR (5.x on).
+VMCOREINFO_VALUES = {"vmemmap": "vmemmap_base"}
+
+
+def vmcoreinfo_symbols(vmcoreinfo: VmcoreInfo) -> dict[str, int]:
+    """VMCOREINFO's ``SYMBOL()`` entries but the kallsyms tables themselves."""
+    return {
+        key[len("SYMBOL(") : -1]: value
+        for key, value in vmcoreinfo.typed().items()
+        if key.startswith("SYMBOL(") and not key.startswith("SYMBOL(kallsyms_")
+    }
+
+
+def checked_positions(vmcoreinfo: VmcoreInfo, names: list[str]) -> dict[str, list[int]]:
+    """Where in ``names`` each symbol :func:`vmcoreinfo_mismatch` looks at is."""
+    wanted = set(vmcoreinfo_symbols(vmcoreinfo)) | {"_text"} | set(VMCOREINFO_VALUES.values())
+    for aliases in VMCOREINFO_ALIASES.values():
+        wanted.update(aliases)
+    # One text search per wanted name (list.index would walk the list each time).
+    text = "\n" + "\n".join(names) + "\n"
+    line_starts: np.ndarray | None = None
+    positions: dict[str, list[int]] = {}
+    for name in sorted(wanted):
+        needle = f"\n{name}\n"
+        at = text.find(needle)
+        while at >= 0:
+            if line_starts is None:
+                raw = np.frombuffer(text.encode("latin-1"), dtype=np.uint8)
+                line_starts = np.flatnonzero(raw == ord("\n"))
+            index = int(np.searchsorted(line_starts, at))
+            positions.setdefault(name, []).append(index)
+            at = text.find(needle, at + 1)
+    return positions
+
+
+def vmcoreinfo_mismatch(
+    vmcoreinfo: VmcoreInfo,
+    positions: dict[str, list[int]],
+    addresses: np.ndarray,
+    read: ReadFn,
+) -> str | None:
+    """Why the symbols at ``addresses`` (``positions`` from :func:`checked_positions`)
+    are not the kernel's own, or None when each VMCOREINFO ``SYMBOL()`` (but the
+    kallsyms tables) lands exactly on its symbol, and ``_text`` moved back by
+    ``KERNELOFFSET`` is aligned as a link address is."""
+    wanted = vmcoreinfo_symbols(vmcoreinfo)
+    if "_stext" not in wanted:
+        return "VMCOREINFO has no SYMBOL(_stext)"
+    where = {name: [int(addresses[i]) for i in found] for name, found in positions.items()}
+
+    def holds_value(name: str | None, value: int) -> bool:
+        return name in where and any(
+            int.from_bytes(read(address, 8), "little") == value for address in where[name]
+        )
+
+    for name, value in wanted.items():
+        if any(address == value for address in where.get(name, ())):
+            continue
+        if holds_value(name, value) or holds_value(VMCOREINFO_VALUES.get(name), value):
+            continue  # VMCOREINFO_SYMBOL_ARRAY of a pointer (mem_section) gives its value
+        holders = [alias for alias in VMCOREINFO_ALIASES.get(name, ()) if alias in where]
+        if any(_holds(addresses, start, value) for alias in holders for start in where[alias]):
+            continue
+        if name not in where and not holders:
+            return f"it has no symbol {name} (a kernel without CONFIG_KALLSYMS_ALL?)"
+        return f"its {name} is not at SYMBOL({name})={value:x}"
+    offset = vmcoreinfo.kerneloffset
+    text = where.get("_text")
+    if offset is not None and text and (text[0] - offset) % KERNEL_ALIGN:
+        return f"its _text {text[0]:#x} less KERNELOFFSET={offset:x} is not a link address"
+    return None
+
+
+def _holds(addresses: np.ndarray, start: int, value: int) -> bool:
+    """Whether ``value`` lies in the symbol at ``start`` (before the next higher one)."""
+    higher = addresses[addresses > np.uint64(start)]
+    end = int(higher.min()) if len(higher) else start + 1
+    return start <= value < end
+
+
+@dataclass(frozen=True)
+class FoundKallsyms:
+    """kallsyms located by scanning the kernel image and checked against VMCOREINFO."""
+
+    tables: KallsymsTables
+    #: ``vmcoreinfo`` plus the tables' ``SYMBOL()`` lines, as a 6.0+ kernel writes them.
+    vmcoreinfo: VmcoreInfo
+    decoded: KallsymsArrays
+
+
+def find_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> FoundKallsyms:
+    """Find the kallsyms tables by their shape (:mod:`kdumpkit.kernel.kallsyms_scan`) and
+    keep the placement whose symbols agree with every VMCOREINFO symbol.
+
+    ``read`` must give zeros for pages it cannot read.  Raises :class:`KallsymsError`
+    with one sentence when none does.
+    """
+    read = PageCache(read)
+    rejected: list[str] = []
+    names_cache: dict[
+        tuple[int, int, int, int], tuple[list[str], bytes, dict[str, list[int]]] | None
+    ] = {}
+    try:
+        for tables in scan_kallsyms(vmcoreinfo, read):
+            located = tables.vmcoreinfo(vmcoreinfo)
+            key = (tables.names, tables.count, tables.token_table, tables.token_index)
+            if key not in names_cache:
+                try:
+                    names, types = _decode_located_names(located, read, tables.count)
+                    positions = checked_positions(vmcoreinfo, names)
+                    names_cache[key] = names, types, positions
+                except KallsymsError as exc:
+                    names_cache[key] = None
+                    rejected.append(f"at {tables.token_table:#x} {exc}")
+            decoded_names = names_cache[key]
+            if decoded_names is None:
+                continue
+            try:
+                addresses = kallsyms_addresses(located, read, tables.count)
+            except KallsymsError:
+                continue
+            names, types, positions = decoded_names
+            why = vmcoreinfo_mismatch(vmcoreinfo, positions, addresses, read)
+            if why is None:
+                return FoundKallsyms(tables, located, _sorted_arrays(names, types, addresses))
+            rejected.append(f"at {tables.token_table:#x} ({tables.layout}) {why}")
+    except KallsymsNotFound as exc:
+        raise KallsymsError(str(exc)) from None
+    if not rejected:
+        low, high = scan_range(vmcoreinfo)
+        raise KallsymsError(f"no kallsyms tables in the kernel image ({low:#x}-{high:#x})")
+    raise KallsymsError(
+        f"the kallsyms-shaped tables in the kernel image disagree with VMCOREINFO: {rejected[0]}"
+    )
+
+
+def _decode_located_names(
+    vmcoreinfo: VmcoreInfo, read: ReadFn, count: int
+) -> tuple[list[str], bytes]:
+    names_at, _, table_at, index_at = (vmcoreinfo.symbol(name) or 0 for name in KALLSYMS_VMCOREINFO)
+    token_index = np.frombuffer(read(index_at, TOKEN_COUNT * 2), dtype="<u2")
+    token_table = read(table_at, int(token_index.max()) + 256)
+    blob = read(names_at, min(MAX_NAMES_BYTES, max(1, table_at - names_at)))
+    return decode_names(blob, count, token_table, token_index)
+
+
+def _sorted_arrays(names: list[str], types: bytes, addresses: np.ndarray) -> KallsymsArrays:
+    """The symbols sorted by address (stable), as :func:`read_kallsyms` returns them."""
     if bool((addresses[1:] < addresses[:-1]).any()):
-        # Absolute per-CPU symbols may come anywhere in the kernel's (name table) order.
         order = np.argsort(addresses, kind="stable")
         names = [names[i] for i in order.tolist()]
         types = np.frombuffer(types, dtype=np.uint8)[order].tobytes()
@@ -312,14 +468,57 @@ def read_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> KallsymsArrays:
     return KallsymsArrays(names, types, addresses)
 
 
-def load_kallsyms(dump: Dump) -> KallsymsTable | None:
-    """Decode the dump's kallsyms tables, or None when VMCOREINFO does not locate them."""
+def dump_reader(dump: Dump) -> ReadFn:
+    """The dump's kernel image, zeros where a page is missing (for the scan).  Read through
+    the image mapping, which needs no page tables (the translators may look kernel
+    variables up through kallsyms)."""
+    return zero_filling(kernel_image_reader(dump), (DumpError,))
+
+
+_found: weakref.WeakKeyDictionary[Dump, FoundKallsyms | KallsymsError] = weakref.WeakKeyDictionary()
+
+
+def found_kallsyms(dump: Dump) -> FoundKallsyms:
+    """The dump's kallsyms found by scanning, once per dump object (raises
+    :class:`KallsymsError`, the same each time, when it is not found)."""
+    result = _found.get(dump)
+    if result is None:
+        assert dump.vmcoreinfo is not None
+        try:
+            result = find_kallsyms(dump.vmcoreinfo, dump_reader(dump))
+        except KallsymsError as exc:
+            result = exc
+        _found[dump] = result
+    if isinstance(result, KallsymsError):
+        raise result
+    return result
+
+
+def located_vmcoreinfo(dump: Dump) -> VmcoreInfo | None:
+    """The dump's VMCOREINFO if it locates kallsyms (6.0+); else, for older kernels, the
+    same with the ``SYMBOL()`` lines of the tables found by scanning the image (raises
+    :class:`KallsymsError` if they are not found).  None without VMCOREINFO."""
     info = dump.vmcoreinfo
-    if info is None or missing_kallsyms_symbols(info):
-        return None  # before Linux 6.0, or CONFIG_KALLSYMS=n
-    # The tables are in the kernel image: read through its mapping, which needs no
-    # page tables (kdumpkit.kernel.x86_64 looks variables up through these tables).
-    decoded = read_kallsyms(info, kernel_image_reader(dump))
+    if info is None or not missing_kallsyms_symbols(info):
+        return info
+    return found_kallsyms(dump).vmcoreinfo
+
+
+def load_kallsyms(dump: Dump) -> KallsymsTable | None:
+    """Decode the dump's kallsyms tables, located by VMCOREINFO or else found by scanning
+    the kernel image; None when neither finds them."""
+    info = dump.vmcoreinfo
+    if info is None:
+        return None
+    if missing_kallsyms_symbols(info):
+        try:
+            decoded = found_kallsyms(dump).decoded  # before Linux 6.0
+        except KallsymsError:
+            return None  # CONFIG_KALLSYMS=n, or not recognisable
+    else:
+        # The tables are in the kernel image: read through its mapping, which needs no
+        # page tables (kdumpkit.kernel.x86_64 looks variables up through these tables).
+        decoded = read_kallsyms(info, kernel_image_reader(dump))
     return KallsymsTable(
         names=decoded.names,
         types=list(decoded.types.decode("latin-1")),
