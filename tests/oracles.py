@@ -6,7 +6,7 @@ is not there.
 
 The testbed's inputs (``python3 testbed/build.py``: kdump cycles and QEMU dumps of each
 kernel series, with crash 9.0.2's outputs) are under ``.cache/oracle`` too; ``testbed.json``
-there names each series' release. :func:`testbed_dir` and :func:`testbed_release` find them,
+there names each series' release. :func:`built_folder` and :func:`built_release` find them,
 or skip saying what was not checked and which command checks it; under ``KDUMPKIT_STRICT=1``
 (``make e2e``) a missing input fails the test instead."""
 
@@ -47,7 +47,7 @@ def testbed_manifest() -> dict[str, dict[str, object]]:
         return {}
 
 
-def testbed_release(series: str) -> str:
+def built_release(series: str) -> str:
     """The Debian release the testbed built for ``series`` ("6.12" -> "6.12.118+deb12-cloud-
     amd64"), or skip."""
     entry = testbed_manifest().get(series)
@@ -58,7 +58,7 @@ def testbed_release(series: str) -> str:
     return str(entry["release"])
 
 
-def testbed_dir(series: str, product: str, *files: str) -> Path:
+def built_folder(series: str, product: str, *files: str) -> Path:
     """The folder of a testbed product ("kdump-load", "qemu-fwcfg", "qemu-nofwcfg") of
     ``series``, with ``files`` (relative to it) present, or skip."""
     entry = testbed_manifest().get(series)
@@ -72,9 +72,9 @@ def testbed_dir(series: str, product: str, *files: str) -> Path:
     return folder
 
 
-def testbed_vmlinux(series: str) -> Path:
+def built_vmlinux(series: str) -> Path:
     """The -dbg package's DWARF vmlinux of the testbed's ``series`` kernel, or skip."""
-    release = testbed_release(series)
+    release = built_release(series)
     path = ORACLE / "kernels" / release / "usr/lib/debug/boot" / f"vmlinux-{release}"
     if not path.is_file():
         missing_input(

@@ -97,10 +97,14 @@ def test_ps_recovers_tasks_around_missing_pages(dump: Path, outputs: Path) -> No
         missing_input("crash's outputs for makedumpfile 1.7.8's dump", "python3 testbed/build.py")
     ours = open_session(dump).run_to_text("ps").splitlines()
     crash_lossy = (outputs / "ps.txt").read_text().splitlines()
-    crash_complete = set(complete.read_text().splitlines())
-    # every row we give is right, and we lose fewer tasks than crash does
-    assert set(ours) <= crash_complete
-    assert len(ours) > len(crash_lossy)
+    crash_complete = complete.read_text().splitlines()
+    # makedumpfile 1.7.2 dropped pages of tasks: crash lists fewer than on the complete dump
+    assert len(crash_lossy) < len(crash_complete)
+    # every row we give is right, and we lose no more tasks than crash does (which tasks
+    # crash loses depends on the dropped page: on one testbed dump it lost the 22 behind
+    # it where we lost that one task, on another that task only, as we do)
+    assert set(ours) <= set(crash_complete)
+    assert len(ours) >= len(crash_lossy)
 
 
 def kernel_vmlinux(release: str) -> Path:

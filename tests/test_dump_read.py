@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oracles import testbed_dir
+from oracles import built_folder
 
 from kdumpkit.dump import PageNotPresentError, PageState, open_dump
 from kdumpkit.dump.flat import FlatSource, reassemble
@@ -154,7 +154,7 @@ def test_kdump_dump_takes_a_source_list(kdump61: Path) -> None:
 def test_qemu_dumps_agree(series: str) -> None:
     # QEMU's dump-guest-memory in its three forms (the testbed's dumps of each kernel).
     names = ("vmcore.qemu.kdump", "vmcore.qemu.flat", "vmcore.qemu.elf")
-    folder = testbed_dir(series, "qemu-fwcfg", *names)
+    folder = built_folder(series, "qemu-fwcfg", *names)
     forms = [folder / n for n in names]
     with open_dump(forms[0]) as kd, open_dump(forms[1]) as fl, open_dump(forms[2]) as elf:
         assert kd.header.extra["qemu"] and kd.header.utsname["release"] == ""

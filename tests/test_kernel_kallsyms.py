@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracles import testbed_dir, testbed_vmlinux
+from oracles import built_folder, built_vmlinux
 
 from kdumpkit.dump.open import open_dump
 from kdumpkit.dump.vmcoreinfo import VmcoreInfo
@@ -228,8 +228,8 @@ def test_place_relative_offsets_on_73_dump() -> None:
 
     from kdumpkit.debuginfo.symbols import load_elf_symtab
 
-    vmcore = testbed_dir("7.3", "kdump-load", "vmcore.elf") / "vmcore.elf"
-    vmlinux = testbed_vmlinux("7.3")
+    vmcore = built_folder("7.3", "kdump-load", "vmcore.elf") / "vmcore.elf"
+    vmlinux = built_vmlinux("7.3")
     with open_dump(vmcore) as dump:
         assert dump.vmcoreinfo.symbol("kallsyms_relative_base") is None
         table = kallsyms(dump)

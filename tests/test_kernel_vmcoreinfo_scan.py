@@ -8,7 +8,7 @@ from pathlib import Path
 import drgn
 import numpy as np
 import pytest
-from oracles import testbed_dir, testbed_release
+from oracles import built_folder, built_release
 
 from kdumpkit.dump.base import Dump, DumpHeader, PageState
 from kdumpkit.dump.elf import ElfDump
@@ -216,7 +216,7 @@ def test_real_dump_note_found_in_memory(elf61: Path, kdump61: Path) -> None:
 
 def _oracle_dump(series: str, variant: str, name: str) -> Path:
     """The testbed's QEMU dump ``name`` of ``series`` (python3 testbed/build.py), or skip."""
-    return testbed_dir(series, f"qemu-{variant}", name) / name
+    return built_folder(series, f"qemu-{variant}", name) / name
 
 
 #: the testbed's kernel series (testbed/build.py KERNELS) with QEMU dumps without VMCOREINFO
@@ -230,7 +230,7 @@ def test_real_qemu_dump_without_vmcoreinfo(series: str, name: str) -> None:
     from kdumpkit.kernel.printk import get_printk_records, render_dmesg
     from kdumpkit.kernel.x86_64 import address_space
 
-    kver = testbed_release(series)
+    kver = built_release(series)
     with open_dump(_oracle_dump(series, "nofwcfg", name)) as dump:
         assert dump.vmcoreinfo is None
         assert ensure_vmcoreinfo(dump)
@@ -246,7 +246,7 @@ def test_real_qemu_dump_without_vmcoreinfo(series: str, name: str) -> None:
         assert any(b"TESTBED marker: hello from " + kver.encode() in t for t in texts)
         assert any(b"sysrq: Trigger a crash" in t for t in texts)
         # the whole log, as crash 9.0.2 (with the DWARF vmlinux) prints it for this dump
-        crash_log = testbed_dir(series, "qemu-nofwcfg") / "crash-9.0.2" / name / "log.txt"
+        crash_log = built_folder(series, "qemu-nofwcfg") / "crash-9.0.2" / name / "log.txt"
         if crash_log.exists():
             assert render_dmesg(records, caller_id=False) == crash_log.read_bytes()
         # drgn accepts the dump's notes once they carry VMCOREINFO

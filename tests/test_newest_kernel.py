@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from oracles import ORACLE, testbed_dir, testbed_release, testbed_vmlinux
+from oracles import ORACLE, built_folder, built_release, built_vmlinux
 
 from kdumpkit.analyze.commands.sys import hz_from_boottime, jiffies_hz
 from kdumpkit.analyze.program import open_program
@@ -28,7 +28,7 @@ BYTE_IDENTICAL = {"ps": "ps.txt", "log": "log.txt", "runq": "runq.txt"}
 
 def dump_73() -> Path:
     """The 7.3 kdump's raw /proc/vmcore (crash's outputs beside it), or skip."""
-    return testbed_dir(SERIES, "kdump-load", "vmcore.elf", f"{CRASH}/ps.txt") / "vmcore.elf"
+    return built_folder(SERIES, "kdump-load", "vmcore.elf", f"{CRASH}/ps.txt") / "vmcore.elf"
 
 
 def crash_73() -> Path:
@@ -47,7 +47,7 @@ def test_hz_without_tick_nsec_on_73() -> None:
     prog = open_program(dump_73())
     with pytest.raises(LookupError):
         prog.symbol("tick_nsec")
-    release = testbed_release(SERIES)
+    release = built_release(SERIES)
     config = ORACLE / "kernels" / release / "boot" / f"config-{release}"
     config_hz = re.search(r"^CONFIG_HZ=(\d+)$", config.read_text(), re.M)
     assert config_hz and jiffies_hz(prog) == int(config_hz.group(1))
@@ -83,7 +83,7 @@ def test_73_irq_equals_drgn_with_dwarf() -> None:
     import drgn.commands
     import drgn.commands._crash  # registers drgn's crash command
 
-    vmcore, vmlinux = dump_73(), testbed_vmlinux(SERIES)
+    vmcore, vmlinux = dump_73(), built_vmlinux(SERIES)
     reference = drgn.Program()
     reference.set_core_dump(str(vmcore))
     reference.load_debug_info([str(vmlinux)])

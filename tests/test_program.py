@@ -13,7 +13,7 @@ from drgn.helpers.linux.percpu import per_cpu
 from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.printk import get_printk_records
 from drgn.helpers.linux.sched import task_cpu
-from oracles import missing_input, testbed_dir
+from oracles import built_folder, missing_input
 
 from kdumpkit.analyze.program import open_program
 from kdumpkit.debuginfo.btf import Kind
@@ -264,7 +264,7 @@ def test_kernel_6_12_equals_crash() -> None:
     """A second kernel: Debian's 6.12 dumped by the project's testbed (makedumpfile 1.7.8,
     which keeps the pages 1.7.2 drops on 6.12), with crash 9.0.2's outputs beside it."""
     name = "vmcore.mdf-1.7.8.kdump"
-    folder = testbed_dir("6.12", "kdump-load", name, f"crash-9.0.2/{name}/ps.txt")
+    folder = built_folder("6.12", "kdump-load", name, f"crash-9.0.2/{name}/ps.txt")
     dump, crash_dir = folder / name, folder / "crash-9.0.2" / name
     prog = open_program(dump)
     assert _ps_rows(prog) == sorted(_crash_ps(crash_dir))

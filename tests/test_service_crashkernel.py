@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from oracles import ORACLE, missing_input, testbed_release
+from oracles import ORACLE, built_release, missing_input
 from service_machine import MiB, bzimage, initramfs, newc_cpio
 
 from kdumpkit.dump.errors import DumpError
@@ -155,7 +155,7 @@ def test_synthetic_bzimage(tmp_path: Path) -> None:
 
 def test_real_debian_kernel() -> None:
     """Debian's 6.1 kernel, the release the testbed fetched (python3 testbed/build.py)."""
-    release = testbed_release("6.1")
+    release = built_release("6.1")
     path = ORACLE / "kernels" / release / "boot" / f"vmlinuz-{release}"
     if not path.exists():
         missing_input(f"{path}", "python3 testbed/build.py --kernels 6.1")

@@ -9,7 +9,7 @@ from typing import Any
 
 import drgn
 import pytest
-from oracles import testbed_dir, testbed_vmlinux
+from oracles import built_folder, built_vmlinux
 
 from kdumpkit.analyze.program import open_program
 from kdumpkit.analyze.stack import (
@@ -168,8 +168,8 @@ def test_orc_version4_on_73_dump() -> None:
     Not compared: the panic task's frames below vpanic (crash starts at machine_kexec,
     drgn at the saved registers) and a task drgn finds in user mode (crash shows the
     NMI that stopped it)."""
-    vmcore = testbed_dir("7.3", "kdump-load", "vmcore.elf") / "vmcore.elf"
-    vmlinux = testbed_vmlinux("7.3")
+    vmcore = built_folder("7.3", "kdump-load", "vmcore.elf") / "vmcore.elf"
+    vmlinux = built_vmlinux("7.3")
     from drgn.helpers.linux.pid import find_task, for_each_task
 
     prog = open_program(vmcore)
