@@ -464,8 +464,6 @@ def main(argv: list[str] | None = None) -> int:
                         + (f" (+{waited:.0f}s waiting for the QEMU lock)" if waited else "")
                         + "\n"
                     )
-                        f"{time.strftime('%F %T')} {kernel.release} {seconds:7.1f}s {name}\n"
-                    )
         if failed:
             log(f"not built: {' '.join(failed)}")
             return 1
