@@ -15,6 +15,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import shutil
@@ -36,6 +37,8 @@ TESTBED_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = TESTBED_DIR.parent
 CACHE = Path(os.environ.get("TESTBED_CACHE", PROJECT_DIR / ".cache" / "testbed"))
 QEMU = os.environ.get("TESTBED_QEMU", "qemu-system-x86_64")
+#: One guest at a time on this machine (TCG guests share its cores): every boot holds it.
+QEMU_LOCK = os.environ.get("TESTBED_QEMU_LOCK", "/tmp/kdumpkit-qemu.lock")
 ACCEL = os.environ.get("TESTBED_ACCEL", "tcg")  # this machine's /dev/kvm can't run guests
 GUEST_MEM_MIB = int(os.environ.get("TESTBED_MEM", "1024"))
 GUEST_CPUS = int(os.environ.get("TESTBED_CPUS", "2"))
@@ -183,8 +186,17 @@ def running_guest(
     """Start QEMU in its own process group; it is always killed when the block ends.
 
     It also runs under timeout(1), so even if this process is killed outright, QEMU is
-    gone ``timeout`` (+30) seconds later.
+    gone ``timeout`` (+30) seconds later. It waits for QEMU_LOCK first (other guests on the
+    machine), outside the guest's deadlines.
     """
+    with open(QEMU_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with _running_guest(command, console_path, timeout) as guest:
+            yield guest
+
+
+@contextmanager
+def _running_guest(command: list[str], console_path: Path, timeout: float) -> Iterator[Guest]:
     if shutil.which("timeout"):
         command = ["timeout", "-k", "5", str(int(timeout) + 30), *command]
     process = subprocess.Popen(

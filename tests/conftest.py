@@ -15,6 +15,62 @@ FIXTURES = Path(os.environ.get("KDUMPKIT_FIXTURES", ROOT.parent / "shared" / "fi
 FIXTURE_6_1 = FIXTURES / "linux-6.1.0-56-cloud-amd64-kdump"
 
 
+#: ``make e2e`` sets it: every input must be there, a skip is a failure.
+STRICT = os.environ.get("KDUMPKIT_STRICT") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Under KDUMPKIT_STRICT=1 a skipped test fails, with the skip's reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under KDUMPKIT_STRICT=1 (make e2e): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """Under KDUMPKIT_STRICT=1 a module skipped at import (importorskip) fails too."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under KDUMPKIT_STRICT=1 (make e2e): {reason}"
+
+
+def _skip_groups(reports: list[pytest.TestReport]) -> dict[tuple[str, str], int]:
+    """(test file, reason) -> how many tests skipped for it."""
+    groups: dict[tuple[str, str], int] = {}
+    for report in reports:
+        if isinstance(report.longrepr, tuple):
+            path, _, reason = report.longrepr
+        else:
+            path, reason = report.nodeid.split("::")[0], str(report.longrepr)
+        path = report.nodeid.split("::")[0] or path
+        reason = reason.removeprefix("Skipped: ")
+        groups[(path, reason)] = groups.get((path, reason), 0) + 1
+    return groups
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per group of skipped tests: what was not checked, the command that checks it."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if r.when != "teardown"]
+    if not skipped:
+        return
+    terminalreporter.section("not checked in this run")
+    for (path, reason), count in sorted(_skip_groups(skipped).items()):
+        tests = "test" if count == 1 else "tests"
+        if "[make it: " in reason:  # tests/oracles.py missing_input
+            what, build = reason.rsplit(" [make it: ", 1)
+            check = f"{build.rstrip(']')} && pytest {path}  (or: make e2e)"
+        else:
+            what, check = reason, "make e2e"
+        terminalreporter.write_line(f"NOT CHECKED {path} ({count} {tests}): {what} -- {check}")
+
+
 def fixture_dir(name: str = FIXTURE_6_1.name) -> Path:
     """A real-dump fixture folder, or skip the test with the reason."""
     path = FIXTURES / name

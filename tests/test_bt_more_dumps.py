@@ -1,24 +1,22 @@
 """``bt``, ``bt -a`` and ``foreach bt`` on every further dump the testbed made (6.12 kdump,
 QEMU ``dump-guest-memory`` dumps), against crash 9.0.2 run on the same dump with DWARF.
 
-The dumps live in ``.cache/oracle`` (made by ``/work/shared/testbed`` with
-``FIXTURES=.cache/oracle``); without them these tests skip.
+The dumps live in ``.cache/oracle`` (made by ``python3 testbed/build.py``); without them
+these tests skip (fail under ``make e2e``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
+from oracles import ORACLE
 
 from kdumpkit.analyze.program import open_program
 from kdumpkit.analyze.session import Session
 from kdumpkit.dump.errors import DumpFormatError
 
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = Path(os.environ.get("KDUMPKIT_CACHE", ROOT / ".cache")) / "oracle"
 COMMANDS = {"bt": "bt.txt", "bt -a": "bt-a.txt", "foreach bt": "foreach-bt.txt"}
 #: Our readers' preference among the files crash read, smallest first.
 DUMP_NAMES = (
@@ -73,7 +71,10 @@ def same_task_trace(ours: str, theirs: str) -> bool:
     )
 
 
-@pytest.mark.skipif(not CASES, reason=f"no testbed dumps with crash outputs in {ORACLE}")
+@pytest.mark.skipif(
+    not CASES,
+    reason="the testbed's dumps with crash 9.0.2's outputs [make it: python3 testbed/build.py]",
+)
 @pytest.mark.parametrize(
     ("dump", "outputs"), CASES, ids=[f"{d.parent.name}/{d.name}" for d, _ in CASES] or None
 )
@@ -106,7 +107,7 @@ VMLINUX_61 = (
 )
 
 
-@pytest.mark.skipif(not VMLINUX_61.is_file(), reason=f"{VMLINUX_61} not present")
+@pytest.mark.skipif(not VMLINUX_61.is_file(), reason=f"{VMLINUX_61} [make it: make oracles]")
 def test_bt_with_a_dwarf_vmlinux_is_still_crash_text(kdump61: Path, fx61: Path) -> None:
     # drgn names an address by the sized ELF symbol around it; crash (and kallsyms) by
     # the nearest label: entry_SYSCALL_64_after_hwframe, secondary_startup_64_no_verify.

@@ -1,7 +1,7 @@
 """ps, log, mod, kmem -i, runq and sys on every further dump the testbed made (6.12
 kdump, QEMU ``dump-guest-memory`` dumps), against crash 9.0.2 (with DWARF) on the same
-file.  The dumps live in ``.cache/oracle`` (made by ``/work/shared/testbed`` with
-``FIXTURES=.cache/oracle``); without them these tests skip."""
+file.  The dumps live in ``.cache/oracle`` (made by ``python3 testbed/build.py``);
+without them these tests skip (fail under ``make e2e``)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import re
 from pathlib import Path
 
 import pytest
+from oracles import ORACLE, missing_input
 
 pytest.importorskip("drgn")
 
 from kdumpkit.analyze.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
-ORACLE = Path(os.environ.get("KDUMPKIT_CACHE", ROOT / ".cache")) / "oracle"
+#: the skip reason when the testbed has not run (tests/conftest.py prints it with the command)
+NOT_BUILT = "the testbed's dumps with crash 9.0.2's outputs [make it: python3 testbed/build.py]"
 BYTE_IDENTICAL = {
     "ps": "ps.txt",
     "log": "log.txt",
@@ -62,7 +64,7 @@ def open_session(dump: Path) -> Session:
     return Session(open_program(dump))
 
 
-@pytest.mark.skipif(not COMPLETE_CASES, reason=f"no testbed dumps in {ORACLE}")
+@pytest.mark.skipif(not COMPLETE_CASES, reason=NOT_BUILT)
 @pytest.mark.parametrize(("dump", "outputs"), COMPLETE_CASES, ids=ids(COMPLETE_CASES))
 def test_commands_match_crash(dump: Path, outputs: Path) -> None:
     session = open_session(dump)
@@ -83,25 +85,33 @@ def test_commands_match_crash(dump: Path, outputs: Path) -> None:
         assert abs(hours * 3600 + minutes * 60 + secs - seconds) <= 1
 
 
-@pytest.mark.skipif(not LOSSY_CASES, reason=f"no 6.12 dump of makedumpfile 1.7.2 in {ORACLE}")
+@pytest.mark.skipif(
+    not LOSSY_CASES,
+    reason="the testbed's 6.12 dump of makedumpfile 1.7.2 [make it: "
+    "python3 testbed/build.py --kernels 6.12]",
+)
 @pytest.mark.parametrize(("dump", "outputs"), LOSSY_CASES, ids=ids(LOSSY_CASES))
 def test_ps_recovers_tasks_around_missing_pages(dump: Path, outputs: Path) -> None:
     complete = dump.parent / "crash-9.0.2" / "vmcore.mdf-1.7.8.kdump" / "ps.txt"
     if not complete.is_file():
-        pytest.skip("no crash output for the complete dump")
+        missing_input("crash's outputs for makedumpfile 1.7.8's dump", "python3 testbed/build.py")
     ours = open_session(dump).run_to_text("ps").splitlines()
     crash_lossy = (outputs / "ps.txt").read_text().splitlines()
-    crash_complete = set(complete.read_text().splitlines())
-    # every row we give is right, and we lose fewer tasks than crash does
-    assert set(ours) <= crash_complete
-    assert len(ours) > len(crash_lossy)
+    crash_complete = complete.read_text().splitlines()
+    # makedumpfile 1.7.2 dropped pages of tasks: crash lists fewer than on the complete dump
+    assert len(crash_lossy) < len(crash_complete)
+    # every row we give is right, and we lose no more tasks than crash does (which tasks
+    # crash loses depends on the dropped page: on one testbed dump it lost the 22 behind
+    # it where we lost that one task, on another that task only, as we do)
+    assert set(ours) <= set(crash_complete)
+    assert len(ours) >= len(crash_lossy)
 
 
 def kernel_vmlinux(release: str) -> Path:
     """The DWARF vmlinux the testbed unpacked for ``release``, or skip."""
     path = ORACLE / "kernels" / release / "usr" / "lib" / "debug" / "boot" / f"vmlinux-{release}"
     if not path.is_file():
-        pytest.skip(f"no DWARF vmlinux for {release} in {ORACLE}")
+        missing_input(f"the DWARF vmlinux of {release}", "make oracles")
     return path
 
 
@@ -117,7 +127,7 @@ def test_same_output_with_a_dwarf_vmlinux(kdump61: Path, fx61: Path) -> None:
     assert ours[2:] == (fx61 / "crash-9.0.2" / "sys.txt").read_text().splitlines()[2:]
 
 
-@pytest.mark.skipif(not COMPLETE_CASES, reason=f"no testbed dumps in {ORACLE}")
+@pytest.mark.skipif(not COMPLETE_CASES, reason=NOT_BUILT)
 def test_one_crash_one_signature(kdump61: Path) -> None:
     """Every testbed dump is the same sysrq crash: kdump or hypervisor dump, 6.1 or 6.12,
     the signature is the same."""
@@ -132,8 +142,8 @@ def test_one_crash_one_signature(kdump61: Path) -> None:
         assert report.panic == "Kernel panic - not syncing: sysrq triggered crash"
 
 
-#: crash command -> its output file: the pipeline's (testbed 50-crash.sh) and the further
-#: forms .cache/oracle/scripts/crash_extra.sh asked crash 9.0.2 for
+#: crash command -> its output file: the testbed runs each of these in crash 9.0.2 (testbed/
+#: build.py CRASH_COMMANDS), on its dumps and on the 6.1 fixture (fixture-*/ below)
 CRASH_FILES = {
     "sys": "sys.txt",
     "ps": "ps.txt",
@@ -279,7 +289,7 @@ def assert_sys_matches(ours: str, theirs: str, log_text: str) -> None:
         assert abs(hours * 3600 + minutes * 60 + secs - seconds) <= 1
 
 
-@pytest.mark.skipif(not CRASH_PAIRS, reason=f"no crash 9.0.2 outputs in {ORACLE}")
+@pytest.mark.skipif(not CRASH_PAIRS, reason=NOT_BUILT)
 @pytest.mark.parametrize(
     ("dump", "command", "output"),
     CRASH_PAIRS,

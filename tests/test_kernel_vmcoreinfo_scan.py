@@ -8,6 +8,7 @@ from pathlib import Path
 import drgn
 import numpy as np
 import pytest
+from oracles import built_folder, built_release
 
 from kdumpkit.dump.base import Dump, DumpHeader, PageState
 from kdumpkit.dump.elf import ElfDump
@@ -24,7 +25,6 @@ from kdumpkit.kernel.vmcoreinfo_scan import (
     with_vmcoreinfo_note,
 )
 
-ORACLE = Path(__file__).resolve().parent.parent / ".cache" / "oracle"
 PAGE = 4096
 MEM_BYTES = 4 << 20
 PHYS_BASE = 0x100000
@@ -214,24 +214,24 @@ def test_real_dump_note_found_in_memory(elf61: Path, kdump61: Path) -> None:
             assert found.raw == expected
 
 
-def _oracle_dump(kver: str, variant: str, name: str) -> Path:
-    path = ORACLE / f"qemu-{kver}-{variant}" / name
-    if not path.exists():
-        pytest.skip(f"{path} not present (see .cache/oracle/README.txt)")
-    return path
+def _oracle_dump(series: str, variant: str, name: str) -> Path:
+    """The testbed's QEMU dump ``name`` of ``series`` (python3 testbed/build.py), or skip."""
+    return built_folder(series, f"qemu-{variant}", name) / name
 
 
-KVERS = ["6.1.0-56-cloud-amd64", "6.12.117+deb12-cloud-amd64"]
+#: the testbed's kernel series (testbed/build.py KERNELS) with QEMU dumps without VMCOREINFO
+SERIES = ["6.1", "6.12"]
 
 
 @pytest.mark.parametrize("name", ["vmcore.qemu.elf", "vmcore.qemu.kdump"])
-@pytest.mark.parametrize("kver", KVERS)
-def test_real_qemu_dump_without_vmcoreinfo(kver: str, name: str) -> None:
+@pytest.mark.parametrize("series", SERIES)
+def test_real_qemu_dump_without_vmcoreinfo(series: str, name: str) -> None:
     from kdumpkit.analyze.program import program_from_dump
     from kdumpkit.kernel.printk import get_printk_records, render_dmesg
     from kdumpkit.kernel.x86_64 import address_space
 
-    with open_dump(_oracle_dump(kver, "nofwcfg", name)) as dump:
+    kver = built_release(series)
+    with open_dump(_oracle_dump(series, "nofwcfg", name)) as dump:
         assert dump.vmcoreinfo is None
         assert ensure_vmcoreinfo(dump)
         info = dump.vmcoreinfo
@@ -246,7 +246,7 @@ def test_real_qemu_dump_without_vmcoreinfo(kver: str, name: str) -> None:
         assert any(b"TESTBED marker: hello from " + kver.encode() in t for t in texts)
         assert any(b"sysrq: Trigger a crash" in t for t in texts)
         # the whole log, as crash 9.0.2 (with the DWARF vmlinux) prints it for this dump
-        crash_log = ORACLE / f"qemu-{kver}-nofwcfg" / "crash-9.0.2" / name / "log.txt"
+        crash_log = built_folder(series, "qemu-nofwcfg") / "crash-9.0.2" / name / "log.txt"
         if crash_log.exists():
             assert render_dmesg(records, caller_id=False) == crash_log.read_bytes()
         # drgn accepts the dump's notes once they carry VMCOREINFO
@@ -254,13 +254,13 @@ def test_real_qemu_dump_without_vmcoreinfo(kver: str, name: str) -> None:
         assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL
 
 
-@pytest.mark.parametrize("kver", KVERS)
-def test_real_note_has_the_keys_of_another_boots_vmcoreinfo(kver: str) -> None:
+@pytest.mark.parametrize("series", SERIES)
+def test_real_note_has_the_keys_of_another_boots_vmcoreinfo(series: str) -> None:
     # The fwcfg dump (another boot of the same kernel) got VMCOREINFO from the guest:
     # same keys; only KASLR-dependent values may differ.
     with (
-        open_dump(_oracle_dump(kver, "nofwcfg", "vmcore.qemu.elf")) as found_in,
-        open_dump(_oracle_dump(kver, "fwcfg", "vmcore.qemu.elf")) as given_in,
+        open_dump(_oracle_dump(series, "nofwcfg", "vmcore.qemu.elf")) as found_in,
+        open_dump(_oracle_dump(series, "fwcfg", "vmcore.qemu.elf")) as given_in,
     ):
         assert ensure_vmcoreinfo(found_in)
         found, given = found_in.vmcoreinfo, given_in.vmcoreinfo

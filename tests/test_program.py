@@ -13,6 +13,7 @@ from drgn.helpers.linux.percpu import per_cpu
 from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.printk import get_printk_records
 from drgn.helpers.linux.sched import task_cpu
+from oracles import built_folder, missing_input
 
 from kdumpkit.analyze.program import open_program
 from kdumpkit.debuginfo.btf import Kind
@@ -163,7 +164,7 @@ def _cached_vmlinux(fx61: Path) -> Path:
     ):
         if candidate.is_file():
             return candidate
-    pytest.skip(f"no DWARF vmlinux-{release} cached under {cache}")
+    missing_input(f"the DWARF vmlinux-{release}", "make oracles")
 
 
 #: Structs the commands and drgn's helpers read; their layouts must be identical.
@@ -259,20 +260,12 @@ def test_dump_without_vmcoreinfo_note(kdump61: Path) -> None:
         assert prog["UTS_RELEASE"].string_() == b"6.1.0-56-cloud-amd64"
 
 
-#: A second kernel: Debian's 6.12 dumped by the project's testbed (makedumpfile 1.7.8,
-#: which keeps the pages 1.7.2 drops on 6.12), with crash 9.0.2's outputs beside it.
-ORACLE_612 = (
-    Path(os.environ.get("KDUMPKIT_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
-    / "oracle"
-    / "kdump-6.12.117+deb12-cloud-amd64-load"
-)
-
-
 def test_kernel_6_12_equals_crash() -> None:
-    dump = ORACLE_612 / "vmcore.mdf-1.7.8.kdump"
-    crash_dir = ORACLE_612 / "crash-9.0.2" / dump.name
-    if not (dump.is_file() and (crash_dir / "ps.txt").is_file()):
-        pytest.skip(f"{dump} and crash's outputs for it are not cached")
+    """A second kernel: Debian's 6.12 dumped by the project's testbed (makedumpfile 1.7.8,
+    which keeps the pages 1.7.2 drops on 6.12), with crash 9.0.2's outputs beside it."""
+    name = "vmcore.mdf-1.7.8.kdump"
+    folder = built_folder("6.12", "kdump-load", name, f"crash-9.0.2/{name}/ps.txt")
+    dump, crash_dir = folder / name, folder / "crash-9.0.2" / name
     prog = open_program(dump)
     assert _ps_rows(prog) == sorted(_crash_ps(crash_dir))
     assert _module_rows(prog) == _crash_mod(crash_dir)

@@ -9,6 +9,7 @@ from typing import Any
 
 import drgn
 import pytest
+from oracles import built_folder, built_vmlinux
 
 from kdumpkit.analyze.program import open_program
 from kdumpkit.analyze.stack import (
@@ -161,20 +162,14 @@ def test_orc_version_from_header_and_data() -> None:
     assert orc_format_version(old, True, None) == 3
 
 
-ORACLE = Path(__file__).resolve().parent.parent / ".cache" / "oracle"
-KVER_73 = "7.3.4+deb13-cloud-amd64"
-
-
 def test_orc_version4_on_73_dump() -> None:
-    """The real 7.3.4 kdump: its .orc_header is the 7.1 hash, and every task unwinds
+    """The real 7.3 kdump: its .orc_header is the 7.1 hash, and every task unwinds
     through the same kernel pcs as drgn 0.3.0 with the -dbg vmlinux's DWARF and ORC.
     Not compared: the panic task's frames below vpanic (crash starts at machine_kexec,
     drgn at the saved registers) and a task drgn finds in user mode (crash shows the
     NMI that stopped it)."""
-    vmcore = ORACLE / f"kdump-{KVER_73}-load" / "vmcore.elf"
-    vmlinux = ORACLE / "kernels" / KVER_73 / "usr/lib/debug/boot" / f"vmlinux-{KVER_73}"
-    if not vmcore.is_file() or not vmlinux.is_file():
-        pytest.skip(f"the 7.3 testbed dump or vmlinux is not in {ORACLE}")
+    vmcore = built_folder("7.3", "kdump-load", "vmcore.elf") / "vmcore.elf"
+    vmlinux = built_vmlinux("7.3")
     from drgn.helpers.linux.pid import find_task, for_each_task
 
     prog = open_program(vmcore)
