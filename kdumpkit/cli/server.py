@@ -52,6 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a crash command stored with each analysis (repeat; default: "
                         "sys, bt, log, ps, mod)")  # fmt: skip
     parser.add_argument("--scheme", type=int, default=2, help="signature scheme shown")
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="a running analysis not renewed this long goes to another worker",
+    )
+    parser.add_argument(
+        "--requeue-seconds",
+        type=float,
+        default=120.0,
+        help="a queued dump not started this long is sent to the broker again",
+    )
     parser.add_argument("--skip-frames", default="", help="frames signature v2 skips (file)")
 
 
@@ -93,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         memory_limit=args.memory_limit,
         scheme=args.scheme,
         skip_frames_file=args.skip_frames,
+        lease_seconds=args.lease_seconds,
+        requeue_seconds=args.requeue_seconds,
         **({"commands": tuple(args.commands)} if args.commands else {}),
     )
     workers = args.workers if args.workers is not None else int(config.embedded_broker)

@@ -15,6 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="broker URL, redis://... (default: embedded)")
     parser.add_argument("--concurrency", type=int, default=1, help="analyses at once")
     parser.add_argument("--loglevel", default="WARNING", help="Celery's log level")
+    parser.add_argument("--time-limit", type=float, help="seconds per analysis (default 600)")
+    parser.add_argument("--memory-limit", type=int, help="bytes per analysis (default 4 GiB)")
+    parser.add_argument("--lease-seconds", type=float, help="lease of a running analysis (30)")
+    parser.add_argument("--command", action="append", dest="commands",
+                        help="a crash command stored with each analysis (repeat; default: "
+                        "sys, bt, log, ps, mod)")  # fmt: skip
+    parser.add_argument("--skip-frames", help="frames signature v2 skips (file)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,5 +34,15 @@ def run(args: argparse.Namespace) -> int:
         os.environ["KDUMPKIT_SERVER_DB_URL"] = args.db
     if args.broker:
         os.environ["KDUMPKIT_SERVER_BROKER_URL"] = args.broker
+    for name, value in (
+        ("TIME_LIMIT", args.time_limit),
+        ("MEMORY_LIMIT", args.memory_limit),
+        ("LEASE_SECONDS", args.lease_seconds),
+        ("SKIP_FRAMES_FILE", args.skip_frames),
+    ):
+        if value is not None:
+            os.environ[f"KDUMPKIT_SERVER_{name}"] = str(value)
+    if args.commands:
+        os.environ["KDUMPKIT_SERVER_COMMANDS"] = ";".join(args.commands)
     run_worker(ServerConfig.from_environ(), args.concurrency, args.loglevel)
     return 0
