@@ -19,8 +19,7 @@ def _size(text: str) -> int:
 
 
 def _common(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--data", required=required, type=Path,
-                        help="the server's data directory")  # fmt: skip
+    parser.add_argument("--data", required=required, type=Path, help="the server's data directory")
     parser.add_argument("--db", default="", help="database URL (default: SQLite in DIR)")
 
 
@@ -39,18 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser, required=False)
     parser.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to serve on")
     parser.add_argument("--broker", default="", help="Celery broker URL (default: embedded)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes to run here (default: 1 with the embedded "
-                        "broker, 0 with an external one)")  # fmt: skip
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes to run here (default: 1 with the embedded "
+        "broker, 0 with an external one)",
+    )
     parser.add_argument("--spool", type=Path, help="ingest the dumps collect writes here")
     parser.add_argument("--max-upload", type=_size, default=64 << 30, help="e.g. 16G")
     parser.add_argument("--store-cap", type=_size, default=0, help="store size cap, e.g. 500G")
     parser.add_argument("--keep", type=int, default=0, help="dumps kept per problem, 0 = all")
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per analysis")
     parser.add_argument("--memory-limit", type=_size, default=4 << 30, help="per analysis")
-    parser.add_argument("--command", action="append", dest="commands",
-                        help="a crash command stored with each analysis (repeat; default: "
-                        "sys, bt, log, ps, mod)")  # fmt: skip
+    parser.add_argument(
+        "--command",
+        action="append",
+        dest="commands",
+        help="a crash command stored with each analysis (repeat; default: sys, bt, log, ps, mod)",
+    )
     parser.add_argument("--scheme", type=int, default=2, help="signature scheme shown")
     parser.add_argument(
         "--lease-seconds",

@@ -13,8 +13,11 @@ HELP = "send saved dumps (and their logs) to a kdumpkit server"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The verb's arguments."""
     parser.add_argument("--server", required=True, help="the server's URL (http://host:port)")
-    parser.add_argument("--token", default=os.environ.get("KDUMPKIT_TOKEN"),
-                        help="an upload token (default $KDUMPKIT_TOKEN)")  # fmt: skip
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("KDUMPKIT_TOKEN"),
+        help="an upload token (default $KDUMPKIT_TOKEN)",
+    )
     parser.add_argument("--retries", type=int, default=5, help="attempts after a failure")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="dump files or directories")
 

@@ -18,9 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float, help="seconds per analysis (default 600)")
     parser.add_argument("--memory-limit", type=int, help="bytes per analysis (default 4 GiB)")
     parser.add_argument("--lease-seconds", type=float, help="lease of a running analysis (30)")
-    parser.add_argument("--command", action="append", dest="commands",
-                        help="a crash command stored with each analysis (repeat; default: "
-                        "sys, bt, log, ps, mod)")  # fmt: skip
+    parser.add_argument(
+        "--command",
+        action="append",
+        dest="commands",
+        help="a crash command stored with each analysis (repeat; default: sys, bt, log, ps, mod)",
+    )
     parser.add_argument("--skip-frames", help="frames signature v2 skips (file)")
 
 

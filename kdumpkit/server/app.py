@@ -88,8 +88,9 @@ def create_app(ctx: Context, enqueue: Callable[[int], None]) -> FastAPI:
         def check(request: Request) -> Principal:
             who = principal(request)
             if who is None:
-                raise HTTPException(401, "a valid bearer token is needed",
-                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                raise HTTPException(
+                    401, "a valid bearer token is needed", headers={"WWW-Authenticate": "Bearer"}
+                )
             if who.role not in roles:
                 raise HTTPException(403, f"a {who.role} token cannot do this")
             return who
@@ -213,8 +214,11 @@ def create_app(ctx: Context, enqueue: Callable[[int], None]) -> FastAPI:
             path = ctx.store.path_of(dump.sha256)
             if not dump.stored or not path.exists():
                 raise HTTPException(410, "the dump's file was deleted by retention")
-            return FileResponse(path, filename=dump.filename or f"dump-{dump.id}",
-                                media_type="application/octet-stream")  # fmt: skip
+            return FileResponse(
+                path,
+                filename=dump.filename or f"dump-{dump.id}",
+                media_type="application/octet-stream",
+            )
 
     @app.delete("/api/dumps/{dump_id}", status_code=204)
     def delete_dump(dump_id: int, _who: Annotated[Principal, admin]) -> Response:
@@ -230,9 +234,12 @@ def create_app(ctx: Context, enqueue: Callable[[int], None]) -> FastAPI:
         return Response(status_code=204)
 
     def _filters(
-        release: str | None, host: str | None, module: str | None,
-        since: str | None, until: str | None,
-    ) -> views.Filters:  # fmt: skip
+        release: str | None,
+        host: str | None,
+        module: str | None,
+        since: str | None,
+        until: str | None,
+    ) -> views.Filters:
         def when(text: str | None) -> datetime | None:
             if not text:
                 return None
@@ -241,8 +248,9 @@ def create_app(ctx: Context, enqueue: Callable[[int], None]) -> FastAPI:
             except ValueError:
                 raise HTTPException(422, f"not a date: {text!r}") from None
 
-        return views.Filters(release or None, host or None, module or None, when(since),
-                             when(until))  # fmt: skip
+        return views.Filters(
+            release or None, host or None, module or None, when(since), when(until)
+        )
 
     @app.get("/api/problems")
     def list_problems(
@@ -361,8 +369,9 @@ def create_app(ctx: Context, enqueue: Callable[[int], None]) -> FastAPI:
             return who
         filters = _filters(release, host, module, since, until)
         with ctx.sessions() as session:
-            rows = views.problems(session, config.scheme, filters,
-                                  "last_seen" if sort == "last_seen" else "count")  # fmt: skip
+            rows = views.problems(
+                session, config.scheme, filters, "last_seen" if sort == "last_seen" else "count"
+            )
             everything = views.problems(session, config.scheme)
             counts = session.execute(select(Dump.status, func.count()).group_by(Dump.status))
         choices = {
@@ -370,10 +379,26 @@ def create_app(ctx: Context, enqueue: Callable[[int], None]) -> FastAPI:
             "host": sorted({h for p in everything for h in p.hosts}),
             "module": sorted({m for p in everything for m in p.modules}),
         }
-        params = {k: v for k, v in (("release", release), ("host", host), ("module", module),
-                                    ("since", since), ("until", until)) if v}  # fmt: skip
-        return page(request, "problems.html", problems=rows, sort=sort, params=params,
-                    choices=choices, statuses=dict(counts.all()))  # fmt: skip
+        params = {
+            k: v
+            for k, v in (
+                ("release", release),
+                ("host", host),
+                ("module", module),
+                ("since", since),
+                ("until", until),
+            )
+            if v
+        }
+        return page(
+            request,
+            "problems.html",
+            problems=rows,
+            sort=sort,
+            params=params,
+            choices=choices,
+            statuses=dict(counts.all()),
+        )
 
     @app.get("/problems/{problem_id}", response_class=HTMLResponse, include_in_schema=False)
     def problem_page(request: Request, problem_id: int) -> Response:
@@ -409,8 +434,15 @@ def create_app(ctx: Context, enqueue: Callable[[int], None]) -> FastAPI:
                 from kdumpkit.server.analysis import report_text as render
 
                 report_text = render(dump.report)
-            return page(request, "dump.html", dump=row, problem=problem, report=report_text,
-                        dmesg=dump.dmesg, commands=views.command_outputs(dump))  # fmt: skip
+            return page(
+                request,
+                "dump.html",
+                dump=row,
+                problem=problem,
+                report=report_text,
+                dmesg=dump.dmesg,
+                commands=views.command_outputs(dump),
+            )
 
     @app.get("/hosts", response_class=HTMLResponse, include_in_schema=False)
     def hosts_page(request: Request) -> Response:

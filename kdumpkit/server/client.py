@@ -79,8 +79,10 @@ class Client:
         for attempt in range(self.retries + 1):
             conn = self._connection()
             try:
-                headers = {"Authorization": f"Bearer {self.token}",
-                           "Content-Type": "application/octet-stream"}  # fmt: skip
+                headers = {
+                    "Authorization": f"Bearer {self.token}",
+                    "Content-Type": "application/octet-stream",
+                }
                 if path is not None:
                     with open(path, "rb") as source:
                         headers["Content-Length"] = str(os.fstat(source.fileno()).st_size)

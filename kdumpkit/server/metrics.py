@@ -33,21 +33,27 @@ class DatabaseCollector(Collector):
             ).one()
         yield CounterMetricFamily("kdumpkit_dumps_received", "Dumps stored", value=received)
         yield CounterMetricFamily("kdumpkit_dump_bytes_received", "Bytes stored", value=size)
-        depth = GaugeMetricFamily("kdumpkit_queue_depth", "Dumps waiting or being analysed",
-                                  labels=["status"])  # fmt: skip
+        depth = GaugeMetricFamily(
+            "kdumpkit_queue_depth", "Dumps waiting or being analysed", labels=["status"]
+        )
         for status in (QUEUED, RUNNING):
             depth.add_metric([status], by_status.get(status, 0))
         yield depth
-        outcomes = CounterMetricFamily("kdumpkit_analyses", "Finished analyses by outcome",
-                                       labels=["status"])  # fmt: skip
+        outcomes = CounterMetricFamily(
+            "kdumpkit_analyses", "Finished analyses by outcome", labels=["status"]
+        )
         for status in (DONE, FAILED, UNREADABLE):
             outcomes.add_metric([status], by_status.get(status, 0))
         yield outcomes
         yield CounterMetricFamily(
             "kdumpkit_analysis_failures", "Analyses failed", value=by_status.get(FAILED, 0)
         )
-        yield SummaryMetricFamily("kdumpkit_analysis_seconds", "Time per analysis",
-                                  count_value=analysed, sum_value=float(seconds))  # fmt: skip
+        yield SummaryMetricFamily(
+            "kdumpkit_analysis_seconds",
+            "Time per analysis",
+            count_value=analysed,
+            sum_value=float(seconds),
+        )
 
 
 def render(ctx: Context) -> str:

@@ -41,8 +41,18 @@ class Supervisor:
         self.stopping = False
 
     def _start(self) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "kdumpkit", "worker", "--data", str(self.config.data),
-                "--db", self.config.db_url, "--broker", self.config.broker_url]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "kdumpkit",
+            "worker",
+            "--data",
+            str(self.config.data),
+            "--db",
+            self.config.db_url,
+            "--broker",
+            self.config.broker_url,
+        ]
         env = dict(os.environ, **self.config.to_environ())
         return subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
 
@@ -92,8 +102,14 @@ def ingest_file(ctx: Context, path: Path, host: str, enqueue: object) -> int | N
         existing = session.scalar(select(Dump).where(Dump.sha256 == sha256))
         if existing is not None:
             return existing.id
-        dump = Dump(sha256=sha256, size=incoming.size, host=host, filename=path.name,
-                    status=QUEUED, enqueued=utcnow())  # fmt: skip
+        dump = Dump(
+            sha256=sha256,
+            size=incoming.size,
+            host=host,
+            filename=path.name,
+            status=QUEUED,
+            enqueued=utcnow(),
+        )
         if dmesg.is_file():
             dump.dmesg = dmesg.read_text(errors="replace")
         session.add(dump)
@@ -167,8 +183,11 @@ def serve(config: ServerConfig, listen: str, workers: int, spool: Path | None = 
         thread.start()
     host, _, port = listen.rpartition(":")
     try:
-        print(f"kdumpkit server: http://{host or '127.0.0.1'}:{port}/ (data {config.data})",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"kdumpkit server: http://{host or '127.0.0.1'}:{port}/ (data {config.data})",
+            file=sys.stderr,
+            flush=True,
+        )
         server = _Server(
             uvicorn.Config(
                 app,

@@ -47,7 +47,8 @@ class Context:
     @classmethod
     def open(cls, config: ServerConfig) -> Context:
         """Database (migrated) and store of ``config``."""
-        return cls(config, open_database(config.db_url), DumpStore(config))
+        store = DumpStore(config)  # makes the data directory, where SQLite lives
+        return cls(config, open_database(config.db_url), store)
 
 
 def worker_name() -> str:

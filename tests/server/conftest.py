@@ -84,7 +84,7 @@ class Redis:
                 "no",
                 "--dir",
                 str(self.dir),
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
         )
         wait_port(self.port, self.proc)
@@ -147,7 +147,7 @@ def postgres() -> Iterator[str]:
                 "UTF8",
                 "--no-sync",
             ]
-        ),  # fmt: skip
+        ),
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -169,7 +169,7 @@ def postgres() -> Iterator[str]:
                 "-c",
                 "max_connections=200",
             ]
-        ),  # fmt: skip
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -219,27 +219,51 @@ class Server:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "kdumpkit", *args], capture_output=True, text=True,
-            env=kdumpkit_env(), check=False, timeout=120,
-        )  # fmt: skip
+            [sys.executable, "-m", "kdumpkit", *args],
+            capture_output=True,
+            text=True,
+            env=kdumpkit_env(),
+            check=False,
+            timeout=120,
+        )
 
-    def token(self, role: str, host: str | None = None) -> str:
+    def token(self, role: str, host: str | None = None, cli: bool = False) -> str:
+        """A token of ``role`` (made once): by ``kdumpkit server token create`` when
+        ``cli``, else in this process (each CLI run costs a second of imports)."""
         key = f"{role}:{host}"
         if key not in self.tokens:
-            argv = ["server", "token", "create", "--data", str(self.data), "--role", role]
-            if self.backend != "embedded":
-                argv += ["--db", self.db]
-            if host:
-                argv += ["--host", host]
-            done = self.cli(*argv)
-            assert done.returncode == 0, done.stderr
-            self.tokens[key] = done.stdout.strip()
+            if cli:
+                argv = ["server", "token", "create", "--data", str(self.data), "--role", role]
+                if self.backend != "embedded":
+                    argv += ["--db", self.db]
+                if host:
+                    argv += ["--host", host]
+                done = self.cli(*argv)
+                assert done.returncode == 0, done.stderr
+                self.tokens[key] = done.stdout.strip()
+            else:
+                from kdumpkit.server.config import ServerConfig
+                from kdumpkit.server.db import create_token, open_database
+
+                self.data.mkdir(mode=0o700, exist_ok=True)
+                url = ServerConfig(data=self.data, db_url=self.db).db_url
+                self.tokens[key] = create_token(open_database(url), role, host)
         return self.tokens[key]
 
     def start(self) -> None:
         assert self.log is not None
-        argv = [sys.executable, "-m", "kdumpkit", "server", "--data", str(self.data),
-                "--listen", f"127.0.0.1:{self.port}", *FAST, *self.extra]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "kdumpkit",
+            "server",
+            "--data",
+            str(self.data),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            *FAST,
+            *self.extra,
+        ]
         if self.backend != "embedded":
             argv += ["--db", self.db, "--broker", self.broker, "--workers", "0"]
         else:
@@ -250,9 +274,21 @@ class Server:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         assert self.log is not None
-        argv = [sys.executable, "-m", "kdumpkit", "worker", "--data", str(self.data),
-                "--db", self.db, "--broker", self.broker, "--lease-seconds", "3",
-                *[a for c in self.commands for a in ("--command", c)]]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "kdumpkit",
+            "worker",
+            "--data",
+            str(self.data),
+            "--db",
+            self.db,
+            "--broker",
+            self.broker,
+            "--lease-seconds",
+            "3",
+            *[a for c in self.commands for a in ("--command", c)],
+        ]
         with open(self.log, "ab") as log:
             proc = subprocess.Popen(argv, env=kdumpkit_env(), stdout=log, stderr=log)
         self.workers.append(proc)
@@ -281,8 +317,9 @@ class Server:
 
     def upload(self, path: Path, host: str = "web1") -> dict[str, Any]:
         with open(path, "rb") as body:
-            answer = self.request("POST", f"/api/dumps?filename={path.name}",
-                                  self.token("upload", host), content=body)  # fmt: skip
+            answer = self.request(
+                "POST", f"/api/dumps?filename={path.name}", self.token("upload", host), content=body
+            )
         assert answer.status_code in (200, 201), answer.text
         return answer.json()
 
@@ -308,8 +345,9 @@ def make_server(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
     """``make_server(extra_args, commands, workers=1)`` -> a started :class:`Server`."""
     made: list[Server] = []
 
-    def make(extra: list[str] | None = None, commands: list[str] | None = None,
-             workers: int = 1) -> Server:  # fmt: skip
+    def make(
+        extra: list[str] | None = None, commands: list[str] | None = None, workers: int = 1
+    ) -> Server:
         data = tmp_path / f"data{len(made)}"
         if backend == "embedded":
             db, broker = "", ""
@@ -317,10 +355,17 @@ def make_server(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
             base = request.getfixturevalue("postgres")
             db = new_database(base)
             broker = request.getfixturevalue("redis").url
-        server = Server(backend, data, db, broker, list(extra or []), list(commands or []),
-                        log=tmp_path / "server.log")  # fmt: skip
+        server = Server(
+            backend,
+            data,
+            db,
+            broker,
+            list(extra or []),
+            list(commands or []),
+            log=tmp_path / "server.log",
+        )
         made.append(server)
-        server.token("admin")
+        server.token("admin", cli=True)
         server.start()
         if backend != "embedded":
             for _ in range(workers):

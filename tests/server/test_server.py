@@ -53,8 +53,14 @@ def test_upload_analyse_group(make_server, kdump61: Path, flat61: Path, tmp_path
     saved.mkdir(parents=True)
     (saved / "dump.202611260841").symlink_to(flat61)
     (saved / "dmesg.202611260841").write_text("the kernel log as collect saved it\n")
-    done = server.cli("upload", "--server", server.url, "--token",
-                      server.token("upload", "db2"), str(tmp_path / "crash"))  # fmt: skip
+    done = server.cli(
+        "upload",
+        "--server",
+        server.url,
+        "--token",
+        server.token("upload", "db2"),
+        str(tmp_path / "crash"),
+    )
     assert done.returncode == 0, done.stderr
     path, dump_id = done.stdout.split()
     assert path == str(saved / "dump.202611260841")
@@ -112,8 +118,14 @@ def test_tokens_and_roles(make_server, kdump61: Path) -> None:
         server.token("read"),
         server.token("admin"),
     )
-    paths = ["/api/dumps", "/api/problems", "/api/hosts", f"/api/dumps/{dump_id}",
-             f"/api/dumps/{dump_id}/download", "/metrics"]  # fmt: skip
+    paths = [
+        "/api/dumps",
+        "/api/problems",
+        "/api/hosts",
+        f"/api/dumps/{dump_id}",
+        f"/api/dumps/{dump_id}/download",
+        "/metrics",
+    ]
     for path in paths:
         assert server.request("GET", path).status_code == 401
         assert server.request("GET", path, "kdk_read_wrong").status_code == 401
@@ -138,12 +150,19 @@ def test_path_tricks(make_server, kdump61: Path) -> None:
     server: Server = make_server()
     token = server.token("upload", "web1")
     for name in ("../../../../tmp/evil", "/etc/passwd", "..%2F..%2Fevil", "a/../../b"):
-        answer = server.request("POST", "/api/dumps", token, params={"filename": name},
-                                headers={"X-Filename": name}, content=b"not a dump " + name.encode())  # fmt: skip
+        answer = server.request(
+            "POST",
+            "/api/dumps",
+            token,
+            params={"filename": name},
+            headers={"X-Filename": name},
+            content=b"not a dump " + name.encode(),
+        )
         assert answer.status_code == 201
     admin = server.token("admin")
-    answer = server.request("POST", "/api/dumps", admin, params={"host": "../../etc"},
-                            content=b"hosted")  # fmt: skip
+    answer = server.request(
+        "POST", "/api/dumps", admin, params={"host": "../../etc"}, content=b"hosted"
+    )
     names = {d["filename"] for d in server.get("/api/dumps")}
     hosts = {d["host"] for d in server.get("/api/dumps")}
     assert all("/" not in n and not n.startswith(".") for n in names), names
@@ -158,12 +177,14 @@ def test_path_tricks(make_server, kdump61: Path) -> None:
 def test_oversized_upload_refused(make_server, kdump61: Path) -> None:
     """An upload over --max-upload is refused with 413 and nothing of it is kept."""
     server: Server = make_server(["--max-upload", "1M"])
-    answer = server.request("POST", "/api/dumps", server.token("upload", "web1"),
-                            content=open(kdump61, "rb"))  # fmt: skip
+    answer = server.request(
+        "POST", "/api/dumps", server.token("upload", "web1"), content=open(kdump61, "rb")
+    )
     assert answer.status_code == 413 and "limit" in answer.json()["detail"]
     # chunked (no length given): refused once the limit is passed
-    answer = server.request("POST", "/api/dumps", server.token("upload", "web1"),
-                            content=iter([b"\0" * 65536] * 40))  # fmt: skip
+    answer = server.request(
+        "POST", "/api/dumps", server.token("upload", "web1"), content=iter([b"\0" * 65536] * 40)
+    )
     assert answer.status_code == 413
     assert server.get("/api/dumps") == []
     assert list((server.data / "incoming").iterdir()) == []
@@ -174,8 +195,9 @@ def test_store_full(make_server, kdump61: Path, flat61: Path, tmp_path: Path) ->
     dumps intact."""
     server: Server = make_server(["--store-cap", "20M"])
     first = server.upload(kdump61)
-    answer = server.request("POST", "/api/dumps", server.token("upload", "web1"),
-                            content=open(flat61, "rb"))  # fmt: skip
+    answer = server.request(
+        "POST", "/api/dumps", server.token("upload", "web1"), content=open(flat61, "rb")
+    )
     assert answer.status_code == 507 and "full" in answer.json()["detail"]
     assert [d["id"] for d in server.get("/api/dumps")] == [first["id"]]
     assert list((server.data / "incoming").iterdir()) == []
@@ -199,11 +221,16 @@ def test_rebucket_and_regression(make_server, kdump61: Path, flat61: Path) -> No
     assert len(v1) == 1 and v1[0]["scheme"] == 1 and v1[0]["count"] == 2
     assert v1[0]["signature"] == server.get(f"/api/dumps/{ids[0]}")["report"]["signature"]["sha256"]
     problem = server.get("/api/problems")[0]
-    fixed = server.request("POST", f"/api/problems/{problem['id']}/fixed", admin,
-                           json={"release": "6.1.0-50-cloud-amd64"}).json()  # fmt: skip
+    fixed = server.request(
+        "POST",
+        f"/api/problems/{problem['id']}/fixed",
+        admin,
+        json={"release": "6.1.0-50-cloud-amd64"},
+    ).json()
     assert fixed["fixed_in"] == "6.1.0-50-cloud-amd64" and fixed["regressions"] == 2
-    fixed = server.request("POST", f"/api/problems/{problem['id']}/fixed", admin,
-                           json={"release": "6.2.0-1-amd64"}).json()  # fmt: skip
+    fixed = server.request(
+        "POST", f"/api/problems/{problem['id']}/fixed", admin, json={"release": "6.2.0-1-amd64"}
+    ).json()
     assert fixed["regressions"] == 0
 
 
@@ -234,17 +261,17 @@ def test_worker_killed_mid_analysis(make_server, kdump61: Path) -> None:
         time.sleep(0.1)
     time.sleep(0.5)
     db = _database(server)
-    worker = db("SELECT worker FROM dumps WHERE id = %d" % dump_id)[0][0]
+    worker = db(f"SELECT worker FROM dumps WHERE id = {dump_id}")[0][0]
     victims = _worker_tree(int(worker.rsplit(":", 1)[1]))
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     (done,) = server.wait([dump_id], timeout=120)
     assert done["status"] == "done"
-    ((attempts, completions, second),) = db(  # noqa: RUF015
-        "SELECT attempts, completions, worker FROM dumps WHERE id = %d" % dump_id
+    ((attempts, completions, second),) = db(
+        f"SELECT attempts, completions, worker FROM dumps WHERE id = {dump_id}"
     )
     assert attempts >= 2 and completions == 1 and second != worker
-    assert db("SELECT count(*) FROM buckets WHERE dump_id = %d" % dump_id)[0][0] == 2
+    assert db(f"SELECT count(*) FROM buckets WHERE dump_id = {dump_id}")[0][0] == 2
     assert server.get("/api/problems")[0]["count"] == 1
 
 
@@ -268,9 +295,11 @@ def test_server_killed_mid_upload(make_server, kdump61: Path) -> None:
     server: Server = make_server()
     data = kdump61.read_bytes()
     sock = socket.create_connection(("127.0.0.1", server.port))
-    head = (f"POST /api/dumps?filename=vmcore.kdump HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {server.token('upload', 'web1')}\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST /api/dumps?filename=vmcore.kdump HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {server.token('upload', 'web1')}\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
     sock.sendall(head.encode() + data[: len(data) // 2])
     deadline = time.monotonic() + 10
     while not any((server.data / "incoming").iterdir()):
@@ -283,8 +312,9 @@ def test_server_killed_mid_upload(make_server, kdump61: Path) -> None:
     server.start()
     assert list((server.data / "incoming").iterdir()) == []
     assert server.get("/api/dumps") == []
-    done = server.cli("upload", "--server", server.url, "--token",
-                      server.token("upload", "web1"), str(kdump61))  # fmt: skip
+    done = server.cli(
+        "upload", "--server", server.url, "--token", server.token("upload", "web1"), str(kdump61)
+    )
     assert done.returncode == 0, done.stderr
     again = server.upload(kdump61)
     assert again["duplicate"]
@@ -293,14 +323,18 @@ def test_server_killed_mid_upload(make_server, kdump61: Path) -> None:
     server.wait([dump["id"]])
 
 
-def test_redis_restarted_with_tasks_queued(request, backend: str, make_server, kdump61: Path,
-                                           flat61: Path, tmp_path: Path) -> None:  # fmt: skip
+def test_redis_restarted_with_tasks_queued(
+    request, backend: str, make_server, kdump61: Path, flat61: Path, tmp_path: Path
+) -> None:
     """Redis restarted (losing its queue) while dumps wait for a worker: all are analysed."""
     if backend == "embedded":
         pytest.skip("no Redis in the embedded default")
     server: Server = make_server(workers=0)
-    ids = [server.upload(kdump61)["id"], server.upload(flat61)["id"],
-           server.upload(garbage(tmp_path))["id"]]  # fmt: skip
+    ids = [
+        server.upload(kdump61)["id"],
+        server.upload(flat61)["id"],
+        server.upload(garbage(tmp_path))["id"],
+    ]
     redis = request.getfixturevalue("redis")
     redis.stop()
     redis.start()
@@ -326,21 +360,37 @@ def test_spool_directory(make_server, kdump61: Path, tmp_path: Path) -> None:
 
 def test_cli_errors(tmp_path: Path) -> None:
     """Bad input: one line, no traceback."""
-    run = lambda *a: subprocess.run([sys.executable, "-m", "kdumpkit", *a],  # noqa: E731
-                                    capture_output=True, text=True, env=kdumpkit_env())  # fmt: skip
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "kdumpkit", *a],
+            capture_output=True,
+            text=True,
+            env=kdumpkit_env(),
+        )
+
     done = run("server", "token", "create", "--data", str(tmp_path), "--role", "upload")
     assert (
         done.returncode == 2
         and done.stderr == "kdumpkit server: an upload token needs --host NAME\n"
     )
-    done = run("upload", "--server", "http://127.0.0.1:9", "--token", "t", "--retries", "0",
-               str(tmp_path))  # fmt: skip
+    done = run(
+        "upload", "--server", "http://127.0.0.1:9", "--token", "t", "--retries", "0", str(tmp_path)
+    )
     assert (
         done.returncode == 1 and "no dumps there" in done.stderr and "Traceback" not in done.stderr
     )
     (tmp_path / "dump.1").write_bytes(b"x")
-    done = run("upload", "--server", "http://127.0.0.1:9", "--token", "t", "--retries", "0",
-               str(tmp_path / "dump.1"))  # fmt: skip
+    done = run(
+        "upload",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "t",
+        "--retries",
+        "0",
+        str(tmp_path / "dump.1"),
+    )
     assert done.returncode == 1 and "Connection refused" in done.stderr
     assert len(done.stderr.splitlines()) == 1
 
