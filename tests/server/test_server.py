@@ -399,3 +399,30 @@ def test_wait_port_helper() -> None:
     """(the fixtures' port wait fails clearly)"""
     with pytest.raises(TimeoutError):
         wait_port(9, timeout=0.2)
+
+
+def test_collect_upload(make_server, kdump61: Path, tmp_path: Path) -> None:
+    """``collect --upload URL``: the dump saved, then sent with its kernel log; the server
+    groups it with the same crash sent by ``kdumpkit upload``."""
+    server: Server = make_server()
+    first = server.upload(kdump61, host="web1")
+    done = server.cli(
+        "collect",
+        "--vmcore",
+        str(kdump61),
+        "--dir",
+        str(tmp_path / "crash"),
+        "--upload",
+        server.url,
+        "--upload-token",
+        server.token("upload", "node3"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "uploaded" in done.stderr.splitlines()[-1]
+    dumps = server.get("/api/dumps")
+    collected = next(d for d in dumps if d["host"] == "node3")
+    assert collected["filename"].startswith("dump.")
+    first_done, collected_done = server.wait([first["id"], collected["id"]])
+    (log,) = (tmp_path / "crash").rglob("dmesg.*")
+    assert collected_done["dmesg"] == log.read_text()
+    assert collected_done["problem"] == first_done["problem"]
