@@ -177,8 +177,11 @@ def analyse(
         stderr = child.stderr.decode(errors="replace").strip().splitlines()
         if child.returncode < 0:
             why = f"analysis killed by signal {-child.returncode}"
-        elif stderr and "MemoryError" in stderr[-1]:
-            why = f"analysis ran out of memory (limit {memory_limit >> 20} MiB)"
+        elif stderr and any(
+            sign in stderr[-1]
+            for sign in ("MemoryError", "failed to map segment", "Cannot allocate memory")
+        ):
+            why = f"analysis ran out of memory (limit {memory_limit >> 20} MiB): {stderr[-1]}"
         else:
             why = f"analysis failed: {stderr[-1] if stderr else f'exit {child.returncode}'}"
         return AnalysisResult(FAILED, why, seconds=seconds)

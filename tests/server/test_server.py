@@ -426,3 +426,23 @@ def test_collect_upload(make_server, kdump61: Path, tmp_path: Path) -> None:
     (log,) = (tmp_path / "crash").rglob("dmesg.*")
     assert collected_done["dmesg"] == log.read_text()
     assert collected_done["problem"] == first_done["problem"]
+
+
+def test_retention_keeps_newest_per_problem(make_server, kdump61: Path, flat61: Path) -> None:
+    """--keep 1: of a problem's two dumps the older one's file goes, its analysis stays."""
+    server: Server = make_server(["--keep", "1"])
+    older = server.upload(kdump61)["id"]
+    server.wait([older])
+    newer = server.upload(flat61)["id"]
+    old_row, new_row = server.wait([older, newer])
+    assert old_row["problem"] == new_row["problem"]
+    deadline = time.monotonic() + 10
+    while server.get(f"/api/dumps/{older}")["stored"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert server.get(f"/api/dumps/{newer}")["stored"]
+    gone = server.request("GET", f"/api/dumps/{older}/download", server.token("read"))
+    assert gone.status_code == 410
+    assert server.get(f"/api/dumps/{older}")["report"]["release"] == "6.1.0-56-cloud-amd64"
+    assert server.get("/api/problems")[0]["count"] == 2
+    assert not list(server.data.joinpath("dumps").rglob(old_row["sha256"]))
