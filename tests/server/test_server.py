@@ -108,16 +108,47 @@ def test_unreadable_uploads(make_server, kdump61: Path, tmp_path: Path) -> None:
     assert fine["status"] == "done"
 
 
-def test_tokens_and_roles(make_server, kdump61: Path) -> None:
-    """No or wrong token: 401; an upload token reads and lists nothing; a read token
-    neither uploads nor deletes; an admin deletes."""
-    server: Server = make_server()
-    dump_id = server.upload(kdump61)["id"]
+def test_access_and_limits(make_server, kdump61: Path) -> None:
+    """One server with --max-upload 1M: oversized uploads refused (413, nothing kept);
+    names and headers with path tricks go nowhere; no or wrong token 401; an upload token
+    reads and lists nothing; a read token neither uploads nor deletes; an admin deletes."""
+    server: Server = make_server(["--max-upload", "1M"])
     upload, read, admin = (
         server.token("upload", "web1"),
         server.token("read"),
         server.token("admin"),
     )
+    # oversized, with its length given, then chunked (refused once the limit is passed)
+    answer = server.request("POST", "/api/dumps", upload, content=open(kdump61, "rb"))
+    assert answer.status_code == 413 and "limit" in answer.json()["detail"]
+    answer = server.request("POST", "/api/dumps", upload, content=iter([b"\0" * 65536] * 40))
+    assert answer.status_code == 413
+    assert server.get("/api/dumps") == []
+    assert list((server.data / "incoming").iterdir()) == []
+    # path tricks: the file is named by its sha256 in the store, the shown name is tame
+    for name in ("../../../../tmp/evil", "/etc/passwd", "..%2F..%2Fevil", "a/../../b"):
+        answer = server.request(
+            "POST",
+            "/api/dumps",
+            upload,
+            params={"filename": name},
+            headers={"X-Filename": name},
+            content=name.encode(),
+        )
+        assert answer.status_code == 201
+    answer = server.request(
+        "POST", "/api/dumps", admin, params={"host": "../../etc"}, content=b"hosted"
+    )
+    dumps = server.get("/api/dumps")
+    assert all("/" not in d["filename"] and not d["filename"].startswith(".") for d in dumps)
+    assert all("/" not in d["host"] and not d["host"].startswith(".") for d in dumps)
+    stored = [p for p in server.data.rglob("*") if p.is_file() and p.parent.parent.name == "dumps"]
+    assert len(stored) == 5 and all(len(p.name) == 64 for p in stored)
+    assert not Path("/tmp/evil").exists()
+    for path in ("/api/dumps/..%2F..%2Fetc%2Fpasswd", "/api/dumps/1%2F..%2F..", "/../etc/passwd"):
+        assert server.request("GET", path, read).status_code in (404, 422)
+    # tokens and roles
+    dump_id = dumps[0]["id"]
     paths = [
         "/api/dumps",
         "/api/problems",
@@ -136,58 +167,16 @@ def test_tokens_and_roles(make_server, kdump61: Path) -> None:
     assert server.request("DELETE", f"/api/dumps/{dump_id}", read).status_code == 403
     assert server.request("DELETE", f"/api/dumps/{dump_id}", upload).status_code == 403
     assert server.request("POST", "/api/rebucket?scheme=1", read).status_code == 403
+    assert (
+        server.request("PUT", f"/api/dumps/{dump_id}/dmesg", read, content=b"x").status_code == 403
+    )
     page = server.request("GET", "/", upload, follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"] == "/login"
     server.wait([dump_id])
+    sha = server.get(f"/api/dumps/{dump_id}")["sha256"]
     assert server.request("DELETE", f"/api/dumps/{dump_id}", admin).status_code == 204
-    assert server.get("/api/dumps") == [] and server.get("/api/problems") == []
-    assert not any(server.data.joinpath("dumps").rglob("*" * 1 + "?" * 63))
-
-
-def test_path_tricks(make_server, kdump61: Path) -> None:
-    """Names and headers with path tricks go nowhere: the stored file is named by its
-    sha256 inside the store, the shown name is a bare, tame file name."""
-    server: Server = make_server()
-    token = server.token("upload", "web1")
-    for name in ("../../../../tmp/evil", "/etc/passwd", "..%2F..%2Fevil", "a/../../b"):
-        answer = server.request(
-            "POST",
-            "/api/dumps",
-            token,
-            params={"filename": name},
-            headers={"X-Filename": name},
-            content=b"not a dump " + name.encode(),
-        )
-        assert answer.status_code == 201
-    admin = server.token("admin")
-    answer = server.request(
-        "POST", "/api/dumps", admin, params={"host": "../../etc"}, content=b"hosted"
-    )
-    names = {d["filename"] for d in server.get("/api/dumps")}
-    hosts = {d["host"] for d in server.get("/api/dumps")}
-    assert all("/" not in n and not n.startswith(".") for n in names), names
-    assert all("/" not in h and not h.startswith(".") for h in hosts), hosts
-    stored = [p for p in server.data.rglob("*") if p.is_file() and p.parent.parent.name == "dumps"]
-    assert len(stored) == 5 and all(len(p.name) == 64 for p in stored)
-    assert not Path("/tmp/evil").exists()
-    for path in ("/api/dumps/..%2F..%2Fetc%2Fpasswd", "/api/dumps/1%2F..%2F..", "/../etc/passwd"):
-        assert server.request("GET", path, server.token("read")).status_code in (404, 422)
-
-
-def test_oversized_upload_refused(make_server, kdump61: Path) -> None:
-    """An upload over --max-upload is refused with 413 and nothing of it is kept."""
-    server: Server = make_server(["--max-upload", "1M"])
-    answer = server.request(
-        "POST", "/api/dumps", server.token("upload", "web1"), content=open(kdump61, "rb")
-    )
-    assert answer.status_code == 413 and "limit" in answer.json()["detail"]
-    # chunked (no length given): refused once the limit is passed
-    answer = server.request(
-        "POST", "/api/dumps", server.token("upload", "web1"), content=iter([b"\0" * 65536] * 40)
-    )
-    assert answer.status_code == 413
-    assert server.get("/api/dumps") == []
-    assert list((server.data / "incoming").iterdir()) == []
+    assert dump_id not in {d["id"] for d in server.get("/api/dumps")}
+    assert not list(server.data.joinpath("dumps").rglob(sha))
 
 
 def test_store_full(make_server, kdump61: Path, flat61: Path, tmp_path: Path) -> None:
@@ -343,21 +332,6 @@ def test_redis_restarted_with_tasks_queued(
     assert [d["status"] for d in dumps] == ["done", "done", "unreadable"]
 
 
-def test_spool_directory(make_server, kdump61: Path, tmp_path: Path) -> None:
-    """A spool directory that collect writes to (HOST/STAMP/dump.STAMP) is ingested."""
-    spool = tmp_path / "spool"
-    (spool / "node7" / "202611260841").mkdir(parents=True)
-    server: Server = make_server(["--spool", str(spool)])
-    (spool / "node7" / "202611260841" / "dump.202611260841.incomplete").write_bytes(b"half")
-    os.link(kdump61, spool / "node7" / "202611260841" / "dump.202611260841")
-    deadline = time.monotonic() + 30
-    while not (dumps := server.get("/api/dumps")):
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
-    assert [(d["host"], d["filename"]) for d in dumps] == [("node7", "dump.202611260841")]
-    server.wait([dumps[0]["id"]])
-
-
 def test_cli_errors(tmp_path: Path) -> None:
     """Bad input: one line, no traceback."""
 
@@ -401,10 +375,13 @@ def test_wait_port_helper() -> None:
         wait_port(9, timeout=0.2)
 
 
-def test_collect_upload(make_server, kdump61: Path, tmp_path: Path) -> None:
+def test_collect_upload_and_spool(make_server, kdump61: Path, flat61: Path, tmp_path: Path) -> None:
     """``collect --upload URL``: the dump saved, then sent with its kernel log; the server
-    groups it with the same crash sent by ``kdumpkit upload``."""
-    server: Server = make_server()
+    groups it with the same crash sent by ``kdumpkit upload``. A spool directory that
+    collect writes to (HOST/STAMP/dump.STAMP) is ingested, never an incomplete file."""
+    spool = tmp_path / "spool"
+    (spool / "node7" / "202611260841").mkdir(parents=True)
+    server: Server = make_server(["--spool", str(spool)])
     first = server.upload(kdump61, host="web1")
     done = server.cli(
         "collect",
@@ -426,6 +403,15 @@ def test_collect_upload(make_server, kdump61: Path, tmp_path: Path) -> None:
     (log,) = (tmp_path / "crash").rglob("dmesg.*")
     assert collected_done["dmesg"] == log.read_text()
     assert collected_done["problem"] == first_done["problem"]
+    (spool / "node7" / "202611260841" / "dump.202611260841.incomplete").write_bytes(b"half")
+    (spool / "node7" / "202611260841" / "dump.202611260841").symlink_to(flat61)
+    deadline = time.monotonic() + 30
+    while not (spooled := [d for d in server.get("/api/dumps") if d["host"] == "node7"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert [d["filename"] for d in spooled] == ["dump.202611260841"]
+    (spooled_done,) = server.wait([spooled[0]["id"]])
+    assert spooled_done["problem"] == first_done["problem"]
 
 
 def test_retention_keeps_newest_per_problem(make_server, kdump61: Path, flat61: Path) -> None:
