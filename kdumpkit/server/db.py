@@ -7,6 +7,8 @@ count once in a problem however often its analysis completes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import secrets
 from datetime import UTC, datetime
@@ -141,9 +143,16 @@ def migrate(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with contextlib.ExitStack() as stack:
+        if engine.dialect.name == "sqlite" and engine.url.database:
+            # server and workers start together: one migrates, the others wait
+            lock = stack.enter_context(open(f"{engine.url.database}.migrate-lock", "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7370656564)")
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
 
 
 def open_database(url: str) -> sessionmaker[Session]:

@@ -62,12 +62,18 @@ def _context():  # type: ignore[no-untyped-def]
 def run_worker(config: ServerConfig, concurrency: int = 1, loglevel: str = "WARNING") -> None:
     """``celery worker`` on this process (prefork pool of ``concurrency`` processes)."""
     import os
+    import warnings
 
+    from celery.exceptions import SecurityWarning
+
+    # Celery warns a root worker; the task takes only JSON, never pickle.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     os.environ.update(config.to_environ())
     _context()  # migrate before taking tasks
     app = make_celery(config)
     app.worker_main(
         [
+            "--quiet",
             "worker",
             f"--loglevel={loglevel}",
             f"--concurrency={concurrency}",
