@@ -74,7 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve, or manage tokens."""
+    """Serve, or manage tokens; a database that cannot be reached is one line."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        return _run(args)
+    except (OperationalError, ArgumentError) as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"kdumpkit server: database: {first}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from kdumpkit.server.config import ServerConfig
 
     if getattr(args, "action", None) == "token":

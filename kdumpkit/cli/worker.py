@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 HELP = "analyse dumps for a kdumpkit server (a Celery worker)"
 
@@ -47,5 +48,12 @@ def run(args: argparse.Namespace) -> int:
             os.environ[f"KDUMPKIT_SERVER_{name}"] = str(value)
     if args.commands:
         os.environ["KDUMPKIT_SERVER_COMMANDS"] = ";".join(args.commands)
-    run_worker(ServerConfig.from_environ(), args.concurrency, args.loglevel)
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        run_worker(ServerConfig.from_environ(), args.concurrency, args.loglevel)
+    except (OperationalError, ArgumentError) as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"kdumpkit worker: database: {first}", file=sys.stderr)
+        return 1
     return 0
