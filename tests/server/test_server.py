@@ -349,6 +349,19 @@ def test_cli_errors(tmp_path: Path) -> None:
         and done.stderr == "kdumpkit server: an upload token needs --host NAME\n"
     )
     done = run(
+        "server",
+        "token",
+        "create",
+        "--data",
+        str(tmp_path),
+        "--role",
+        "read",
+        "--db",
+        "postgresql+psycopg://nobody@127.0.0.1:9/none",
+    )
+    assert done.returncode == 1 and done.stderr.startswith("kdumpkit server: database: ")
+    assert len(done.stderr.splitlines()) == 1
+    done = run(
         "upload", "--server", "http://127.0.0.1:9", "--token", "t", "--retries", "0", str(tmp_path)
     )
     assert (
