@@ -409,7 +409,30 @@ def create_app(ctx: Context, enqueue: Callable[[int], None]) -> FastAPI:
             row = _problem(session, problem_id)
             chart = views.release_chart(session, row)
             dump_rows = views.dumps(session, config.scheme, problem_id)
-        return page(request, "problem.html", problem=row, chart=chart, dumps=dump_rows)
+        return page(
+            request,
+            "problem.html",
+            problem=row,
+            chart=chart,
+            dumps=dump_rows,
+            admin=who.role == "admin",
+        )
+
+    @app.post("/problems/{problem_id}/fixed", include_in_schema=False)
+    async def problem_fixed_form(request: Request, problem_id: int) -> Response:
+        who = page_principal(request)
+        if isinstance(who, Response):
+            return who
+        if who.role != "admin":
+            raise HTTPException(403, "a read token cannot mark problems fixed")
+        form = parse_qs((await request.body()).decode(errors="replace"))
+        release = (form.get("release") or [""])[0].strip() or None
+        with ctx.sessions.begin() as session:
+            problem = session.get(Problem, problem_id)
+            if problem is None:
+                raise HTTPException(404, "no such problem")
+            problem.fixed_in = release
+        return RedirectResponse(f"/problems/{problem_id}", status_code=303)
 
     @app.get("/dumps", response_class=HTMLResponse, include_in_schema=False)
     def dumps_page(request: Request) -> Response:

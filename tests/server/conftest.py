@@ -308,7 +308,9 @@ class Server:
         headers = dict(kw.pop("headers", {}))
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kw)
+        cookies = kw.pop("cookies", None)
+        with httpx.Client(cookies=cookies, timeout=60) as client:
+            return client.request(method, self.url + path, headers=headers, **kw)
 
     def get(self, path: str, role: str = "read") -> Any:
         answer = self.request("GET", path, self.token(role))

@@ -221,6 +221,23 @@ def test_rebucket_and_regression(make_server, kdump61: Path, flat61: Path) -> No
         "POST", f"/api/problems/{problem['id']}/fixed", admin, json={"release": "6.2.0-1-amd64"}
     ).json()
     assert fixed["regressions"] == 0
+    # the problem page's form, for an admin only
+    form = {
+        "content": b"release=6.1.0-1-cloud-amd64",
+        "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+    }
+    denied = server.request(
+        "POST",
+        f"/problems/{problem['id']}/fixed",
+        cookies={"kdumpkit_token": server.token("read")},
+        **form,
+    )
+    assert denied.status_code == 403
+    saved = server.request(
+        "POST", f"/problems/{problem['id']}/fixed", cookies={"kdumpkit_token": admin}, **form
+    )
+    assert saved.status_code == 303
+    assert server.get(f"/api/problems/{problem['id']}")["regressions"] == 2
 
 
 def _worker_tree(pid: int) -> list[int]:
