@@ -8,11 +8,12 @@ by the server's lease sweep): :func:`claim` lets one delivery run at a time and
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, or_, select, update
@@ -22,7 +23,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from kdumpkit.server import analysis
 from kdumpkit.server.config import ServerConfig
 from kdumpkit.server.db import (
-    DONE,
     FINAL,
     QUEUED,
     RUNNING,
@@ -151,7 +151,7 @@ def complete(ctx: Context, dump_id: int, result: analysis.AnalysisResult) -> boo
         dump.analysis_seconds = result.seconds
         dump.completions += 1
         dump.report = result.report_json
-        dump.commands = analysis.json.dumps(result.commands) if result.commands else None
+        dump.commands = json.dumps(result.commands) if result.commands else None
         if result.dmesg and not dump.dmesg:
             dump.dmesg = result.dmesg
         if facts is not None:
@@ -161,8 +161,6 @@ def complete(ctx: Context, dump_id: int, result: analysis.AnalysisResult) -> boo
             dump.panic = facts.panic
             dump.taint = facts.taint
             if facts.crash_time:
-                from datetime import UTC, datetime
-
                 dump.crashed = datetime.fromtimestamp(facts.crash_time, UTC).replace(tzinfo=None)
             session.flush()
             bucket(session, dump, _signatures(ctx, facts))
@@ -281,6 +279,3 @@ def spool_files(spool: Path) -> list[Path]:
         for p in spool.rglob("dump.*")
         if p.is_file() and not p.name.endswith((".incomplete", ".part"))
     )
-
-
-__all__ = ["DONE", "Context", "analyse_dump", "apply_retention", "rebucket", "stale_dumps"]
