@@ -77,6 +77,9 @@ class CollectSettings:
     threads: int = 0
     min_free_mb: int = 64
     space_check: bool = True
+    #: a kdumpkit server to send the saved dump to (``collect --upload URL``), and its token
+    upload: str | None = None
+    upload_token: str | None = None
 
 
 @dataclass

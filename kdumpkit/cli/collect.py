@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from kdumpkit.capture.collect import CollectError, collect, load_settings
+from kdumpkit.capture.collect import CollectError, CollectSettings, collect, load_settings
 from kdumpkit.capture.save import COMPRESSIONS, SAVE_FORMATS
 
 HELP = "in the capture kernel: save /proc/vmcore and its log"
@@ -31,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, help="compression threads, 0 = auto (config)")
     parser.add_argument(
+        "--upload", metavar="URL", help="then send the saved dump and log to a kdumpkit server"
+    )
+    parser.add_argument(
+        "--upload-token", default=os.environ.get("KDUMPKIT_TOKEN"),
+        help="the server's upload token (default $KDUMPKIT_TOKEN)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-space-check", action="store_true",
         help="write even when the free-space estimate says the dump will not fit",
     )  # fmt: skip
@@ -51,15 +59,40 @@ def run(args: argparse.Namespace) -> int:
         dump_format=args.dump_format,
         threads=args.threads,
         space_check=False if args.no_space_check else None,
+        upload=args.upload,
+        upload_token=args.upload_token,
     )
     if not 0 <= settings.dump_level <= 31:
         print(
             f"kdumpkit collect: dump level {settings.dump_level} is outside 0..31", file=sys.stderr
         )
         return 2
+    if settings.upload and (settings.ssh or not settings.upload_token):
+        why = "a local --dir" if settings.ssh else "--upload-token or $KDUMPKIT_TOKEN"
+        print(f"kdumpkit collect: --upload needs {why}", file=sys.stderr)
+        return 2
     try:
-        collect(settings)
+        result = collect(settings)
     except CollectError as exc:
         print(f"kdumpkit collect: {exc}", file=sys.stderr)
         return 1
+    if settings.upload and result.dump:
+        return upload_saved(settings, result.dump)
+    return 0
+
+
+def upload_saved(settings: CollectSettings, dump: str) -> int:
+    """Send the dump collect saved (and its log) to the server; it stays on disk either way."""
+    from pathlib import Path
+
+    from kdumpkit.server.client import Client, UploadError
+
+    try:
+        done = Client(settings.upload or "", settings.upload_token or "").upload(Path(dump))
+    except (UploadError, OSError) as exc:
+        print(f"kdumpkit collect: upload failed, the dump stays in {dump}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"kdumpkit collect: uploaded {dump} to {settings.upload} as dump {done.id}",
+          file=sys.stderr)  # fmt: skip
     return 0

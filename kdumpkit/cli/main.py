@@ -43,6 +43,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "crash": ("kdumpkit.cli.crash", "crash-compatible commands on a dump (bt, log, ps, ...)"),
     "shell": ("kdumpkit.cli.shell", "a Python prompt with the dump opened as `prog`"),
     "report": ("kdumpkit.cli.report", "one-page triage report: why did this kernel die?"),
+    "server": ("kdumpkit.cli.server", "receive, analyse and group the dumps of a fleet"),
+    "worker": ("kdumpkit.cli.worker", "analyse dumps for a kdumpkit server (Celery worker)"),
+    "upload": ("kdumpkit.cli.upload", "send saved dumps and their logs to a kdumpkit server"),
 }
 
 
