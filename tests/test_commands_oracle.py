@@ -36,6 +36,20 @@ RD_OPTIONS = (
     "-a init_uts_ns", "-a linux_proc_banner", "-a linux_banner 100",
 )  # fmt: skip
 
+#: ``list`` with these (init_task at ffffffff85c1aa40, its tasks at ffffffff85c1b2d0)
+LIST_OPTIONS = (
+    "task_struct.tasks -h ffffffff85c1aa40", "-r task_struct.tasks -h ffffffff85c1aa40",
+    "task_struct.tasks -s task_struct.pid -h ffffffff85c1aa40",
+    "task_struct.tasks -x -s task_struct.pid -h ffffffff85c1aa40",
+    "task_struct.tasks -h ffffffff85c1aa40 -s list_head",
+    "task_struct.tasks -H ffffffff85c1b2d0", "-o task_struct.tasks -H ffffffff85c1b2d0",
+    "-r task_struct.tasks -H ffffffff85c1b2d0",
+    "task_struct.tasks -s task_struct.pid,comm -H ffffffff85c1b2d0",
+    "task_struct.tasks -e ffff8f0bc11f8000 -h ffffffff85c1aa40",
+    "-H modules", "module.list -H modules -s module.name",
+    "0 ffffffff85c1ae48", "task_struct.tasks -H ffffffff85c1ae48",
+)  # fmt: skip
+
 #: ``whatis`` of these: structures, unions, enums, typedefs, and two symbols (by drgn)
 WHATIS_NAMES = (
     "task_struct", "list_head", "struct list_head", "union rcu_special", "pid_t",
@@ -80,6 +94,9 @@ BYTE_IDENTICAL = [
     "foreach RU ps",
     "foreach 'kworker*' bt",
     "foreach task -R pid,prio",
+    # list: singly linked, -h embedded and -H standalone heads, -r, -s structures and
+    # members, -e, and the errors of a walk off the dump
+    *(f"list {options}" for options in LIST_OPTIONS),
     # ipcs (the fixture has no IPC objects: the headers and "(none allocated)")
     "ipcs",
     # timer: each CPU's wheel bases, timers by expiry

@@ -19,8 +19,11 @@ Rules (checked against crash 9.0.2 on the 6.1 fixture):
 
 from __future__ import annotations
 
+import re
+
 import drgn
 
+from kdumpkit.analyze.commands.base import CommandError
 from kdumpkit.analyze.facts.symbols import symbolize
 
 _CHAR_NAMES = {"char", "signed char", "unsigned char"}
@@ -206,7 +209,6 @@ def task_struct_text(task: drgn.Object, members: list[str], hexadecimal: bool = 
     whole task_struct and thread_info."""
     from drgn.helpers.linux.sched import task_cpu
 
-    from kdumpkit.analyze.commands.base import CommandError
     from kdumpkit.analyze.crashformat import bt_task_header
     from kdumpkit.analyze.facts.tasks import task_comm, task_thread_info_address
 
@@ -224,5 +226,39 @@ def task_struct_text(task: drgn.Object, members: list[str], hexadecimal: bool = 
             f"{header}\nstruct task_struct {format_value(struct, 0, hexadecimal)}\n\n"
             f"struct thread_info {format_value(thread_info, 0, hexadecimal)}\n\n"
         )
+    except drgn.FaultError as exc:
+        raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None
+
+
+_NAME = r"[A-Za-z_]\w*"
+#: ``name[.member[.member]...][,member...]`` as ``struct`` and ``list -s`` take it.
+STRUCT_SPEC = re.compile(rf"(?P<name>{_NAME})(?:\.(?P<members>{_NAME}(?:[.\w\[\]]*)"
+                         rf"(?:,{_NAME}[.\w\[\]]*)*))?")  # fmt: skip
+
+
+def aggregate_text(
+    prog: drgn.Program, keyword: str, spec: str, address: int, hexadecimal: bool = False
+) -> str:
+    """crash's ``struct NAME ADDRESS`` / ``struct NAME.a,b ADDRESS``."""
+    match = STRUCT_SPEC.fullmatch(spec)
+    if match is None:
+        raise CommandError(f"invalid data structure reference: {spec}")
+    try:
+        type_ = prog.type(f"{keyword} {match['name']}")
+    except LookupError:
+        raise CommandError(f"invalid data structure reference: {match['name']}") from None
+    obj = drgn.Object(prog, type_, address=address)
+    try:
+        if not match["members"]:
+            return f"{keyword} {match['name']} {format_value(obj, 0, hexadecimal)}\n"
+        members = match["members"].split(",")
+        for member in members:
+            try:
+                obj.subobject_(member)
+            except LookupError:
+                raise CommandError(
+                    f"invalid data structure reference: {match['name']}.{member}"
+                ) from None
+        return members_text(obj, members, hexadecimal)
     except drgn.FaultError as exc:
         raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None

@@ -13,7 +13,6 @@ PASS_THROUGH = {
     "btop": "bytes to page number",
     "dev": "device data",
     "eval": "evaluate an expression",
-    "list": "walk a linked list",
     "ptob": "page number to bytes",
     "search": "search memory for a value",
     "tree": "walk a tree (rbtree, radix, xarray, maple)",

@@ -15,7 +15,11 @@ import drgn
 from kdumpkit.analyze.commands.base import CommandError, Result, register
 from kdumpkit.analyze.commands.common import parse_address
 from kdumpkit.analyze.commands.drgn_crash import DrgnCrashCommand
-from kdumpkit.analyze.commands.gdbvalue import format_value, members_text, top_level_text
+from kdumpkit.analyze.commands.gdbvalue import (
+    STRUCT_SPEC,
+    aggregate_text,
+    top_level_text,
+)
 from kdumpkit.analyze.context import next_value_number
 from kdumpkit.analyze.crashformat import type_definition
 from kdumpkit.analyze.facts.cpus import for_each_cpu_in_dump
@@ -48,9 +52,6 @@ def offsets_text(type_: drgn.Type) -> str:
 
 
 _NAME = r"[A-Za-z_]\w*"
-#: ``name[.member[.member]...][,member...]`` as ``struct`` takes it.
-_STRUCT_SPEC = re.compile(rf"(?P<name>{_NAME})(?:\.(?P<members>{_NAME}(?:[.\w\[\]]*)"
-                          rf"(?:,{_NAME}[.\w\[\]]*)*))?")  # fmt: skip
 #: ``p`` expressions handled here: ``[&|*]symbol`` then ``.member``, ``->member``, ``[N]``.
 _P_EXPRESSION = re.compile(rf"(?P<prefix>[&*]?)(?P<name>{_NAME})"
                            rf"(?P<path>(?:\.{_NAME}|->{_NAME}|\[\d+\])*)")  # fmt: skip
@@ -63,41 +64,13 @@ def _radix(argv: list[str]) -> tuple[list[str], bool]:
     return [word for word in argv if word not in ("-x", "-d")], hexadecimal
 
 
-def aggregate_text(
-    prog: Program, keyword: str, spec: str, address: int, hexadecimal: bool = False
-) -> str:
-    """crash's ``struct NAME ADDRESS`` / ``struct NAME.a,b ADDRESS``."""
-    match = _STRUCT_SPEC.fullmatch(spec)
-    if match is None:
-        raise CommandError(f"invalid data structure reference: {spec}")
-    try:
-        type_ = prog.type(f"{keyword} {match['name']}")
-    except LookupError:
-        raise CommandError(f"invalid data structure reference: {match['name']}") from None
-    obj = drgn.Object(prog, type_, address=address)
-    try:
-        if not match["members"]:
-            return f"{keyword} {match['name']} {format_value(obj, 0, hexadecimal)}\n"
-        members = match["members"].split(",")
-        for member in members:
-            try:
-                obj.subobject_(member)
-            except LookupError:
-                raise CommandError(
-                    f"invalid data structure reference: {match['name']}.{member}"
-                ) from None
-        return members_text(obj, members, hexadecimal)
-    except drgn.FaultError as exc:
-        raise CommandError(f"invalid kernel virtual address: {exc.address:x}") from None
-
-
 class _Aggregate(DrgnCrashCommand):
     keyword = "struct"
 
     def run(self, prog: Program, args: argparse.Namespace) -> Result:
         argv = list(args.argv)
         words, hexadecimal = _radix(argv)
-        if len(words) == 2 and not words[0].startswith("-") and _STRUCT_SPEC.fullmatch(words[0]):
+        if len(words) == 2 and not words[0].startswith("-") and STRUCT_SPEC.fullmatch(words[0]):
             address = parse_address(prog, words[1])
             text = aggregate_text(prog, self.keyword, words[0], address, hexadecimal)
             return Result(text, [{"spec": words[0], "address": address, "text": text}])
