@@ -113,3 +113,35 @@ def test_capture_killed_half_way(tmp_path: Path) -> None:
     assert "Crashing task: PID 134" in text and "Could not read:" in text
     assert "page not in dump (lost)" in text or "past EOF" in text
     out.unlink()
+
+
+def test_kdump_cut_in_its_bitmap(tmp_path: Path) -> None:
+    """A kdump file cut inside its bitmaps: one line naming them, from every verb."""
+    bases = _require_fixtures()
+    out = tmp_path / "cut.kdump"
+    out.write_bytes(bases["kdump"].read_bytes()[:40_000])
+    outcomes, _, _ = dd.run_paths(out, dd.VERBS[:4])
+    for outcome in outcomes:
+        assert outcome.kind == "error", outcome.stderr
+        assert "bitmap_blocks 16 runs past the end of the file" in outcome.stderr
+    out.unlink()
+
+
+@pytest.mark.slow
+def test_elf_cut_short(tmp_path: Path) -> None:
+    """The raw /proc/vmcore cut at 80 % (a copy killed, a disk full): the kernel image is
+    in it, the top of memory is not; report gives the panic, the crashing task's
+    backtrace and the log, and lists the parts it could not read."""
+    bases = _require_fixtures()
+    if "elf" not in bases:
+        pytest.skip("the decompressed ELF fixture is not in the cache")
+    size = bases["elf"].stat().st_size
+    out = dd.materialize(
+        dd.Variant(str(bases["elf"]), "truncate", 0, truncate_at=size * 4 // 5 // 4096 * 4096),
+        tmp_path / "cut.elf",
+    )
+    text = dd.run_report_text(out)
+    assert "panic: Kernel panic - not syncing: sysrq triggered crash" in text
+    assert 'Crashing task: PID 134 "testbed_crasher"' in text and " #9 [" in text
+    assert "Could not read:" in text and "page not in dump (lost)" in text
+    out.unlink()
