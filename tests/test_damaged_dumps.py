@@ -145,3 +145,28 @@ def test_elf_cut_short(tmp_path: Path) -> None:
     assert 'Crashing task: PID 134 "testbed_crasher"' in text and " #9 [" in text
     assert "Could not read:" in text and "page not in dump (lost)" in text
     out.unlink()
+
+
+def test_big_file_is_not_mapped_under_an_address_space_limit(tmp_path: Path) -> None:
+    """Under ``ulimit -v`` a dump bigger than a quarter of the limit is read with pread:
+    a 779 MB cut ELF mapped whole left a 1 GiB-limited analysis too little room."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+        "from kdumpkit.dump.source import FileSource; "
+        "print(FileSource(sys.argv[1])._map is None, FileSource(sys.argv[2])._map is None)"
+    )
+    small = tmp_path / "small"
+    small.write_bytes(bytes(4096))
+    big = tmp_path / "big"
+    with open(big, "wb") as file:
+        file.truncate(600 << 20)  # sparse: no disk used
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(small), str(big)],
+        capture_output=True, text=True, check=True, env={"PYTHONPATH": str(dd.ROOT)},
+    )  # fmt: skip
+    assert run.stdout.split() == ["False", "True"]
+    big.unlink()
+    small.unlink()
