@@ -113,3 +113,60 @@ def test_capture_killed_half_way(tmp_path: Path) -> None:
     assert "Crashing task: PID 134" in text and "Could not read:" in text
     assert "page not in dump (lost)" in text or "past EOF" in text
     out.unlink()
+
+
+def test_kdump_cut_in_its_bitmap(tmp_path: Path) -> None:
+    """A kdump file cut inside its bitmaps: one line naming them, from every verb."""
+    bases = _require_fixtures()
+    out = tmp_path / "cut.kdump"
+    out.write_bytes(bases["kdump"].read_bytes()[:40_000])
+    outcomes, _, _ = dd.run_paths(out, dd.VERBS[:4])
+    for outcome in outcomes:
+        assert outcome.kind == "error", outcome.stderr
+        assert "bitmap_blocks 16 runs past the end of the file" in outcome.stderr
+    out.unlink()
+
+
+@pytest.mark.slow
+def test_elf_cut_short(tmp_path: Path) -> None:
+    """The raw /proc/vmcore cut at 80 % (a copy killed, a disk full): the kernel image is
+    in it, the top of memory is not; report gives the panic, the crashing task's
+    backtrace and the log, and lists the parts it could not read."""
+    bases = _require_fixtures()
+    if "elf" not in bases:
+        pytest.skip("the decompressed ELF fixture is not in the cache")
+    size = bases["elf"].stat().st_size
+    out = dd.materialize(
+        dd.Variant(str(bases["elf"]), "truncate", 0, truncate_at=size * 4 // 5 // 4096 * 4096),
+        tmp_path / "cut.elf",
+    )
+    text = dd.run_report_text(out)
+    assert "panic: Kernel panic - not syncing: sysrq triggered crash" in text
+    assert 'Crashing task: PID 134 "testbed_crasher"' in text and " #9 [" in text
+    assert "Could not read:" in text and "page not in dump (lost)" in text
+    out.unlink()
+
+
+def test_big_file_is_not_mapped_under_an_address_space_limit(tmp_path: Path) -> None:
+    """Under ``ulimit -v`` a dump bigger than a quarter of the limit is read with pread:
+    a 779 MB cut ELF mapped whole left a 1 GiB-limited analysis too little room."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+        "from kdumpkit.dump.source import FileSource; "
+        "print(FileSource(sys.argv[1])._map is None, FileSource(sys.argv[2])._map is None)"
+    )
+    small = tmp_path / "small"
+    small.write_bytes(bytes(4096))
+    big = tmp_path / "big"
+    with open(big, "wb") as file:
+        file.truncate(600 << 20)  # sparse: no disk used
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(small), str(big)],
+        capture_output=True, text=True, check=True, env={"PYTHONPATH": str(dd.ROOT)},
+    )  # fmt: skip
+    assert run.stdout.split() == ["False", "True"]
+    big.unlink()
+    small.unlink()

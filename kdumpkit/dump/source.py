@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import resource
 from typing import Protocol
 
 from kdumpkit.dump.errors import DumpFormatError
@@ -29,6 +30,14 @@ class ByteSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def _mapping_fits(size: int) -> bool:
+    """Whether a file this big may be mapped: under an address-space limit (``ulimit -v``,
+    RLIMIT_AS, as fleet workers set) a mapping of most of the limit would leave too
+    little for the analysis itself, so files over a quarter of it are read with pread."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return soft == resource.RLIM_INFINITY or size <= soft // 4
 
 
 class FileSource:
@@ -57,7 +66,7 @@ class FileSource:
         )
         self._read_lo, self._read_hi, self._read_bytes = self.size, 0, 0
         self._last_dropped_lo = self.size
-        if self.size > 0:
+        if self.size > 0 and _mapping_fits(self.size):
             try:
                 self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError):
