@@ -80,3 +80,22 @@ def test_log_without_vmlinux_is_crash_text_on_6_1() -> None:
 
     session = Session(open_program(folder / "vmcore.kdump"))
     assert session.run_to_text("log") == reference.read_text()
+
+
+def test_ps_is_crash_text_on_6_1_but_the_waking_state() -> None:
+    """crash's %MEM on arm64 divides by high_memory's pfn; every column but ST is crash's
+    (crash 9.0.2 prints WA for a task in TASK_WAKING, which ps does not know yet)."""
+    folder = arm64_file(f"kdump-{KVER_6_1}-load", "vmcore.kdump").parent
+    reference = folder / "crash-9.0.2" / "vmcore.kdump" / "ps.txt"
+    vmlinux = arm64_vmlinux(KVER_6_1)
+    if not reference.exists() or vmlinux is None:
+        pytest.skip("crash 9.0.2's arm64 output or the -dbg vmlinux is not made (50-crash.sh)")
+    from kdumpkit.analyze.session import Session
+
+    ours = Session(open_program(folder / "vmcore.kdump", vmlinux)).run_to_text("ps").splitlines()
+    theirs = reference.read_text().splitlines()
+    assert len(ours) == len(theirs)
+    differing = [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b]
+    for a, b in differing:
+        assert a.replace("  RU  ", "  WA  ") == b
+    assert len(differing) <= 1
