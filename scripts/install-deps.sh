@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(makedumpfile crash kexec-tools qemu-system-x86 busybox-static kmod cpio zstd
-              liblzo2-dev file e2fsprogs dosfstools xz-utils)
+              liblzo2-dev file e2fsprogs dosfstools xz-utils
+              qemu-system-arm qemu-user-static binutils)   # arm64 testbed (testbed/arm64)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
