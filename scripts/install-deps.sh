@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(makedumpfile crash kexec-tools qemu-system-x86 busybox-static kmod cpio zstd
               liblzo2-dev file e2fsprogs dosfstools xz-utils
               mmdebstrap qemu-utils fdisk
-              redis-server postgresql chromium chromium-driver)
+              redis-server postgresql chromium chromium-driver
+              qemu-system-arm qemu-user-static binutils)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -335,7 +335,7 @@ def test_task_list_that_loops_ends(
 ) -> None:
     """A task's tasks.next pointed back into the list (a loop that misses the head), or
     anywhere: the task walks (guard.tasks, ps's) end, each task at most once."""
-    from kdumpkit.analyze.commands.common import for_each_task_with_idle
+    from kdumpkit.analyze.facts.tasks import for_each_task_with_idle
 
     offset = drgn.offsetof(prog.type("struct task_struct"), "tasks")
     index = data.draw(st.integers(0, len(task_list) - 1))

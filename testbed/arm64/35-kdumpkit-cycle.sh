@@ -7,9 +7,9 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 kv=${1:-${KVERS%% *}}
 b="$A64/build/$kv"; out="$FIXTURES/kdumpkit-$kv-cycle${SUFFIX:-}"
+wait_idle   # before touching $out: a concurrent run of the same kernel waits here
 rm -rf "$out"; mkdir -p "$out"; cd "$out"
 mkfs.ext4 -q -F -L kdkout out.ext4 1536M
-wait_idle
 log "booting $kv (kdumpkit cycle, cpu=$CPU); console -> $out/console.log"
 t0=$(date +%s.%N); rc=0
 timeout "$BOOT_TIMEOUT" "$QEMU" -M "$MACHINE" -cpu "$CPU" -accel tcg -m "$GUEST_MEM" -smp "$GUEST_CPUS" \
