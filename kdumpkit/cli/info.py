@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dump files; the files of a --split set are described together",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="every fact as JSON")
+    parser.add_argument(
+        "--vmlinux", metavar="FILE",
+        help="say where analysis given this file (as `crash --vmlinux`) takes symbols and types",
+    )  # fmt: skip
 
 
 def _iso(ts: int | None) -> str | None:
@@ -134,6 +138,23 @@ def sources(dump: Dump) -> dict[str, str]:
     }
 
 
+def given_file_sources(path: str) -> dict[str, str]:
+    """What a ``--vmlinux`` file replaces: a vmlinux with DWARF gives symbols and types,
+    a System.map or a stripped vmlinux gives symbols (types still from BTF)."""
+    from kdumpkit.analyze.program import debug_file_kind
+
+    kind = debug_file_kind(path)
+    if kind == "dwarf":
+        return {"symbols": f"DWARF vmlinux {path}", "types": f"DWARF vmlinux {path}"}
+    if kind == "symtab":
+        return {"symbols": f"ELF symbol table of {path}"}
+    from kdumpkit.debuginfo.symbols import debian_stub_system_map
+
+    if debian_stub_system_map(path):
+        return {"symbols": f"{path} is Debian's placeholder System.map: not usable"}
+    return {"symbols": f"System.map {path}"}
+
+
 def _span(table: KallsymsTable | None, start: str, stop: str, what: str) -> str | None:
     """``WHAT in memory at ADDRESS (N bytes)`` when ``table`` has both symbols."""
     if table is None:
@@ -224,6 +245,10 @@ def run(args: argparse.Namespace) -> int:
     dumps = _open_all(args.dumps)
     try:
         infos = [describe(d) for d in dumps]
+        if args.vmlinux:
+            for info in infos:
+                if "sources" in info:
+                    info["sources"].update(given_file_sources(args.vmlinux))
     finally:
         for dump in dumps:
             dump.close()
