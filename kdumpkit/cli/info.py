@@ -128,6 +128,9 @@ def sources(dump: Dump) -> dict[str, str]:
             found_kallsyms(dump)
         except KallsymsError as exc:
             symbols = f"none in the dump ({exc}): give a System.map or vmlinux"
+    if table is None:
+        unknown = "not found: its place in memory comes from the symbols"
+        return {"symbols": symbols, "types": unknown, "unwind": unknown}
     return {
         "symbols": symbols,
         "types": _span(table, "__start_BTF", "__stop_BTF", "BTF")
