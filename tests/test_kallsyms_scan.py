@@ -135,6 +135,12 @@ def test_debian_stub_system_map(kdump61: Path, tmp_path: Path) -> None:
     assert "linux-image-RELEASE-dbg" in str(exc.value) and "\n" not in str(exc.value)
     with pytest.raises(SymbolError, match="placeholder"):
         open_program(kdump61, vmlinux=stub)
+    info = subprocess.run(
+        [sys.executable, "-m", "kdumpkit", "info", str(kdump61), "--vmlinux", str(stub)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"symbols: {stub} is Debian's placeholder System.map: not usable" in info
+    assert "types: BTF in memory at 0xffffffff85638070 (4119994 bytes)" in info
 
 
 def test_no_btf_names_the_dbg_vmlinux(kdump61: Path) -> None:

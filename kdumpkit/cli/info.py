@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dump files; the files of a --split set are described together",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="every fact as JSON")
+    parser.add_argument(
+        "--vmlinux", metavar="FILE",
+        help="say where analysis given this file (as `crash --vmlinux`) takes symbols and types",
+    )  # fmt: skip
 
 
 def _iso(ts: int | None) -> str | None:
@@ -129,6 +133,9 @@ def sources(dump: Dump) -> dict[str, str]:
             found_kallsyms(dump)
         except KallsymsError as exc:
             symbols = f"none in the dump ({exc}): give a System.map or vmlinux"
+    if table is None:
+        unknown = "not found: its place in memory comes from the symbols"
+        return {"symbols": symbols, "types": unknown, "unwind": unknown}
     return {
         "symbols": symbols,
         "types": _span(table, "__start_BTF", "__stop_BTF", "BTF")
@@ -137,6 +144,23 @@ def sources(dump: Dump) -> dict[str, str]:
         "unwind": _span(table, "__start_orc_unwind_ip", "__stop_orc_unwind_ip", "ORC")
         or "no ORC tables found: frame pointers",
     }
+
+
+def given_file_sources(path: str) -> dict[str, str]:
+    """What a ``--vmlinux`` file replaces: a vmlinux with DWARF gives symbols and types,
+    a System.map or a stripped vmlinux gives symbols (types still from BTF)."""
+    from kdumpkit.analyze.program import debug_file_kind
+
+    kind = debug_file_kind(path)
+    if kind == "dwarf":
+        return {"symbols": f"DWARF vmlinux {path}", "types": f"DWARF vmlinux {path}"}
+    if kind == "symtab":
+        return {"symbols": f"ELF symbol table of {path}"}
+    from kdumpkit.debuginfo.symbols import debian_stub_system_map
+
+    if debian_stub_system_map(path):
+        return {"symbols": f"{path} is Debian's placeholder System.map: not usable"}
+    return {"symbols": f"System.map {path}"}
 
 
 def _span(table: KallsymsTable | None, start: str, stop: str, what: str) -> str | None:
@@ -229,6 +253,10 @@ def run(args: argparse.Namespace) -> int:
     dumps = _open_all(args.dumps)
     try:
         infos = [describe(d) for d in dumps]
+        if args.vmlinux:
+            for info in infos:
+                if "sources" in info:
+                    info["sources"].update(given_file_sources(args.vmlinux))
     finally:
         for dump in dumps:
             dump.close()

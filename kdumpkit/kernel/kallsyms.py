@@ -367,7 +367,8 @@ def vmcoreinfo_mismatch(
             int.from_bytes(read(address, 8), "little") == value for address in where[name]
         )
 
-    for name, value in wanted.items():
+    # _stext first: a placement that misses it is not kallsyms at all (see find_kallsyms).
+    for name, value in sorted(wanted.items(), key=lambda item: item[0] != "_stext"):
         if any(address == value for address in where.get(name, ())):
             continue
         if holds_value(name, value) or holds_value(VMCOREINFO_VALUES.get(name), value):
@@ -443,8 +444,10 @@ def find_kallsyms(vmcoreinfo: VmcoreInfo, read: ReadFn) -> FoundKallsyms:
     if not rejected:
         low, high = scan_range(vmcoreinfo)
         raise KallsymsError(f"no kallsyms tables in the kernel image ({low:#x}-{high:#x})")
+    # Say why the placement that got _stext right was refused, if one did.
+    plausible = [reason for reason in rejected if " _stext" not in reason] or rejected
     raise KallsymsError(
-        f"the kallsyms-shaped tables in the kernel image disagree with VMCOREINFO: {rejected[0]}"
+        f"the kallsyms-shaped tables in the kernel image disagree with VMCOREINFO: {plausible[0]}"
     )
 
 
