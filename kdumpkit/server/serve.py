@@ -19,7 +19,7 @@ from kdumpkit.server.config import ServerConfig
 from kdumpkit.server.db import QUEUED, Dump, utcnow
 from kdumpkit.server.store import StoreError
 from kdumpkit.server.tasks import QUEUE, TASK, make_celery
-from kdumpkit.server.work import Context, spool_files, stale_dumps
+from kdumpkit.server.work import Context, apply_retention, spool_files, stale_dumps
 
 
 def _die_with_parent() -> None:
@@ -171,6 +171,8 @@ def serve(config: ServerConfig, listen: str, workers: int, spool: Path | None = 
                 supervisor.check()
                 for dump_id in stale_dumps(ctx):
                     enqueue(dump_id)
+                # retention is the server's policy (workers need not know --keep)
+                apply_retention(ctx)
             except Exception as exc:  # a broker or database hiccup: next round
                 print(f"kdumpkit server: sweep: {exc}", file=sys.stderr)
 

@@ -193,8 +193,6 @@ def analyse_dump(ctx: Context, dump_id: int) -> str:
         stop.set()
         renewer.join()
     done = complete(ctx, dump_id, result)
-    if done:
-        apply_retention(ctx)
     return result.status if done else "skipped"
 
 
