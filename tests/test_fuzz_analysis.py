@@ -683,7 +683,7 @@ def test_module_list_that_loops_ends_with_a_note(kdump61: Path) -> None:
     )
     start = time.monotonic()
     assert len(Session(damaged).run_to_text("mod").splitlines()) == 5  # header + 4
-    assert len(gather_report(damaged)["modules"]) == 4
+    assert len(gather_report(damaged).modules) == 4
     assert time.monotonic() - start < 20
     assert [str(d) for d in guard.damage_notes(damaged)] == [
         f"list modules: loops back to {modules[1] + offset:#x} after 4 entries; stopped there"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kdumpkit.cli.output import DamageWarnings, add_zero_excluded, warn_damage
 from kdumpkit.dump.errors import DumpError
+
+if TYPE_CHECKING:
+    from kdumpkit.analyze.report import Report
 
 HELP = "one-page triage report: why did this kernel die?"
 #: Log lines in the report (as the full report's tail).
@@ -25,13 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_zero_excluded(parser)
 
 
-def log_only_report(path: str, damage: DumpError) -> dict[str, Any] | None:
+def log_only_report(path: str, damage: DumpError) -> Report | None:
     """When the kernel's types or symbols cannot be set up (damaged kallsyms, BTF, page
     tables), what the dump still says without them: its header, VMCOREINFO and kernel
     log (read from VMCOREINFO alone, as ``dmesg``), the panic line from the log.  None
     when the log cannot be read either."""
-    from kdumpkit.analyze.commands.sys import date_text
-    from kdumpkit.analyze.report import panic_from_log
+    from kdumpkit.analyze.report import Report, panic_from_log
     from kdumpkit.kernel.printk import format_record, get_printk_records
     from kdumpkit.kernel.vmcoreinfo_scan import open_kernel_dump
 
@@ -52,30 +54,18 @@ def log_only_report(path: str, damage: DumpError) -> dict[str, Any] | None:
         for record in records
         for line in format_record(record, caller_id=False).decode("utf-8", "replace").splitlines()
     ]
-    return {
-        "release": release,
-        "version": uts.get("version"),
-        "machine": machine,
-        "nodename": uts.get("nodename"),
-        "cpus": cpus,
-        "uptime_seconds": None,
-        "uptime": None,
-        "crash_time": crash_time,
-        "crash_date": date_text(crash_time) if crash_time else None,
-        "panic": panic_from_log(lines),
-        "dumpfile": dumpfile,
-        "live": False,
-        "partial": True,
-        "blocked_tasks": [],
-        "blocked_count": 0,
-        "taint": None,
-        "log_tail": lines[-LOG_TAIL:],
-        "modules": [],
-        "crashing_task": None,
-        "other_cpus": [],
-        "signature": None,
-        "errors": [f"tasks, backtraces, modules: not read, the analysis cannot start: {damage}"],
-    }
+    return Report(
+        release=release,
+        version=uts.get("version"),
+        machine=machine,
+        nodename=uts.get("nodename"),
+        cpus=cpus,
+        crash_time=crash_time,
+        panic=panic_from_log(lines),
+        dumpfile=dumpfile,
+        log_tail=lines[-LOG_TAIL:],
+        errors=[f"tasks, backtraces, modules: not read, the analysis cannot start: {damage}"],
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,14 +17,16 @@ MM_COUNTERS = {"MM_FILEPAGES": 0, "MM_ANONPAGES": 1, "MM_SWAPENTS": 2, "MM_SHMEM
 
 
 def physical_pages(prog: Program) -> int:
-    """The pages of RAM the nodes hold (their present pages): crash's %MEM divides by
-    this, not by totalram.
-
-    On arm64 crash divides by the pfn of ``high_memory`` instead (the end of the linear
-    map's RAM: RAM there starts at 1 GiB on QEMU's virt machine, so it is twice the RAM).
-    """
+    """The pages of RAM the nodes hold (their present pages): crash's MEMORY."""
     from drgn.helpers.linux.mmzone import for_each_online_pgdat
 
+    return sum(pgdat.node_present_pages.value_() for pgdat in for_each_online_pgdat(prog))
+
+
+def percent_mem_pages(prog: Program) -> int:
+    """What crash's ``ps`` %MEM divides by: the RAM pages (:func:`physical_pages`), not
+    totalram; on arm64 the pfn of ``high_memory`` instead (the end of the linear map's
+    RAM: RAM there starts at 1 GiB on QEMU's virt machine, so it is twice the RAM)."""
     if prog.platform is not None and prog.platform.arch == drgn.Architecture.AARCH64:
         from drgn.helpers.linux.mm import virt_to_phys
 
@@ -32,7 +34,7 @@ def physical_pages(prog: Program) -> int:
             return virt_to_phys(prog["high_memory"]).value_() // prog["PAGE_SIZE"].value_()
         except (LookupError, drgn.FaultError, ValueError):
             pass
-    return sum(pgdat.node_present_pages.value_() for pgdat in for_each_online_pgdat(prog))
+    return physical_pages(prog)
 
 
 def memory_bytes(prog: Program) -> int:

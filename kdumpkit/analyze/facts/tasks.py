@@ -11,7 +11,7 @@ import drgn
 
 from kdumpkit.analyze.context import cached, program_vmcoreinfo, selected_task
 from kdumpkit.analyze.facts.cpus import active_tasks, for_each_cpu_in_dump, panic_cpu_task
-from kdumpkit.analyze.facts.memory import physical_pages, task_rss_pages
+from kdumpkit.analyze.facts.memory import percent_mem_pages, task_rss_pages
 from kdumpkit.kernel.x86_64_layout import KERNEL_SPACE_START
 
 if TYPE_CHECKING:
@@ -352,7 +352,7 @@ def process_entry(
 def process_entries(prog: Program, tasks: Iterable[Object]) -> list[ProcessEntry]:
     """The ``ps`` entries of these tasks, in their order."""
     page_kb = prog["PAGE_SIZE"].value_() // 1024
-    total_pages = physical_pages(prog)
+    total_pages = percent_mem_pages(prog)
     active = active_tasks(prog)
     return [process_entry(task, active, total_pages, page_kb) for task in tasks]
 
