@@ -295,8 +295,14 @@ class Server:
         return proc
 
     def stop(self) -> None:
+        """End the test's processes at once: the server by SIGKILL (its embedded workers
+        get SIGTERM from the kernel as it dies, and leave by themselves), the separately
+        started workers by SIGTERM, all at the same time."""
         if self.proc is not None:
-            stop(self.proc)
+            stop(self.proc, signal.SIGKILL)
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.terminate()
         for worker in self.workers:
             stop(worker)
 
