@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Server
+from server_support import Server
 
 pytestmark = pytest.mark.slow
 
