@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Server
+from server_support import Server
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,12 @@ def shot(driver, tmp_path: Path, name: str) -> Path:  # type: ignore[no-untyped-
 def test_browse_problems(make_server, browser, kdump61: Path, flat61: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def until(condition):  # type: ignore[no-untyped-def]
+        return WebDriverWait(driver, 30).until(condition)
 
     server: Server = make_server()
     garbage = tmp_path / "garbage.bin"
@@ -88,9 +93,10 @@ def test_browse_problems(make_server, browser, kdump61: Path, flat61: Path, tmp_
     active = driver.switch_to.active_element
     assert active.get_attribute("id") == "token"
     active.send_keys("kdk_read_not-a-token", Keys.ENTER)
-    assert "cannot read" in driver.find_element(By.CSS_SELECTOR, "[role=alert]").text
-    driver.switch_to.active_element.send_keys(server.token("read"), Keys.ENTER)
-    assert driver.current_url == server.url + "/"
+    alert = until(ec.presence_of_element_located((By.CSS_SELECTOR, "[role=alert]")))
+    assert "cannot read" in alert.text
+    driver.find_element(By.ID, "token").send_keys(server.token("read"), Keys.ENTER)
+    until(ec.url_to_be(server.url + "/"))
     rows = driver.find_elements(By.CSS_SELECTOR, "a.problem-link")
     assert [r.text for r in rows] == ["sysrq_handle_crash | __handle_sysrq | write_sysrq_trigger"]
     assert driver.find_element(By.CSS_SELECTOR, "td.count").text == "2"
@@ -98,21 +104,22 @@ def test_browse_problems(make_server, browser, kdump61: Path, flat61: Path, tmp_
     # filter by host: one of the two dumps
     Select(driver.find_element(By.ID, "f-host")).select_by_visible_text("db2")
     driver.find_element(By.ID, "apply").click()
-    assert "host=db2" in driver.current_url
+    until(ec.url_contains("host=db2"))
     assert driver.find_element(By.CSS_SELECTOR, "td.count").text == "1"
     # a date range with no dump: nothing
     driver.get(server.url + "/?until=2020-01-01")
     assert "No problems match" in driver.find_element(By.TAG_NAME, "tbody").text
     driver.get(server.url + "/")
     driver.find_element(By.ID, "sort-last-seen").click()
-    assert "sort=last_seen" in driver.current_url
+    until(ec.url_contains("sort=last_seen"))
     driver.find_element(By.CSS_SELECTOR, "a.problem-link").click()
-    assert "/problems/" in driver.current_url
+    until(ec.url_contains("/problems/"))
     assert "2 dumps from 2 hosts" in driver.find_element(By.TAG_NAME, "main").text
     assert driver.find_elements(By.CSS_SELECTOR, "svg rect")
     shot(driver, tmp_path, "problem")
     driver.find_element(By.CSS_SELECTOR, "a.dump-link").click()
-    assert "sysrq_handle_crash" in driver.find_element(By.ID, "report").text
+    report = until(ec.presence_of_element_located((By.ID, "report")))
+    assert "sysrq_handle_crash" in report.text
     shot(driver, tmp_path, "dump")
     name = driver.find_element(By.ID, "download").text
     driver.find_element(By.ID, "download").click()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Server, kdumpkit_env, wait_port  # tests/server/conftest.py
+from server_support import Server, kdumpkit_env
 
 pytestmark = pytest.mark.slow
 
@@ -397,12 +397,6 @@ def test_cli_errors(tmp_path: Path) -> None:
     )
     assert done.returncode == 1 and "Connection refused" in done.stderr
     assert len(done.stderr.splitlines()) == 1
-
-
-def test_wait_port_helper() -> None:
-    """(the fixtures' port wait fails clearly)"""
-    with pytest.raises(TimeoutError):
-        wait_port(9, timeout=0.2)
 
 
 def test_collect_upload_and_spool(make_server, kdump61: Path, flat61: Path, tmp_path: Path) -> None:
