@@ -24,6 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
+def _clean_env() -> dict[str, str]:
+    """This environment without what would let the checkout leak into the fresh venv."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 @dataclass(frozen=True)
 class Installed:
     """A fresh virtual environment with the built wheel installed, and where to run it."""
@@ -33,22 +38,20 @@ class Installed:
     build_log: str
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         return subprocess.run(
             [str(self.venv / "bin" / "kdumpkit"), *args],
             cwd=self.workdir,
-            env=env,
+            env=_clean_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
         )
 
     def python(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         return subprocess.run(
             [str(self.venv / "bin" / "python"), *args],
             cwd=self.workdir,
-            env=env,
+            env=_clean_env(),
             capture_output=True,
             text=True,
             timeout=120,
@@ -70,10 +73,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     wheels = sorted(dist.glob("kdumpkit-*.whl"))
     assert len(wheels) == 1 and sorted(dist.glob("kdumpkit-*.tar.gz")), list(dist.iterdir())
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=_clean_env()
+    )
     pip = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", str(wheels[0])],
         cwd=workdir,
+        env=_clean_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -210,6 +210,12 @@ def test_saved_dumps_and_a_capture_cut_short(
     item = findings_of(tmp_path)["saved dumps"]
     assert item.status == OK
     assert item.message == "1 crash saved, the newest in /var/crash/202612010930"
+    # a capture that kept only the log (no room, or it stopped before the dump)
+    (crash / "202612020800").mkdir()
+    (crash / "202612020800" / "dmesg.202612020800").write_text("log\n")
+    item = findings_of(tmp_path)["saved dumps"]
+    assert item.status == WARN and "kernel log only" in item.message
+    assert "/var/crash/202612020800" in item.message
     # the power went off while the capture kernel wrote the next one
     (crash / "202612041710").mkdir()
     (crash / "202612041710" / "dmesg.202612041710").write_text("log\n")

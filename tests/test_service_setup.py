@@ -77,7 +77,10 @@ def test_apply_writes_and_runs(
     assert "@" not in load_unit.replace("@KDUMPKIT@", "").split("ExecStart=")[1].split()[0]
     collect = (machine / UNIT_DIR / "kdumpkit-collect.service").read_text()
     assert "ConditionPathExists=/proc/vmcore" in collect and "collect" in collect
-    assert "ExecStopPost=/bin/systemctl reboot --force --force" in collect and "network-online" not in collect
+    assert (
+        "ExecStopPost=/bin/systemctl reboot --force --force" in collect
+        and "network-online" not in collect
+    )
     assert (bin_dir / "calls.log").read_text().splitlines() == [
         "update-grub ",
         f"systemctl --root={machine} enable kdumpkit-load.service kdumpkit-collect.service",

@@ -450,9 +450,10 @@ def check_dump_dir(host: Host, config: Config) -> Finding:
 
 
 def check_saved_dumps(host: Host, config: Config) -> Finding | None:
-    """What earlier crashes left in the dump directory: the dumps saved, and any file a
-    capture never finished (power cut or killed while writing: its name still ends in
-    ``.incomplete``).  None when the directory holds no dump."""
+    """What earlier crashes left in the dump directory: the dumps saved, a file a capture
+    never finished (power cut or killed while writing: its name still ends in
+    ``.incomplete``), and captures that kept only the kernel log (no room for the dump, or
+    stopped before it began).  None when the directory holds no crash."""
     if config.ssh:
         return None
     folder = host.path(config.dump_dir)
@@ -462,12 +463,16 @@ def check_saved_dumps(host: Host, config: Config) -> Finding | None:
         return None
     if not stamps:
         return None
-    cut = sorted(
-        f"{config.dump_dir}/{stamp.name}/{p.name}"
-        for stamp in stamps
-        for p in stamp.iterdir()
-        if p.name.endswith(INCOMPLETE_SUFFIX)
-    )
+    cut: list[str] = []
+    log_only: list[str] = []
+    for stamp in stamps:
+        names = [p.name for p in stamp.iterdir()]
+        cut += [
+            f"{config.dump_dir}/{stamp.name}/{n}" for n in names if n.endswith(INCOMPLETE_SUFFIX)
+        ]
+        if not any(n.startswith("dump.") and not n.endswith(INCOMPLETE_SUFFIX) for n in names):
+            if not any(n.endswith(INCOMPLETE_SUFFIX) for n in names):
+                log_only.append(f"{config.dump_dir}/{stamp.name}")
     if cut:
         return Finding(
             "saved dumps",
@@ -475,6 +480,15 @@ def check_saved_dumps(host: Host, config: Config) -> Finding | None:
             f"{len(cut)} capture{'s' if len(cut) > 1 else ''} cut short (the machine stopped "
             f"while writing): {', '.join(cut)}",
             f"`kdumpkit info {cut[0]}` shows what it holds; delete it when done",
+        )
+    if log_only:
+        return Finding(
+            "saved dumps",
+            WARN,
+            f"{len(log_only)} crash{'es' if len(log_only) > 1 else ''} with the kernel log "
+            f"only, no dump (no room, or the capture stopped before the dump): "
+            f"{', '.join(log_only)}",
+            f"see the dmesg file there; `kdumpkit check` says the room {config.dump_dir} has",
         )
     return Finding(
         "saved dumps",

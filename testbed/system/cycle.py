@@ -32,7 +32,7 @@ from image import CACHE, build_base_image, build_wheelhouse, wheel_disk
 from machine import Machine, copy_out, overlay
 
 PANIC = r"Kernel panic - not syncing"
-POWER_CUT_DELAY_S = 3.0
+POWER_CUT_DELAY_S = 8.0
 
 
 @dataclass
@@ -53,7 +53,7 @@ class CycleReport:
 def wait_for_load_unit(machine: Machine) -> None:
     """The login prompt can come before kdumpkit-load.service has finished."""
     machine.run(
-        "timeout 900 sh -c 'while [ \"$(systemctl is-active kdumpkit-load.service)\" "
+        'timeout 900 sh -c \'while [ "$(systemctl is-active kdumpkit-load.service)" '
         "= activating ]; do sleep 2; done'"
     )
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from vm import Guest, TestbedError  # noqa: E402
+from vm import Guest, TestbedError
 
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT_S = 900.0
