@@ -120,11 +120,11 @@ def facts_from_report(report_json: str) -> CrashFacts:
     return facts
 
 
-def report_text(report_json: str) -> str:
-    """A stored report as ``kdumpkit report`` prints it."""
-    from kdumpkit.analyze.report import render_text
-
-    return render_text(json.loads(report_json))
+def report_text(report_json: str) -> str | None:
+    """A stored report as ``kdumpkit report`` prints it (rendered by the worker from the
+    report record, kept with its JSON under ``text``)."""
+    text = json.loads(report_json).get("text")
+    return text if isinstance(text, str) else None
 
 
 @dataclass
@@ -197,7 +197,7 @@ def analyse(
 
 def _child(path: str, commands: list[str]) -> dict[str, Any]:
     """In the child: open the dump, gather and render the report, run the commands."""
-    from kdumpkit.analyze.report import gather_report, render_json
+    from kdumpkit.analyze.report import gather_report, render_json, render_text
     from kdumpkit.analyze.session import Session, open_for_analysis
     from kdumpkit.dump.errors import DumpError
 
@@ -210,7 +210,10 @@ def _child(path: str, commands: list[str]) -> dict[str, Any]:
     except Exception as exc:  # the reader failed in a way it does not name: still one line
         return {"status": UNREADABLE, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
     try:
-        report = render_json(gather_report(prog))
+        record = gather_report(prog)
+        data = json.loads(render_json(record))
+        data["text"] = render_text(record)
+        report = json.dumps(data)
     except MemoryError:
         raise
     except Exception as exc:
