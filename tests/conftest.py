@@ -17,6 +17,22 @@ FIXTURE_6_1 = FIXTURES / "linux-6.1.0-56-cloud-amd64-kdump"
 
 #: ``make e2e`` sets it: every input must be there, a skip is a failure.
 STRICT = os.environ.get("KDUMPKIT_STRICT") == "1"
+#: ``make e2e`` sets it (STRICT implies it): run the tests marked ``long``, which boot
+#: extra guests for many minutes (the real system, Debian 11, arm64 cycles).
+LONG = STRICT or os.environ.get("KDUMPKIT_LONG") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` skip unless ``make e2e`` (KDUMPKIT_LONG=1) runs them; the
+    skip summary names them."""
+    if LONG:
+        return
+    skip = pytest.mark.skip(
+        reason="boots extra guests for many minutes (KDUMPKIT_LONG=1 pytest ..., or make e2e)"
+    )
+    for item in items:
+        if item.get_closest_marker("long") is not None:
+            item.add_marker(skip)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -21,7 +21,7 @@ from arm64_fixtures import KVER_6_1, KVER_6_12, TESTBED, arm64_vmlinux
 from kdumpkit.dump.open import open_dump
 from kdumpkit.kernel.printk import get_printk_records
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "testbed" / "arm64"
 KERNELS = {"6.1": KVER_6_1, "6.12": KVER_6_12}

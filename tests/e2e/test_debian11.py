@@ -28,7 +28,7 @@ from kdumpkit.capture.filter import exclude_unnecessary_pages
 from kdumpkit.dump.open import open_dump
 from kdumpkit.kernel.kallsyms import found_kallsyms, missing_kallsyms_symbols
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 RELEASE = "5.10.0-43-amd64"
 #: Compared byte for byte with crash 9.0.2 (``sys`` apart: its KERNEL line names the file).
