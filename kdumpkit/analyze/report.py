@@ -28,6 +28,7 @@ from kdumpkit.analyze.facts.tasks import (
     task_comm,
     task_state_code,
 )
+from kdumpkit.analyze.guard import damage_notes
 from kdumpkit.analyze.stack import Frame, panic_cpu, stack_trace, task_cpu
 from kdumpkit.dump.errors import DumpError
 
@@ -99,9 +100,10 @@ def normalise_function(name: str) -> str:
     return _COMPILER_SUFFIX.sub("", name)
 
 
-def crash_signature(functions: Sequence[str | None], panic: str | None) -> Signature:
+def crash_signature(functions: Sequence[str | None], panic: str | None) -> Signature | None:
     """sha256 of the top frames' functions (innermost first) once the panic machinery is
-    dropped (or of the message, when no frame is left)."""
+    dropped (or of the message, when no frame is left); None when there is neither (a
+    damaged dump: the sha256 of nothing would group unrelated crashes)."""
     names = [normalise_function(f) for f in functions if f]
     # Frames are innermost first: whatever ran inside the outermost machinery frame
     # (panic notifiers, kexec, the NMI handler's callees) is part of the machinery too.
@@ -112,6 +114,8 @@ def crash_signature(functions: Sequence[str | None], panic: str | None) -> Signa
     top = meaningful[:SIGNATURE_FRAMES]
     if top:
         basis = "|".join(top)
+    elif not panic:
+        return None
     else:
         # No usable frames: fall back on the message without its numbers.
         basis = re.sub(r"(0x)?[0-9a-fA-F]{4,}|\d+", "N", panic or "")
@@ -380,6 +384,7 @@ def gather_report(prog: Program) -> Report:
     report.other_cpus = _other_cpus(prog, report.crashing_task, errors)
     frames = report.crashing_task.backtrace if report.crashing_task else None
     report.signature = crash_signature([f.function for f in frames or []], report.panic)
+    report.errors += [str(damage) for damage in damage_notes(prog)]
     return report
 
 

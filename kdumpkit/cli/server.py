@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -124,8 +125,9 @@ def _run(args: argparse.Namespace) -> int:
         skip_frames_file=args.skip_frames,
         lease_seconds=args.lease_seconds,
         requeue_seconds=args.requeue_seconds,
-        **({"commands": tuple(args.commands)} if args.commands else {}),
     )
+    if args.commands:
+        config = dataclasses.replace(config, commands=tuple(args.commands))
     workers = args.workers if args.workers is not None else int(config.embedded_broker)
     serve(config, args.listen, workers, args.spool)
     return 0

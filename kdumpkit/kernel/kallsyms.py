@@ -321,7 +321,9 @@ def vmcoreinfo_symbols(vmcoreinfo: VmcoreInfo) -> dict[str, int]:
     return {
         key[len("SYMBOL(") : -1]: value
         for key, value in vmcoreinfo.typed().items()
-        if key.startswith("SYMBOL(") and not key.startswith("SYMBOL(kallsyms_")
+        if key.startswith("SYMBOL(")
+        and not key.startswith("SYMBOL(kallsyms_")
+        and isinstance(value, int)
     }
 
 

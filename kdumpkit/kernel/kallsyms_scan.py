@@ -42,6 +42,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -172,7 +173,7 @@ class PageCache:
         return data[start : start + size]
 
 
-def entry_starts(blob: bytes, count: int) -> tuple[np.ndarray, int]:
+def entry_starts(blob: bytes | memoryview, count: int) -> tuple[np.ndarray, int]:
     """Where each of the first ``count`` entries of kallsyms_names starts (its length
     byte) and where the last one ends; the end is past ``len(blob)`` when they overrun."""
     starts = array("q")
@@ -375,7 +376,7 @@ def _address_tables(
 ) -> Iterator[KallsymsTables]:
     """Every place and encoding the address table may have, for tables found at these
     addresses (most likely first)."""
-    common = {
+    common: dict[str, Any] = {
         "num_syms": num_syms,
         "count": count,
         "names": names,

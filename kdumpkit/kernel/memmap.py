@@ -22,6 +22,7 @@ import numpy as np
 
 from kdumpkit.dump.base import Dump
 from kdumpkit.dump.errors import DumpError, PageNotPresentError
+from kdumpkit.kernel.x86_64 import X86_64AddressSpace
 from kdumpkit.kernel.x86_64_layout import KERNEL_SPACE_START_L5
 
 #: section_mem_map flag bits (include/linux/mmzone.h)
@@ -355,6 +356,8 @@ class SparseMem:
                 return arch_leaf(vaddr)
             except DumpError as exc:
                 raise MemMapError(str(exc)) from None
+        if not isinstance(space, X86_64AddressSpace):
+            raise MemMapError(f"no page-table walk for a {type(space).__name__}")
         if space.is_kernel_text(vaddr):
             return space.v2p(vaddr), 4096
         key = vaddr >> 21

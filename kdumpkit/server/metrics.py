@@ -52,7 +52,7 @@ class DatabaseCollector(Collector):
             "kdumpkit_analysis_seconds",
             "Time per analysis",
             count_value=analysed,
-            sum_value=float(seconds),
+            sum_value=float(seconds or 0.0),
         )
 
 

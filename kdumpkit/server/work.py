@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +35,9 @@ from kdumpkit.server.db import (
 )
 from kdumpkit.server.signatures import SCHEMES, Signature, load_skip_list, signatures, v2
 from kdumpkit.server.store import DumpStore
+
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
 
 
 @dataclass
@@ -77,7 +81,7 @@ def claim(ctx: Context, dump_id: int) -> bool:
                 worker=worker_name(),
             )
         )
-        return result.rowcount == 1
+        return cast("CursorResult[Any]", result).rowcount == 1
 
 
 def _renew(ctx: Context, dump_id: int, stop: threading.Event) -> None:

@@ -329,12 +329,11 @@ def test_server_killed_mid_upload(make_server, kdump61: Path) -> None:
     server.wait([dump["id"]])
 
 
+@pytest.mark.parametrize("backend", ["redis-postgres"], indirect=True)  # the embedded has none
 def test_redis_restarted_with_tasks_queued(
     request, backend: str, make_server, kdump61: Path, flat61: Path, tmp_path: Path
 ) -> None:
     """Redis restarted (losing its queue) while dumps wait for a worker: all are analysed."""
-    if backend == "embedded":
-        pytest.skip("no Redis in the embedded default")
     server: Server = make_server(workers=0)
     ids = [
         server.upload(kdump61)["id"],

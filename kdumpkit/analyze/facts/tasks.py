@@ -12,6 +12,7 @@ import drgn
 from kdumpkit.analyze.context import cached, program_vmcoreinfo, selected_task
 from kdumpkit.analyze.facts.cpus import active_tasks, for_each_cpu_in_dump, panic_cpu_task
 from kdumpkit.analyze.facts.memory import percent_mem_pages, task_rss_pages
+from kdumpkit.analyze.guard import note_damage
 from kdumpkit.kernel.x86_64_layout import KERNEL_SPACE_START
 
 if TYPE_CHECKING:
@@ -93,9 +94,15 @@ def for_each_task_with_idle(prog: Program) -> Iterator[Object]:
         except drgn.FaultError:
             threads = [process]
         for task in threads:
-            if task.value_() not in seen and _readable(task):
-                seen.add(task.value_())
-                yield task
+            if task.value_() in seen:
+                continue
+            if not _readable(task):
+                note_damage(
+                    prog, f"task {task.value_():#x}", "task_struct not in the dump; skipped"
+                )
+                continue
+            seen.add(task.value_())
+            yield task
 
 
 def _readable(task: Object) -> bool:
@@ -122,7 +129,14 @@ def _task_list(prog: Program, seen: set[int]) -> Iterator[Object]:
                 task = drgn.container_of(node, "struct task_struct", "tasks")
                 task.pid.value_()
             except drgn.FaultError:
-                break  # a task in a page the dump lacks: try from the other end
+                # a task in a page the dump lacks: try from the other end
+                note_damage(
+                    prog,
+                    f"task list ({member})",
+                    f"a task_struct after {node.value_():#x} is not in the dump; "
+                    "walked from the other end",
+                )
+                break
             reached.add(address)
             yield task
 
