@@ -60,12 +60,8 @@ def run(args: argparse.Namespace) -> int:
         if part is not None:
             changes.add(part)
     print(f"crashkernel={value}")
-    if not args.apply:
-        _show(changes)
+    if not _show_or_apply(host, changes, args.apply):
         return 0
-    for note in changes.notes:
-        print(f"note: {note}")
-    apply_changes(host, changes)
     try:
         current = effective_crashkernel(host.cmdline())
     except CrashkernelError:
@@ -75,6 +71,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("done; `kdumpkit load` (or the kdumpkit-load unit) arms kdump now")
     return 0
+
+
+def _show_or_apply(host: Host, changes: Changes, apply: bool) -> bool:
+    """Make the changes (True), or show them as a dry run (False)."""
+    if not apply:
+        _show(changes)
+        return False
+    for note in changes.notes:
+        print(f"note: {note}")
+    apply_changes(host, changes)
+    return True
 
 
 def _show(changes: Changes) -> None:
@@ -104,11 +111,7 @@ def _revert(host: Host, args: argparse.Namespace) -> int:
             print(f"note: {note}")
         print("nothing to revert: kdumpkit's units and GRUB drop-in are not installed")
         return 0
-    if not args.apply:
-        _show(changes)
+    if not _show_or_apply(host, changes, args.apply):
         return 0
-    for note in changes.notes:
-        print(f"note: {note}")
-    apply_changes(host, changes)
     print("reverted; the memory stays reserved until the next boot")
     return 0
