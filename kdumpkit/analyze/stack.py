@@ -401,6 +401,21 @@ def _percpu_address(per_cpu_offset: int, address: int) -> int:
     return (per_cpu_offset + address) & 0xFFFF_FFFF_FFFF_FFFF
 
 
+def percpu_u64(
+    prog: drgn.Program, read_u64: Callable[[int], int], name: str, cpu: int
+) -> int | None:
+    """The u64 per-cpu variable ``name`` of ``cpu`` (through ``__per_cpu_offset``), or
+    None when a symbol is missing or the value is not in the dump."""
+    offsets = kernel_symbol(prog, "__per_cpu_offset")
+    symbol = kernel_symbol(prog, name)
+    if offsets is None or symbol is None:
+        return None
+    try:
+        return read_u64(_percpu_address(read_u64(offsets.address + 8 * cpu), symbol.address))
+    except drgn.FaultError:
+        return None
+
+
 def _crash_notes_registers(prog: drgn.Program) -> dict[int, dict[str, int]]:
     from kdumpkit.dump.notes import NT_PRSTATUS, PRSTATUS_SIZES, Note, decode_prstatus
 
@@ -495,16 +510,7 @@ class _Unwinder:
     # --- stacks ---------------------------------------------------------------------
 
     def _percpu_u64(self, name: str, cpu: int) -> int | None:
-        offsets = kernel_symbol(self.prog, "__per_cpu_offset")
-        symbol = kernel_symbol(self.prog, name)
-        if offsets is None or symbol is None:
-            return None
-        try:
-            return self.read_u64(
-                _percpu_address(self.read_u64(offsets.address + 8 * cpu), symbol.address)
-            )
-        except drgn.FaultError:
-            return None
+        return percpu_u64(self.prog, self.read_u64, name, cpu)
 
     def _pcpu_hot(self, member: str, cpu: int) -> int | None:
         # Linux kernel commit e57ef2ed97c1 ("x86: Put hot per CPU variables into a
@@ -995,16 +1001,7 @@ class _AArch64Unwinder:
         return symbol.name, pc - symbol.address, None
 
     def _percpu_u64(self, name: str, cpu: int) -> int | None:
-        offsets = kernel_symbol(self.prog, "__per_cpu_offset")
-        symbol = kernel_symbol(self.prog, name)
-        if offsets is None or symbol is None:
-            return None
-        try:
-            return self.read_u64(
-                _percpu_address(self.read_u64(offsets.address + 8 * cpu), symbol.address)
-            )
-        except drgn.FaultError:
-            return None
+        return percpu_u64(self.prog, self.read_u64, name, cpu)
 
     def _cpu_curr(self, cpu: int) -> int | None:
         """The kernel's cpu_curr(cpu)."""
